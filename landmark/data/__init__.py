@@ -1,0 +1,1 @@
+"""Dataset formats, manifests, image decoding and the synthetic landmark world."""

@@ -1,0 +1,264 @@
+"""Revisited Oxford/Paris layout: ``<dir>/<name>/gnd_<name>.pkl`` and ``<dir>/<name>/jpg/<id>.jpg``.
+
+The ground-truth pickle holds ``imlist`` (index image names), ``qimlist`` (query names) and ``gnd``, one dict per
+query with ``bbx`` [x0, y0, x1, y1] and ``easy``/``hard``/``junk`` lists of integer indices into ``imlist``.
+Here indices become ids. Pickles are only ever loaded through :class:`RestrictedUnpickler`, which refuses every
+global except numpy's array-reconstruction helpers, so a crafted file cannot run code.
+"""
+
+from __future__ import annotations
+
+import io
+import numbers
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from landmark.data.atomic import atomic_path
+from landmark.data.groundtruth import DatasetFormatError, LandmarkDataset, QueryTruth
+from landmark.data.ids import is_safe_image_id, validate_image_id
+from landmark.data.manifest import NO_LANDMARK, STATUS_OK, make_manifest, quarantined_row
+
+# Globals a ground-truth pickle may name: builtin containers and numpy arrays/scalars/dtypes (numpy 1 and 2
+# module paths). Lists, dicts, tuples, str, int, float, bool and None need no global at all.
+_ALLOWED_GLOBALS = frozenset(
+    {("builtins", name) for name in ("set", "frozenset", "complex", "bytearray")}
+    | {
+        (module, name)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "scalar")
+    }
+    | {(module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")}
+    | {("numpy", "ndarray"), ("numpy", "dtype")}
+)
+
+
+class UnsafePickleError(DatasetFormatError):
+    """A pickle that names a global outside the allow-list (it was refused, nothing was executed)."""
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only builtin containers and numpy array/scalar/dtype reconstruction."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise UnsafePickleError(
+                f"refusing to load global {module}.{name}: ground-truth pickles may only contain lists, dicts, "
+                "strings, numbers and numpy arrays"
+            )
+        return super().find_class(module, name)
+
+
+def load_restricted_pickle(path: str | Path) -> Any:
+    """Load a pickle file through :class:`RestrictedUnpickler`.
+
+    Raises:
+        UnsafePickleError: the pickle names a disallowed global (e.g. ``os.system``); nothing was executed.
+        DatasetFormatError: the file is not a valid pickle.
+    """
+    data = Path(path).read_bytes()
+    try:
+        return RestrictedUnpickler(io.BytesIO(data)).load()
+    except UnsafePickleError as exc:
+        raise UnsafePickleError(f"{path}: {exc}") from exc
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise DatasetFormatError(
+            f"{path} is not a valid ground-truth pickle: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _ids(values: Any, key: str, path: Path) -> tuple[str, ...]:
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    if not isinstance(values, list | tuple):
+        raise DatasetFormatError(
+            f"{path}: {key!r} must be a list of image names, got {type(values).__name__}"
+        )
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise DatasetFormatError(f"{path}: {key}[{i}] must be a string, got {value!r}")
+    return tuple(values)
+
+
+def _indices_to_ids(values: Any, where: str, db_ids: Sequence[str], path: Path) -> tuple[str, ...]:
+    array = np.asarray(values if values is not None else [])
+    if array.ndim != 1 and array.size:
+        raise DatasetFormatError(f"{path}: {where} must be a flat list of indices, got shape {array.shape}")
+    ids = []
+    for j, value in enumerate(array.reshape(-1).tolist()):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise DatasetFormatError(f"{path}: {where}[{j}] = {value!r} is not an integer index")
+        if not 0 <= value < len(db_ids):
+            raise DatasetFormatError(
+                f"{path}: {where}[{j}] = {value} is out of range for imlist of {len(db_ids)} images"
+            )
+        ids.append(db_ids[value])
+    return tuple(ids)
+
+
+def _bbox(value: Any, where: str, path: Path) -> tuple[float, float, float, float] | None:
+    if value is None:
+        return None
+    box = np.asarray(value, dtype=np.float64).reshape(-1)
+    if box.shape != (4,):
+        raise DatasetFormatError(f"{path}: {where} must be [x0, y0, x1, y1], got {value!r}")
+    return float(box[0]), float(box[1]), float(box[2]), float(box[3])
+
+
+def read_gnd(pkl_path: str | Path) -> tuple[tuple[str, ...], tuple[str, ...], tuple[QueryTruth, ...]]:
+    """Read a ``gnd_<name>.pkl`` ground-truth file, turning indices into image ids.
+
+    Returns:
+        (db_ids, query_ids, queries): index image ids (imlist), query ids (qimlist), and one
+        :class:`QueryTruth` per query in qimlist order.
+
+    Raises:
+        UnsafePickleError: the pickle tries to load a disallowed global.
+        DatasetFormatError: missing keys, wrong types, duplicate index names, or out-of-range indices.
+    """
+    path = Path(pkl_path)
+    content = load_restricted_pickle(path)
+    if not isinstance(content, dict):
+        raise DatasetFormatError(
+            f"{path}: expected a dict with imlist, qimlist, gnd; got {type(content).__name__}"
+        )
+    missing = [key for key in ("imlist", "qimlist", "gnd") if key not in content]
+    if missing:
+        raise DatasetFormatError(f"{path}: missing keys {missing}")
+    db_ids = _ids(content["imlist"], "imlist", path)
+    query_ids = _ids(content["qimlist"], "qimlist", path)
+    if len(set(db_ids)) != len(db_ids):
+        duplicates = sorted({i for i in db_ids if db_ids.count(i) > 1})[:5]
+        raise DatasetFormatError(
+            f"{path}: imlist has duplicate names {duplicates}; indices would be ambiguous"
+        )
+    gnd = content["gnd"]
+    if not isinstance(gnd, list | tuple) or len(gnd) != len(query_ids):
+        size = len(gnd) if isinstance(gnd, list | tuple) else type(gnd).__name__
+        raise DatasetFormatError(
+            f"{path}: gnd must be a list with one entry per query ({len(query_ids)}), got {size}"
+        )
+    queries = []
+    for i, (query_id, entry) in enumerate(zip(query_ids, gnd, strict=True)):
+        if not isinstance(entry, dict):
+            raise DatasetFormatError(f"{path}: gnd[{i}] must be a dict, got {type(entry).__name__}")
+        lists = {
+            key: _indices_to_ids(entry.get(key), f"gnd[{i}][{key!r}]", db_ids, path)
+            for key in ("easy", "hard", "junk")
+        }
+        bbox = _bbox(entry.get("bbx"), f"gnd[{i}]['bbx']", path)
+        try:
+            queries.append(QueryTruth(query_id, lists["easy"], lists["hard"], lists["junk"], bbox))
+        except ValueError as exc:
+            raise DatasetFormatError(f"{path}: gnd[{i}]: {exc}") from exc
+    return db_ids, query_ids, tuple(queries)
+
+
+def write_gnd(pkl_path: str | Path, db_ids: Sequence[str], queries: Sequence[QueryTruth]) -> Path:
+    """Write a ``gnd_<name>.pkl`` file (plain lists and dicts, pickle protocol 4), atomically.
+
+    A query whose ``bbox`` is None is written without a ``bbx`` key.
+
+    Raises:
+        ValueError: duplicate db ids, or a query referring to an id that is not in ``db_ids``.
+    """
+    db_list = [str(i) for i in db_ids]
+    position = {image_id: k for k, image_id in enumerate(db_list)}
+    if len(position) != len(db_list):
+        raise ValueError("db_ids has duplicates; indices would be ambiguous")
+    gnd = []
+    for truth in queries:
+        entry: dict[str, Any] = {}
+        if truth.bbox is not None:
+            entry["bbx"] = [float(v) for v in truth.bbox]
+        for key in ("easy", "hard", "junk"):
+            unknown = [i for i in getattr(truth, key) if i not in position]
+            if unknown:
+                raise ValueError(f"query {truth.query_id!r}: {key} ids not in db_ids: {unknown[:5]}")
+            entry[key] = [position[i] for i in getattr(truth, key)]
+        gnd.append(entry)
+    content = {"imlist": db_list, "qimlist": [t.query_id for t in queries], "gnd": gnd}
+    path = Path(pkl_path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(pickle.dumps(content, protocol=4))
+    return path
+
+
+def gnd_path(root: str | Path, name: str) -> Path:
+    """``<root>/<name>/gnd_<name>.pkl``; ``name`` must be a safe file name."""
+    validate_image_id(name)
+    return Path(root) / name / f"gnd_{name}.pkl"
+
+
+def image_uri(image_id: str) -> str:
+    """Manifest uri of a revisitop image, relative to ``<root>/<name>``: ``jpg/<id>.jpg``."""
+    return f"jpg/{image_id}.jpg"
+
+
+def _split_manifest(
+    ids: Sequence[str], boxes: Sequence[tuple[float, float, float, float] | None]
+) -> pd.DataFrame:
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for image_id, box in zip(ids, boxes, strict=True):
+        if not is_safe_image_id(image_id):
+            rows.append(quarantined_row(image_id, "unsafe_id", repr(image_id)))
+            continue
+        if image_id in seen:
+            rows.append(quarantined_row(image_id, "duplicate_id", repr(image_id)))
+            continue
+        seen.add(image_id)
+        row: dict[str, Any] = {"image_id": image_id, "landmark_id": NO_LANDMARK, "uri": image_uri(image_id)}
+        if box is not None:
+            row.update(bbox_x0=box[0], bbox_y0=box[1], bbox_x1=box[2], bbox_y1=box[3])
+        rows.append(row)
+    return make_manifest(rows)
+
+
+def read_revisitop(root: str | Path, name: str) -> LandmarkDataset:
+    """Read a revisited Oxford/Paris dataset at ``<root>/<name>``.
+
+    Returns:
+        A dataset rooted at ``<root>/<name>`` with split "index" (imlist) and "test" (qimlist, bbox columns set
+        from bbx), landmark_id -1, uris ``jpg/<id>.jpg``, and ``retrieval`` holding the query ground truth.
+
+    Raises:
+        FileNotFoundError: no ``gnd_<name>.pkl``.
+        DatasetFormatError: see :func:`read_gnd`.
+    """
+    path = gnd_path(root, name)
+    if not path.is_file():
+        raise FileNotFoundError(f"no revisitop ground truth at {path}")
+    db_ids, query_ids, queries = read_gnd(path)
+    manifests = {
+        "index": _split_manifest(db_ids, [None] * len(db_ids)),
+        "test": _split_manifest(query_ids, [q.bbox for q in queries]),
+    }
+    return LandmarkDataset(root=path.parent, manifests=manifests, retrieval=queries)
+
+
+def write_revisitop(dataset: LandmarkDataset, root: str | Path, name: str) -> Path:
+    """Write ``<root>/<name>/gnd_<name>.pkl`` from a dataset's "index" ok rows and its ``retrieval``.
+
+    imlist = ok image ids of the "index" split in manifest order; qimlist and bbx come from ``retrieval``.
+    Images are not copied (whoever holds the pixels writes ``<root>/<name>/jpg/<id>.jpg``).
+
+    Returns:
+        The path of the pickle written.
+
+    Raises:
+        KeyError: the dataset has no "index" split.
+        ValueError: ground truth referring to ids missing from the index split.
+    """
+    index = dataset.manifest("index")
+    db_ids = list(index.loc[index["status"] == STATUS_OK, "image_id"])
+    return write_gnd(gnd_path(root, name), db_ids, dataset.retrieval)
+
+
+def find_gnd_files(directory: str | Path) -> list[Path]:
+    """``gnd_*.pkl`` files directly in ``directory``, sorted."""
+    return sorted(Path(directory).glob("gnd_*.pkl"))

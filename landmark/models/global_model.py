@@ -1,0 +1,53 @@
+"""The global descriptor model: backbone -> GeM -> (FC -> BatchNorm1d) -> L2-normalised embedding."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from landmark.config import ModelConfig
+from landmark.models.backbones import Normalisation, backbone_normalisation, create_backbone
+from landmark.models.pooling import GeM
+
+
+class GlobalDescriptor(nn.Module):
+    """Image -> L2-normalised global descriptor.
+
+    With ``embedding_dim == 0`` the descriptor is the GeM-pooled backbone feature (the off-the-shelf baseline);
+    otherwise a linear layer projects it to ``embedding_dim`` followed by BatchNorm1d (Yokoo et al. 2020).
+    """
+
+    def __init__(self, backbone: nn.Module, normalisation: Normalisation, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.pool = GeM(p=cfg.gem_p, eps=cfg.gem_eps)
+        features = int(getattr(backbone, "num_features"))  # noqa: B009  (timm attribute, not typed)
+        self.neck: nn.Module
+        if cfg.embedding_dim > 0:
+            self.neck = nn.Sequential(nn.Linear(features, cfg.embedding_dim), nn.BatchNorm1d(cfg.embedding_dim))
+            self.dim = cfg.embedding_dim
+        else:
+            self.neck = nn.Identity()
+            self.dim = features
+        self.register_buffer("mean", torch.tensor(normalisation.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(normalisation.std).view(1, 3, 1, 1), persistent=False)
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) RGB in [0, 1] -> the backbone's input normalisation."""
+        return (images - self.mean) / self.std
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Un-normalised embedding, shape (N, dim), from (N, 3, H, W) RGB images in [0, 1]."""
+        fmap = self.backbone.forward_features(self.normalise(images))  # type: ignore[operator]
+        return self.neck(self.pool(fmap))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised descriptors, shape (N, dim), from (N, 3, H, W) RGB images in [0, 1]."""
+        return F.normalize(self.embed(images), dim=-1)
+
+
+def create_global_model(cfg: ModelConfig) -> GlobalDescriptor:
+    """Build the global descriptor model from its config, loading backbone weights per ``cfg.pretrained``."""
+    backbone = create_backbone(cfg.backbone, cfg.pretrained)
+    return GlobalDescriptor(backbone, backbone_normalisation(cfg.backbone, cfg.pretrained), cfg)
