@@ -34,7 +34,7 @@ def read_csv_table(path: str | Path, required: Sequence[str]) -> CsvTable:
     """Read a CSV file with a header, keeping every value a string (so "0123" stays "0123").
 
     Blank lines are skipped; rows with too few or too many fields are returned in ``malformed``.
-    Undecodable bytes are replaced (U+FFFD), which makes the affected ids unsafe rather than the file unreadable.
+    Undecodable bytes are replaced (U+FFFD): the affected ids become unsafe rather than the file unreadable.
 
     Raises:
         DatasetFormatError: an empty file, or a header missing ``required`` columns (names the file and them).
@@ -66,7 +66,7 @@ def read_csv_table(path: str | Path, required: Sequence[str]) -> CsvTable:
 
 
 def write_csv_rows(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> Path:
-    """Write a header and rows as UTF-8 CSV (minimal quoting, "\\n" line ends), atomically; returns the path."""
+    """Write a header and rows as UTF-8 CSV (minimal quoting, "\\n" line ends) atomically; returns path."""
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream, lineterminator="\n")

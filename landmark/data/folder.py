@@ -1,6 +1,6 @@
 """Plain folder-per-landmark layout: ``<root>/<landmark name>/<image id>.jpg|jpeg|png``.
 
-Landmark ids are the positions of the folder names in sorted order, so the same folders always get the same ids.
+Landmark ids are the positions of the folder names in sorted order, so the same folders get the same ids.
 Hidden folders and files (name starting with ".") and files with other extensions are skipped; images whose
 file stem is not a safe id, or repeats an earlier one, are quarantined.
 """
@@ -51,8 +51,8 @@ def read_folder(root: str | Path) -> LandmarkDataset:
     """Read a folder-per-landmark dataset into split "train".
 
     Returns:
-        A dataset with one manifest ("train"): uri ``<name>/<file>``, landmark_id = index of the folder name in
-        sorted order, ``label_names`` = id -> folder name.
+        A dataset with one manifest ("train"): uri ``<name>/<file>``, landmark_id = index of the folder
+        name in sorted order, ``label_names`` = id -> folder name.
 
     Raises:
         FileNotFoundError: ``root`` is not a directory.
@@ -94,7 +94,8 @@ def write_folder(dataset: LandmarkDataset, root: str | Path, *, split: str = SPL
     """Lay out one split of a dataset as folders, copying each ok image to ``<root>/<name>/<id><ext>``.
 
     Every name in ``label_names`` gets a folder, even an empty one, so reading the result back gives the same
-    landmark ids (when the names sort in id order, as they do for datasets read from folders or IMC). Labels without a name are written as ``landmark_<id>``. Files are copied atomically.
+    landmark ids (when the names sort in id order, as they do for datasets read from folders or IMC).
+    Labels without a name are written as ``landmark_<id>``. Files are copied atomically.
 
     Args:
         dataset: source dataset; its images must be local files.

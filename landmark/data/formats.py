@@ -49,8 +49,9 @@ def detect_format(root: str | Path) -> Format:
     if any(is_image_file(f) for d in subdirs for f in d.iterdir()):
         return "folder"
     raise DatasetFormatError(
-        f"cannot detect the dataset format of {root}: no train.csv/index.csv (gldv2), no <name>/gnd_<name>.pkl "
-        "(revisitop), no <scene>/images + calibration.csv (imc), and no <landmark>/<image>.jpg|jpeg|png (folder)"
+        f"cannot detect the dataset format of {root}: no train.csv/index.csv (gldv2), "
+        "no <name>/gnd_<name>.pkl (revisitop), no <scene>/images + calibration.csv (imc), "
+        "and no <landmark>/<image>.jpg|jpeg|png (folder)"
     )
 
 
@@ -91,7 +92,7 @@ def read_dataset(
 def write_dataset(
     dataset: LandmarkDataset, root: str | Path, fmt: Format, name: str | None = None
 ) -> list[Path]:
-    """Write a dataset in one format (see each writer for what is written; gldv2 and revisitop write no images).
+    """Write a dataset in one format (see each writer; gldv2 and revisitop write no images).
 
     Raises:
         ValueError: an unknown ``fmt``, or revisitop without ``name``.

@@ -1,10 +1,11 @@
 """Google Landmarks Dataset v2 layout: CSVs and ``<split>/<a>/<b>/<c>/<id>.jpg`` images.
 
-Files: ``train.csv`` (id,url,landmark_id), ``index.csv`` and ``test.csv`` (id,url), ``recognition_solution*.csv``
-(id,landmarks,Usage; landmarks space-separated, empty = not a landmark) and ``retrieval_solution*.csv``
-(id,images,Usage; images space-separated). Malformed split rows never raise: they become quarantined manifest
-rows with a reason code (``malformed_row``, ``unsafe_id``, ``duplicate_id``, ``missing_file``). Problems in
-solution files are skipped and listed in ``LandmarkDataset.issues``.
+Files: ``train.csv`` (id,url,landmark_id); ``index.csv`` and ``test.csv`` (id,url);
+``recognition_solution*.csv`` (id,landmarks,Usage; landmarks space-separated, empty = not a landmark);
+``retrieval_solution*.csv`` (id,images,Usage; images space-separated).
+Malformed split rows never raise: they become quarantined manifest rows with a reason code (``malformed_row``,
+``unsafe_id``, ``duplicate_id``, ``missing_file``). Problems in solution files are skipped and listed in
+``LandmarkDataset.issues``.
 """
 
 from __future__ import annotations
@@ -276,7 +277,7 @@ def write_gldv2_csvs(
         manifests: split ("train", "index", "test") -> manifest.
         recognition_solution: test id -> landmark ids.
         retrieval_solution: test id -> relevant index ids.
-        usage: test id -> Usage for the retrieval solution (and for recognition, unless recognition_usage has it).
+        usage: test id -> Usage for the retrieval solution (and recognition, unless in recognition_usage).
         recognition_usage: test id -> Usage for the recognition solution.
 
     Returns:

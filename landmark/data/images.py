@@ -1,7 +1,7 @@
 """Safe image decoding: size checked before decode, EXIF orientation applied, every mode turned into RGB.
 
-Every failure is an :class:`ImageDecodeError` carrying a short ``reason`` code, so callers can quarantine a file
-with the reason instead of crashing on it.
+Every failure is an :class:`ImageDecodeError` carrying a short ``reason`` code, so callers can quarantine a
+file with the reason instead of crashing on it.
 """
 
 from __future__ import annotations
@@ -100,8 +100,8 @@ def _open_header(stream: IO[bytes], name: str, max_pixels: int | None) -> Image.
 
     PIL checks sizes against its global ``Image.MAX_IMAGE_PIXELS``; we check against ``max_pixels`` ourselves,
     so PIL's warning is silenced here and its error is mapped to "too_large". Only when the caller explicitly
-    allows more pixels than PIL does (or asks for the header alone, ``max_pixels=None``) is PIL's limit lifted,
-    for this one call, under a lock, and restored afterwards.
+    allows more pixels than PIL does (or asks for the header alone, ``max_pixels=None``) is PIL's limit
+    lifted, for this one call, under a lock, and restored afterwards.
     """
     try:
         with warnings.catch_warnings():
@@ -236,7 +236,7 @@ def decode_image(
 
     The header size is checked against ``max_pixels`` before any pixel is decoded, then the whole image is
     decoded (so truncated files fail), EXIF orientation is applied, and the mode is converted to RGB: alpha is
-    composited over white, 16-bit data is scaled (not clipped) to 8 bits, CMYK/palette/grayscale are converted.
+    composited over white, 16-bit data is scaled (not clipped) to 8 bits, CMYK/palette/gray are converted.
 
     Args:
         source: encoded bytes or a file path.

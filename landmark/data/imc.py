@@ -1,8 +1,8 @@
 """Image Matching Challenge layout: ``<root>/<scene>/images/<id>.jpg`` with camera geometry per scene.
 
-Per scene: ``calibration.csv`` (image_id, camera_intrinsics = K as 9 numbers row-major, rotation_matrix = R as 9,
-translation_vector = t as 3; world-to-camera x_cam = R X + t) and optionally ``pair_covisibility.csv`` (pair
-"<id1>-<id2>", covisibility, fundamental_matrix as 9 numbers with x2^T F x1 = 0 in pixels).
+Per scene: ``calibration.csv`` (image_id, camera_intrinsics = K as 9 numbers row-major, rotation_matrix =
+R as 9, translation_vector = t as 3; world-to-camera x_cam = R X + t) and optionally ``pair_covisibility.csv``
+(pair "<id1>-<id2>", covisibility, fundamental_matrix as 9 numbers with x2^T F x1 = 0 in pixels).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class Camera:
 
 
 def scene_dirs(root: str | Path) -> list[Path]:
-    """Sub-directories of ``root`` that have an ``images/`` folder, sorted by name (positions = landmark ids)."""
+    """Sub-directories of ``root`` with an ``images/`` folder, sorted by name (positions = landmark ids)."""
     return sorted(
         (p for p in Path(root).iterdir() if (p / "images").is_dir() and not p.name.startswith(".")),
         key=lambda p: p.name,

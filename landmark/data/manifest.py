@@ -102,7 +102,7 @@ def _coerce_int(values: pd.Series, column: str) -> pd.Series:
     if dtype == "int32" and (as_float > np.iinfo(np.int32).max).any():
         row = values.index[as_float > np.iinfo(np.int32).max][0]
         raise ManifestError(f"column {column!r} does not fit int32; row {row} has {values[row]!r}")
-    return numbers.astype(dtype)
+    return numbers.astype(np.dtype(dtype))
 
 
 def _coerce_float(values: pd.Series, column: str) -> pd.Series:
@@ -122,7 +122,7 @@ def _coerce_datetime(values: pd.Series, column: str) -> pd.Series:
     if bad.any():
         row = values.index[bad][0]
         raise ManifestError(f"column {column!r} must hold timestamps; row {row} has {values[row]!r}")
-    return stamps.astype(MANIFEST_DTYPES[column])
+    return stamps.astype(pd.DatetimeTZDtype(unit="ns", tz="UTC"))
 
 
 def _coerce_column(values: pd.Series, column: str) -> pd.Series:
@@ -337,7 +337,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
 
 
 def write_manifest(manifest: pd.DataFrame, path: str | Path) -> Path:
-    """Validate ``manifest`` and write it atomically as parquet (temp file in the same directory, then rename).
+    """Validate ``manifest`` and write it atomically as parquet (temp file in the same folder, then rename).
 
     Returns:
         The path written.

@@ -1,9 +1,10 @@
 """Revisited Oxford/Paris layout: ``<dir>/<name>/gnd_<name>.pkl`` and ``<dir>/<name>/jpg/<id>.jpg``.
 
-The ground-truth pickle holds ``imlist`` (index image names), ``qimlist`` (query names) and ``gnd``, one dict per
-query with ``bbx`` [x0, y0, x1, y1] and ``easy``/``hard``/``junk`` lists of integer indices into ``imlist``.
-Here indices become ids. Pickles are only ever loaded through :class:`RestrictedUnpickler`, which refuses every
-global except numpy's array-reconstruction helpers, so a crafted file cannot run code.
+The ground-truth pickle holds ``imlist`` (index image names), ``qimlist`` (query names) and ``gnd``, one dict
+per query with ``bbx`` [x0, y0, x1, y1] and ``easy``/``hard``/``junk`` lists of integer indices into
+``imlist``.
+Here indices become ids. Pickles are only ever loaded through :class:`RestrictedUnpickler`, which refuses
+every global except numpy's array-reconstruction helpers, so a crafted file cannot run code.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _ALLOWED_GLOBALS:
             raise UnsafePickleError(
-                f"refusing to load global {module}.{name}: ground-truth pickles may only contain lists, dicts, "
-                "strings, numbers and numpy arrays"
+                f"refusing to load global {module}.{name}: ground-truth pickles may only contain lists, "
+                "dicts, strings, numbers and numpy arrays"
             )
         return super().find_class(module, name)
 
@@ -92,11 +93,12 @@ def _indices_to_ids(values: Any, where: str, db_ids: Sequence[str], path: Path) 
     for j, value in enumerate(array.reshape(-1).tolist()):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise DatasetFormatError(f"{path}: {where}[{j}] = {value!r} is not an integer index")
-        if not 0 <= value < len(db_ids):
+        index = int(value)
+        if not 0 <= index < len(db_ids):
             raise DatasetFormatError(
-                f"{path}: {where}[{j}] = {value} is out of range for imlist of {len(db_ids)} images"
+                f"{path}: {where}[{j}] = {index} is out of range for imlist of {len(db_ids)} images"
             )
-        ids.append(db_ids[value])
+        ids.append(db_ids[index])
     return tuple(ids)
 
 
@@ -223,8 +225,8 @@ def read_revisitop(root: str | Path, name: str) -> LandmarkDataset:
     """Read a revisited Oxford/Paris dataset at ``<root>/<name>``.
 
     Returns:
-        A dataset rooted at ``<root>/<name>`` with split "index" (imlist) and "test" (qimlist, bbox columns set
-        from bbx), landmark_id -1, uris ``jpg/<id>.jpg``, and ``retrieval`` holding the query ground truth.
+        A dataset rooted at ``<root>/<name>`` with split "index" (imlist) and "test" (qimlist, bbox columns
+        set from bbx), landmark_id -1, uris ``jpg/<id>.jpg``, and ``retrieval`` with the query ground truth.
 
     Raises:
         FileNotFoundError: no ``gnd_<name>.pkl``.

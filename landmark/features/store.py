@@ -41,13 +41,14 @@ class FeatureWriter:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.dim, self.dtype, self.shard_size = dim, np.dtype(dtype), shard_size
+        info = json.loads(json.dumps({"dim": dim, "dtype": dtype, **(meta or {})}))
         existing = read_meta(self.root) if (self.root / _META).exists() else None
-        if existing is not None and (existing["dim"] != dim or existing["dtype"] != dtype):
+        if existing is not None and existing != info:
+            changed = sorted(k for k in set(existing) | set(info) if existing.get(k) != info.get(k))
             raise FeatureStoreError(
-                f"{self.root} holds {existing['dim']}-d {existing['dtype']} features; cannot append "
-                f"{dim}-d {dtype}. Remove the directory or choose another output."
+                f"{self.root} holds features written with a different {', '.join(changed)}; cannot append "
+                "to it (the stored vectors would not be comparable). Remove the directory or choose another output."
             )
-        info = {"dim": dim, "dtype": dtype, **(meta or {})}
         (self.root / _META).write_text(json.dumps(info, indent=2, sort_keys=True))
         self._ids: list[str] = []
         self._rows: list[np.ndarray] = []

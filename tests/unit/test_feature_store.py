@@ -53,5 +53,7 @@ def test_errors(tmp_path: Path) -> None:
             writer.add(["b"], np.ones((1, 3)))
     with pytest.raises(FeatureStoreError, match="no features"):
         load_features(tmp_path, ["zzz"])
-    with pytest.raises(FeatureStoreError, match="cannot append"):
+    with pytest.raises(FeatureStoreError, match="different dim; cannot append"):
         FeatureWriter(tmp_path, 8)
+    with pytest.raises(FeatureStoreError, match="different model"):
+        FeatureWriter(tmp_path, 2, meta={"model": {"backbone": "other"}})
