@@ -53,7 +53,8 @@ def main(
         Path | None, typer.Option("--params", "-p", help="params file (default: ./params.yaml if present)")
     ] = None,
     set_: Annotated[
-        list[str] | None, typer.Option("--set", "-s", help="override a param, e.g. --set extract.batch_size=8")
+        list[str] | None,
+        typer.Option("--set", "-s", help="override a param, e.g. --set extract.batch_size=8"),
     ] = None,
     debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
 ) -> None:
@@ -92,7 +93,9 @@ def _not_built(stage: str, issue: int) -> None:
 @app.command()
 @user_errors
 def synth(
-    out_dir: Annotated[Path | None, typer.Option("--out", help="output directory (default: paths.synth)")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="output directory (default: paths.synth)")
+    ] = None,
 ) -> None:
     """Generate the synthetic landmark world (GLDv2 layout, solutions, gnd file)."""
     from landmark import stages
@@ -108,7 +111,9 @@ def synth(
 @user_errors
 def extract(
     data: Annotated[Path | None, typer.Option(help="dataset root (default: paths.synth)")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="feature store root (default: paths.features)")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="feature store root (default: paths.features)")
+    ] = None,
     split: Annotated[list[str] | None, typer.Option(help="split(s) to extract (default: all)")] = None,
     fmt: Annotated[str, typer.Option("--format", help="auto, gldv2, revisitop, folder or imc")] = "auto",
 ) -> None:
@@ -117,8 +122,9 @@ def extract(
 
     cfg = _state.config()
     start = time.perf_counter()
-    added = stages.extract(cfg, data or Path(cfg.paths.synth), out_dir or Path(cfg.paths.features),
-                           splits=split or (), fmt=fmt)
+    added = stages.extract(
+        cfg, data or Path(cfg.paths.synth), out_dir or Path(cfg.paths.features), splits=split or (), fmt=fmt
+    )
     seconds = time.perf_counter() - start
     out.print(f"extracted {sum(added.values())} new descriptors {added} in {seconds:.1f}s")
 
@@ -127,8 +133,12 @@ def extract(
 @user_errors
 def evaluate(
     data: Annotated[Path | None, typer.Option(help="dataset root (default: paths.synth)")] = None,
-    features: Annotated[Path | None, typer.Option(help="feature store root (default: paths.features)")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="output directory (default: paths.eval)")] = None,
+    features: Annotated[
+        Path | None, typer.Option(help="feature store root (default: paths.features)")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="output directory (default: paths.eval)")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="auto, gldv2, revisitop, folder or imc")] = "auto",
 ) -> None:
     """Retrieve test queries against the index and report mAP (revisited protocol)."""
@@ -136,8 +146,9 @@ def evaluate(
 
     cfg = _state.config()
     target = out_dir or Path(cfg.paths.eval)
-    metrics = stages.evaluate(cfg, data or Path(cfg.paths.synth), features or Path(cfg.paths.features), target,
-                              fmt=fmt)
+    metrics = stages.evaluate(
+        cfg, data or Path(cfg.paths.synth), features or Path(cfg.paths.features), target, fmt=fmt
+    )
     out.print(metrics_table(metrics))
     out.print(f"metrics written to [bold]{target / 'metrics.json'}[/]")
 
@@ -146,7 +157,9 @@ def metrics_table(metrics: dict[str, Any]) -> Table:
     """A rich table of the revisited-protocol metrics."""
     rev = metrics["revisitop"]
     columns = [k for k in rev["medium"] if k != "queries"]
-    table = Table(title=f"Retrieval: {metrics['n_queries']} queries x {metrics['n_database']} database images")
+    table = Table(
+        title=f"Retrieval: {metrics['n_queries']} queries x {metrics['n_database']} database images"
+    )
     table.add_column("protocol")
     for column in columns:
         table.add_column(column, justify="right")

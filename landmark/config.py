@@ -247,7 +247,9 @@ def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
             return tuple(_convert(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise bad(f"a list of {len(args)} items")
-        return tuple(_convert(a, v, source, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+        return tuple(
+            _convert(a, v, source, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
     if tp is bool:
         if not isinstance(value, bool):
             raise bad("true or false")
@@ -268,4 +270,6 @@ def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
         if value is not None:
             raise bad("null")
         return None
-    raise ConfigError(f"{source}: {key} has an unsupported config type {tp!r}")  # a bug in Config, not the file
+    raise ConfigError(
+        f"{source}: {key} has an unsupported config type {tp!r}"
+    )  # a bug in Config, not the file

@@ -51,7 +51,12 @@ def parallel_map(
 
 
 def _dispatch(
-    fn: Callable[[T], R], items: Sequence[T], workers: int, backend: Backend, address: str | None, chunksize: int
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    workers: int,
+    backend: Backend,
+    address: str | None,
+    chunksize: int,
 ) -> Iterable[R]:
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")

@@ -47,8 +47,15 @@ def query_bboxes(dataset: LandmarkDataset, split: str) -> dict[str, BBox]:
     return boxes
 
 
-def extract(cfg: Config, data_dir: Path, out_dir: Path, *, splits: Sequence[str] = (), fmt: str = "auto",
-            progress: bool = True) -> dict[str, int]:
+def extract(
+    cfg: Config,
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    splits: Sequence[str] = (),
+    fmt: str = "auto",
+    progress: bool = True,
+) -> dict[str, int]:
     """Global descriptors of every usable image of each split into ``out_dir/<split>/`` (resumable).
 
     Test-split queries with a bounding box are cropped to it first (Revisited Oxford/Paris protocol).
@@ -73,13 +80,16 @@ def extract(cfg: Config, data_dir: Path, out_dir: Path, *, splits: Sequence[str]
         frame = dataset.manifest(split)
         ok = frame[frame["status"] == "ok"]
         boxes = query_bboxes(dataset, split)
+        paths = dataset.image_paths(split)
         items = [
-            ImageItem(str(r.image_id), dataset.image_path(split, str(r.image_id)), boxes.get(str(r.image_id)),
-                      int(r.width), int(r.height))
-            for r in ok.itertuples(index=False)
+            ImageItem(image_id, paths[image_id], boxes.get(image_id), width, height)
+            for image_id, width, height in zip(
+                ok["image_id"].astype(str), ok["width"].astype(int), ok["height"].astype(int), strict=True
+            )
         ]
-        added[split] = extract_to_store(model, items, cfg.extract, device, Path(out_dir) / split,
-                                        meta=meta, progress=progress)
+        added[split] = extract_to_store(
+            model, items, cfg.extract, device, Path(out_dir) / split, meta=meta, progress=progress
+        )
     return added
 
 
@@ -101,7 +111,9 @@ def gnd_indices(truths: Sequence[QueryTruth], db_ids: Sequence[str]) -> list[dic
     return [{"easy": indices(t.easy), "hard": indices(t.hard), "junk": indices(t.junk)} for t in truths]
 
 
-def revisitop_metrics(ranks: np.ndarray, gnd: Sequence[dict[str, list[int]]], kappas: Sequence[int]) -> dict[str, Any]:
+def revisitop_metrics(
+    ranks: np.ndarray, gnd: Sequence[dict[str, list[int]]], kappas: Sequence[int]
+) -> dict[str, Any]:
     """Revisited-protocol metrics as a JSON-ready dict, mAP and mP@k in percent."""
     from landmark.metrics import revisitop_map
 
@@ -123,7 +135,9 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def evaluate(cfg: Config, data_dir: Path, features_dir: Path, out_dir: Path, *, fmt: str = "auto") -> dict[str, Any]:
+def evaluate(
+    cfg: Config, data_dir: Path, features_dir: Path, out_dir: Path, *, fmt: str = "auto"
+) -> dict[str, Any]:
     """Retrieve the test queries against the index split and score them; writes ``out_dir/metrics.json``.
 
     Uses the revisited protocol (easy/medium/hard mAP, mP@k) when the dataset carries per-query ground truth.

@@ -89,10 +89,24 @@ def _open_source(source: ImageSource, name: str) -> Iterator[IO[bytes]]:
         yield stream
 
 
+def _open_formats() -> tuple[str, ...]:
+    """The allowed formats that this PIL build can open (registers PIL's lazily loaded plugins once)."""
+    Image.init()
+    return tuple(f for f in ALLOWED_FORMATS if f in Image.OPEN)
+
+
 def _pil_hard_limit() -> float:
     """Pixel count above which ``Image.open`` raises DecompressionBombError (infinite when disabled)."""
     limit = Image.MAX_IMAGE_PIXELS
     return math.inf if limit is None else 2 * limit
+
+
+def _header_error(name: str, exc: Exception) -> ImageDecodeError:
+    """A file that ends inside its header is "truncated"; any other unreadable header is "corrupt"."""
+    truncated = isinstance(exc, EOFError) or "truncated" in str(exc).lower()
+    return ImageDecodeError(
+        name, "truncated" if truncated else "corrupt", f"header: {type(exc).__name__}: {exc}"
+    )
 
 
 def _open_header(stream: IO[bytes], name: str, max_pixels: int | None) -> Image.Image:
@@ -106,7 +120,7 @@ def _open_header(stream: IO[bytes], name: str, max_pixels: int | None) -> Image.
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(stream, formats=ALLOWED_FORMATS)
+            return Image.open(stream, formats=_open_formats())
     except Image.DecompressionBombError as exc:
         if max_pixels is not None and max_pixels <= _pil_hard_limit():
             raise ImageDecodeError(name, "too_large", f"{exc} (max_pixels={max_pixels})") from exc
@@ -116,21 +130,26 @@ def _open_header(stream: IO[bytes], name: str, max_pixels: int | None) -> Image.
             name, "not_an_image", f"not a recognised image (accepted formats: {', '.join(ALLOWED_FORMATS)})"
         ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageDecodeError(name, "corrupt", f"bad header: {type(exc).__name__}: {exc}") from exc
+        raise _header_error(name, exc) from exc
 
     stream.seek(0)
     with _PIL_LIMIT_LOCK:
         saved = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None
         try:
-            return Image.open(stream, formats=ALLOWED_FORMATS)
+            return Image.open(stream, formats=_open_formats())
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise ImageDecodeError(name, "corrupt", f"bad header: {type(exc).__name__}: {exc}") from exc
+            raise _header_error(name, exc) from exc
         finally:
             Image.MAX_IMAGE_PIXELS = saved
 
 
 def _exif_orientation(img: Image.Image, name: str) -> int:
+    """EXIF orientation (1-8) from the header; 1 when absent or unreadable."""
+    if img.format == "PNG" and "exif" not in img.info:
+        # PIL would decode the whole PNG looking for an eXIf chunk after the pixel data; a header-only read
+        # must not do that (it defeats the decompression-bomb check), so such late chunks are not looked at.
+        return 1
     try:
         value = img.getexif().get(_EXIF_ORIENTATION_TAG, 1)
     except (OSError, SyntaxError, ValueError, TypeError, KeyError) as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,14 +87,19 @@ def shape_batches(shapes: Sequence[tuple[int, int]], batch_size: int) -> list[li
 
 
 @torch.inference_mode()
-def describe_batch(model: torch.nn.Module, images: torch.Tensor, scales: Sequence[float],
-                   use_fp16: bool = False) -> torch.Tensor:
+def describe_batch(
+    model: torch.nn.Module, images: torch.Tensor, scales: Sequence[float], use_fp16: bool = False
+) -> torch.Tensor:
     """Multi-scale descriptors of a uint8 batch (N, 3, H, W): mean of per-scale L2 descriptors, L2 again."""
     x = images.float().div_(255.0)
     total: torch.Tensor | None = None
     for scale in scales:
-        xs = x if scale == 1.0 else F.interpolate(
-            x, scale_factor=scale, mode="bilinear", align_corners=False, antialias=scale < 1.0
+        xs = (
+            x
+            if scale == 1.0
+            else F.interpolate(
+                x, scale_factor=scale, mode="bilinear", align_corners=False, antialias=scale < 1.0
+            )
         )
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_fp16):
             desc = model(xs).float()
@@ -105,8 +110,9 @@ def describe_batch(model: torch.nn.Module, images: torch.Tensor, scales: Sequenc
     return F.normalize(total, dim=-1)
 
 
-def iter_descriptors(model: torch.nn.Module, items: Sequence[ImageItem], cfg: ExtractConfig, device: str,
-                     progress: bool = True) -> Iterator[tuple[list[str], np.ndarray]]:
+def iter_descriptors(
+    model: torch.nn.Module, items: Sequence[ImageItem], cfg: ExtractConfig, device: str, progress: bool = True
+) -> Iterator[tuple[list[str], np.ndarray]]:
     """Yield (ids, descriptors (n, dim) float32) batch by batch, over ``items``."""
     from tqdm.auto import tqdm
 
@@ -127,8 +133,16 @@ def iter_descriptors(model: torch.nn.Module, items: Sequence[ImageItem], cfg: Ex
             bar.update(len(idx))
 
 
-def extract_to_store(model: torch.nn.Module, items: Sequence[ImageItem], cfg: ExtractConfig, device: str,
-                     out_dir: Path, *, meta: dict[str, object] | None = None, progress: bool = True) -> int:
+def extract_to_store(
+    model: torch.nn.Module,
+    items: Sequence[ImageItem],
+    cfg: ExtractConfig,
+    device: str,
+    out_dir: Path,
+    *,
+    meta: Mapping[str, object] | None = None,
+    progress: bool = True,
+) -> int:
     """Extract descriptors for the items not yet in the store at ``out_dir``; returns how many were added."""
     done = set(stored_ids(out_dir)) if out_dir.exists() else set()
     todo = [item for item in items if item.image_id not in done]

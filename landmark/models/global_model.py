@@ -18,6 +18,9 @@ class GlobalDescriptor(nn.Module):
     otherwise a linear layer projects it to ``embedding_dim`` followed by BatchNorm1d (Yokoo et al. 2020).
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, backbone: nn.Module, normalisation: Normalisation, cfg: ModelConfig) -> None:
         super().__init__()
         self.backbone = backbone
@@ -25,7 +28,9 @@ class GlobalDescriptor(nn.Module):
         features = int(getattr(backbone, "num_features"))  # noqa: B009  (timm attribute, not typed)
         self.neck: nn.Module
         if cfg.embedding_dim > 0:
-            self.neck = nn.Sequential(nn.Linear(features, cfg.embedding_dim), nn.BatchNorm1d(cfg.embedding_dim))
+            self.neck = nn.Sequential(
+                nn.Linear(features, cfg.embedding_dim), nn.BatchNorm1d(cfg.embedding_dim)
+            )
             self.dim = cfg.embedding_dim
         else:
             self.neck = nn.Identity()

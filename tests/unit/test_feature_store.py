@@ -20,7 +20,7 @@ def test_round_trip_across_shards(tmp_path: Path) -> None:
     got_ids, got = load_features(tmp_path)
     assert got_ids == ids
     np.testing.assert_array_equal(got, vectors)
-    sub_ids, sub = load_features(tmp_path, ["img7", "img0", "img3"])
+    _sub_ids, sub = load_features(tmp_path, ["img7", "img0", "img3"])
     np.testing.assert_array_equal(sub, vectors[[7, 0, 3]])
     assert read_meta(tmp_path)["model"] == "x"
 

@@ -146,7 +146,9 @@ def in_frame_fraction(quad: np.ndarray, photo_hw: tuple[int, int]) -> float:
     return min(1.0, polygon_area(clipped) / total)
 
 
-def _view_params(rng: np.random.Generator, level: str, photo_hw: tuple[int, int]) -> tuple[dict[str, float], str]:
+def _view_params(
+    rng: np.random.Generator, level: str, photo_hw: tuple[int, int]
+) -> tuple[dict[str, float], str]:
     h, w = photo_hw
     if level == "easy":
         mode = "easy"
@@ -162,7 +164,11 @@ def _view_params(rng: np.random.Generator, level: str, photo_hw: tuple[int, int]
     elif level == "hard":
         mode = str(rng.choice(["oblique", "zoom", "far"], p=[0.45, 0.3, 0.25]))
         sign = 1.0 if rng.random() < 0.5 else -1.0
-        scale = {"oblique": rng.uniform(0.6, 1.1), "zoom": rng.uniform(1.5, 2.6), "far": rng.uniform(0.28, 0.42)}[mode]
+        scale = {
+            "oblique": rng.uniform(0.6, 1.1),
+            "zoom": rng.uniform(1.5, 2.6),
+            "far": rng.uniform(0.28, 0.42),
+        }[mode]
         spread = 0.45 if mode == "zoom" else 0.18
         p = {
             "scale": scale,
@@ -269,7 +275,12 @@ def warp_facet(
     # pyrDown centres level-k pixel i on level-0 pixel 2**k * i.
     lift = np.diag([2.0**level, 2.0**level, 1.0])
     out = cv2.warpPerspective(
-        pyramid[level], homography @ lift, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        pyramid[level],
+        homography @ lift,
+        (w, h),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
     )
     out = out.astype(np.float32) / 255.0
     return out[..., :3], out[..., 3]
@@ -289,7 +300,9 @@ def background(rng: np.random.Generator, photo_hw: tuple[int, int]) -> tuple[np.
     horizon = int(h * rng.uniform(0.45, 0.8))
     top, bottom = (np.asarray(c) for c in _SKIES[int(rng.integers(len(_SKIES)))])
     t = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
-    img = (1 - t) * jitter(rng, top, 0.08).astype(np.float32) + t * jitter(rng, bottom, 0.05).astype(np.float32)
+    img = (1 - t) * jitter(rng, top, 0.08).astype(np.float32) + t * jitter(rng, bottom, 0.05).astype(
+        np.float32
+    )
     img = np.broadcast_to(img, (h, w, 3)).copy()
     clouds = np.clip(value_noise(rng, h, w, cells=3, octaves=4) * 1.5 - rng.uniform(0.0, 1.0), 0.0, 1.0)
     img += (0.95 - img) * (0.8 * clouds[..., None])
@@ -318,9 +331,17 @@ def generic_building(img: np.ndarray, rng: np.random.Generator, base_y: int) -> 
         for c in range(cols):
             wx = x0 + int((c + 0.25) * bw / cols)
             wy = y0 + int((r + 0.25) * bh / rows)
-            cv2.rectangle(img, (wx, wy), (wx + max(1, int(0.5 * bw / cols)), wy + max(1, int(0.5 * bh / rows))), rgb(glass), -1)
+            cv2.rectangle(
+                img,
+                (wx, wy),
+                (wx + max(1, int(0.5 * bw / cols)), wy + max(1, int(0.5 * bh / rows))),
+                rgb(glass),
+                -1,
+            )
     if rng.random() < 0.5:
-        roof = np.array([(x0, y0), (x0 + bw, y0), (x0 + bw // 2, y0 - int(bh * rng.uniform(0.1, 0.3)))], np.int32)
+        roof = np.array(
+            [(x0, y0), (x0 + bw, y0), (x0 + bw // 2, y0 - int(bh * rng.uniform(0.1, 0.3)))], np.int32
+        )
         cv2.fillConvexPoly(img, roof, rgb(jitter(rng, (0.45, 0.25, 0.2), 0.2)), cv2.LINE_AA)
     else:
         cv2.rectangle(img, (x0 - 2, y0 - max(2, bh // 30)), (x0 + bw + 2, y0), rgb(wall_c * 0.7), -1)
@@ -336,14 +357,24 @@ def _person(rng: np.random.Generator, x: float, feet: float, height: float) -> l
     legs = rgb(jitter(rng, (0.15, 0.15, 0.25), 0.3))
     r = height / 14
     head = np.array([[x, feet - height + r]])
-    torso = np.array([(x - 0.13 * height, feet - 0.82 * height), (x + 0.13 * height, feet - 0.82 * height),
-                      (x + 0.11 * height, feet - 0.45 * height), (x - 0.11 * height, feet - 0.45 * height)])
+    torso = np.array(
+        [
+            (x - 0.13 * height, feet - 0.82 * height),
+            (x + 0.13 * height, feet - 0.82 * height),
+            (x + 0.11 * height, feet - 0.45 * height),
+            (x - 0.11 * height, feet - 0.45 * height),
+        ]
+    )
     lw = max(1, int(height * 0.07))
     prims: list[Primitive] = [("poly", torso, 0, shirt), ("circle", head, int(r), skin)]
     for side in (-1, 1):
         leg = np.array([(x + side * 0.06 * height, feet - 0.46 * height), (x + side * 0.08 * height, feet)])
-        arm = np.array([(x + side * 0.13 * height, feet - 0.8 * height),
-                        (x + side * rng.uniform(0.15, 0.3) * height, feet - rng.uniform(0.45, 0.7) * height)])
+        arm = np.array(
+            [
+                (x + side * 0.13 * height, feet - 0.8 * height),
+                (x + side * rng.uniform(0.15, 0.3) * height, feet - rng.uniform(0.45, 0.7) * height),
+            ]
+        )
         prims += [("line", leg, lw, legs), ("line", arm, max(1, lw * 2 // 3), shirt)]
     return prims
 
@@ -353,12 +384,31 @@ def _tree(rng: np.random.Generator, x: float, base: float, height: float) -> lis
     leaves = jitter(rng, (0.22, 0.42, 0.18), 0.15)
     tw = height * 0.05
     prims: list[Primitive] = [
-        ("poly", np.array([(x - tw, base), (x + tw, base), (x + tw * 0.7, base - 0.6 * height), (x - tw * 0.7, base - 0.6 * height)]), 0, trunk)
+        (
+            "poly",
+            np.array(
+                [
+                    (x - tw, base),
+                    (x + tw, base),
+                    (x + tw * 0.7, base - 0.6 * height),
+                    (x - tw * 0.7, base - 0.6 * height),
+                ]
+            ),
+            0,
+            trunk,
+        )
     ]
     for _ in range(int(rng.integers(4, 10))):
         cx = x + rng.uniform(-0.22, 0.22) * height
         cy = base - height * rng.uniform(0.55, 0.9)
-        prims.append(("circle", np.array([[cx, cy]]), int(height * rng.uniform(0.1, 0.22)), rgb(jitter(rng, leaves, 0.15))))
+        prims.append(
+            (
+                "circle",
+                np.array([[cx, cy]]),
+                int(height * rng.uniform(0.1, 0.22)),
+                rgb(jitter(rng, leaves, 0.15)),
+            )
+        )
     return prims
 
 
@@ -367,22 +417,59 @@ def _car(rng: np.random.Generator, x: float, base: float, length: float) -> list
     glass = rgb(jitter(rng, (0.2, 0.25, 0.3), 0.2))
     hgt = length * 0.28
     prims: list[Primitive] = [
-        ("poly", np.array([(x, base - 0.2 * hgt), (x + length, base - 0.2 * hgt), (x + length, base - hgt), (x, base - hgt)]), 0, body),
-        ("poly", np.array([(x + 0.2 * length, base - hgt), (x + 0.75 * length, base - hgt), (x + 0.65 * length, base - 1.7 * hgt), (x + 0.3 * length, base - 1.7 * hgt)]), 0, glass),
+        (
+            "poly",
+            np.array(
+                [
+                    (x, base - 0.2 * hgt),
+                    (x + length, base - 0.2 * hgt),
+                    (x + length, base - hgt),
+                    (x, base - hgt),
+                ]
+            ),
+            0,
+            body,
+        ),
+        (
+            "poly",
+            np.array(
+                [
+                    (x + 0.2 * length, base - hgt),
+                    (x + 0.75 * length, base - hgt),
+                    (x + 0.65 * length, base - 1.7 * hgt),
+                    (x + 0.3 * length, base - 1.7 * hgt),
+                ]
+            ),
+            0,
+            glass,
+        ),
     ]
     for wx in (0.2, 0.8):
-        prims.append(("circle", np.array([[x + wx * length, base - 0.2 * hgt]]), int(hgt * 0.35), (20, 20, 20)))
+        prims.append(
+            ("circle", np.array([[x + wx * length, base - 0.2 * hgt]]), int(hgt * 0.35), (20, 20, 20))
+        )
     return prims
 
 
 def _pole(rng: np.random.Generator, x: float, base: float, height: float) -> list[Primitive]:
     c = rgb(jitter(rng, (0.2, 0.22, 0.2), 0.2))
-    prims: list[Primitive] = [("line", np.array([(x, base), (x, base - height)]), max(1, int(height * 0.025)), c)]
+    prims: list[Primitive] = [
+        ("line", np.array([(x, base), (x, base - height)]), max(1, int(height * 0.025)), c)
+    ]
     if rng.random() < 0.5:
-        prims.append(("circle", np.array([[x, base - height]]), max(2, int(height * 0.06)), rgb((0.95, 0.9, 0.6))))
+        prims.append(
+            ("circle", np.array([[x, base - height]]), max(2, int(height * 0.06)), rgb((0.95, 0.9, 0.6)))
+        )
     else:
         s = height * 0.1
-        plate = np.array([(x - s, base - height), (x + s, base - height), (x + s, base - height + 1.2 * s), (x - s, base - height + 1.2 * s)])
+        plate = np.array(
+            [
+                (x - s, base - height),
+                (x + s, base - height),
+                (x + s, base - height + 1.2 * s),
+                (x - s, base - height + 1.2 * s),
+            ]
+        )
         prims.append(("poly", plate, 0, rgb(jitter(rng, pick(rng, ACCENTS), 0.1))))
     return prims
 
@@ -402,7 +489,9 @@ def paint(img: np.ndarray, mask: np.ndarray, prims: Sequence[Primitive]) -> None
     for kind, pts, size, colour in prims:
         for canvas, c in ((img, colour), (mask, 255)):
             if kind == "poly":
-                cv2.fillConvexPoly(canvas, np.round(pts).astype(np.int32), c, cv2.LINE_AA if canvas is img else cv2.LINE_8)
+                cv2.fillConvexPoly(
+                    canvas, np.round(pts).astype(np.int32), c, cv2.LINE_AA if canvas is img else cv2.LINE_8
+                )
             elif kind == "circle":
                 centre = (round(float(pts[0, 0])), round(float(pts[0, 1])))
                 cv2.circle(canvas, centre, max(1, size), c, -1, cv2.LINE_AA if canvas is img else cv2.LINE_8)
@@ -469,7 +558,9 @@ def photometric(rng: np.random.Generator, img: np.ndarray, strength: float) -> n
     ramp = ((xx / w - 0.5) * math.cos(a) + (yy / h - 0.5) * math.sin(a)) * rng.uniform(0.0, 0.25) * strength
     out = img * (1.0 + ramp)[..., None]
     if rng.random() < 0.25 * strength:  # a cast shadow across part of the scene
-        pts = np.array([(rng.uniform(-0.2, 1.2) * w, rng.uniform(-0.2, 1.2) * h) for _ in range(4)], np.float32)
+        pts = np.array(
+            [(rng.uniform(-0.2, 1.2) * w, rng.uniform(-0.2, 1.2) * h) for _ in range(4)], np.float32
+        )
         hull = cv2.convexHull(pts).astype(np.int32)
         shadow = np.zeros((h, w), np.uint8)
         cv2.fillConvexPoly(shadow, hull, 255)
@@ -488,7 +579,9 @@ def photometric(rng: np.random.Generator, img: np.ndarray, strength: float) -> n
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
     """JPEG bytes of an (H, W, 3) uint8 RGB image."""
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    )
     if not ok:
         raise RuntimeError("OpenCV failed to encode a JPEG")
     return buf.tobytes()

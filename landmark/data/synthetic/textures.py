@@ -82,7 +82,10 @@ def rgb(colour: np.ndarray | tuple[float, ...]) -> Colour:
 
 
 def jitter(
-    rng: np.random.Generator, colour: tuple[float, ...] | np.ndarray, amount: float, chroma: float | None = None
+    rng: np.random.Generator,
+    colour: tuple[float, ...] | np.ndarray,
+    amount: float,
+    chroma: float | None = None,
 ) -> np.ndarray:
     """``colour`` (3,) times a shared brightness factor (log-std ``amount``) and per-channel factors (log-std
     ``chroma``, default ``amount``), clipped to [0, 1]."""
@@ -97,7 +100,9 @@ def pick(rng: np.random.Generator, options: tuple[tuple[float, float, float], ..
     return np.asarray(options[int(rng.integers(len(options)))], dtype=np.float64)
 
 
-def value_noise(rng: np.random.Generator, height: int, width: int, cells: int = 4, octaves: int = 4) -> np.ndarray:
+def value_noise(
+    rng: np.random.Generator, height: int, width: int, cells: int = 4, octaves: int = 4
+) -> np.ndarray:
     """Multi-scale value noise, shape ``(height, width)`` float32, roughly zero mean and unit scale.
 
     Octave ``k`` is a ``cells * 2**k`` grid of Gaussian values upsampled bicubically, with amplitude ``0.5**k``.
@@ -121,7 +126,9 @@ def _fill_rect(img: np.ndarray, x0: int, y0: int, x1: int, y1: int, colour: Colo
     cv2.rectangle(img, (x0, y0), (x1, y1), colour, -1)
 
 
-def _vertical_gradient(img: np.ndarray, x0: int, y0: int, x1: int, y1: int, top: np.ndarray, bottom: np.ndarray) -> None:
+def _vertical_gradient(
+    img: np.ndarray, x0: int, y0: int, x1: int, y1: int, top: np.ndarray, bottom: np.ndarray
+) -> None:
     """Fill ``img[y0:y1, x0:x1]`` with a linear gradient from ``top`` to ``bottom`` (RGB in [0, 1])."""
     h, w = img.shape[:2]
     x0, x1, y0, y1 = max(0, x0), min(w, x1), max(0, y0), min(h, y1)
@@ -149,7 +156,11 @@ def wall(rng: np.random.Generator, size: int, colour: np.ndarray, roughness: flo
 
 
 def bricks(
-    img: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int, int], brick_h: int, colour: np.ndarray
+    img: np.ndarray,
+    rng: np.random.Generator,
+    box: tuple[int, int, int, int],
+    brick_h: int,
+    colour: np.ndarray,
 ) -> None:
     """Running-bond masonry in ``box`` = (x0, y0, x1, y1): each brick/block gets its own shade and mortar lines."""
     x0, y0, x1, y1 = box
@@ -162,7 +173,13 @@ def bricks(
         offset = -(brick_w // 2) * (row % 2)
         for x in range(x0 + offset, x1, brick_w):
             c = rgb(jitter(rng, colour, 0.12, chroma=0.025))
-            cv2.rectangle(img, (max(x, x0) + gap, y + gap), (min(x + brick_w, x1) - gap, min(y + brick_h, y1) - gap), c, -1)
+            cv2.rectangle(
+                img,
+                (max(x, x0) + gap, y + gap),
+                (min(x + brick_w, x1) - gap, min(y + brick_h, y1) - gap),
+                c,
+                -1,
+            )
         row += 1
 
 
@@ -195,7 +212,9 @@ def tiles_floor(img: np.ndarray, rng: np.random.Generator, y0: int, y1: int) -> 
 # Elements
 
 
-def arch_polygon(x0: float, x1: float, y_spring: float, y_bottom: float, pointed: bool, n: int = 12) -> np.ndarray:
+def arch_polygon(
+    x0: float, x1: float, y_spring: float, y_bottom: float, pointed: bool, n: int = 12
+) -> np.ndarray:
     """Outline of an arched opening: a rectangle from ``y_bottom`` up to ``y_spring`` topped by a round or pointed
     arch. Returns int32 points (N, 2) in (x, y)."""
     w = x1 - x0
@@ -215,7 +234,9 @@ def arch_polygon(x0: float, x1: float, y_spring: float, y_bottom: float, pointed
     return np.round(np.array(pts)).astype(np.int32)
 
 
-def glyph_text(img: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int, int], colour: Colour) -> None:
+def glyph_text(
+    img: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int, int], colour: Colour
+) -> None:
     """Random letters/digits fitted inside ``box`` = (x0, y0, x1, y1) with a random Hershey font."""
     x0, y0, x1, y1 = box
     bw, bh = x1 - x0, y1 - y0
@@ -261,8 +282,10 @@ def window(
     arched = style["arched"] > 0.5
     pointed = style["pointed"] > 0.5
     y_spring = y0 + (w * (0.87 if pointed else 0.5) if arched else 0)
-    poly = arch_polygon(x0, x1, y_spring, y1, pointed) if arched else np.array(
-        [(x0, y0), (x1, y0), (x1, y1), (x0, y1)], np.int32
+    poly = (
+        arch_polygon(x0, x1, y_spring, y1, pointed)
+        if arched
+        else np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], np.int32)
     )
     if rng.random() < style["lit"]:
         glass = jitter(rng, (0.95, 0.80, 0.45), 0.1)
@@ -273,7 +296,12 @@ def window(
     if rng.random() < 0.6:
         a = rng.uniform(0.1, 0.7)
         refl = np.array(
-            [(x0 + a * w, y1), (x0 + (a + 0.25) * w, y1), (x1, y0 + (1 - a) * h * 0.6), (x1, y0 + (1 - a) * h * 0.3)],
+            [
+                (x0 + a * w, y1),
+                (x0 + (a + 0.25) * w, y1),
+                (x1, y0 + (1 - a) * h * 0.6),
+                (x1, y0 + (1 - a) * h * 0.3),
+            ],
             np.int32,
         )
         cv2.fillConvexPoly(img, refl, rgb(np.clip(glass + 0.25, 0, 1)), cv2.LINE_AA)
@@ -306,7 +334,9 @@ def window(
             cx = int(rng.uniform(x0, x1))
             cv2.circle(img, (cx, y1 - h // 8), max(2, w // 10), rgb(jitter(rng, pick(rng, ACCENTS), 0.2)), -1)
     if style["pediment"] > 0.66:
-        tri = np.array([(x0 - 3 * t, y0 - 2 * t), (x1 + 3 * t, y0 - 2 * t), ((x0 + x1) // 2, y0 - h // 4)], np.int32)
+        tri = np.array(
+            [(x0 - 3 * t, y0 - 2 * t), (x1 + 3 * t, y0 - 2 * t), ((x0 + x1) // 2, y0 - h // 4)], np.int32
+        )
         cv2.fillConvexPoly(img, tri, rgb(np.clip(frame * 1.05, 0, 1)), cv2.LINE_AA)
         cv2.polylines(img, [tri], True, rgb(frame * 0.6), t, cv2.LINE_AA)
     elif style["pediment"] > 0.33:
@@ -327,7 +357,9 @@ def window_style(rng: np.random.Generator, allow_arch: bool = True) -> dict[str,
     }
 
 
-def column(img: np.ndarray, rng: np.random.Generator, x0: int, x1: int, y0: int, y1: int, colour: np.ndarray) -> None:
+def column(
+    img: np.ndarray, rng: np.random.Generator, x0: int, x1: int, y0: int, y1: int, colour: np.ndarray
+) -> None:
     """A shaded cylindrical column with flutes, capital and base between columns ``x0..x1``, rows ``y0..y1``."""
     h, w = img.shape[:2]
     xa, xb = max(0, x0), min(w, x1)
@@ -365,7 +397,9 @@ def rosette(img: np.ndarray, rng: np.random.Generator, cx: int, cy: int, r: int,
     offset = rng.uniform(0, 360 / n)
     for i in range(n):
         c = rgb(jitter(rng, pick(rng, ACCENTS), 0.2))
-        cv2.ellipse(img, (cx, cy), (r, r), 0, offset + i * 360 / n, offset + (i + 1) * 360 / n, c, -1, cv2.LINE_AA)
+        cv2.ellipse(
+            img, (cx, cy), (r, r), 0, offset + i * 360 / n, offset + (i + 1) * 360 / n, c, -1, cv2.LINE_AA
+        )
     stone = rgb(colour)
     t = max(1, r // 20)
     for k in range(int(rng.integers(1, 4))):
@@ -394,7 +428,13 @@ def clock(img: np.ndarray, rng: np.random.Generator, cx: int, cy: int, r: int) -
         cv2.line(img, p0, p1, ink, t + (i % 3 == 0), cv2.LINE_AA)
     for length, width in ((0.5, 2 * t), (0.75, t)):
         a = rng.uniform(0, 2 * math.pi)
-        cv2.line(img, (cx, cy), (int(cx + length * r * math.cos(a)), int(cy + length * r * math.sin(a))), ink, width)
+        cv2.line(
+            img,
+            (cx, cy),
+            (int(cx + length * r * math.cos(a)), int(cy + length * r * math.sin(a))),
+            ink,
+            width,
+        )
 
 
 def painting(img: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int, int]) -> None:
@@ -404,7 +444,9 @@ def painting(img: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int
         return
     t = max(2, (x1 - x0) // 14)
     _fill_rect(img, x0 - t, y0 - t, x1 + t, y1 + t, rgb(jitter(rng, (0.65, 0.50, 0.20), 0.15)))
-    _vertical_gradient(img, x0, y0, x1, y1, jitter(rng, pick(rng, ACCENTS), 0.3), jitter(rng, pick(rng, MATERIALS), 0.3))
+    _vertical_gradient(
+        img, x0, y0, x1, y1, jitter(rng, pick(rng, ACCENTS), 0.3), jitter(rng, pick(rng, MATERIALS), 0.3)
+    )
     shapes(img, rng, (x0, y0, x1, y1), int(rng.integers(5, 12)))
 
 
@@ -431,7 +473,9 @@ def shapes(img: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int, 
             cv2.line(img, (cx, cy), p1, c, max(1, s // 4), cv2.LINE_AA)
 
 
-def band(img: np.ndarray, rng: np.random.Generator, y0: int, y1: int, colour: np.ndarray, dentils: bool) -> None:
+def band(
+    img: np.ndarray, rng: np.random.Generator, y0: int, y1: int, colour: np.ndarray, dentils: bool
+) -> None:
     """A horizontal cornice/string course across the facet, optionally with a row of dentils."""
     w = img.shape[1]
     _fill_rect(img, 0, y0, w, y1, rgb(jitter(rng, colour, 0.04)))
@@ -443,7 +487,9 @@ def band(img: np.ndarray, rng: np.random.Generator, y0: int, y1: int, colour: np
             _fill_rect(img, x, y0 + (y1 - y0) // 2, x + step // 2, y1, dark)
 
 
-def silhouette(img: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int, int], colour: Colour) -> None:
+def silhouette(
+    img: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int, int], colour: Colour
+) -> None:
     """A statue-like figure (head, torso, limbs) inside ``box``."""
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
@@ -451,7 +497,10 @@ def silhouette(img: np.ndarray, rng: np.random.Generator, box: tuple[int, int, i
         return
     cx = (x0 + x1) // 2
     cv2.circle(img, (cx, y0 + h // 8), max(2, h // 10), colour, -1, cv2.LINE_AA)
-    body = np.array([(cx - w // 4, y0 + h // 4), (cx + w // 4, y0 + h // 4), (cx + w // 3, y1), (cx - w // 3, y1)], np.int32)
+    body = np.array(
+        [(cx - w // 4, y0 + h // 4), (cx + w // 4, y0 + h // 4), (cx + w // 3, y1), (cx - w // 3, y1)],
+        np.int32,
+    )
     cv2.fillConvexPoly(img, body, colour, cv2.LINE_AA)
     for side in (-1, 1):
         a = rng.uniform(-0.6, 1.2)
@@ -482,7 +531,16 @@ def _classical(rng: np.random.Generator, size: int) -> np.ndarray:
         band(img, rng, y - max(3, size // 90), y + max(3, size // 90), trim, rng.random() < 0.4)
         for c in range(cols):
             if rng.random() < 0.08:  # a blind bay with a plaque keeps the grid from being perfectly periodic
-                sign(img, rng, (int(c * cw + 0.2 * cw), int(y + 0.35 * fh), int((c + 1) * cw - 0.2 * cw), int(y + 0.6 * fh)))
+                sign(
+                    img,
+                    rng,
+                    (
+                        int(c * cw + 0.2 * cw),
+                        int(y + 0.35 * fh),
+                        int((c + 1) * cw - 0.2 * cw),
+                        int(y + 0.6 * fh),
+                    ),
+                )
                 continue
             wx0, wx1 = int(c * cw + cw * 0.28), int((c + 1) * cw - cw * 0.28)
             window(img, rng, (wx0, int(y + fh * 0.28), wx1, int(y + fh * 0.85)), style, trim)
@@ -498,7 +556,13 @@ def _classical(rng: np.random.Generator, size: int) -> np.ndarray:
     poly = arch_polygon(dx, dx + door_w, gy + door_w * 0.6, size, pointed=False)
     cv2.fillPoly(img, [poly], rgb(jitter(rng, (0.25, 0.15, 0.08), 0.2)), cv2.LINE_AA)
     cv2.polylines(img, [poly], True, rgb(trim * 0.7), _thick(size, 3), cv2.LINE_AA)
-    cv2.line(img, (dx + door_w // 2, int(gy + door_w * 0.6)), (dx + door_w // 2, size), rgb(trim * 0.5), _thick(size, 2))
+    cv2.line(
+        img,
+        (dx + door_w // 2, int(gy + door_w * 0.6)),
+        (dx + door_w // 2, size),
+        rgb(trim * 0.5),
+        _thick(size, 2),
+    )
     for k in range(int(rng.integers(1, 4))):
         sx = int(rng.uniform(0.02, 0.7) * size)
         sw = int(size * rng.uniform(0.12, 0.28))
@@ -535,7 +599,9 @@ def _temple(rng: np.random.Generator, size: int) -> np.ndarray:
     inner = jitter(rng, (0.18, 0.15, 0.12), 0.2)
     _fill_rect(img, 0, y0, size, y1, rgb(inner))
     door_w = int(size * rng.uniform(0.12, 0.22))
-    poly = arch_polygon(size // 2 - door_w // 2, size // 2 + door_w // 2, y0 + (y1 - y0) * 0.45, y1, pointed=False)
+    poly = arch_polygon(
+        size // 2 - door_w // 2, size // 2 + door_w // 2, y0 + (y1 - y0) * 0.45, y1, pointed=False
+    )
     cv2.fillPoly(img, [poly], rgb(jitter(rng, (0.45, 0.3, 0.15), 0.2)), cv2.LINE_AA)
     for _ in range(int(rng.integers(1, 4))):
         px = int(rng.uniform(0.05, 0.8) * size)
@@ -575,7 +641,9 @@ def _gothic(rng: np.random.Generator, size: int) -> np.ndarray:
         wx = int((i + 0.5) * size / n_win)
         ww = int(size / n_win * rng.uniform(0.25, 0.4))
         wy0 = int(size * rng.uniform(0.12, 0.25))
-        window(img, rng, (wx - ww // 2, wy0, wx + ww // 2, int(size * rng.uniform(0.5, 0.62))), style, base * 0.8)
+        window(
+            img, rng, (wx - ww // 2, wy0, wx + ww // 2, int(size * rng.uniform(0.5, 0.62))), style, base * 0.8
+        )
     portal_w = int(size * rng.uniform(0.22, 0.34))
     px = int(size / 2 - portal_w / 2)
     for k in range(int(rng.integers(2, 5))):  # nested archivolts
@@ -584,13 +652,22 @@ def _gothic(rng: np.random.Generator, size: int) -> np.ndarray:
         shade = base * (0.85 - 0.12 * k)
         cv2.fillPoly(img, [poly], rgb(shade), cv2.LINE_AA)
         cv2.polylines(img, [poly], True, rgb(base * 0.4), _thick(size, 2), cv2.LINE_AA)
-    _fill_rect(img, px + portal_w // 3, int(size * 0.86), px + 2 * portal_w // 3, size, rgb(jitter(rng, (0.3, 0.18, 0.1), 0.2)))
+    _fill_rect(
+        img,
+        px + portal_w // 3,
+        int(size * 0.86),
+        px + 2 * portal_w // 3,
+        size,
+        rgb(jitter(rng, (0.3, 0.18, 0.1), 0.2)),
+    )
     for side in (0.12, 0.75):  # statue niches
         nx = int(size * side + rng.uniform(-0.05, 0.05) * size)
         nw = size // 12
         poly = arch_polygon(nx, nx + nw, size * 0.72, size * 0.92, pointed=True)
         cv2.fillPoly(img, [poly], rgb(base * 0.45), cv2.LINE_AA)
-        silhouette(img, rng, (nx + 2, int(size * 0.74), nx + nw - 2, int(size * 0.91)), rgb(jitter(rng, base, 0.1)))
+        silhouette(
+            img, rng, (nx + 2, int(size * 0.74), nx + nw - 2, int(size * 0.91)), rgb(jitter(rng, base, 0.1))
+        )
     return img
 
 
@@ -614,7 +691,14 @@ def _modern(rng: np.random.Generator, size: int) -> np.ndarray:
             glass = jitter(rng, (1 - t) * sky_top + t * sky_bot, 0.08)
             _vertical_gradient(img, x0, y0, x1, y1, glass, glass * 0.8)
             if rng.random() < 0.15:  # blinds or a person behind the glass
-                _fill_rect(img, x0, y0, x1, int(y0 + (y1 - y0) * rng.uniform(0.2, 0.7)), rgb(jitter(rng, (0.85, 0.85, 0.8), 0.05)))
+                _fill_rect(
+                    img,
+                    x0,
+                    y0,
+                    x1,
+                    int(y0 + (y1 - y0) * rng.uniform(0.2, 0.7)),
+                    rgb(jitter(rng, (0.85, 0.85, 0.8), 0.05)),
+                )
     logo_w = int(size * rng.uniform(0.3, 0.55))
     lx, ly = int(rng.uniform(0.05, 0.95 - logo_w / size) * size), int(rng.uniform(0.05, 0.4) * size)
     lh = int(size * rng.uniform(0.07, 0.12))
@@ -625,9 +709,19 @@ def _modern(rng: np.random.Generator, size: int) -> np.ndarray:
     n_doors = int(rng.integers(1, 4))
     for d in range(n_doors):
         dx = int((d + 0.5) * size / n_doors - size * 0.06)
-        _vertical_gradient(img, dx, gy + ground // 5, dx + int(size * 0.12), size, sky_bot * 0.6, sky_bot * 0.3)
-        cv2.rectangle(img, (dx, gy + ground // 5), (dx + int(size * 0.12), size), rgb(frame * 0.4), _thick(size, 2))
-        cv2.line(img, (dx + int(size * 0.06), gy + ground // 5), (dx + int(size * 0.06), size), rgb(frame * 0.4), _thick(size))
+        _vertical_gradient(
+            img, dx, gy + ground // 5, dx + int(size * 0.12), size, sky_bot * 0.6, sky_bot * 0.3
+        )
+        cv2.rectangle(
+            img, (dx, gy + ground // 5), (dx + int(size * 0.12), size), rgb(frame * 0.4), _thick(size, 2)
+        )
+        cv2.line(
+            img,
+            (dx + int(size * 0.06), gy + ground // 5),
+            (dx + int(size * 0.06), size),
+            rgb(frame * 0.4),
+            _thick(size),
+        )
     glyph_text(img, rng, (size // 20, gy + 2, size // 2, gy + ground // 5), rgb(frame * 0.3))
     return img
 
@@ -653,7 +747,12 @@ def _interior(rng: np.random.Generator, size: int) -> np.ndarray:
         poly = arch_polygon(x0, x1, ceil_h + (x1 - x0) * 0.7, floor_y, pointed=rng.random() < 0.3)
         cv2.fillPoly(img, [poly], rgb(jitter(rng, base * 0.35, 0.15)), cv2.LINE_AA)
         cv2.polylines(img, [poly], True, rgb(trim), _thick(size, 4), cv2.LINE_AA)
-        inner = (x0 + (x1 - x0) // 5, int(ceil_h + (x1 - x0) * 0.8), x1 - (x1 - x0) // 5, int(floor_y - (x1 - x0) * 0.3))
+        inner = (
+            x0 + (x1 - x0) // 5,
+            int(ceil_h + (x1 - x0) * 0.8),
+            x1 - (x1 - x0) // 5,
+            int(floor_y - (x1 - x0) * 0.3),
+        )
         if rng.random() < 0.7:
             painting(img, rng, inner)
         else:
@@ -683,7 +782,12 @@ def _shopfront(rng: np.random.Generator, size: int) -> np.ndarray:
     fh, cw = gy / floors, size / cols
     for f in range(floors):
         for c in range(cols):
-            box = (int(c * cw + 0.25 * cw), int(f * fh + 0.25 * fh), int((c + 1) * cw - 0.25 * cw), int((f + 1) * fh - 0.15 * fh))
+            box = (
+                int(c * cw + 0.25 * cw),
+                int(f * fh + 0.25 * fh),
+                int((c + 1) * cw - 0.25 * cw),
+                int((f + 1) * fh - 0.15 * fh),
+            )
             window(img, rng, box, style, jitter(rng, pick(rng, MATERIALS), 0.05))
             if f > 0 and rng.random() < 0.4:  # balcony railing
                 by = box[3] + 2
@@ -702,9 +806,28 @@ def _shopfront(rng: np.random.Generator, size: int) -> np.ndarray:
         for s in range(stripes):
             sx0, sx1 = x0 + (x1 - x0) * s // stripes, x0 + (x1 - x0) * (s + 1) // stripes
             _fill_rect(img, sx0, gy + sh, sx1, awn_y1, rgb(c1 if s % 2 == 0 else c2))
-            cv2.ellipse(img, ((sx0 + sx1) // 2, awn_y1), ((sx1 - sx0) // 2, max(2, (sx1 - sx0) // 4)), 0, 0, 180, rgb(c1 if s % 2 == 0 else c2), -1)
-        _vertical_gradient(img, x0, awn_y1 + 4, x1, size, jitter(rng, (0.3, 0.32, 0.35), 0.2), jitter(rng, (0.12, 0.12, 0.14), 0.2))
-        shapes(img, rng, (x0 + 4, int(awn_y1 + (size - awn_y1) * 0.4), x1 - 4, size - 4), int(rng.integers(4, 9)))
+            cv2.ellipse(
+                img,
+                ((sx0 + sx1) // 2, awn_y1),
+                ((sx1 - sx0) // 2, max(2, (sx1 - sx0) // 4)),
+                0,
+                0,
+                180,
+                rgb(c1 if s % 2 == 0 else c2),
+                -1,
+            )
+        _vertical_gradient(
+            img,
+            x0,
+            awn_y1 + 4,
+            x1,
+            size,
+            jitter(rng, (0.3, 0.32, 0.35), 0.2),
+            jitter(rng, (0.12, 0.12, 0.14), 0.2),
+        )
+        shapes(
+            img, rng, (x0 + 4, int(awn_y1 + (size - awn_y1) * 0.4), x1 - 4, size - 4), int(rng.integers(4, 9))
+        )
         if rng.random() < 0.5:  # a poster in the window
             px = int(rng.uniform(x0, max(x0 + 1, x1 - bw * 0.3)))
             painting(img, rng, (px, awn_y1 + 10, px + int(bw * 0.25), awn_y1 + 10 + int(bw * 0.3)))
@@ -725,13 +848,21 @@ def _tower(rng: np.random.Generator, size: int) -> np.ndarray:
     band(img, rng, crenel_h, crenel_h + size // 40, base * 0.85, True)
     cr = int(size * rng.uniform(0.14, 0.22))
     cx, cy = int(size * rng.uniform(0.35, 0.65)), crenel_h + size // 40 + cr + size // 30
-    cv2.rectangle(img, (cx - cr - size // 30, cy - cr - size // 30), (cx + cr + size // 30, cy + cr + size // 30), rgb(base * 0.75), -1)
+    cv2.rectangle(
+        img,
+        (cx - cr - size // 30, cy - cr - size // 30),
+        (cx + cr + size // 30, cy + cr + size // 30),
+        rgb(base * 0.75),
+        -1,
+    )
     clock(img, rng, cx, cy, cr)
     glyph_text(img, rng, (cx - cr, cy + cr + size // 25, cx + cr, cy + cr + size // 10), rgb(base * 0.35))
     lou_y = cy + cr + size // 8
     for side in (-1, 1):  # louvred openings either side
         lx = cx + side * int(size * 0.3) - size // 16
-        poly = arch_polygon(lx, lx + size // 8, lou_y + size // 16, lou_y + size // 4, pointed=rng.random() < 0.5)
+        poly = arch_polygon(
+            lx, lx + size // 8, lou_y + size // 16, lou_y + size // 4, pointed=rng.random() < 0.5
+        )
         cv2.fillPoly(img, [poly], rgb(base * 0.25), cv2.LINE_AA)
         for y in range(lou_y + size // 16, lou_y + size // 4, max(3, size // 60)):
             cv2.line(img, (lx, y), (lx + size // 8, y - 2), rgb(base * 0.7), 1)
@@ -759,14 +890,30 @@ def _mural(rng: np.random.Generator, size: int) -> np.ndarray:
     for _ in range(n_tri):  # mosaic ground
         cx, cy = rng.uniform(m, size - m, 2)
         s = size * rng.uniform(0.03, 0.12)
-        pts = np.clip(np.array([(cx + rng.uniform(-s, s), cy + rng.uniform(-s, s)) for _ in range(3)]), m, size - m)
-        cv2.fillConvexPoly(img, pts.astype(np.int32), rgb(jitter(rng, palette[int(rng.integers(5))], 0.15)), cv2.LINE_AA)
+        pts = np.clip(
+            np.array([(cx + rng.uniform(-s, s), cy + rng.uniform(-s, s)) for _ in range(3)]), m, size - m
+        )
+        cv2.fillConvexPoly(
+            img, pts.astype(np.int32), rgb(jitter(rng, palette[int(rng.integers(5))], 0.15)), cv2.LINE_AA
+        )
     for _ in range(int(rng.integers(2, 6))):  # figures
         fx, fh = int(rng.uniform(0.1, 0.8) * size), int(size * rng.uniform(0.2, 0.45))
         fy = int(rng.uniform(0.3, 0.95) * size) - fh
-        silhouette(img, rng, (fx, max(m, fy), fx + fh // 2, min(size - m, fy + fh)), rgb(jitter(rng, pick(rng, ACCENTS), 0.1)))
+        silhouette(
+            img,
+            rng,
+            (fx, max(m, fy), fx + fh // 2, min(size - m, fy + fh)),
+            rgb(jitter(rng, pick(rng, ACCENTS), 0.1)),
+        )
     for _ in range(int(rng.integers(1, 4))):
-        rosette(img, rng, int(rng.uniform(0.2, 0.8) * size), int(rng.uniform(0.2, 0.8) * size), int(size * rng.uniform(0.04, 0.1)), base)
+        rosette(
+            img,
+            rng,
+            int(rng.uniform(0.2, 0.8) * size),
+            int(rng.uniform(0.2, 0.8) * size),
+            int(size * rng.uniform(0.04, 0.1)),
+            base,
+        )
     by = int(rng.uniform(0.05, 0.8) * size)
     sign(img, rng, (m + size // 10, by, size - m - size // 10, by + int(size * 0.08)))
     cv2.rectangle(img, (m, m), (size - m, size - m), rgb(base * 0.5), _thick(size, 4))
@@ -789,7 +936,9 @@ def weather(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     """Grime, streaks and grain over a finished facet (uint8 (H, W, 3) in, same out)."""
     h, w = img.shape[:2]
     grime = 1.0 - 0.10 * np.clip(value_noise(rng, h, w, cells=3, octaves=3), 0, None)
-    streaks = cv2.resize(rng.standard_normal((1, max(4, w // 6))).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    streaks = cv2.resize(
+        rng.standard_normal((1, max(4, w // 6))).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR
+    )
     fade = np.linspace(0.3, 1.0, h, dtype=np.float32)[:, None]
     shade = grime * (1.0 - 0.03 * streaks * fade)
     grain = rng.normal(0.0, 3.0, (h, w, 1)).astype(np.float32)

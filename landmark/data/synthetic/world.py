@@ -46,6 +46,7 @@ class PhotoSpec:
         split: ``train``, ``index`` or ``test``.
         landmark: the landmark really shown (-1 for non-landmark photos).
         facet: which of its facets (-1 for none).
+        family: the facet's family (empty for non-landmark photos).
         label: the label written to the CSV for train (may be noisy); the true landmark for index/test.
         noise: ``none``, ``wrong_label`` or ``junk_labelled``.
         level: planned viewpoint ``easy``, ``hard``, ``junk``, or ``distractor`` for non-landmark photos.
@@ -56,6 +57,7 @@ class PhotoSpec:
     split: str
     landmark: int
     facet: int
+    family: str
     label: int
     noise: str
     level: str
@@ -139,7 +141,9 @@ def _index_drafts(rng: np.random.Generator, lm: LandmarkSpec, n: int) -> list[_D
     return [(lm.landmark_id, f, lm.landmark_id, "none", lvl) for f, lvl in zip(facets, levels, strict=True)]
 
 
-def _train_drafts(rng: np.random.Generator, landmarks: tuple[LandmarkSpec, ...], cfg: SynthConfig) -> list[_Draft]:
+def _train_drafts(
+    rng: np.random.Generator, landmarks: tuple[LandmarkSpec, ...], cfg: SynthConfig
+) -> list[_Draft]:
     drafts: list[_Draft] = []
     levels = ("easy", "hard", "junk")
     for lm in landmarks:
@@ -160,7 +164,9 @@ def _train_drafts(rng: np.random.Generator, landmarks: tuple[LandmarkSpec, ...],
     return drafts
 
 
-def _test_drafts(rng: np.random.Generator, landmarks: tuple[LandmarkSpec, ...], cfg: SynthConfig) -> list[_Draft]:
+def _test_drafts(
+    rng: np.random.Generator, landmarks: tuple[LandmarkSpec, ...], cfg: SynthConfig
+) -> list[_Draft]:
     reps = -(-cfg.queries // cfg.num_landmarks)
     owners = np.concatenate([rng.permutation(cfg.num_landmarks) for _ in range(reps)])[: cfg.queries]
     hard = set(rng.permutation(cfg.queries)[: hard_query_count(cfg)].tolist())
@@ -208,7 +214,8 @@ def plan_world(cfg: SynthConfig, seed: int) -> WorldPlan:
         photos = []
         for row, i in enumerate(order):
             lid, facet, label, noise, level = drafts[int(i)]
+            family = landmarks[lid].families[facet] if facet >= 0 else ""
             entropy = (seed, STREAM_PHOTO, SPLIT_CODES[name], row)
-            photos.append(PhotoSpec(next(ids), name, lid, facet, label, noise, level, entropy))
+            photos.append(PhotoSpec(next(ids), name, lid, facet, family, label, noise, level, entropy))
         splits[name] = tuple(photos)
     return WorldPlan(seed, landmarks, splits["train"], splits["index"], splits["test"])
