@@ -116,9 +116,14 @@ def _quarantine_missing_files(manifest: pd.DataFrame, root: Path) -> pd.DataFram
     return make_manifest(frame)
 
 
+def _version(path: Path) -> tuple[int, ...]:
+    """Version numbers in a file name: recognition_solution_v2.1.csv -> (2, 1); no version -> ()."""
+    return tuple(int(n) for n in re.findall(r"\d+", path.stem))
+
+
 def _latest(root: Path, pattern: str) -> Path | None:
-    """The last file matching ``pattern`` in name order (recognition_solution_v2.1.csv after ..._v2.csv)."""
-    matches = sorted(root.glob(pattern))
+    """The newest file matching ``pattern`` by the version in its name (``_v2.1`` beats ``_v2`` beats none)."""
+    matches = sorted(root.glob(pattern), key=lambda p: (_version(p), p.name))
     if len(matches) > 1:
         logger.info("several %s files in %s; reading %s", pattern, root, matches[-1].name)
     return matches[-1] if matches else None

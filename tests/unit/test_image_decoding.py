@@ -134,9 +134,11 @@ def test_path_and_bytes_give_the_same_pixels(tmp_path: Path) -> None:
     np.testing.assert_array_equal(decode_image(str(path)), halves())
 
 
-def decode_reason(source: bytes | str | Path, **kwargs: int) -> ImageDecodeError:
+def decode_reason(
+    source: bytes | str | Path, *, max_pixels: int = 64_000_000, name: str | None = None
+) -> ImageDecodeError:
     with pytest.raises(ImageDecodeError) as info:
-        decode_image(source, **kwargs)
+        decode_image(source, max_pixels=max_pixels, name=name)
     assert info.value.reason in DECODE_REASONS
     return info.value
 

@@ -122,10 +122,10 @@ def test_uri_forms() -> None:
             {"image_id": "a03", "uri": "rel/dir/a03.jpg"},
         ]
     )
-    assert resolve_uri("/root", frame.loc[0, "uri"]) == Path("/abs/a01.jpg")
-    assert resolve_uri("/root", frame.loc[2, "uri"]) == Path("/root/rel/dir/a03.jpg")
+    assert resolve_uri("/root", str(frame.loc[0, "uri"])) == Path("/abs/a01.jpg")
+    assert resolve_uri("/root", str(frame.loc[2, "uri"])) == Path("/root/rel/dir/a03.jpg")
     with pytest.raises(ValueError, match="object storage"):
-        resolve_uri("/root", frame.loc[1, "uri"])
+        resolve_uri("/root", str(frame.loc[1, "uri"]))
     with pytest.raises(ValueError, match="unsafe"):
         resolve_uri("/root", "a/../../etc/passwd")
 

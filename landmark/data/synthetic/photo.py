@@ -253,7 +253,7 @@ def facet_pyramid(facet: np.ndarray, min_side: int = 32) -> tuple[np.ndarray, ..
 
     Warping from the level that matches the photo scale avoids aliasing when the facet is shrunk.
     """
-    alpha = np.full(facet.shape[:2] + (1,), 255, np.uint8)
+    alpha = np.full((*facet.shape[:2], 1), 255, np.uint8)
     levels = [np.concatenate([facet, alpha], axis=2)]
     while min(levels[-1].shape[:2]) // 2 >= min_side:
         levels.append(cv2.pyrDown(levels[-1]))
@@ -271,7 +271,7 @@ def warp_facet(
     h, w = photo_hw
     size = pyramid[0].shape[0]
     scale = local_scale(homography, (size / 2.0, size / 2.0))
-    level = 0 if scale >= 1.0 else min(len(pyramid) - 1, int(math.floor(math.log2(1.0 / scale))))
+    level = 0 if scale >= 1.0 else min(len(pyramid) - 1, math.floor(math.log2(1.0 / scale)))
     # pyrDown centres level-k pixel i on level-0 pixel 2**k * i.
     lift = np.diag([2.0**level, 2.0**level, 1.0])
     out = cv2.warpPerspective(
@@ -542,39 +542,44 @@ def occluders(
 # Light, lens, JPEG
 
 
+def tone_curve(rng: np.random.Generator, strength: float) -> np.ndarray:
+    """A per-channel camera response: white balance, gamma, contrast and brightness, as a (1, 256, 3) uint8 LUT."""
+    v = np.linspace(0.0, 1.0, 256)[:, None]
+    out = np.clip(v * np.exp(rng.normal(0.0, 0.05 * strength, 3))[None, :], 0.0, 1.0)
+    out = out ** math.exp(rng.normal(0.0, 0.12 * strength))
+    out = (out - 0.5) * math.exp(rng.normal(0.0, 0.08 * strength)) + 0.5 + rng.normal(0.0, 0.04 * strength)
+    return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)[None, :, :]
+
+
 def photometric(rng: np.random.Generator, img: np.ndarray, strength: float) -> np.ndarray:
-    """Shading ramp, optional cast shadow, white balance, gamma, contrast/brightness, blur and sensor noise.
+    """Camera response (:func:`tone_curve`), a shading ramp, an optional cast shadow, blur and sensor noise.
 
     Args:
-        img: (H, W, 3) float32 in [0, 1].
+        img: (H, W, 3) uint8 RGB.
         strength: 1 for mild changes, ~2 for strong ones.
 
     Returns:
-        (H, W, 3) float32 in [0, 1].
+        (H, W, 3) uint8 RGB.
     """
     h, w = img.shape[:2]
+    toned = cv2.LUT(img, tone_curve(rng, strength))
     a = rng.uniform(0, 2 * math.pi)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    ramp = ((xx / w - 0.5) * math.cos(a) + (yy / h - 0.5) * math.sin(a)) * rng.uniform(0.0, 0.25) * strength
-    out = img * (1.0 + ramp)[..., None]
+    amount = rng.uniform(0.0, 0.25) * strength
+    xs = (np.linspace(-0.5, 0.5, w, dtype=np.float32) * np.float32(math.cos(a) * amount))[None, :]
+    ys = (np.linspace(-0.5, 0.5, h, dtype=np.float32) * np.float32(math.sin(a) * amount))[:, None]
+    light = np.float32(1.0) + xs + ys
     if rng.random() < 0.25 * strength:  # a cast shadow across part of the scene
-        pts = np.array(
-            [(rng.uniform(-0.2, 1.2) * w, rng.uniform(-0.2, 1.2) * h) for _ in range(4)], np.float32
-        )
-        hull = cv2.convexHull(pts).astype(np.int32)
+        pts = np.array([(rng.uniform(-0.2, 1.2) * w, rng.uniform(-0.2, 1.2) * h) for _ in range(4)], np.float32)
         shadow = np.zeros((h, w), np.uint8)
-        cv2.fillConvexPoly(shadow, hull, 255)
-        shadow_f = cv2.GaussianBlur(shadow, (0, 0), 3).astype(np.float32) / 255.0
-        out = out * (1.0 - rng.uniform(0.2, 0.45) * shadow_f)[..., None]
-    out = out * np.exp(rng.normal(0.0, 0.05 * strength, 3)).astype(np.float32)
-    out = np.clip(out, 0.0, 1.0) ** float(math.exp(rng.normal(0.0, 0.12 * strength)))
-    contrast = math.exp(rng.normal(0.0, 0.08 * strength))
-    out = (out - 0.5) * contrast + 0.5 + rng.normal(0.0, 0.04 * strength)
+        cv2.fillConvexPoly(shadow, cv2.convexHull(pts).astype(np.int32), 255)
+        soft = cv2.GaussianBlur(shadow, (0, 0), 3).astype(np.float32) * np.float32(rng.uniform(0.2, 0.45) / 255.0)
+        light = light * (np.float32(1.0) - soft)
+    out = toned.astype(np.float32) * light[..., None]
     sigma = rng.uniform(0.0, 0.7) * strength
     if sigma > 0.3:
         out = cv2.GaussianBlur(out, (0, 0), sigma)
-    out = out + rng.normal(0.0, rng.uniform(0.003, 0.012), out.shape).astype(np.float32)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    out += np.float32(rng.uniform(0.8, 3.0)) * rng.standard_normal(out.shape, dtype=np.float32)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
@@ -613,7 +618,7 @@ def render_photo(
     if level not in LEVELS:
         raise ValueError(f"unknown view level {level!r}; expected one of {LEVELS}")
     hw = photo_shape(rng, long_side)
-    h, w = hw
+    h = hw[0]
     img, horizon = background(rng, hw)
     homography: np.ndarray | None = None
     alpha = np.zeros(hw, np.float32)
@@ -631,8 +636,7 @@ def render_photo(
     occ = np.zeros(hw, np.uint8)
     paint(img, occ, occluders(rng, hw, horizon, level if pyramid is not None else "clutter", target))
     strength = 1.0 if level == "easy" else 1.8
-    final = photometric(rng, img.astype(np.float32) / 255.0, strength)
-    image = np.clip(final * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    image = photometric(rng, img, strength)
     quality = int(rng.integers(jpeg_quality[0], jpeg_quality[1] + 1))
     visible = (alpha > 0.5) & (occ == 0)
     visible_fraction = 0.0

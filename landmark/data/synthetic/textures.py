@@ -77,8 +77,8 @@ _FONTS = (
 
 def rgb(colour: np.ndarray | tuple[float, ...]) -> Colour:
     """An RGB triple in [0, 1] as the 0-255 integer tuple OpenCV drawing calls take."""
-    c = np.clip(np.round(np.asarray(colour, dtype=np.float64) * 255.0), 0, 255).astype(int)
-    return (int(c[0]), int(c[1]), int(c[2]))
+    r, g, b = (min(255, max(0, round(float(v) * 255.0))) for v in colour[:3])
+    return (r, g, b)
 
 
 def jitter(
@@ -100,22 +100,22 @@ def pick(rng: np.random.Generator, options: tuple[tuple[float, float, float], ..
     return np.asarray(options[int(rng.integers(len(options)))], dtype=np.float64)
 
 
-def value_noise(
-    rng: np.random.Generator, height: int, width: int, cells: int = 4, octaves: int = 4
-) -> np.ndarray:
+def value_noise(rng: np.random.Generator, height: int, width: int, cells: int = 4, octaves: int = 4) -> np.ndarray:
     """Multi-scale value noise, shape ``(height, width)`` float32, roughly zero mean and unit scale.
 
-    Octave ``k`` is a ``cells * 2**k`` grid of Gaussian values upsampled bicubically, with amplitude ``0.5**k``.
+    Octave ``k`` adds a ``(cells * 2**k + 1)``-square grid of Gaussian values with amplitude ``0.5**k`` to the
+    coarser octaves upsampled bicubically; only the final sum is resized to full resolution (cheap at any size).
     """
-    out = np.zeros((height, width), np.float32)
-    total = 0.0
-    for k in range(octaves):
-        n = cells * 2**k
-        grid = rng.standard_normal((n + 1, n + 1)).astype(np.float32)
-        amp = 0.5**k
-        out += amp * cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
+    n = cells
+    acc = rng.standard_normal((n + 1, n + 1), dtype=np.float32)
+    total, amp = 1.0, 1.0
+    for _ in range(1, octaves):
+        n *= 2
+        amp *= 0.5
+        acc = cv2.resize(acc, (n + 1, n + 1), interpolation=cv2.INTER_CUBIC)
+        acc += amp * rng.standard_normal((n + 1, n + 1), dtype=np.float32)
         total += amp
-    return out / total
+    return cv2.resize(acc, (width, height), interpolation=cv2.INTER_CUBIC) / np.float32(total)
 
 
 def _thick(size: int, factor: float = 1.0) -> int:
@@ -167,9 +167,8 @@ def bricks(
     brick_w = brick_h * int(rng.integers(2, 4))
     mortar = rgb(jitter(rng, colour * 0.75 + 0.2, 0.05))
     _fill_rect(img, x0, y0, x1, y1, mortar)
-    row = 0
     gap = max(1, brick_h // 8)
-    for y in range(y0, y1, brick_h):
+    for row, y in enumerate(range(y0, y1, brick_h)):
         offset = -(brick_w // 2) * (row % 2)
         for x in range(x0 + offset, x1, brick_w):
             c = rgb(jitter(rng, colour, 0.12, chroma=0.025))
@@ -180,12 +179,11 @@ def bricks(
                 c,
                 -1,
             )
-        row += 1
 
 
 def tiles_floor(img: np.ndarray, rng: np.random.Generator, y0: int, y1: int) -> None:
     """A chequered floor in perspective between rows ``y0`` and ``y1`` converging towards a random vanishing x."""
-    h, w = img.shape[:2]
+    w = img.shape[1]
     a, b = jitter(rng, pick(rng, MATERIALS), 0.1), jitter(rng, pick(rng, ACCENTS), 0.1) * 0.7
     vx = w * rng.uniform(0.3, 0.7)
     rows = int(rng.integers(5, 9))
@@ -870,7 +868,7 @@ def _tower(rng: np.random.Generator, size: int) -> np.ndarray:
     rows = int(rng.integers(2, 4))
     for r in range(rows):
         y = int(size * (0.66 + 0.1 * r))
-        for c in range(int(rng.integers(2, 5))):
+        for _ in range(int(rng.integers(2, 5))):
             x = int(size * rng.uniform(0.05, 0.85))
             window(img, rng, (x, y, x + size // 18, y + size // 14), style, base * 0.8)
     if rng.random() < 0.7:  # balcony
@@ -941,7 +939,7 @@ def weather(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     )
     fade = np.linspace(0.3, 1.0, h, dtype=np.float32)[:, None]
     shade = grime * (1.0 - 0.03 * streaks * fade)
-    grain = rng.normal(0.0, 3.0, (h, w, 1)).astype(np.float32)
+    grain = 3.0 * rng.standard_normal((h, w, 1), dtype=np.float32)
     out = img.astype(np.float32) * shade[..., None] + grain
     return np.clip(out, 0, 255).astype(np.uint8)
 
