@@ -30,7 +30,7 @@ def detect_format(root: str | Path) -> Format:
 
     Rules, in order: ``train.csv`` or ``index.csv`` -> gldv2; ``<name>/gnd_<name>.pkl`` (or ``gnd_<root
     name>.pkl``) -> revisitop; ``<scene>/images`` with ``<scene>/calibration.csv`` -> imc; sub-folders holding
-    images -> folder.
+    images -> folder; ``<scene>/images`` holding images without any calibration -> imc.
 
     Raises:
         FileNotFoundError: ``root`` is not a directory.
@@ -48,6 +48,10 @@ def detect_format(root: str | Path) -> Format:
         return "imc"
     if any(is_image_file(f) for d in subdirs for f in d.iterdir()):
         return "folder"
+    if any(
+        (d / "images").is_dir() and any(is_image_file(f) for f in (d / "images").iterdir()) for d in subdirs
+    ):
+        return "imc"  # scenes without calibration (e.g. written by write_imc without cameras)
     raise DatasetFormatError(
         f"cannot detect the dataset format of {root}: no train.csv/index.csv (gldv2), "
         "no <name>/gnd_<name>.pkl (revisitop), no <scene>/images + calibration.csv (imc), "

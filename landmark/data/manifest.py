@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,6 +76,8 @@ def _coerce_str(values: pd.Series, column: str) -> pd.Series:
     default = _STR_DEFAULTS[column]
     series = values.astype(object)
     series = series.where(~series.isna(), default)
+    if pd.api.types.infer_dtype(series, skipna=False) in ("string", "empty"):
+        return series  # fast path: a C-level scan found only str
     not_str = ~series.map(lambda v: isinstance(v, str)).astype(bool)
     if not_str.any():
         first = series[not_str].iloc[0]
@@ -152,7 +154,7 @@ def is_safe_uri(uri: str) -> bool:
         return False
     if uri.startswith("s3://") or uri.startswith("/"):
         return True
-    return "\\" not in uri and ".." not in PurePosixPath(uri).parts
+    return "\\" not in uri and ".." not in uri.split("/")
 
 
 def _validate(frame: pd.DataFrame) -> None:

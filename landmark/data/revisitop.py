@@ -24,34 +24,75 @@ from landmark.data.groundtruth import DatasetFormatError, LandmarkDataset, Query
 from landmark.data.ids import is_safe_image_id, validate_image_id
 from landmark.data.manifest import NO_LANDMARK, STATUS_OK, make_manifest, quarantined_row
 
-# Globals a ground-truth pickle may name: builtin containers and numpy arrays/scalars/dtypes (numpy 1 and 2
-# module paths). Lists, dicts, tuples, str, int, float, bool and None need no global at all.
-_ALLOWED_GLOBALS = frozenset(
-    {("builtins", name) for name in ("set", "frozenset", "complex", "bytearray")}
-    | {
-        (module, name)
-        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-        for name in ("_reconstruct", "scalar")
-    }
-    | {(module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")}
-    | {("numpy", "ndarray"), ("numpy", "dtype")}
-)
-
 
 class UnsafePickleError(DatasetFormatError):
     """A pickle that names a global outside the allow-list (it was refused, nothing was executed)."""
+
+
+def _bytes_from_pickle(*args: Any) -> bytes:
+    """Protocol 0-2 ``bytes``: ``bytes()`` or ``bytes(text, "latin1")``; never ``bytes(n)`` (n zero bytes)."""
+    if not args:
+        return b""
+    if len(args) == 2 and isinstance(args[0], str) and args[1] in ("latin1", "latin-1"):
+        return args[0].encode("latin-1")
+    raise UnsafePickleError(f"refusing bytes{args!r:.80}: only bytes() or bytes(str, 'latin1') are allowed")
+
+
+def _bytearray_from_pickle(*args: Any) -> bytearray:
+    return bytearray(_bytes_from_pickle(*args))
+
+
+def _encode_from_pickle(text: Any, encoding: Any = "latin1") -> bytes:
+    """Protocol 0-2 ``_codecs.encode(text, "latin1")``, the way bytes are pickled there; other codecs refused."""
+    return _bytes_from_pickle(text, encoding)
+
+
+def _reconstruct_from_pickle(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """numpy's ``_reconstruct`` with the empty shape numpy itself pickles (the data comes in __setstate__)."""
+    if subtype is not np.ndarray:
+        raise UnsafePickleError(f"refusing to reconstruct array subtype {subtype!r}")
+    return np.ndarray.__new__(np.ndarray, (0,), dtype)
+
+
+# Globals a ground-truth pickle may name: builtin containers and numpy arrays/scalars/dtypes (numpy 1 and 2
+# module paths). Lists, dicts, tuples, str, int, float, bool and None need no global at all. Constructors that
+# could allocate arbitrary amounts from a tiny file (bytes(n), an array of any shape) are replaced by wrappers.
+_SAFE_BUILTINS: dict[str, Any] = {
+    "set": set,
+    "frozenset": frozenset,
+    "complex": complex,
+    "bytes": _bytes_from_pickle,
+    "bytearray": _bytearray_from_pickle,
+}
+_REPLACED_GLOBALS: dict[tuple[str, str], Any] = {
+    **{
+        (module, name): value
+        for module in ("builtins", "__builtin__")
+        for name, value in _SAFE_BUILTINS.items()
+    },
+    ("_codecs", "encode"): _encode_from_pickle,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_from_pickle,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_from_pickle,
+}
+_NUMPY_GLOBALS = frozenset(
+    {(module, "scalar") for module in ("numpy.core.multiarray", "numpy._core.multiarray")}
+    | {(module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")}
+    | {("numpy", "ndarray"), ("numpy", "dtype")}
+)
 
 
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that resolves only builtin containers and numpy array/scalar/dtype reconstruction."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise UnsafePickleError(
-                f"refusing to load global {module}.{name}: ground-truth pickles may only contain lists, "
-                "dicts, strings, numbers and numpy arrays"
-            )
-        return super().find_class(module, name)
+        if (module, name) in _REPLACED_GLOBALS:
+            return _REPLACED_GLOBALS[module, name]
+        if (module, name) in _NUMPY_GLOBALS:
+            return super().find_class(module, name)
+        raise UnsafePickleError(
+            f"refusing to load global {module}.{name}: ground-truth pickles may only contain lists, "
+            "dicts, strings, numbers and numpy arrays"
+        )
 
 
 def load_restricted_pickle(path: str | Path) -> Any:

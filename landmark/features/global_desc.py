@@ -91,7 +91,8 @@ def describe_batch(
     model: torch.nn.Module, images: torch.Tensor, scales: Sequence[float], use_fp16: bool = False
 ) -> torch.Tensor:
     """Multi-scale descriptors of a uint8 batch (N, 3, H, W): mean of per-scale L2 descriptors, L2 again."""
-    x = images.float().div_(255.0)
+    # channels-last is about twice as fast for these backbones on CPU and the layout tensor cores want on GPU
+    x = images.float().div_(255.0).contiguous(memory_format=torch.channels_last)
     total: torch.Tensor | None = None
     for scale in scales:
         xs = (
@@ -125,7 +126,7 @@ def iter_descriptors(
         pin_memory=device.startswith("cuda"),
     )
     use_fp16 = cfg.fp16_on_cuda and device.startswith("cuda")
-    model.eval().to(device)
+    model.eval().to(device, memory_format=torch.channels_last)
     with tqdm(total=len(items), desc="extract", unit="img", disable=not progress) as bar:
         for idx, images in loader:
             desc = describe_batch(model, images.to(device, non_blocking=True), cfg.scales, use_fp16)

@@ -21,7 +21,8 @@ def write(path: Path, text: str) -> Path:
 
 def manifest(split: str, rows: list[tuple[str, str, int]]) -> pd.DataFrame:
     return make_manifest(
-        {"image_id": i, "url": u, "landmark_id": lm, "uri": image_relpath(split, i).as_posix()} for i, u, lm in rows
+        {"image_id": i, "url": u, "landmark_id": lm, "uri": image_relpath(split, i).as_posix()}
+        for i, u, lm in rows
     )
 
 
@@ -29,7 +30,9 @@ def sample_dataset(root: Path) -> LandmarkDataset:
     return LandmarkDataset(
         root=root,
         manifests={
-            "train": manifest("train", [("0123abcd", "http://a/1.jpg", 5), ("ffee0011", 'http://a/x,"y".jpg', 0)]),
+            "train": manifest(
+                "train", [("0123abcd", "http://a/1.jpg", 5), ("ffee0011", 'http://a/x,"y".jpg', 0)]
+            ),
             "index": manifest("index", [("00aa11bb", "", -1), ("99cc88dd", "http://b/2.jpg", -1)]),
             "test": manifest("test", [("0000test", "http://c/3.jpg", -1), ("1111test", "", -1)]),
         },
@@ -123,7 +126,9 @@ def test_malformed_rows_are_quarantined_with_reason_codes(tmp_path: Path) -> Non
 
 def test_missing_columns_raise_a_clear_error(tmp_path: Path) -> None:
     write(tmp_path / "train.csv", "id,landmark\nabc123,4\n")
-    with pytest.raises(DatasetFormatError, match=r"train\.csv.*missing required columns \['url', 'landmark_id'\]"):
+    with pytest.raises(
+        DatasetFormatError, match=r"train\.csv.*missing required columns \['url', 'landmark_id'\]"
+    ):
         read_gldv2(tmp_path)
     write(tmp_path / "train.csv", "")
     with pytest.raises(DatasetFormatError, match="empty file"):
@@ -131,7 +136,7 @@ def test_missing_columns_raise_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_no_split_csv_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="train.csv"):
+    with pytest.raises(FileNotFoundError, match=r"train\.csv"):
         read_gldv2(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a directory"):
         read_gldv2(tmp_path / "nope")
@@ -147,7 +152,9 @@ def test_solution_files_are_parsed_and_bad_lines_reported(tmp_path: Path) -> Non
         "q00003,i00003 ../x,Private\n"  # unsafe index id: line skipped
         "q00004,i00004,Secret\n",  # bad Usage: line skipped
     )
-    write(tmp_path / "retrieval_solution_v2.csv", "id,images,Usage\nq00001,old,Public\n")  # older version: ignored
+    write(
+        tmp_path / "retrieval_solution_v2.csv", "id,images,Usage\nq00001,old,Public\n"
+    )  # older version: ignored
     write(
         tmp_path / "recognition_solution_v2.1.csv",
         "id,landmarks,Usage\nq00001,12 7,Public\nq00002,,Private\nq00003,x1,Public\nq00001,3,Public\n",
@@ -191,7 +198,7 @@ def test_writer_rejects_unlabelled_train_rows_and_bad_usage(tmp_path: Path) -> N
         write_gldv2_csvs(tmp_path, {"train": manifest("train", [("abc123", "", -1)])})
     with pytest.raises(ValueError, match="unknown GLDv2 split"):
         write_gldv2_csvs(tmp_path, {"val": manifest("train", [("abc123", "", 1)])})
-    with pytest.raises(ValueError, match="Usage|usage"):
+    with pytest.raises(ValueError, match=r"[Uu]sage"):
         write_gldv2_csvs(tmp_path, {}, retrieval_solution={"q00001": ()}, usage={"q00001": "Secret"})
 
 

@@ -51,7 +51,10 @@ def test_dataset_paths_and_lookups(tmp_path: Path) -> None:
     assert data.ok_ids("train") == ("abc", "def")
     assert data.image_path("train", "abc") == tmp_path / "train" / "abc.jpg"
     assert data.image_path("train", "def") == Path("/elsewhere/def.jpg")
-    assert data.image_paths("train") == {"abc": tmp_path / "train" / "abc.jpg", "def": Path("/elsewhere/def.jpg")}
+    assert data.image_paths("train") == {
+        "abc": tmp_path / "train" / "abc.jpg",
+        "def": Path("/elsewhere/def.jpg"),
+    }
     assert data.retrieval == (QueryTruth("abc", ("def",), (), ()),)
     assert data.query("abc").easy == ("def",)
     with pytest.raises(KeyError, match="ghi"):

@@ -35,7 +35,12 @@ def png_claiming(width: int, height: int) -> bytes:
     """A PNG whose IHDR claims width x height RGB pixels but carries almost no data."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (
@@ -88,7 +93,9 @@ def test_cmyk_converts_to_rgb() -> None:
     cmyk = np.array([[[0, 0, 0, 0], [255, 0, 0, 0], [0, 0, 0, 255]]], np.uint8)
     out = decode_image(encode(Image.fromarray(cmyk, "CMYK"), "TIFF"))
     np.testing.assert_array_equal(out[0], [[255, 255, 255], [0, 255, 255], [0, 0, 0]])
-    jpeg = decode_image(encode(Image.fromarray(np.repeat(np.repeat(cmyk, 8, 0), 8, 1), "CMYK"), "JPEG", quality=95))
+    jpeg = decode_image(
+        encode(Image.fromarray(np.repeat(np.repeat(cmyk, 8, 0), 8, 1), "CMYK"), "JPEG", quality=95)
+    )
     assert jpeg.shape == (8, 24, 3)
     assert np.abs(jpeg[4, 4].astype(int) - 255).max() < 12
 
@@ -235,7 +242,8 @@ def test_crop_to_bbox_rounds_and_clips() -> None:
 
 
 @pytest.mark.parametrize(
-    "bbox", [(3.0, 1.0, 3.0, 5.0), (0.0, 4.0, 5.0, 2.0), (10.0, 0.0, 20.0, 5.0), (0.0, float("nan"), 1.0, 1.0)]
+    "bbox",
+    [(3.0, 1.0, 3.0, 5.0), (0.0, 4.0, 5.0, 2.0), (10.0, 0.0, 20.0, 5.0), (0.0, float("nan"), 1.0, 1.0)],
 )
 def test_crop_to_bbox_rejects_empty_boxes(bbox: tuple[float, float, float, float]) -> None:
     with pytest.raises(ValueError, match="bbox"):

@@ -94,7 +94,10 @@ def test_integral_floats_and_numeric_strings_are_accepted() -> None:
         ({"image_id": 123, "uri": "a.jpg"}, "strings"),
         ({"image_id": "abc", "uri": "a.jpg", "ingested_at": "yesterday-ish"}, "timestamps"),
         ({"image_id": "abc", "uri": "a.jpg", "bbox_x0": 1.0}, "all NaN or all set"),
-        ({"image_id": "abc", "uri": "a.jpg", "bbox_x0": 5, "bbox_y0": 0, "bbox_x1": 4, "bbox_y1": 9}, "x1 > x0"),
+        (
+            {"image_id": "abc", "uri": "a.jpg", "bbox_x0": 5, "bbox_y0": 0, "bbox_x1": 4, "bbox_y1": 9},
+            "x1 > x0",
+        ),
         ({"image_id": "abc", "uri": "a.jpg", "colour": "red"}, "unknown manifest columns"),
     ],
 )
@@ -104,7 +107,7 @@ def test_invalid_rows_raise_manifest_error(row: dict[str, object], message: str)
 
 
 def test_duplicate_ok_ids_are_rejected_but_quarantined_duplicates_are_kept() -> None:
-    with pytest.raises(ManifestError, match="duplicate image ids.*'abc'"):
+    with pytest.raises(ManifestError, match=r"duplicate image ids.*'abc'"):
         make_manifest([{"image_id": "abc", "uri": "a.jpg"}, {"image_id": "abc", "uri": "b.jpg"}])
     frame = make_manifest(
         [{"image_id": "abc", "uri": "a.jpg"}, quarantined_row("abc", "duplicate_id", "'abc' (line 3)")]
@@ -192,7 +195,9 @@ def test_reason_helpers() -> None:
 
 
 def test_frame_input_is_coerced() -> None:
-    frame = pd.DataFrame({"image_id": ["abc", "def"], "uri": ["a.jpg", "d.jpg"], "landmark_id": [np.nan, 4.0]})
+    frame = pd.DataFrame(
+        {"image_id": ["abc", "def"], "uri": ["a.jpg", "d.jpg"], "landmark_id": [np.nan, 4.0]}
+    )
     out = make_manifest(frame)
     assert list(out["landmark_id"]) == [-1, 4]
     assert out["landmark_id"].dtype == np.int64
