@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -39,7 +39,7 @@ RETRIEVAL_COLUMNS = ("id", "images", "Usage")
 USAGES = ("Public", "Private", "Ignored")
 DEFAULT_USAGE = "Public"
 
-_NON_NEGATIVE_INT = re.compile(r"^[0-9]+$")
+_NON_NEGATIVE_INT = re.compile(r"^[0-9]{1,18}$")  # up to 18 digits always fits int64
 _MIN_ID_LENGTH = 3  # the layout nests by the first three characters
 _EMPTY_LIST_TOKENS = ("", "None")  # GLDv2 writes "None" for retrieval queries without relevant images
 
@@ -76,87 +76,84 @@ def _is_usable_id(image_id: str) -> bool:
     return len(image_id) >= _MIN_ID_LENGTH and is_safe_image_id(image_id)
 
 
-@dataclass
-class _ManifestColumns:
-    """Manifest columns built row by row (cheaper than one dict per row at GLDv2 scale)."""
+def _uris(split: str, ids: pd.Series) -> pd.Series:
+    """Vectorised :func:`image_uri` for already validated ids."""
+    if ids.empty:
+        return ids.astype(object)
+    text = ids.str
+    return split + "/" + text[0] + "/" + text[1] + "/" + text[2] + "/" + ids + ".jpg"
 
-    line: list[int] = field(default_factory=list)
-    image_id: list[str] = field(default_factory=list)
-    landmark_id: list[int] = field(default_factory=list)
-    uri: list[str] = field(default_factory=list)
-    url: list[str] = field(default_factory=list)
-    reason: list[str] = field(default_factory=list)
 
-    def add(
-        self,
-        line: int,
-        image_id: str,
-        *,
-        url: str = "",
-        landmark_id: int = NO_LANDMARK,
-        uri: str = "",
-        reason: str = "",
-    ) -> None:
-        self.line.append(line)
-        self.image_id.append(image_id)
-        self.landmark_id.append(landmark_id)
-        self.uri.append(uri)
-        self.url.append(url)
-        self.reason.append(reason)
-
-    def manifest(self) -> pd.DataFrame:
-        """Rows in line order; rows with a reason are quarantined."""
-        order = np.argsort(np.asarray(self.line, dtype=np.int64), kind="stable")
-        reason = np.asarray(self.reason, dtype=object)[order]
-        frame = pd.DataFrame(
-            {
-                "image_id": np.asarray(self.image_id, dtype=object)[order],
-                "landmark_id": np.asarray(self.landmark_id, dtype=np.int64)[order],
-                "uri": np.asarray(self.uri, dtype=object)[order],
-                "url": np.asarray(self.url, dtype=object)[order],
-                "status": np.where(reason == "", STATUS_OK, STATUS_QUARANTINED).astype(object),
-                "reason": reason,
-            }
-        )
-        return make_manifest(frame)
+def _set_reasons(reasons: np.ndarray, mask: np.ndarray, code: str, detail: Callable[[int], str]) -> None:
+    for k in np.flatnonzero(mask):
+        reasons[k] = format_reason(code, detail(int(k)))
 
 
 def _split_manifest(table: CsvTable, split: str) -> pd.DataFrame:
-    """Manifest rows for one split CSV, in file order; bad rows quarantined with a reason code."""
-    n_fields = len(table.header)
-    id_col = table.header.index("id")
-    rows = _ManifestColumns()
-    for line, fields in table.malformed:
-        raw_id = fields[id_col].strip() if len(fields) > id_col else ""
-        detail = f"line {line}: expected {n_fields} fields, got {len(fields)}"
-        rows.add(line, raw_id, reason=format_reason("malformed_row", detail))
+    """Manifest rows for one split CSV, in file order; bad rows quarantined with a reason code.
 
-    seen: dict[str, int] = {}
-    ids, urls = table.columns["id"], table.columns["url"]
-    labels = table.columns.get("landmark_id")
-    for k, line in enumerate(table.lines):
-        image_id, url = ids[k], urls[k]
-        if not _is_usable_id(image_id):
-            rows.add(
-                line, image_id, url=url, reason=format_reason("unsafe_id", f"{image_id!r} (line {line})")
-            )
-            continue
-        landmark_id = NO_LANDMARK
-        if labels is not None:
-            if not _NON_NEGATIVE_INT.match(labels[k]):
-                detail = f"line {line}: landmark_id {labels[k]!r} is not a non-negative integer"
-                rows.add(line, image_id, url=url, reason=format_reason("malformed_row", detail))
-                continue
-            landmark_id = int(labels[k])
-        if image_id in seen:
-            detail = f"{image_id!r} on line {line} (first on line {seen[image_id]})"
-            rows.add(
-                line, image_id, url=url, landmark_id=landmark_id, reason=format_reason("duplicate_id", detail)
-            )
-            continue
-        seen[image_id] = line
-        rows.add(line, image_id, url=url, landmark_id=landmark_id, uri=_unchecked_uri(split, image_id))
-    return rows.manifest()
+    Vectorised over rows: GLDv2's train.csv has 4.1M of them.
+    """
+    ids = pd.Series(table.columns["id"], dtype=object)
+    lines = np.asarray(table.lines, dtype=np.int64)
+    reasons = np.full(len(ids), "", dtype=object)
+    usable = ids.map(_is_usable_id).to_numpy(dtype=bool)
+    _set_reasons(reasons, ~usable, "unsafe_id", lambda k: f"{ids[k]!r} (line {lines[k]})")
+
+    landmarks = np.full(len(ids), NO_LANDMARK, dtype=np.int64)
+    if "landmark_id" in table.columns:
+        labels = pd.Series(table.columns["landmark_id"], dtype=object)
+        numeric = labels.str.fullmatch(_NON_NEGATIVE_INT).fillna(False).to_numpy(dtype=bool)
+        landmarks[numeric] = labels[numeric].astype(np.int64).to_numpy()
+        _set_reasons(
+            reasons,
+            usable & ~numeric,
+            "malformed_row",
+            lambda k: f"line {lines[k]}: landmark_id {labels[k]!r} is not a non-negative integer",
+        )
+
+    candidate = reasons == ""
+    duplicate = candidate & ids.where(candidate).duplicated(keep="first").to_numpy(dtype=bool)
+    first_line = dict(zip(ids[candidate & ~duplicate], lines[candidate & ~duplicate], strict=True))
+    _set_reasons(
+        reasons,
+        duplicate,
+        "duplicate_id",
+        lambda k: f"{ids[k]!r} on line {lines[k]} (first on line {first_line[ids[k]]})",
+    )
+
+    ok = reasons == ""
+    uris = np.full(len(ids), "", dtype=object)
+    uris[ok] = _uris(split, ids[ok]).to_numpy()
+    frame = pd.DataFrame(
+        {
+            "image_id": ids,
+            "landmark_id": landmarks,
+            "uri": uris,
+            "url": pd.Series(table.columns["url"], dtype=object),
+            "status": np.where(ok, STATUS_OK, STATUS_QUARANTINED).astype(object),
+            "reason": reasons,
+        }
+    )
+    id_col = table.header.index("id")
+    malformed = pd.DataFrame(
+        {
+            "image_id": [
+                fields[id_col].strip() if len(fields) > id_col else "" for _, fields in table.malformed
+            ],
+            "status": STATUS_QUARANTINED,
+            "reason": [
+                format_reason(
+                    "malformed_row", f"line {line}: expected {len(table.header)} fields, got {len(fields)}"
+                )
+                for line, fields in table.malformed
+            ],
+        }
+    )
+    if not malformed.empty:
+        all_lines = np.concatenate([lines, [line for line, _ in table.malformed]])
+        frame = pd.concat([frame, malformed], ignore_index=True).iloc[np.argsort(all_lines, kind="stable")]
+    return make_manifest(frame)
 
 
 def _quarantine_missing_files(manifest: pd.DataFrame, root: Path) -> pd.DataFrame:

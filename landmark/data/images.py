@@ -269,6 +269,10 @@ def decode_image(
         ImageDecodeError: with ``reason`` "empty", "truncated", "not_an_image", "too_large", "corrupt" or
             "unreadable" (missing file, permission denied, a directory).
         ValueError: ``max_pixels`` < 1.
+
+    Note:
+        Truncated files are detected only while PIL's global ``ImageFile.LOAD_TRUNCATED_IMAGES`` is False (its
+        default); this function never changes it.
     """
     if max_pixels < 1:
         raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")

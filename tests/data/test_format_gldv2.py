@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from landmark.data.gldv2 import image_relpath, read_gldv2, write_gldv2, write_gldv2_csvs
+from landmark.data.gldv2 import image_relpath, image_uri, read_gldv2, write_gldv2, write_gldv2_csvs
 from landmark.data.groundtruth import DatasetFormatError, LandmarkDataset, QueryTruth
 from landmark.data.manifest import make_manifest, reason_code
 
@@ -204,5 +204,8 @@ def test_writer_rejects_unlabelled_train_rows_and_bad_usage(tmp_path: Path) -> N
 
 def test_image_relpath_layout() -> None:
     assert image_relpath("train", "0123abcd").as_posix() == "train/0/1/2/0123abcd.jpg"
+    assert image_uri("index", "0123abcd") == "index/0/1/2/0123abcd.jpg"
+    with pytest.raises(ValueError, match="shorter than the 3 characters"):
+        image_uri("test", "ab")
     with pytest.raises(ValueError, match="unsafe"):
         image_relpath("train", "../etc")

@@ -15,6 +15,7 @@ from landmark.data.manifest import (
     empty_manifest,
     format_reason,
     has_bbox,
+    is_safe_uri,
     make_manifest,
     ok_rows,
     quarantine,
@@ -25,6 +26,7 @@ from landmark.data.manifest import (
     reason_code,
     resolve_uri,
     row_bbox,
+    safe_uri_mask,
     write_manifest,
     write_manifests,
 )
@@ -201,3 +203,32 @@ def test_frame_input_is_coerced() -> None:
     out = make_manifest(frame)
     assert list(out["landmark_id"]) == [-1, 4]
     assert out["landmark_id"].dtype == np.int64
+
+
+URI_CASES = [
+    ("a.jpg", True),
+    ("dir/sub/img.png", True),
+    ("/abs/x", True),
+    ("s3://b/../k", True),  # object keys are not file paths
+    ("a/..b/c", True),
+    ("x/...", True),
+    ("..a/b", True),
+    ("a/b..", True),
+    ("/a\\b", True),
+    ("", False),
+    ("../x", False),
+    ("a/../b", False),
+    ("a/..", False),
+    ("..", False),
+    ("a\\b", False),
+    ("C:\\x", False),
+    ("a\x00b", False),
+]
+
+
+def test_vectorised_uri_check_matches_the_scalar_rule() -> None:
+    uris = [uri for uri, _ in URI_CASES]
+    expected = [safe for _, safe in URI_CASES]
+    assert [is_safe_uri(u) for u in uris] == expected
+    assert safe_uri_mask(pd.Series(uris, dtype=object)).tolist() == expected
+    assert safe_uri_mask(pd.Series([], dtype=object)).tolist() == []

@@ -646,7 +646,8 @@ def render_photo(
         total = polygon_area(facet_quad(homography, size))
         visible_fraction = min(1.0, float(visible.sum()) / total) if total > 0 else 0.0
         if target is not None:
-            lo, hi = target.min(axis=0), target.max(axis=0)
+            lo = np.clip(target.min(axis=0), 0.0, None)
+            hi = np.minimum(target.max(axis=0), (float(hw[1]), float(hw[0])))
             bbox = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
     return RenderedPhoto(
         image=image,
