@@ -126,7 +126,7 @@ def iter_descriptors(
         pin_memory=device.startswith("cuda"),
     )
     use_fp16 = cfg.fp16_on_cuda and device.startswith("cuda")
-    model.eval().to(device, memory_format=torch.channels_last)
+    model.eval().to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     with tqdm(total=len(items), desc="extract", unit="img", disable=not progress) as bar:
         for idx, images in loader:
             desc = describe_batch(model, images.to(device, non_blocking=True), cfg.scales, use_fp16)

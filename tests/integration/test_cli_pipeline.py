@@ -33,8 +33,26 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cli")
     for args in (
         ["synth", "--out", str(root / "synth")],
-        ["extract", "--data", str(root / "synth"), "--out", str(root / "feat"), "--split", "index", "--split", "test"],
-        ["evaluate", "--data", str(root / "synth"), "--features", str(root / "feat"), "--out", str(root / "eval")],
+        [
+            "extract",
+            "--data",
+            str(root / "synth"),
+            "--out",
+            str(root / "feat"),
+            "--split",
+            "index",
+            "--split",
+            "test",
+        ],
+        [
+            "evaluate",
+            "--data",
+            str(root / "synth"),
+            "--features",
+            str(root / "feat"),
+            "--out",
+            str(root / "eval"),
+        ],
     ):
         result = runner.invoke(app, [*TINY, *args])
         assert result.exit_code == 0, result.output

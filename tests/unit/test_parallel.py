@@ -12,13 +12,17 @@ def square(x: int) -> int:
 @pytest.mark.parametrize("workers", [0, 2])
 def test_local_backends_keep_order(workers: int) -> None:
     items = list(range(20))
-    assert list(parallel_map(square, items, workers=workers, progress=False, chunksize=3)) == [x * x for x in items]
+    assert list(parallel_map(square, items, workers=workers, progress=False, chunksize=3)) == [
+        x * x for x in items
+    ]
 
 
 def test_dask_backend_keeps_order() -> None:
     pytest.importorskip("dask.distributed")
     items = list(range(7))
-    assert list(parallel_map(square, items, workers=1, backend="dask", progress=False)) == [x * x for x in items]
+    assert list(parallel_map(square, items, workers=1, backend="dask", progress=False)) == [
+        x * x for x in items
+    ]
 
 
 def test_bad_arguments() -> None:

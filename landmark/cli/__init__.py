@@ -1,0 +1,11 @@
+"""The ``landmark`` command line: one subcommand per pipeline stage.
+
+Global options (before the subcommand): ``--params FILE`` and repeated ``--set section.key=value``.
+Errors the user can fix are printed as one readable line and exit with status 1 (no traceback); pass
+``--debug`` to see the traceback. Commands live in one module per concern and register on the shared app.
+"""
+
+from landmark.cli import data, pending, retrieval  # noqa: F401  (registers the commands)
+from landmark.cli._app import app
+
+__all__ = ["app"]
