@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -37,6 +40,9 @@ class PathsConfig:
     features: str = "build/features"
     models: str = "build/models"
     eval: str = "build/eval"
+    ingest: str = "data/ingest"  # ingested images (local store), manifests, batch summaries
+    reports: str = "build/reports"  # ingest/validate summaries and the Great Expectations Data Docs
+    index: str = "build/index"  # the FAISS index of the index split
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,7 @@ class ModelConfig:
     pretrained: str = "packaged"
     gem_p: float = 3.0
     gem_eps: float = 1e-6
-    embedding_dim: int = 0  # 0 = no FC/BN neck: the pooled backbone features (off-the-shelf descriptor)
+    embedding_dim: int = 512  # FC -> BatchNorm1d neck size of the trained model; 0 = pooled backbone features
 
     def __post_init__(self) -> None:
         _require(bool(self.backbone), "backbone must be a timm model name")
@@ -112,15 +118,237 @@ class ExtractConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """Global model training (``landmark train``): ArcFace/CosFace on GeM embeddings (Yokoo et al. 2020)."""
+
+    head: Literal["arcface", "cosface"] = "arcface"
+    scale: float = 30.0
+    margin: float = 0.3
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.01
+    head_lr_multiplier: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    epochs: int = 6
+    warmup_steps: int = 20
+    batch_size: int = 32
+    accumulation_steps: int = 1
+    image_size: int = 224  # long side of the aspect-ratio size templates
+    full_res_last_epoch: bool = True
+    full_res_image_size: int = 320
+    augmentation: Literal["none", "soft", "hard"] = "soft"
+    sampler: Literal["plain", "balanced"] = "plain"
+    min_images_per_class: int = 2
+    checkpoint_every: int = 50  # optimizer steps; 0 = only at epoch ends
+    max_steps: int = (
+        0  # stop after this many optimizer steps (0 = run all epochs), e.g. a time-boxed nightly run
+    )
+    amp: bool = True  # mixed precision, only ever on CUDA
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        _require(self.scale > 0, "scale must be > 0")
+        _require(0 <= self.margin < 1.5, "margin must be in [0, 1.5)")
+        _require(self.lr > 0 and self.head_lr_multiplier > 0, "lr and head_lr_multiplier must be > 0")
+        _require(0 <= self.momentum < 1, "momentum must be in [0, 1)")
+        _require(self.weight_decay >= 0, "weight_decay must be >= 0")
+        _require(self.epochs >= 1, "epochs must be >= 1")
+        for name in ("warmup_steps", "checkpoint_every", "max_steps", "workers"):
+            _require(getattr(self, name) >= 0, f"{name} must be >= 0")
+        _require(self.batch_size >= 2, "batch_size must be >= 2 (BatchNorm needs more than one sample)")
+        _require(self.accumulation_steps >= 1, "accumulation_steps must be >= 1")
+        _require(32 <= self.image_size <= 2048, "image_size must be in [32, 2048]")
+        _require(32 <= self.full_res_image_size <= 2048, "full_res_image_size must be in [32, 2048]")
+        _require(self.min_images_per_class >= 1, "min_images_per_class must be >= 1")
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     """Offline evaluation (``landmark evaluate``)."""
 
-    topk: int = 100
+    topk: int = 100  # results kept per query (GLDv2 cut, mAP@topk) and the list length re-ranking works on
     kappas: tuple[int, ...] = (1, 5, 10)
+    grid_queries: int = 6  # queries shown in the result grid PNG (0 = no grid)
+    grid_results: int = 8  # top results shown per query
 
     def __post_init__(self) -> None:
-        _require(self.topk >= 1, "topk must be >= 1")
-        _require(all(k >= 1 for k in self.kappas), "kappas must be >= 1")
+        _require(self.topk >= 1, f"topk must be >= 1, got {self.topk}")
+        _require(all(k >= 1 for k in self.kappas), f"kappas must be >= 1, got {list(self.kappas)}")
+        _require(self.grid_queries >= 0, f"grid_queries must be >= 0, got {self.grid_queries}")
+        _require(self.grid_results >= 1, f"grid_results must be >= 1, got {self.grid_results}")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """The FAISS index (``landmark index``): exact inner product, or IVF-PQ for large indexes."""
+
+    kind: Literal["auto", "flat", "ivfpq"] = "auto"  # auto: flat below ivfpq_min_vectors, else IVF-PQ
+    ivfpq_min_vectors: int = 1_000_000
+    nlist: int = 1024  # IVF coarse cells
+    pq_m: int = 64  # PQ sub-quantizers (must divide the descriptor dim)
+    pq_nbits: int = 8  # bits per sub-quantizer code
+    nprobe: int = 32  # cells visited per query
+    train_size: int = 100_000  # vectors sampled (seeded) to train IVF-PQ
+    shard_size: int = 1_000_000  # vectors per index shard file
+    chunk_size: int = 65_536  # vectors read from the feature store per step
+    gpu: Literal["auto", "off"] = "auto"  # auto: GPU index when faiss sees a GPU
+
+    def __post_init__(self) -> None:
+        for name in ("ivfpq_min_vectors", "nlist", "pq_m", "nprobe", "shard_size", "chunk_size"):
+            _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        _require(1 <= self.pq_nbits <= 16, f"pq_nbits must be in [1, 16], got {self.pq_nbits}")
+        _require(self.nprobe <= self.nlist, f"nprobe must be <= nlist ({self.nlist}), got {self.nprobe}")
+        _require(
+            self.train_size >= self.nlist,
+            f"train_size must be >= nlist ({self.nlist}) to train the coarse quantizer, got {self.train_size}",
+        )
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    """Query-time re-ranking (Yokoo et al. 2020): DBA, alpha-QE or discriminative QE, spatial verification,
+    then the two-stage discriminative re-ranking (sort-step, insert-step) from kNN label predictions."""
+
+    dba: bool = True  # database-side augmentation of the index descriptors
+    dba_n: int = 2  # neighbours averaged into each index descriptor (besides itself)
+    dba_alpha: float = 3.0  # neighbour weight = similarity ** alpha
+    qe: Literal["none", "alpha", "dqe"] = "alpha"  # alpha-QE, discriminative QE, or none
+    qe_n: int = 2  # top results expanded into the query
+    qe_alpha: float = 3.0
+    dqe_negatives: int = 200  # DQE: fixed random (seeded) negative set size
+    dqe_regularization: float = 1.0  # DQE: ridge term of the least-squares SVM
+    spatial: bool = False  # re-rank the top spatial_top by inliers (needs the DELF verifier)
+    spatial_top: int = 100
+    spatial_min_inliers: int = 0  # candidates below this count keep their order after the verified ones
+    label_k: int = 5  # kNN soft-voting neighbours over the train set (label prediction)
+    sort_step: bool = True
+    insert_step: bool = True
+    insert_threshold: float = 0.5  # insert index images whose label confidence (score / label_k) exceeds this
+
+    def __post_init__(self) -> None:
+        for name in ("dba_n", "qe_n", "spatial_top", "label_k"):
+            _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("dba_alpha", "qe_alpha", "dqe_regularization"):
+            _require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        _require(self.dqe_negatives >= 1, f"dqe_negatives must be >= 1, got {self.dqe_negatives}")
+        _require(self.spatial_min_inliers >= 0, f"spatial_min_inliers must be >= 0, got {self.spatial_min_inliers}")
+        _require(
+            self.dqe_regularization > 0 or self.qe != "dqe",
+            f"dqe_regularization must be > 0 for qe=dqe, got {self.dqe_regularization}",
+        )
+
+
+@dataclass(frozen=True)
+class RecognizeConfig:
+    """Landmark recognition: kNN voting over the train set, "no landmark" rejection (Boiarov & Tyantov)."""
+
+    k: int = 5  # train neighbours voting
+    index: Literal["images", "centroids"] = "images"  # centroids: one L2-normalised mean per class
+    inliers: bool = False  # add min(inliers, inlier_cap) / inlier_cap per neighbour (needs the verifier)
+    inlier_cap: int = 70
+    target_fpr: float = 0.05  # false-positive rate on held-out non-landmark images the threshold allows
+    calibration_fraction: float = 0.5  # share of test images (seeded) held out to choose the threshold
+
+    def __post_init__(self) -> None:
+        _require(self.k >= 1, f"k must be >= 1, got {self.k}")
+        _require(self.inlier_cap >= 1, f"inlier_cap must be >= 1, got {self.inlier_cap}")
+        _require(0.0 <= self.target_fpr <= 1.0, f"target_fpr must be in [0, 1], got {self.target_fpr}")
+        _require(
+            0.0 < self.calibration_fraction < 1.0,
+            f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}",
+        )
+
+
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """The S3 object store (SeaweedFS locally, MinIO in production). Credentials never live here.
+
+    Credentials come from ``LANDMARK_S3_ACCESS_KEY``/``LANDMARK_S3_SECRET_KEY``, else from the git-ignored file
+    that ``landmark infra up`` generates in ``run_dir``; ``LANDMARK_S3_ENDPOINT`` overrides ``endpoint``.
+    """
+
+    endpoint: str = "http://127.0.0.1:8333"
+    region: str = "us-east-1"
+    bucket: str = "landmark"
+    images_prefix: str = "images"
+    dvc_remote: str = "local-s3"  # name of the DVC remote (in .dvc/config) that points at this store
+    run_dir: str = "infra/.run"  # local SeaweedFS: data, logs, pid file, generated credentials (git-ignored)
+    timeout_s: float = 10.0
+    retries: int = 2
+
+    def __post_init__(self) -> None:
+        _require(
+            re.match(r"^https?://[^/\s]+$", self.endpoint) is not None,
+            f"endpoint must look like http://host:port (no path), got {self.endpoint!r}",
+        )
+        _require(_S3_BUCKET.match(self.bucket) is not None, f"bucket {self.bucket!r} is not a valid S3 name")
+        _require(
+            bool(self.images_prefix)
+            and not self.images_prefix.startswith("/")
+            and ".." not in self.images_prefix.split("/"),
+            f"images_prefix must be a relative key prefix without '..', got {self.images_prefix!r}",
+        )
+        _require(
+            bool(self.region) and bool(self.dvc_remote) and bool(self.run_dir),
+            "region, dvc_remote and run_dir must be set",
+        )
+        _require(self.timeout_s > 0, "timeout_s must be > 0")
+        _require(self.retries >= 0, "retries must be >= 0")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Incremental ingestion (``landmark ingest``): downloads, checks and stores one batch of new images."""
+
+    # Where images go: the DVC-tracked ``paths.ingest`` dir, the S3 store, or both.
+    store: Literal["local", "s3", "both"] = "local"
+    workers: int = 8  # concurrent fetches (I/O bound threads)
+    timeout_s: float = 10.0  # per HTTP request (connect and each read)
+    retries: int = 3  # extra attempts after a timeout, connection error, 5xx/429 or cut transfer
+    backoff_s: float = 0.5  # first retry delay; doubles per attempt
+    max_bytes: int = 20_000_000
+    max_pixels: int = 64_000_000
+    content_types: tuple[str, ...] = (
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "image/gif",
+        "image/bmp",
+        "image/tiff",
+    )
+
+    def __post_init__(self) -> None:
+        _require(self.workers >= 1, "workers must be >= 1")
+        _require(self.timeout_s > 0, "timeout_s must be > 0")
+        _require(self.retries >= 0, "retries must be >= 0")
+        _require(self.backoff_s >= 0, "backoff_s must be >= 0")
+        _require(self.max_bytes >= 1, "max_bytes must be >= 1")
+        _require(self.max_pixels >= 1, "max_pixels must be >= 1")
+        _require(
+            len(self.content_types) >= 1 and all("/" in c for c in self.content_types),
+            f"content_types must be MIME types like image/jpeg, got {list(self.content_types)}",
+        )
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """The Great Expectations data-quality gate (``landmark validate``)."""
+
+    max_quarantined_share: float = 0.2  # critical: share of quarantined manifest rows
+    min_images_per_class: int = 2  # warning: labelled classes with fewer ok images
+    min_side: int = 32  # critical: ok images must have width and height in [min_side, max_side]
+    max_side: int = 8192
+    labelled_splits: tuple[str, ...] = ("train",)  # splits whose ok rows need a landmark_id >= 0
+    clean_max_dropped_share: float = 0.6  # critical: share of rows the cleaning step may quarantine
+
+    def __post_init__(self) -> None:
+        for name in ("max_quarantined_share", "clean_max_dropped_share"):
+            _require(0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1]")
+        _require(self.min_images_per_class >= 1, "min_images_per_class must be >= 1")
+        _require(1 <= self.min_side <= self.max_side, "need 1 <= min_side <= max_side")
 
 
 @dataclass(frozen=True)
@@ -133,7 +361,14 @@ class Config:
     synth: SynthConfig = field(default_factory=SynthConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    recognize: RecognizeConfig = field(default_factory=RecognizeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
 
 
 def resolve_device(device: str) -> str:
@@ -171,6 +406,16 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     for item in overrides:
         _apply_override(raw, item)
     return _build(Config, raw, source, prefix="")
+
+
+def section_from_dict(cls: type[T], raw: Any, source: str, prefix: str = "") -> T:
+    """Build one config dataclass (e.g. a ``ModelConfig`` stored with a model) with the same checks as params.
+
+    Raises:
+        ConfigError: naming the key and ``source`` for unknown keys, wrong types or bad values.
+    """
+    built: T = _build(cls, raw, source, prefix)
+    return built
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -13,7 +13,6 @@ PENDING: dict[str, tuple[str, int]] = {
     "train-delf": ("Train the DELF attention/local-feature model.", 5),
     "local": ("Extract DELF local features.", 5),
     "clean": ("Clean the training set with DELF spatial verification.", 5),
-    "train": ("Train the global descriptor model (ArcFace/CosFace + GeM).", 3),
     "index": ("Build the FAISS index.", 4),
     "eval-revisitop": ("Evaluate on a Revisited Oxford/Paris-format benchmark.", 4),
     "drift": ("Compute Evidently drift reports.", 7),

@@ -23,6 +23,9 @@ def extract(
     ] = None,
     split: Annotated[list[str] | None, typer.Option(help="split(s) to extract (default: all)")] = None,
     fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
+    model: Annotated[
+        Path | None, typer.Option(help="trained model directory (default: off-the-shelf backbone + GeM)")
+    ] = None,
 ) -> None:
     """Extract multi-scale global descriptors into memory-mapped shards (resumable)."""
     from landmark.stages.extract import extract as run_extract
@@ -30,7 +33,12 @@ def extract(
     cfg = state.config()
     start = time.perf_counter()
     added = run_extract(
-        cfg, data or Path(cfg.paths.synth), out_dir or Path(cfg.paths.features), splits=split or (), fmt=fmt
+        cfg,
+        data or Path(cfg.paths.synth),
+        out_dir or Path(cfg.paths.features),
+        splits=split or (),
+        fmt=fmt,
+        model_dir=model,
     )
     seconds = time.perf_counter() - start
     out.print(f"extracted {sum(added.values())} new descriptors {added} in {seconds:.1f}s")
@@ -73,3 +81,37 @@ def metrics_table(metrics: dict[str, Any]) -> Table:
     for protocol in ("easy", "medium", "hard"):
         table.add_row(protocol, *(f"{rev[protocol][c]:.2f}" for c in columns))
     return table
+
+
+@app.command()
+@user_errors
+def train(
+    data: Annotated[Path | None, typer.Option(help="dataset root (default: paths.synth)")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="model directory to write (default: paths.models/candidate)")
+    ] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(help="cleaned train manifest (parquet) instead of the dataset's train split"),
+    ] = None,
+    work: Annotated[Path | None, typer.Option(help="checkpoint/log directory (default: <out>.work)")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="continue from the last checkpoint in the work directory")
+    ] = False,
+    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
+) -> None:
+    """Fine-tune the global model (ArcFace/CosFace + GeM); torchrun-ready for several devices."""
+    from landmark.stages.train import train as run_train
+
+    cfg = state.config()
+    target = out_dir or Path(cfg.paths.models) / "candidate"
+    summary = run_train(
+        cfg, data or Path(cfg.paths.synth), target, manifest=manifest, work_dir=work, resume=resume, fmt=fmt
+    )
+    if summary.model_dir is not None:
+        out.print(
+            f"trained {summary.steps} steps on {summary.images} images / {summary.classes} classes "
+            f"({summary.dropped_classes} classes dropped) in {summary.seconds:.0f}s: "
+            f"loss {summary.final_loss:.3f}, accuracy {summary.final_accuracy:.2f}"
+        )
+        out.print(f"model written to [bold]{summary.model_dir}[/]")

@@ -38,11 +38,13 @@ def extract(
     *,
     splits: Sequence[str] = (),
     fmt: str = "auto",
+    model_dir: Path | None = None,
     progress: bool = True,
 ) -> dict[str, int]:
     """Global descriptors of every usable image of each split into ``out_dir/<split>/`` (resumable).
 
     Test-split queries with a bounding box are cropped to it first (Revisited Oxford/Paris protocol).
+    ``model_dir`` selects a trained model; without it the off-the-shelf backbone + GeM is used.
 
     Returns:
         split -> number of images newly extracted.
@@ -51,14 +53,14 @@ def extract(
 
     from landmark.data.formats import read_dataset
     from landmark.features.global_desc import ImageItem, extract_to_store
-    from landmark.models.global_model import create_global_model
+    from landmark.models.model_dir import descriptor_model
 
     dataset = read_dataset(Path(data_dir), fmt)  # type: ignore[arg-type]
     chosen = list(splits) or list(dataset.splits)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model = create_global_model(cfg.model)
-    meta = {"model": config_to_dict(cfg.model), "extract": config_to_dict(cfg.extract)}
+    model, identity = descriptor_model(cfg.model, model_dir)
+    meta = {**identity, "extract": config_to_dict(cfg.extract)}
     added: dict[str, int] = {}
     for split in chosen:
         frame = dataset.manifest(split)

@@ -26,7 +26,7 @@ from landmark.models.global_model import create_global_model
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
     torch.manual_seed(0)
-    return create_global_model(ModelConfig(pretrained="packaged")).eval()
+    return create_global_model(ModelConfig(pretrained="packaged", embedding_dim=0)).eval()
 
 
 @pytest.fixture()

@@ -32,6 +32,9 @@ ASPECT_WEIGHTS: tuple[float, ...] = (0.3, 0.2, 0.15, 0.15, 0.1, 0.1)
 # covers less than JUNK_AREA of the photo.
 JUNK_VISIBLE = 0.15
 JUNK_AREA = 0.015
+# Hard views: share with one big occluder in front of the facet, and strength of the light/colour changes.
+BIG_OCCLUDER_SHARE = 0.6
+HARD_LIGHT = 1.5
 # A view meant to be easy counts as hard when less than this fraction of the facet is visible.
 EASY_VISIBLE = 0.5
 
@@ -165,18 +168,18 @@ def _view_params(
         mode = str(rng.choice(["oblique", "zoom", "far"], p=[0.45, 0.3, 0.25]))
         sign = 1.0 if rng.random() < 0.5 else -1.0
         scale = {
-            "oblique": rng.uniform(0.6, 1.1),
-            "zoom": rng.uniform(1.5, 2.6),
-            "far": rng.uniform(0.28, 0.42),
+            "oblique": rng.uniform(0.6, 1.0),
+            "zoom": rng.uniform(1.3, 2.0),
+            "far": rng.uniform(0.35, 0.5),
         }[mode]
         spread = 0.45 if mode == "zoom" else 0.18
         p = {
             "scale": scale,
             "cx": w * (0.5 + rng.uniform(-spread, spread)),
             "cy": h * (0.5 + rng.uniform(-spread, spread)),
-            "tx": sign * rng.uniform(0.3, 0.55) if mode == "oblique" else rng.uniform(-0.3, 0.3),
+            "tx": sign * rng.uniform(0.25, 0.5) if mode == "oblique" else rng.uniform(-0.3, 0.3),
             "ty": rng.uniform(-0.25, 0.25),
-            "squeeze": rng.uniform(0.45, 0.75) if mode == "oblique" else rng.uniform(0.65, 1.0),
+            "squeeze": rng.uniform(0.5, 0.8) if mode == "oblique" else rng.uniform(0.65, 1.0),
             "angle": math.radians(float(np.clip(rng.normal(0, 10), -25, 25))),
         }
     elif level == "junk":
@@ -203,7 +206,7 @@ def _view_ok(mode: str, frac: float) -> bool:
     bounds = {
         "easy": (0.85, 1.0),
         "oblique": (0.5, 1.0),
-        "zoom": (0.18, 0.6),
+        "zoom": (0.3, 0.7),
         "far": (0.9, 1.0),
         "tiny": (0.9, 1.0),
         "edge": (0.02, 0.12),
@@ -526,13 +529,13 @@ def occluders(
         small = 0.6 if level == "easy" else 1.0
         size = h * rel * (0.5 + 1.2 * depth) * small * rng.uniform(0.7, 1.3)
         prims += _occluder(rng, rng.uniform(0, w), base, size, kind)
-    if level == "hard" and target is not None and len(target) >= 3:
+    if level == "hard" and target is not None and len(target) >= 3 and rng.random() < BIG_OCCLUDER_SHARE:
         # One big occluder standing in front of the facet: a tree or a person close to the camera.
         lo, hi = target.min(axis=0), target.max(axis=0)
         x = rng.uniform(lo[0], hi[0])
         extent = float(hi[1] - lo[1])
         kind = str(rng.choice(["tree", "person"]))
-        size = extent * rng.uniform(0.8, 1.3) if kind == "tree" else extent * rng.uniform(0.6, 1.0)
+        size = extent * rng.uniform(0.6, 1.1) if kind == "tree" else extent * rng.uniform(0.5, 0.9)
         base = min(h * 1.1, hi[1] + rng.uniform(0.0, 0.3) * extent)
         prims += _occluder(rng, x, base, size, kind)
     return prims
@@ -569,10 +572,14 @@ def photometric(rng: np.random.Generator, img: np.ndarray, strength: float) -> n
     ys = (np.linspace(-0.5, 0.5, h, dtype=np.float32) * np.float32(math.sin(a) * amount))[:, None]
     light = np.float32(1.0) + xs + ys
     if rng.random() < 0.25 * strength:  # a cast shadow across part of the scene
-        pts = np.array([(rng.uniform(-0.2, 1.2) * w, rng.uniform(-0.2, 1.2) * h) for _ in range(4)], np.float32)
+        pts = np.array(
+            [(rng.uniform(-0.2, 1.2) * w, rng.uniform(-0.2, 1.2) * h) for _ in range(4)], np.float32
+        )
         shadow = np.zeros((h, w), np.uint8)
         cv2.fillConvexPoly(shadow, cv2.convexHull(pts).astype(np.int32), 255)
-        soft = cv2.GaussianBlur(shadow, (0, 0), 3).astype(np.float32) * np.float32(rng.uniform(0.2, 0.45) / 255.0)
+        soft = cv2.GaussianBlur(shadow, (0, 0), 3).astype(np.float32) * np.float32(
+            rng.uniform(0.2, 0.45) / 255.0
+        )
         light = light * (np.float32(1.0) - soft)
     out = toned.astype(np.float32) * light[..., None]
     sigma = rng.uniform(0.0, 0.7) * strength
@@ -635,7 +642,7 @@ def render_photo(
             generic_building(img, rng, int(horizon + rng.uniform(0.0, 0.3) * (h - horizon)))
     occ = np.zeros(hw, np.uint8)
     paint(img, occ, occluders(rng, hw, horizon, level if pyramid is not None else "clutter", target))
-    strength = 1.0 if level == "easy" else 1.8
+    strength = 1.0 if level == "easy" else HARD_LIGHT
     image = photometric(rng, img, strength)
     quality = int(rng.integers(jpeg_quality[0], jpeg_quality[1] + 1))
     visible = (alpha > 0.5) & (occ == 0)

@@ -100,7 +100,9 @@ def pick(rng: np.random.Generator, options: tuple[tuple[float, float, float], ..
     return np.asarray(options[int(rng.integers(len(options)))], dtype=np.float64)
 
 
-def value_noise(rng: np.random.Generator, height: int, width: int, cells: int = 4, octaves: int = 4) -> np.ndarray:
+def value_noise(
+    rng: np.random.Generator, height: int, width: int, cells: int = 4, octaves: int = 4
+) -> np.ndarray:
     """Multi-scale value noise, shape ``(height, width)`` float32, roughly zero mean and unit scale.
 
     Octave ``k`` adds a ``(cells * 2**k + 1)``-square grid of Gaussian values with amplitude ``0.5**k`` to the
@@ -950,7 +952,8 @@ def render_facet(rng: np.random.Generator, size: int, family: str) -> np.ndarray
     Args:
         rng: the facet's own generator (same generator state, same facet).
         size: side length in pixels.
-        family: one of :data:`FAMILIES`.
+        family: one of :data:`FAMILIES`, or two joined by ``+`` (e.g. ``"gothic+shopfront"``): a composite
+            facade, the first family on one side of a random horizontal or vertical split, the second on the other.
 
     Returns:
         (size, size, 3) uint8 RGB image.
@@ -958,9 +961,21 @@ def render_facet(rng: np.random.Generator, size: int, family: str) -> np.ndarray
     Raises:
         ValueError: for an unknown family or a size below 32.
     """
-    if family not in PAINTERS:
-        raise ValueError(f"unknown facet family {family!r}; expected one of {FAMILIES}")
+    parts = family.split("+")
+    if len(parts) > 2 or any(p not in PAINTERS for p in parts):
+        raise ValueError(f"unknown facet family {family!r}; expected one of {FAMILIES} or two joined by '+'")
     if size < 32:
         raise ValueError(f"facet size must be >= 32 pixels, got {size}")
-    img = PAINTERS[family](rng, size)
+    img = PAINTERS[parts[0]](rng, size)
+    if len(parts) == 2:
+        other = PAINTERS[parts[1]](rng, size)
+        cut = int(size * rng.uniform(0.35, 0.65))
+        trim = rgb(jitter(rng, pick(rng, MATERIALS), 0.05) * 0.8)
+        t = _thick(size, 4)
+        if rng.random() < 0.5:  # left | right
+            img[:, cut:] = other[:, cut:]
+            _fill_rect(img, cut - t, 0, cut + t, size, trim)
+        else:  # top over bottom
+            img[cut:] = other[cut:]
+            _fill_rect(img, 0, cut - t, size, cut + t, trim)
     return weather(rng, img)

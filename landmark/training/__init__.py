@@ -1,0 +1,1 @@
+"""Global model training: aspect-ratio buckets, augmentation, schedules and the (DDP-ready) loop."""

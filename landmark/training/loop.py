@@ -1,0 +1,458 @@
+"""The training loop: margin-head metric learning with checkpoints, resume, AMP on CUDA and DDP via torchrun.
+
+One code path for one CPU, one GPU, or many processes: under ``torchrun`` (``WORLD_SIZE`` > 1) the model is
+wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU) and every rank takes its share of each epoch's
+batches. The epoch plan and every augmentation are pure functions of (seed, epoch, position), so a resumed run
+replays exactly what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import os
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from landmark.config import ModelConfig, TrainConfig, config_to_dict
+from landmark.data.images import decode_image
+from landmark.models.global_model import GlobalDescriptor, create_global_model
+from landmark.models.heads import MarginHead, create_head
+from landmark.training.augment import augment
+from landmark.training.sampling import (
+    Sample,
+    assign_templates,
+    epoch_batches,
+    shard_for_rank,
+    size_templates,
+)
+from landmark.training.schedule import lr_at
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "train_log.csv"
+LOG_FIELDS = ("step", "epoch", "loss", "accuracy", "lr", "seconds")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed with the current data or config."""
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    """One training image: file, class index (0..C-1) and size."""
+
+    path: Path
+    label: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced."""
+
+    model: GlobalDescriptor
+    head: MarginHead
+    steps: int
+    total_steps: int
+    final_loss: float
+    final_accuracy: float
+    seconds: float
+    finished: bool  # False when stopped early by ``max_steps``
+
+
+class _Module(nn.Module):
+    """Descriptor model + head in one module, so DDP synchronises both."""
+
+    def __init__(self, model: GlobalDescriptor, head: MarginHead) -> None:
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embeddings = self.model.embed(images)
+        return self.head(embeddings, labels), self.head.cosine(embeddings)
+
+
+class _TrainImages(Dataset[tuple[torch.Tensor, int]]):
+    def __init__(self, items: Sequence[TrainItem], augmentation: str, seed: int) -> None:
+        self.items, self.augmentation, self.seed = items, augmentation, seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, sample: Sample) -> tuple[torch.Tensor, int]:
+        item = self.items[sample.item]
+        rng = np.random.default_rng([self.seed, sample.epoch, sample.position])
+        image = augment(decode_image(item.path), sample.height, sample.width, self.augmentation, rng)  # type: ignore[arg-type]
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), item.label
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Distributed set-up
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int
+    world_size: int
+    device: str
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: str) -> _Dist:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return _Dist(0, 1, device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return _Dist(dist.get_rank(), world_size, device)
+
+
+def _mean_across_ranks(values: torch.Tensor, ctx: _Dist) -> torch.Tensor:
+    if ctx.world_size > 1:
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= ctx.world_size
+    return values
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _resume_key(
+    train_cfg: TrainConfig, model_cfg: ModelConfig, num_classes: int, num_items: int
+) -> dict[str, Any]:
+    # Everything that changes the optimisation trajectory must match; max_steps and workers may differ.
+    train = {k: v for k, v in config_to_dict(train_cfg).items() if k not in ("max_steps", "workers")}
+    return {"train": train, "model": config_to_dict(model_cfg), "classes": num_classes, "items": num_items}
+
+
+def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, expected_key: dict[str, Any]) -> dict[str, Any]:
+    payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    if payload.get("key") != expected_key:
+        stored = payload.get("key", {})
+        changed = sorted(k for k in set(stored) | set(expected_key) if stored.get(k) != expected_key.get(k))
+        raise CheckpointError(
+            f"cannot resume from {path}: it was written with a different {', '.join(changed)}. "
+            "Start a fresh run (without --resume) or restore the original config/data."
+        )
+    return payload
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def _param_groups(module: _Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    decay, no_decay, head = [], [], []
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        if name.startswith("head."):
+            head.append(param)
+        elif param.ndim <= 1:  # biases, BatchNorm affine, GeM p: no weight decay
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [
+        {"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
+        {"params": head, "weight_decay": cfg.weight_decay, "lr_scale": cfg.head_lr_multiplier},
+    ]
+
+
+def _optimizer(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _freeze_batchnorm(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _plan(
+    items: Sequence[TrainItem], cfg: TrainConfig, seed: int, epoch: int, ctx: _Dist
+) -> list[list[Sample]]:
+    labels = np.array([i.label for i in items])
+    templates = assign_templates([i.width for i in items], [i.height for i in items])
+    full_res = cfg.full_res_last_epoch and epoch == cfg.epochs - 1 and cfg.epochs > 1
+    sizes = size_templates(cfg.full_res_image_size if full_res else cfg.image_size)
+    batches = epoch_batches(
+        labels, templates, sizes, batch_size=cfg.batch_size, epoch=epoch, seed=seed, sampler=cfg.sampler
+    )
+    return shard_for_rank(batches, ctx.rank, ctx.world_size, cfg.accumulation_steps)
+
+
+def _loader(dataset: _TrainImages, batches: list[list[Sample]], workers: int, device: str) -> DataLoader[Any]:
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=workers,
+        pin_memory=device.startswith("cuda"),
+        persistent_workers=False,
+    )
+
+
+def _log_rows(path: Path, keep_until_step: int) -> None:
+    """Drop log rows past ``keep_until_step`` (a resumed run rewrites them)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= keep_until_step]
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@contextlib.contextmanager
+def _log_writer(path: Path, enabled: bool) -> Iterator[csv.DictWriter[str] | None]:
+    if not enabled:
+        yield None
+        return
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
+        if new:
+            writer.writeheader()
+        yield writer
+        fh.flush()
+
+
+def train_global_model(
+    items: Sequence[TrainItem],
+    num_classes: int,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    work_dir: Path,
+    *,
+    seed: int,
+    device: str,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train the global descriptor model with a margin head; checkpoints and log go to ``work_dir``.
+
+    Args:
+        items: training images with class indices in [0, num_classes).
+        num_classes: number of classes of the head.
+        model_cfg: architecture (backbone, GeM, embedding size) and initial weights.
+        train_cfg: optimisation settings.
+        work_dir: checkpoint (``checkpoint.pt``) and per-step log (``train_log.csv``).
+        seed: seeds initialisation, the epoch plans and the augmentations.
+        device: ``cpu`` or ``cuda`` (AMP and channels-last only on CUDA).
+        resume: continue from ``work_dir/checkpoint.pt``.
+        progress: show a progress bar (rank 0 only).
+    """
+    from tqdm.auto import tqdm
+
+    if model_cfg.embedding_dim <= 0:
+        raise ValueError("training needs model.embedding_dim > 0 (the FC -> BatchNorm neck)")
+    if any(not 0 <= i.label < num_classes for i in items):
+        raise ValueError(f"item labels must be class indices in [0, {num_classes})")
+    ctx = _init_distributed(device)
+    cuda = ctx.device.startswith("cuda")
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    model = create_global_model(model_cfg)
+    head = create_head(train_cfg.head, model.dim, num_classes, train_cfg.scale, train_cfg.margin)
+    module = _Module(model, head).to(ctx.device)
+    if cuda:
+        module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    groups = _param_groups(module, train_cfg)
+    optimizer = _optimizer(groups, train_cfg)
+    use_amp = train_cfg.amp and cuda
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    per_epoch = len(_plan(items, dataclasses.replace(train_cfg, full_res_last_epoch=False), seed, 0, ctx))
+    steps_in_epoch = per_epoch // train_cfg.accumulation_steps
+    if steps_in_epoch < 1:
+        raise ValueError(
+            f"{len(items)} training images give no complete batch of {train_cfg.batch_size} per process: "
+            "lower train.batch_size or add data"
+        )
+    total_steps = steps_in_epoch * train_cfg.epochs
+
+    key = _resume_key(train_cfg, model_cfg, num_classes, len(items))
+    step, start_epoch, skip = 0, 0, 0
+    checkpoint_path = work_dir / CHECKPOINT
+    if resume and checkpoint_path.exists():
+        payload = _load_checkpoint(checkpoint_path, key)
+        module.load_state_dict(payload["module"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scaler.load_state_dict(payload["scaler"])
+        _set_rng_state(payload["rng"])
+        step, start_epoch, skip = payload["step"], payload["epoch"], payload["step_in_epoch"]
+    if ctx.main:
+        _log_rows(work_dir / LOG, step) if resume else (work_dir / LOG).unlink(missing_ok=True)
+
+    wrapped: nn.Module = module
+    if ctx.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(module, device_ids=[torch.cuda.current_device()] if cuda else None)
+
+    def checkpoint(epoch: int, step_in_epoch: int) -> None:
+        if ctx.main:
+            payload = {
+                "key": key,
+                "module": module.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": _rng_state(),
+                "step": step,
+                "epoch": epoch,
+                "step_in_epoch": step_in_epoch,
+            }
+            _save_checkpoint(checkpoint_path, payload)
+        if ctx.world_size > 1:
+            dist.barrier()
+
+    dataset = _TrainImages(items, train_cfg.augmentation, seed)
+    start = time.perf_counter()
+    last_loss, last_acc = float("nan"), float("nan")
+    stop = train_cfg.max_steps > 0 and step >= train_cfg.max_steps
+    bar = tqdm(
+        total=total_steps, initial=step, desc="train", unit="step", disable=not (progress and ctx.main)
+    )
+    with _log_writer(work_dir / LOG, ctx.main) as log:
+        for epoch in range(start_epoch, train_cfg.epochs):
+            if stop:
+                break
+            wrapped.train()
+            full_res = (
+                train_cfg.full_res_last_epoch and epoch == train_cfg.epochs - 1 and train_cfg.epochs > 1
+            )
+            if full_res:
+                _freeze_batchnorm(module.model)
+            batches = _plan(items, train_cfg, seed, epoch, ctx)[
+                : steps_in_epoch * train_cfg.accumulation_steps
+            ]
+            first = 0 if epoch > start_epoch else skip
+            batches = batches[first * train_cfg.accumulation_steps :]
+            step_in_epoch = first
+            running = torch.zeros(2, device=ctx.device)
+            for i, (images, labels) in enumerate(_loader(dataset, batches, train_cfg.workers, ctx.device)):
+                images = images.to(ctx.device, non_blocking=True).float().div_(255.0)
+                if cuda:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                labels = labels.to(ctx.device, non_blocking=True)
+                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                    logits, cosine = wrapped(images, labels)
+                    loss = F.cross_entropy(logits.float(), labels)
+                scaler.scale(loss / train_cfg.accumulation_steps).backward()
+                running += (
+                    torch.stack([loss.detach(), (cosine.argmax(dim=1) == labels).float().mean()])
+                    / train_cfg.accumulation_steps
+                )
+                if (i + 1) % train_cfg.accumulation_steps:
+                    continue
+                lr = lr_at(step, total_steps, train_cfg.lr, train_cfg.warmup_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * group["lr_scale"]
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                step_in_epoch += 1
+                loss_acc = _mean_across_ranks(running, ctx).tolist()
+                last_loss, last_acc = loss_acc
+                running.zero_()
+                if log is not None:
+                    log.writerow(
+                        {
+                            "step": step,
+                            "epoch": epoch,
+                            "loss": f"{last_loss:.5f}",
+                            "accuracy": f"{last_acc:.4f}",
+                            "lr": f"{lr:.6g}",
+                            "seconds": f"{time.perf_counter() - start:.2f}",
+                        }
+                    )
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{last_loss:.3f}", acc=f"{last_acc:.2f}", lr=f"{lr:.2g}")
+                stop = train_cfg.max_steps > 0 and step >= train_cfg.max_steps
+                if stop or (train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0):
+                    done_epoch = step_in_epoch >= steps_in_epoch
+                    checkpoint(epoch + 1 if done_epoch else epoch, 0 if done_epoch else step_in_epoch)
+                if stop:
+                    break
+            if not stop:
+                checkpoint(epoch + 1, 0)
+    bar.close()
+    return TrainResult(
+        model=module.model,
+        head=module.head,
+        steps=step,
+        total_steps=total_steps,
+        final_loss=float(last_loss),
+        final_accuracy=float(last_acc),
+        seconds=time.perf_counter() - start,
+        finished=step >= total_steps,
+    )
+
+
+def training_metrics(result: TrainResult, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """JSON-ready training metrics (for the model directory and DVC)."""
+    return {
+        "steps": result.steps,
+        "total_steps": result.total_steps,
+        "final_loss": round(result.final_loss, 5),
+        "final_accuracy": round(result.final_accuracy, 4),
+        "train_seconds": round(result.seconds, 2),
+        "finished": result.finished,
+        **(extra or {}),
+    }

@@ -1,0 +1,134 @@
+"""Training behaviour: the loss goes down, kill-and-resume replays the same run, model directories round-trip."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from landmark.config import ModelConfig, TrainConfig
+from landmark.models.model_dir import ModelDirError, descriptor_model, load_model_dir, save_model_dir
+from landmark.training.loop import CheckpointError, TrainItem, train_global_model
+
+MODEL = ModelConfig(backbone="efficientnet_lite0", pretrained="packaged", embedding_dim=32)
+TRAIN = TrainConfig(
+    epochs=4, batch_size=8, image_size=64, full_res_last_epoch=False, augmentation="soft", warmup_steps=2,
+    lr=0.01, checkpoint_every=0, workers=0, scale=16.0,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def items(tmp_path_factory: pytest.TempPathFactory) -> list[TrainItem]:
+    """4 classes x 8 images: class-specific stripe orientation and colour, with per-image noise and shifts."""
+    root = tmp_path_factory.mktemp("train_images")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:72, 0:96]
+    out = []
+    for label in range(4):
+        angle = label * np.pi / 4
+        colour = np.array([[255, 60, 60], [60, 255, 60], [60, 60, 255], [230, 230, 60]][label])
+        for k in range(8):
+            phase = rng.uniform(0, 2 * np.pi)
+            stripes = 0.5 + 0.5 * np.sin((xx * np.cos(angle) + yy * np.sin(angle)) / 3.0 + phase)
+            image = stripes[..., None] * colour + rng.normal(0, 20, (72, 96, 3))
+            path = root / f"c{label}_{k}.png"
+            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path)
+            out.append(TrainItem(path, label, 96, 72))
+    return out
+
+
+def _losses(log: Path) -> list[tuple[int, float]]:
+    with open(log, newline="") as fh:
+        return [(int(r["epoch"]), float(r["loss"])) for r in csv.DictReader(fh)]
+
+
+def test_training_reduces_loss(items: list[TrainItem], tmp_path: Path) -> None:
+    result = train_global_model(items, 4, MODEL, TRAIN, tmp_path, seed=0, device="cpu", progress=False)
+    losses = _losses(tmp_path / "train_log.csv")
+    first = np.mean([v for e, v in losses if e == 0])
+    last = np.mean([v for e, v in losses if e == TRAIN.epochs - 1])
+    assert result.finished and result.steps == result.total_steps == 4 * 4  # 32 images / batch 8 per epoch
+    assert last < 0.7 * first, f"loss did not go down: first epoch {first:.3f}, last epoch {last:.3f}"
+
+
+def test_kill_and_resume_matches_uninterrupted(items: list[TrainItem], tmp_path: Path) -> None:
+    cfg = dataclasses.replace(TRAIN, epochs=2, checkpoint_every=3)
+    full = train_global_model(items, 4, MODEL, cfg, tmp_path / "full", seed=1, device="cpu", progress=False)
+    # "killed" after 5 optimizer steps (mid-epoch 1, past the step-3 checkpoint), then resumed
+    part = train_global_model(
+        items, 4, MODEL, dataclasses.replace(cfg, max_steps=5), tmp_path / "cut", seed=1, device="cpu",
+        progress=False,
+    )  # fmt: skip
+    assert part.steps == 5 and not part.finished
+    resumed = train_global_model(
+        items, 4, MODEL, cfg, tmp_path / "cut", seed=1, device="cpu", resume=True, progress=False
+    )
+    assert resumed.steps == full.steps == 8 and resumed.finished
+    full_state, resumed_state = full.model.state_dict(), resumed.model.state_dict()
+    for key, value in full_state.items():
+        torch.testing.assert_close(resumed_state[key], value, rtol=0, atol=1e-6, msg=f"tensor {key} differs")
+    torch.testing.assert_close(resumed.head.weight, full.head.weight, rtol=0, atol=1e-6)
+    # the log of the resumed run has each step once
+    steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "cut" / "train_log.csv", newline=""))]
+    assert steps == list(range(1, 9))
+
+
+def test_resume_refuses_a_different_config(items: list[TrainItem], tmp_path: Path) -> None:
+    cfg = dataclasses.replace(TRAIN, epochs=1, max_steps=1)
+    train_global_model(items, 4, MODEL, cfg, tmp_path, seed=0, device="cpu", progress=False)
+    with pytest.raises(CheckpointError, match="different train"):
+        train_global_model(
+            items, 4, MODEL, dataclasses.replace(cfg, lr=0.5), tmp_path, seed=0, device="cpu", resume=True,
+            progress=False,
+        )  # fmt: skip
+
+
+def test_training_input_errors(items: list[TrainItem], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="embedding_dim"):
+        train_global_model(items, 4, dataclasses.replace(MODEL, embedding_dim=0), TRAIN, tmp_path, seed=0,
+                           device="cpu")  # fmt: skip
+    with pytest.raises(ValueError, match="no complete batch"):
+        train_global_model(items[:1], 4, MODEL, TRAIN, tmp_path, seed=0, device="cpu")
+    with pytest.raises(ValueError, match="class indices"):
+        train_global_model(items, 2, MODEL, TRAIN, tmp_path, seed=0, device="cpu")
+
+
+def test_model_dir_round_trip_and_errors(items: list[TrainItem], tmp_path: Path) -> None:
+    cfg = dataclasses.replace(TRAIN, epochs=1, max_steps=1)
+    result = train_global_model(items, 4, MODEL, cfg, tmp_path / "work", seed=0, device="cpu", progress=False)
+    path = save_model_dir(tmp_path / "model", result.model, MODEL, [10, 20, 30, 40], {"train": {"steps": 1}},
+                          head=result.head)  # fmt: skip
+    loaded = load_model_dir(path)
+    assert loaded.labels == (10, 20, 30, 40) and loaded.config == MODEL
+    x = torch.rand(2, 3, 64, 64)
+    result.model.eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.model(x), result.model(x))
+    model, identity = descriptor_model(MODEL, path)
+    assert identity["weights_sha1"] == loaded.fingerprint and model.dim == 32
+
+    config = json.loads((path / "config.json").read_text())
+    config["format_version"] = 99
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelDirError, match="format version 99"):
+        load_model_dir(path)
+    config["format_version"] = 1
+    config["model"]["embedding_dim"] = 64
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelDirError, match="do not fit"):
+        load_model_dir(path)
+    config["model"]["backbone_typo"] = "x"
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelDirError, match="incompatible model config"):
+        load_model_dir(path)
+    (path / "labels.json").unlink()
+    with pytest.raises(ModelDirError, match="missing labels.json"):
+        load_model_dir(path)
+    with pytest.raises(ModelDirError, match="not found"):
+        load_model_dir(tmp_path / "nothing")
