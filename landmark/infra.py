@@ -15,6 +15,7 @@ Layout of ``run_dir``::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -208,7 +209,9 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def free_port_pairs(count: int, exclude: set[int] | None = None, rng: random.Random | None = None) -> list[int]:
+def free_port_pairs(
+    count: int, exclude: set[int] | None = None, rng: random.Random | None = None
+) -> list[int]:
     """``count`` ports p with p and p + 10000 free on 127.0.0.1 (weed's gRPC port convention).
 
     Some weed components ignore the explicit ``*.port.grpc`` flags and dial ``port + 10000``, so every HTTP
@@ -308,7 +311,9 @@ def read_state(run_dir: str | Path) -> SeaweedInfo | None:
             credentials_file=layout.credentials_file,
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise InfraError(f"{layout.state_file} is corrupt ({exc}); remove it and run `landmark infra up`") from exc
+        raise InfraError(
+            f"{layout.state_file} is corrupt ({exc}); remove it and run `landmark infra up`"
+        ) from exc
 
 
 def _write_state(layout: SeaweedLayout, info: SeaweedInfo) -> None:
@@ -322,7 +327,11 @@ def _write_state(layout: SeaweedLayout, info: SeaweedInfo) -> None:
 def seaweed_status(run_dir: str | Path) -> SeaweedInfo | None:
     """The running server of ``run_dir``, or None (no record, or its process is gone)."""
     info = read_state(run_dir)
-    if info is None or not _process_alive(info.pid) or not _is_our_weed(info.pid, SeaweedLayout(info.run_dir)):
+    if (
+        info is None
+        or not _process_alive(info.pid)
+        or not _is_our_weed(info.pid, SeaweedLayout(info.run_dir))
+    ):
         return None
     return info
 
@@ -336,6 +345,45 @@ def is_healthy(endpoint: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
+def _get_json(url: str, timeout_s: float = 1.0) -> object:
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        return json.loads(response.read())
+
+
+def _volume_ids(tree: object) -> set[int]:
+    """Every ``"Id"`` value in a nested JSON structure (weed's volume listings nest by DC/rack/node)."""
+    found: set[int] = set()
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("Id"), int):
+                found.add(node["Id"])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def volumes_registered(ports: SeaweedPorts) -> bool:
+    """True when the master knows every volume the volume server holds.
+
+    After a restart, ``/healthz`` answers before the volume server's first heartbeat; reads in that window
+    fail with "volume not found", so readiness waits for this too.
+    """
+    try:
+        held = _volume_ids(_get_json(f"http://{HOST}:{ports.volume}/status"))
+        known = _volume_ids(_get_json(f"http://{HOST}:{ports.master}/vol/status"))
+    except (urllib.error.URLError, OSError, json.JSONDecodeError):
+        return False
+    return held <= known
+
+
+def is_ready(info: SeaweedInfo) -> bool:
+    """Healthy S3 endpoint and all stored volumes registered with the master."""
+    return is_healthy(info.endpoint) and volumes_registered(info.ports)
+
+
 def _log_tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -343,7 +391,9 @@ def _log_tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def _wait_healthy(process: subprocess.Popen[bytes], endpoint: str, layout: SeaweedLayout, timeout_s: float) -> None:
+def _wait_ready(
+    process: subprocess.Popen[bytes], info: SeaweedInfo, layout: SeaweedLayout, timeout_s: float
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -351,19 +401,17 @@ def _wait_healthy(process: subprocess.Popen[bytes], endpoint: str, layout: Seawe
                 f"SeaweedFS exited with status {process.returncode} while starting; "
                 f"log {layout.console_log}:\n{_log_tail(layout.console_log)}"
             )
-        if is_healthy(endpoint):
+        if is_ready(info):
             return
         time.sleep(0.1)
     _terminate(process.pid, grace_s=5.0)
     raise InfraError(
-        f"SeaweedFS did not become healthy at {endpoint}/healthz within {timeout_s:.0f}s; "
+        f"SeaweedFS at {info.endpoint} did not become ready within {timeout_s:.0f}s; "
         f"log {layout.console_log}:\n{_log_tail(layout.console_log)}"
     )
 
 
-def start_seaweed(
-    run_dir: str | Path, *, s3_port: int | None = None, timeout_s: float = 60.0
-) -> SeaweedInfo:
+def start_seaweed(run_dir: str | Path, *, s3_port: int | None = None, timeout_s: float = 60.0) -> SeaweedInfo:
     """Start (or find running) the local SeaweedFS S3 server of ``run_dir`` and wait until it is healthy.
 
     Args:
@@ -393,8 +441,10 @@ def start_seaweed(
         raise InfraError(f"run dir {layout.run_dir} is too deep for unix socket paths; use a shorter path")
     _remove_sockets(layout)
     recorded = read_state(layout.run_dir)
-    if recorded is not None and s3_port in (None, recorded.ports.s3) and all(
-        port_is_free(p) for p in asdict(recorded.ports).values()
+    if (
+        recorded is not None
+        and s3_port in (None, recorded.ports.s3)
+        and all(port_is_free(p) for p in asdict(recorded.ports).values())
     ):
         ports = recorded.ports  # restart on the same ports: clients and DVC remotes keep working
     else:
@@ -421,7 +471,7 @@ def start_seaweed(
     )
     _write_state(layout, info)
     try:
-        _wait_healthy(process, info.endpoint, layout, timeout_s)
+        _wait_ready(process, info, layout, timeout_s)
     except InfraError:
         layout.pid_file.unlink(missing_ok=True)
         _remove_sockets(layout)
@@ -454,10 +504,9 @@ def _terminate(pid: int, grace_s: float) -> None:
 
 def _reap(pid: int) -> None:
     """Collect the exit status when ``pid`` is our child (started in this process), so it does not linger."""
-    try:
+    # Not our child (started by another `landmark infra up`): its own parent or init reaps it.
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child: its own parent (or init) reaps it
 
 
 def _remove_sockets(layout: SeaweedLayout) -> None:
@@ -484,3 +533,56 @@ def stop_seaweed(run_dir: str | Path, *, grace_s: float = 15.0) -> bool:
     layout.pid_file.unlink(missing_ok=True)
     _remove_sockets(layout)
     return stopped
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DVC remote wiring
+
+
+def run_dvc(
+    args: list[str], cwd: str | Path, *, timeout_s: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m dvc <args>`` in ``cwd`` (analytics off).
+
+    Raises:
+        InfraError: a non-zero exit (the message carries DVC's stderr).
+    """
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if result.returncode != 0:
+        shown = [a if "secret" not in prev else "***" for prev, a in zip(["", *args], args, strict=True)]
+        raise InfraError(
+            f"`dvc {' '.join(shown)}` failed in {cwd}: {result.stderr.strip() or result.stdout.strip()}"
+        )
+    return result
+
+
+def configure_dvc_remote(
+    repo: str | Path,
+    name: str,
+    endpoint: str,
+    credentials: Credentials,
+    *,
+    url: str | None = None,
+    region: str = "us-east-1",
+) -> None:
+    """Point DVC remote ``name`` at an S3 endpoint with these credentials.
+
+    The endpoint and the credentials go to ``.dvc/config.local`` (git-ignored by DVC), never to the committed
+    ``.dvc/config``. With ``url`` (e.g. ``s3://landmark/dvc``) the remote is (re)created first, as the default,
+    in ``.dvc/config``.
+    """
+    if url is not None:
+        run_dvc(["remote", "add", "--force", "--default", name, url], repo)
+        run_dvc(["remote", "modify", name, "region", region], repo)
+    run_dvc(["remote", "modify", "--local", name, "endpointurl", endpoint], repo)
+    run_dvc(["remote", "modify", "--local", name, "access_key_id", credentials.access_key], repo)
+    run_dvc(["remote", "modify", "--local", name, "secret_access_key", credentials.secret_key], repo)

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from landmark.infra import SeaweedInfo
+    from landmark.storage import ObjectStore, S3Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "imc2022-landmarks"
@@ -25,3 +34,48 @@ def imc_root() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared IMC photos not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# --- Object store (data platform) -----------------------------------------------------------------------------
+SERVICES_DIR = (
+    REPO_ROOT / "build" / "test-services"
+)  # project-local, git-ignored; short enough for unix sockets
+
+
+@pytest.fixture(scope="session")
+def seaweed() -> Iterator[SeaweedInfo]:
+    """A real SeaweedFS S3 server on 127.0.0.1 (free ports, project-local data dir), stopped at session end."""
+    from landmark.infra import start_seaweed, stop_seaweed
+
+    SERVICES_DIR.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="seaweed-", dir=SERVICES_DIR))
+    try:
+        yield start_seaweed(run_dir)
+    finally:
+        stop_seaweed(run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def s3_settings(seaweed: SeaweedInfo) -> S3Settings:
+    """Settings for a fresh, test-private bucket on the session's SeaweedFS (the bucket is not created)."""
+    from landmark.storage import S3Settings, read_credentials_file
+
+    return S3Settings(
+        endpoint=seaweed.endpoint,
+        bucket=f"test-{uuid.uuid4().hex[:12]}",
+        region="us-east-1",
+        credentials=read_credentials_file(seaweed.credentials_file),
+        timeout_s=5.0,
+        retries=1,
+    )
+
+
+@pytest.fixture
+def object_store(s3_settings: S3Settings) -> ObjectStore:
+    """An :class:`ObjectStore` on a fresh, existing, test-private bucket."""
+    from landmark.storage import ObjectStore
+
+    store = ObjectStore(s3_settings)
+    store.ensure_bucket()
+    return store

@@ -8,13 +8,9 @@ from __future__ import annotations
 from landmark.cli._app import app, not_built
 
 PENDING: dict[str, tuple[str, int]] = {
-    "ingest": ("Ingest a new batch of images into the manifest and object store.", 6),
-    "validate": ("Run the Great Expectations data-quality gate on the manifests.", 6),
     "train-delf": ("Train the DELF attention/local-feature model.", 5),
     "local": ("Extract DELF local features.", 5),
     "clean": ("Clean the training set with DELF spatial verification.", 5),
-    "index": ("Build the FAISS index.", 4),
-    "eval-revisitop": ("Evaluate on a Revisited Oxford/Paris-format benchmark.", 4),
     "drift": ("Compute Evidently drift reports.", 7),
     "promote": ("Gate and promote a candidate model.", 7),
     "rollback": ("Switch the production pointer back.", 7),

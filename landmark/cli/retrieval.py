@@ -1,4 +1,4 @@
-"""Retrieval commands: extract global descriptors and evaluate retrieval."""
+"""Retrieval commands: extract global descriptors, build the index, evaluate retrieval and recognition."""
 
 from __future__ import annotations
 
@@ -46,6 +46,35 @@ def extract(
 
 @app.command()
 @user_errors
+def index(
+    data: Annotated[Path | None, typer.Option(help="dataset root (default: paths.synth)")] = None,
+    features: Annotated[
+        Path | None, typer.Option(help="feature store root (default: paths.features)")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="index directory (default: paths.index)")
+    ] = None,
+    split: Annotated[str, typer.Option(help="split to index")] = "index",
+    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
+) -> None:
+    """Build the FAISS index of the index split (exact or IVF-PQ, sharded, written atomically)."""
+    from landmark.stages.index import build_index
+
+    cfg = state.config()
+    target = out_dir or Path(cfg.paths.index)
+    start = time.perf_counter()
+    meta = build_index(
+        cfg, data or Path(cfg.paths.synth), features or Path(cfg.paths.features), target, split=split, fmt=fmt
+    )
+    seconds = time.perf_counter() - start
+    out.print(
+        f"{meta['kind']} index of {meta['ntotal']} x {meta['dim']} vectors in {len(meta['shards'])} shard(s), "
+        f"model version {meta['model_version']}, written to [bold]{target}[/] in {seconds:.1f}s"
+    )
+
+
+@app.command()
+@user_errors
 def evaluate(
     data: Annotated[Path | None, typer.Option(help="dataset root (default: paths.synth)")] = None,
     features: Annotated[
@@ -54,18 +83,73 @@ def evaluate(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="output directory (default: paths.eval)")
     ] = None,
+    index_dir: Annotated[
+        Path | None,
+        typer.Option("--index", help="saved index (`landmark index`) for the first-stage search"),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
 ) -> None:
-    """Retrieve test queries against the index and report mAP (revisited protocol)."""
+    """Retrieve (+ re-rank) and recognise the test images; write metrics.json, ranks.npy and plots."""
     from landmark.stages.evaluate import evaluate as run_evaluate
 
     cfg = state.config()
     target = out_dir or Path(cfg.paths.eval)
     metrics = run_evaluate(
-        cfg, data or Path(cfg.paths.synth), features or Path(cfg.paths.features), target, fmt=fmt
+        cfg,
+        data or Path(cfg.paths.synth),
+        features or Path(cfg.paths.features),
+        target,
+        index_dir=index_dir,
+        fmt=fmt,
     )
-    out.print(metrics_table(metrics))
+    if "revisitop" in metrics:
+        out.print(metrics_table(metrics))
+    out.print(summary_line(metrics))
     out.print(f"metrics written to [bold]{target / 'metrics.json'}[/]")
+
+
+@app.command("eval-revisitop")
+@user_errors
+def eval_revisitop(
+    root: Annotated[
+        Path, typer.Option(help="directory holding <dataset>/gnd_<dataset>.pkl and <dataset>/jpg/")
+    ],
+    dataset: Annotated[str, typer.Option(help="dataset name, e.g. roxford5k")],
+    out_dir: Annotated[Path, typer.Option("--out", help="output directory (ranks.npy, metrics.json)")],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="trained model directory, or a checkpoint file used as model.pretrained "
+            "(default: the configured pretrained backbone)"
+        ),
+    ] = None,
+    rerank: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="re-ranking step, repeatable: dba, qe (alpha-QE), dqe or none (default: the config's)"
+        ),
+    ] = None,
+) -> None:
+    """Evaluate on a Revisited Oxford/Paris-format benchmark: ranks.npy (n_db, n_queries) + metrics.json."""
+    from landmark.stages.evaluate import eval_revisitop as run_eval_revisitop
+
+    cfg = state.config()
+    metrics = run_eval_revisitop(cfg, root, dataset, out_dir, model=model, rerank_steps=rerank)
+    out.print(metrics_table(metrics))
+    out.print(f"ranks and metrics written to [bold]{out_dir}[/]")
+
+
+def summary_line(metrics: dict[str, Any]) -> str:
+    """One line with the GLDv2 retrieval and recognition figures that are present."""
+    parts = [f"re-ranking: {' -> '.join(metrics['rerank']['steps']) or 'none'}"]
+    if "gldv2_retrieval" in metrics:
+        parts.append(f"mAP@100 {metrics['gldv2_retrieval']['mAP@100']:.2f}")
+    recognition = metrics.get("recognition", {})
+    if "GAP" in recognition:
+        parts.append(f"GAP {recognition['GAP']:.2f}, top-1 {recognition['top1']:.2f}")
+    elif "skipped" in recognition:
+        parts.append(f"recognition skipped: {recognition['skipped']}")
+    return "; ".join(parts)
 
 
 def metrics_table(metrics: dict[str, Any]) -> Table:

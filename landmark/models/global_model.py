@@ -55,4 +55,5 @@ class GlobalDescriptor(nn.Module):
 def create_global_model(cfg: ModelConfig) -> GlobalDescriptor:
     """Build the global descriptor model from its config, loading backbone weights per ``cfg.pretrained``."""
     backbone = create_backbone(cfg.backbone, cfg.pretrained)
+    backbone.reset_classifier(0)  # type: ignore[operator]  # the ImageNet classifier is unused (and DDP minds)
     return GlobalDescriptor(backbone, backbone_normalisation(cfg.backbone, cfg.pretrained), cfg)

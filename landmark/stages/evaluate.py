@@ -1,17 +1,39 @@
-"""Stage ``evaluate``: retrieve the test queries against the index split and score them."""
+"""Stage ``evaluate``: retrieval (+ re-ranking) and recognition on the test split, scored and plotted.
+
+Outputs under ``out_dir``:
+
+- ``metrics.json``: ``revisitop`` (easy/medium/hard mAP and mP@k in percent, when the dataset has revisited
+  ground truth), ``gldv2_retrieval`` (mAP@100 in percent, when it has a retrieval solution), ``recognition``
+  (GAP, top-1, the "no landmark" threshold and the operating point it gives, when it has a recognition
+  solution and train features), plus what ran (``rerank``, ``index``) and sizes;
+- ``ranks.npy``: (n_database, n_queries) revisitop ranking (column q = database indices best first);
+- ``plots/pr_<protocol>.csv`` (recall, precision) for ``dvc plots``, ``plots/precision_recall.png`` and
+  ``plots/results_grid.png`` (queries with their top results, green = correct, red = wrong, grey = junk).
+
+Also :func:`eval_revisitop`, the direct evaluation of any Revisited Oxford/Paris-format benchmark.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from landmark.config import Config
-from landmark.data.groundtruth import QueryTruth
+from landmark.config import Config, RerankConfig
+from landmark.data.groundtruth import LandmarkDataset, QueryTruth
+from landmark.recognize import LabelledSet, LabelPrediction
+from landmark.rerank import RetrievalResult, Verifier
+
+logger = logging.getLogger(__name__)
+
+PLOTS_DIR = "plots"
+RECALL_LEVELS = np.round(np.linspace(0.0, 1.0, 21), 4)
 
 
 def retrieval_ranks(db: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -49,6 +71,184 @@ def revisitop_metrics(
     }
 
 
+def gldv2_retrieval_metrics(
+    ranked: np.ndarray,
+    query_ids: Sequence[str],
+    db_ids: Sequence[str],
+    solution: Mapping[str, Sequence[str]],
+    k: int,
+) -> dict[str, Any]:
+    """GLDv2 mAP@k (percent) of ranked lists (n_queries, t) of database positions against a retrieval solution."""
+    from landmark.metrics import gldv2_retrieval_map
+
+    predictions = {q: [db_ids[i] for i in row if i >= 0] for q, row in zip(query_ids, ranked, strict=True)}
+    result = gldv2_retrieval_map(predictions, solution, k)
+    return {
+        f"mAP@{k}": round(100.0 * result.value, 3),
+        "queries": result.queries,
+        "excluded_no_relevant": result.excluded,
+    }
+
+
+def recognition_metrics(
+    prediction: LabelPrediction,
+    query_ids: Sequence[str],
+    solution: Mapping[str, Sequence[int]],
+    *,
+    target_fpr: float,
+    calibration_fraction: float,
+    seed: int,
+) -> dict[str, Any]:
+    """GAP and top-1 over the whole solution, and the "no landmark" operating point.
+
+    The threshold is chosen on a seeded calibration share of the solution's images (its non-landmark images,
+    for ``target_fpr``) and the operating point (FPR on non-landmark images, precision and recall of accepted
+    predictions, GAP after rejection) is measured on the remaining images.
+    """
+    from landmark.metrics import Prediction, global_average_precision, top1_accuracy
+    from landmark.recognize import calibration_split, threshold_for_fpr
+
+    predictions: dict[str, Prediction] = {
+        q: (int(label), float(conf))
+        for q, label, conf in zip(query_ids, prediction.labels, prediction.confidence, strict=True)
+        if label >= 0 and q in solution
+    }
+    report: dict[str, Any] = {
+        "GAP": round(100.0 * global_average_precision(predictions, solution), 3),
+        "top1": round(100.0 * top1_accuracy(predictions, solution), 3),
+        "queries": len(solution),
+        "landmark_queries": sum(1 for v in solution.values() if v),
+        "target_fpr": target_fpr,
+    }
+    calibration, held_out = calibration_split(list(solution), calibration_fraction, seed)
+    non_landmark_conf = [predictions[q][1] for q in calibration if not solution[q] and q in predictions]
+    if not non_landmark_conf:
+        report["threshold"] = None
+        report["threshold_note"] = "no non-landmark image with a prediction in the calibration share"
+        return report
+    threshold = threshold_for_fpr(non_landmark_conf, target_fpr)
+    report["threshold"] = round(threshold, 6) if np.isfinite(threshold) else None
+    report["calibration"] = {"queries": len(calibration), "non_landmark": len(non_landmark_conf)}
+    report["at_threshold"] = operating_point(predictions, {q: solution[q] for q in held_out}, threshold)
+    return report
+
+
+def operating_point(
+    predictions: Mapping[str, tuple[int, float]], solution: Mapping[str, Sequence[int]], threshold: float
+) -> dict[str, Any]:
+    """Metrics (percent) of the predictions accepted above ``threshold`` on ``solution``'s images."""
+    from landmark.metrics import global_average_precision
+
+    accepted = {q: p for q, p in predictions.items() if q in solution and p[1] > threshold}
+    landmark = [q for q, v in solution.items() if v]
+    non_landmark = [q for q, v in solution.items() if not v]
+    correct = sum(1 for q, (label, _) in accepted.items() if label in solution[q])
+    point: dict[str, Any] = {
+        "queries": len(solution),
+        "accepted": len(accepted),
+        "fpr_non_landmark": _percent(sum(q in accepted for q in non_landmark), len(non_landmark)),
+        "precision": _percent(correct, len(accepted)),
+        "recall": _percent(correct, len(landmark)),
+    }
+    if landmark:
+        point["GAP"] = round(100.0 * global_average_precision(accepted, solution), 3)
+    return point
+
+
+def _percent(num: int, den: int) -> float | None:
+    return round(100.0 * num / den, 3) if den else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def load_train_set(dataset: LandmarkDataset, features_dir: Path) -> tuple[LabelledSet | None, str]:
+    """The labelled train descriptors, or None with the reason (no train split, or no train features)."""
+    from landmark.features.store import load_features
+
+    if "train" not in dataset.splits:
+        return None, f"dataset {dataset.root} has no train split"
+    store = Path(features_dir) / "train"
+    if not store.is_dir():
+        return None, f"no train features at {store} (run `landmark extract --split train`)"
+    frame = dataset.manifest("train")
+    usable = frame[(frame["status"] == "ok") & (frame["landmark_id"] >= 0)]
+    ids, vectors = load_features(store, list(usable["image_id"].astype(str)))
+    return LabelledSet(vectors, usable["landmark_id"].to_numpy(np.int64), tuple(ids)), ""
+
+
+def _first_stage_index(index_dir: Path | None, db_ids: Sequence[str], features_dir: Path, gpu: str) -> Any:
+    """The saved index when given, after checking it holds exactly these ids from the same model."""
+    if index_dir is None:
+        return None
+    from landmark.features.store import read_meta
+    from landmark.index import check_compatible, load_index
+
+    index = load_index(index_dir, gpu=gpu)
+    if list(index.ids) != list(db_ids):
+        raise ValueError(f"the index at {index_dir} holds other images than the index split; rebuild it")
+    check_compatible(index.meta, read_meta(Path(features_dir) / "index"))
+    return index
+
+
+def _verdicts(truth: QueryTruth | None, relevant: Sequence[str], result_ids: Sequence[str]) -> list[str]:
+    if truth is not None:
+        positives, junk = set(truth.positives), set(truth.junk)
+        return ["correct" if i in positives else "junk" if i in junk else "wrong" for i in result_ids]
+    rel = set(relevant)
+    return ["correct" if i in rel else "wrong" for i in result_ids]
+
+
+def write_result_grid(
+    dataset: LandmarkDataset,
+    query_ids: Sequence[str],
+    ranked: np.ndarray,
+    db_ids: Sequence[str],
+    path: Path,
+    *,
+    n_queries: int,
+    n_results: int,
+) -> None:
+    """PNG grid of ``n_queries`` evenly spread queries with their top ``n_results`` (decoded from disk)."""
+    from landmark.data.images import crop_to_bbox, decode_image
+    from landmark.plots import GridRow, plot_result_grid
+
+    truths = {t.query_id: t for t in dataset.retrieval}
+    boxes = {t.query_id: t.bbox for t in dataset.retrieval}
+    picks = np.unique(np.linspace(0, len(query_ids) - 1, min(n_queries, len(query_ids))).round().astype(int))
+    rows = []
+    for q in picks:
+        query_id = query_ids[q]
+        image = decode_image(dataset.image_path("test", query_id))
+        box = boxes.get(query_id)
+        if box is not None:
+            image = crop_to_bbox(image, box)
+        result_ids = [db_ids[i] for i in ranked[q, :n_results] if i >= 0]
+        verdicts = _verdicts(truths.get(query_id), dataset.retrieval_solution.get(query_id, ()), result_ids)
+        results = [
+            (decode_image(dataset.image_path("index", i)), v)
+            for i, v in zip(result_ids, verdicts, strict=True)
+        ]
+        rows.append(GridRow(image, results, title=query_id[:12]))  # type: ignore[arg-type]
+    plot_result_grid(rows, path)
+
+
+def write_pr_plots(ranks: np.ndarray, gnd: Sequence[Mapping[str, Sequence[int]]], plots_dir: Path) -> None:
+    """Per-protocol precision-recall CSVs (``pr_<protocol>.csv``) and one PNG with all three curves."""
+    from landmark.metrics import PROTOCOLS, revisitop_pr_curve
+    from landmark.plots import plot_precision_recall, write_curve_csv
+
+    curves = {}
+    for protocol in PROTOCOLS:
+        precision = np.nan_to_num(revisitop_pr_curve(ranks, gnd, protocol, RECALL_LEVELS))
+        write_curve_csv(plots_dir / f"pr_{protocol}.csv", RECALL_LEVELS, precision)
+        curves[protocol] = (RECALL_LEVELS, precision)
+    plot_precision_recall(
+        curves, plots_dir / "precision_recall.png", title="Precision-recall (revisited protocols)"
+    )
+
+
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -56,28 +256,254 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def evaluate(
-    cfg: Config, data_dir: Path, features_dir: Path, out_dir: Path, *, fmt: str = "auto"
-) -> dict[str, Any]:
-    """Retrieve the test queries against the index split and score them; writes ``out_dir/metrics.json``.
+def applied_steps(rerank: RerankConfig) -> list[str]:
+    """Names of the re-ranking steps a config switches on, in pipeline order."""
+    steps = ["dba"] if rerank.dba else []
+    steps += [{"alpha": "alpha_qe", "dqe": "dqe"}[rerank.qe]] if rerank.qe != "none" else []
+    steps += ["spatial"] if rerank.spatial else []
+    steps += [name for name in ("sort_step", "insert_step") if getattr(rerank, name)]
+    return steps
 
-    Uses the revisited protocol (easy/medium/hard mAP, mP@k) when the dataset carries per-query ground truth.
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stage
+
+
+def evaluate(
+    cfg: Config,
+    data_dir: Path,
+    features_dir: Path,
+    out_dir: Path,
+    *,
+    index_dir: Path | None = None,
+    fmt: str = "auto",
+    verifier: Verifier | None = None,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Retrieve and recognise the test images, score them against the dataset's ground truth, write outputs.
+
+    Needs features of the index and test splits; train features enable the label-based re-ranking steps and
+    recognition (without them those are skipped and ``metrics.json`` says why).
+
+    Args:
+        cfg: the config (``evaluate``, ``rerank``, ``recognize``, ``index``, ``seed``).
+        data_dir: dataset root.
+        features_dir: feature store root with ``index/``, ``test/`` and optionally ``train/``.
+        out_dir: where metrics.json, ranks.npy and plots/ go.
+        index_dir: a saved index of the index split (``landmark index``) for the first-stage search while DBA is
+            off; default: an in-memory index of the kind ``cfg.index`` selects.
+        fmt: dataset format or "auto".
+        verifier: spatial verifier for ``rerank.spatial`` / ``recognize.inliers``.
+        plots: write the plots.
+
+    Returns:
+        The metrics written to metrics.json.
     """
     from landmark.data.formats import read_dataset
     from landmark.features.store import load_features
+    from landmark.rerank import label_steps_enabled, run_retrieval, without_label_steps
 
     dataset = read_dataset(Path(data_dir), fmt)  # type: ignore[arg-type]
-    if not dataset.retrieval:
-        raise ValueError(f"{data_dir} has no retrieval ground truth (gnd_*.pkl): nothing to evaluate")
+    if not (dataset.retrieval or dataset.retrieval_solution or dataset.recognition_solution):
+        raise ValueError(f"{data_dir} has no ground truth (gnd_*.pkl or solution CSVs): nothing to evaluate")
     db_ids, db = load_features(Path(features_dir) / "index", dataset.ok_ids("index"))
-    query_ids, queries = load_features(Path(features_dir) / "test", [q.query_id for q in dataset.retrieval])
-    ranks = retrieval_ranks(db, queries)
+    test_ids, queries = load_features(Path(features_dir) / "test", dataset.ok_ids("test"))
+    train, train_note = load_train_set(dataset, features_dir)
+    rerank_cfg = cfg.rerank
+    notes: list[str] = []
+    if train is None and label_steps_enabled(rerank_cfg):
+        rerank_cfg = without_label_steps(rerank_cfg)
+        notes.append(f"sort/insert steps skipped: {train_note}")
+        logger.warning("evaluate: sort/insert steps skipped: %s", train_note)
+    first_stage = _first_stage_index(index_dir, db_ids, features_dir, cfg.index.gpu)
+    result = run_retrieval(
+        queries,
+        db,
+        rerank_cfg,
+        top=cfg.evaluate.topk,
+        index_cfg=cfg.index,
+        seed=cfg.seed,
+        train=train,
+        verifier=verifier,
+        query_ids=test_ids,
+        db_ids=db_ids,
+        first_stage=first_stage,
+    )
     metrics: dict[str, Any] = {
-        "revisitop": revisitop_metrics(ranks, gnd_indices(dataset.retrieval, db_ids), cfg.evaluate.kappas),
         "n_database": len(db_ids),
-        "n_queries": len(query_ids),
+        "n_test": len(test_ids),
+        "rerank": {
+            "steps": applied_steps(rerank_cfg),
+            "notes": notes,
+            "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
+        },
+        "index": {
+            "source": str(index_dir) if first_stage is not None and not rerank_cfg.dba else "in-memory"
+        },
     }
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    position = {q: i for i, q in enumerate(test_ids)}
+    if dataset.retrieval:
+        rows = [position[t.query_id] for t in dataset.retrieval]
+        full = _full_ranking(result, rows)
+        gnd = gnd_indices(dataset.retrieval, db_ids)
+        ranks = full.T.copy()
+        metrics["revisitop"] = revisitop_metrics(ranks, gnd, cfg.evaluate.kappas)
+        metrics["n_queries"] = len(rows)
+        np.save(out_dir / "ranks.npy", ranks)
+        if plots:
+            write_pr_plots(ranks, gnd, out_dir / PLOTS_DIR)
+    if dataset.retrieval_solution:
+        metrics["gldv2_retrieval"] = gldv2_retrieval_metrics(
+            result.ranked, test_ids, db_ids, dataset.retrieval_solution, cfg.evaluate.topk
+        )
+        metrics.setdefault("n_queries", metrics["gldv2_retrieval"]["queries"])
+    metrics["recognition"] = _recognition(cfg, dataset, train, train_note, queries, test_ids, verifier)
+    if plots and cfg.evaluate.grid_queries > 0:
+        grid_ids = [t.query_id for t in dataset.retrieval] or [
+            q for q in test_ids if dataset.retrieval_solution.get(q)
+        ]
+        if grid_ids:
+            write_result_grid(
+                dataset,
+                grid_ids,
+                result.ranked[[position[q] for q in grid_ids]],
+                db_ids,
+                out_dir / PLOTS_DIR / "results_grid.png",
+                n_queries=cfg.evaluate.grid_queries,
+                n_results=cfg.evaluate.grid_results,
+            )
+    _write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _full_ranking(result: RetrievalResult, rows: Sequence[int]) -> np.ndarray:
+    subset = RetrievalResult(result.ranked[rows], result.query_vectors[rows], result.db_vectors)
+    return subset.full_ranking()
+
+
+def _recognition(
+    cfg: Config,
+    dataset: LandmarkDataset,
+    train: LabelledSet | None,
+    train_note: str,
+    queries: np.ndarray,
+    test_ids: Sequence[str],
+    verifier: Verifier | None,
+) -> dict[str, Any]:
+    from landmark.recognize import knn_recognition
+
+    solution = dataset.recognition_solution
+    if not solution:
+        return {"skipped": "the dataset has no recognition solution"}
+    if train is None:
+        return {"skipped": train_note}
+    prediction = knn_recognition(
+        queries, train, cfg.recognize, cfg.index, seed=cfg.seed, verifier=verifier, query_ids=test_ids
+    )
+    return recognition_metrics(
+        prediction,
+        test_ids,
+        solution,
+        target_fpr=cfg.recognize.target_fpr,
+        calibration_fraction=cfg.recognize.calibration_fraction,
+        seed=cfg.seed,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Revisited Oxford/Paris-format benchmarks
+
+REVISITOP_RERANK_STEPS = ("none", "dba", "qe", "dqe")
+
+
+def rerank_for_steps(base: RerankConfig, steps: Sequence[str] | None) -> RerankConfig:
+    """The re-ranking config for a benchmark without a train set: ``base`` (steps None) or exactly ``steps``
+    (from :data:`REVISITOP_RERANK_STEPS`), with spatial and label-based steps off either way."""
+    off = {"spatial": False, "sort_step": False, "insert_step": False}
+    if steps is None:
+        return replace(base, **off)  # type: ignore[arg-type]
+    unknown = sorted(set(steps) - set(REVISITOP_RERANK_STEPS))
+    if unknown:
+        raise ValueError(f"unknown re-ranking step(s) {unknown}; choose from {list(REVISITOP_RERANK_STEPS)}")
+    if "qe" in steps and "dqe" in steps:
+        raise ValueError("choose one query expansion: qe (alpha-QE) or dqe, not both")
+    qe = "alpha" if "qe" in steps else "dqe" if "dqe" in steps else "none"
+    return replace(base, dba="dba" in steps, qe=qe, **off)  # type: ignore[arg-type]
+
+
+def eval_revisitop(
+    cfg: Config,
+    root: Path,
+    name: str,
+    out_dir: Path,
+    *,
+    model: Path | None = None,
+    rerank_steps: Sequence[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate retrieval on ``root/name`` (``gnd_<name>.pkl`` + ``jpg/``) with the configured model.
+
+    Queries are cropped to their bbx; descriptors are cached (resumably) under ``out_dir/features``. Writes
+    ``out_dir/ranks.npy`` (int64, (n_database, n_queries), column q = database indices best first, 0-based)
+    and ``out_dir/metrics.json`` (easy/medium/hard mAP and mP@k in percent).
+
+    Args:
+        cfg: the config (``model``, ``extract``, ``rerank``, ``index``, ``evaluate``).
+        root: directory holding ``<name>/``.
+        name: dataset name, e.g. "roxford5k".
+        out_dir: output directory.
+        model: a trained model directory (``landmark train``), or a checkpoint file used as
+            ``model.pretrained`` (timm backbone weights); None = the off-the-shelf pretrained backbone + GeM.
+        rerank_steps: re-ranking steps (see :func:`rerank_for_steps`); None = the config's (DBA/QE only).
+        progress: show extraction progress.
+
+    Returns:
+        The metrics written.
+    """
+    from landmark.data.revisitop import gnd_path, read_gnd
+    from landmark.features.store import load_features
+    from landmark.rerank import run_retrieval
+    from landmark.stages.extract import extract
+
+    model_dir = None
+    if model is not None:
+        if Path(model).is_dir():
+            model_dir = Path(model)
+        elif Path(model).is_file():
+            cfg = replace(cfg, model=replace(cfg.model, pretrained=str(model)))
+        else:
+            raise FileNotFoundError(f"--model {model}: neither a model directory nor a checkpoint file")
+    db_names, query_names, truths = read_gnd(gnd_path(root, name))
+    dataset_dir = Path(root) / name
+    out_dir = Path(out_dir)
+    extract(
+        cfg,
+        dataset_dir,
+        out_dir / "features",
+        splits=("index", "test"),
+        fmt="revisitop",
+        model_dir=model_dir,
+        progress=progress,
+    )
+    _, db = load_features(out_dir / "features" / "index", db_names)
+    _, queries = load_features(out_dir / "features" / "test", query_names)
+    rerank = rerank_for_steps(cfg.rerank, rerank_steps)
+    result = run_retrieval(
+        queries, db, rerank, top=min(cfg.evaluate.topk, len(db_names)), index_cfg=cfg.index, seed=cfg.seed
+    )
+    ranks = result.full_ranking().T.astype(np.int64)
+    metrics: dict[str, Any] = {
+        "dataset": name,
+        "revisitop": revisitop_metrics(ranks, gnd_indices(truths, db_names), cfg.evaluate.kappas),
+        "n_database": len(db_names),
+        "n_queries": len(query_names),
+        "model": {"dir": str(model_dir)}
+        if model_dir
+        else {"backbone": cfg.model.backbone, "pretrained": cfg.model.pretrained},
+        "rerank": {"steps": applied_steps(rerank)},
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / "ranks.npy", ranks)
     _write_json(out_dir / "metrics.json", metrics)

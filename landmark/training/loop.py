@@ -213,10 +213,26 @@ def _optimizer(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.optim.Op
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def _freeze_batchnorm(module: nn.Module) -> None:
+def _freeze_batchnorm(module: nn.Module, only_frozen: bool = False) -> None:
+    """Put BatchNorm layers in eval mode (running statistics fixed): all, or those whose affine is frozen."""
     for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (
+            not only_frozen or not any(p.requires_grad for p in m.parameters())
+        ):
             m.eval()
+
+
+def freeze_leading(backbone: nn.Module, fraction: float) -> int:
+    """Freeze the first ``fraction`` of the backbone's parameter tensors (registration = forward order for CNNs).
+
+    Returns:
+        the number of frozen tensors.
+    """
+    params = list(backbone.parameters())
+    count = int(len(params) * fraction)
+    for param in params[:count]:
+        param.requires_grad_(False)
+    return count
 
 
 def _plan(
@@ -309,6 +325,7 @@ def train_global_model(
     random.seed(seed)
     model = create_global_model(model_cfg)
     head = create_head(train_cfg.head, model.dim, num_classes, train_cfg.scale, train_cfg.margin)
+    freeze_leading(model.backbone, train_cfg.frozen_fraction)
     module = _Module(model, head).to(ctx.device)
     if cuda:
         module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -373,6 +390,7 @@ def train_global_model(
             if stop:
                 break
             wrapped.train()
+            _freeze_batchnorm(module.model, only_frozen=True)
             full_res = (
                 train_cfg.full_res_last_epoch and epoch == train_cfg.epochs - 1 and train_cfg.epochs > 1
             )

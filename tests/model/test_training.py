@@ -132,3 +132,20 @@ def test_model_dir_round_trip_and_errors(items: list[TrainItem], tmp_path: Path)
         load_model_dir(path)
     with pytest.raises(ModelDirError, match="not found"):
         load_model_dir(tmp_path / "nothing")
+
+
+def test_frozen_fraction_keeps_early_layers_and_their_statistics(
+    items: list[TrainItem], tmp_path: Path
+) -> None:
+    from landmark.models.global_model import create_global_model
+
+    cfg = dataclasses.replace(TRAIN, epochs=1, max_steps=2, frozen_fraction=0.5)
+    result = train_global_model(items, 4, MODEL, cfg, tmp_path, seed=0, device="cpu", progress=False)
+    before = create_global_model(MODEL).backbone.state_dict()
+    after = result.model.backbone.state_dict()
+    names = [n for n, _ in create_global_model(MODEL).backbone.named_parameters()]
+    frozen, trained = names[: len(names) // 2], names[len(names) // 2 :]
+    assert all(torch.equal(before[n], after[n]) for n in frozen)
+    assert not all(torch.equal(before[n], after[n]) for n in trained)
+    # BatchNorm running statistics of the frozen stem stay the ImageNet ones
+    torch.testing.assert_close(after["bn1.running_mean"], before["bn1.running_mean"])

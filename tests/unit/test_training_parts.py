@@ -23,7 +23,13 @@ def test_size_templates_keep_long_side() -> None:
 
 
 def test_assign_templates_by_aspect() -> None:
-    assert assign_templates([640, 480, 500, 1920, 300], [480, 640, 500, 1080, 600]).tolist() == [3, 1, 2, 4, 0]
+    assert assign_templates([640, 480, 500, 1920, 300], [480, 640, 500, 1080, 600]).tolist() == [
+        3,
+        1,
+        2,
+        4,
+        0,
+    ]
     with pytest.raises(ValueError):
         assign_templates([0], [10])
 
@@ -44,7 +50,9 @@ def test_epoch_batches_are_deterministic_and_within_template() -> None:
 
 
 def test_single_leftover_is_dropped() -> None:
-    batches = epoch_batches(np.zeros(7, int), np.zeros(7, int), size_templates(64), batch_size=3, epoch=0, seed=0)
+    batches = epoch_batches(
+        np.zeros(7, int), np.zeros(7, int), size_templates(64), batch_size=3, epoch=0, seed=0
+    )
     assert [len(b) for b in batches] == [3, 3]
 
 

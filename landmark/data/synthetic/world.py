@@ -129,26 +129,31 @@ def plan_landmarks(rng: np.random.Generator, cfg: SynthConfig) -> tuple[Landmark
     return tuple(out)
 
 
-def _facets_for(rng: np.random.Generator, num_facets: int, count: int) -> list[int]:
-    """``count`` facet choices: every facet once (when count allows), the rest drawn by :func:`facet_weights`."""
+def _facets_for(rng: np.random.Generator, num_facets: int, count: int, *, cover_all: bool) -> list[int]:
+    """``count`` facet choices drawn by :func:`facet_weights`, after a guaranteed first photo of every facet
+    (``cover_all``, as far as ``count`` allows) or of facet 0 only."""
     weights = facet_weights(num_facets)
-    if count < num_facets:
+    if count < num_facets and cover_all:
         return [int(f) for f in rng.choice(num_facets, size=count, replace=False, p=weights)]
-    extra = rng.choice(num_facets, size=count - num_facets, p=weights)
-    return list(range(num_facets)) + [int(f) for f in extra]
+    head = list(range(num_facets)) if cover_all else [0]
+    extra = rng.choice(num_facets, size=count - len(head), p=weights)
+    return head + [int(f) for f in extra]
 
 
 def _index_drafts(rng: np.random.Generator, lm: LandmarkSpec, n: int) -> list[_Draft]:
     n_junk = round(INDEX_JUNK_SHARE * n)
     n_hard = round(INDEX_HARD_SHARE * n)
     n_easy = n - n_junk - n_hard
-    facets = _facets_for(rng, len(lm.families), n)
+    facets = _facets_for(rng, len(lm.families), n, cover_all=False)
+    # The first photo of each facet takes an easy view while there are any, so each facet shown is findable.
+    first = sorted({f: i for i, f in reversed(list(enumerate(facets)))}.values())
+    rest = [i for i in range(n) if i not in first]
     pool = ["easy"] * n_easy + ["hard"] * n_hard + ["junk"] * n_junk
-    # The first photo of every facet takes an easy view while there are any, so each facet is findable.
-    head = min(len(lm.families), n)
-    tail = pool[head:]
+    tail = pool[len(first) :]
     rng.shuffle(tail)
-    levels = pool[:head] + tail
+    levels = [""] * n
+    for i, lvl in zip(first + rest, pool[: len(first)] + tail, strict=True):
+        levels[i] = lvl
     return [(lm.landmark_id, f, lm.landmark_id, "none", lvl) for f, lvl in zip(facets, levels, strict=True)]
 
 
@@ -158,7 +163,7 @@ def _train_drafts(
     drafts: list[_Draft] = []
     levels = ("easy", "hard", "junk")
     for lm in landmarks:
-        facets = _facets_for(rng, len(lm.families), cfg.train_per_landmark)
+        facets = _facets_for(rng, len(lm.families), cfg.train_per_landmark, cover_all=True)
         for f in facets:
             lvl = levels[int(rng.choice(3, p=np.asarray(TRAIN_LEVEL_PROBS)))]
             drafts.append((lm.landmark_id, f, lm.landmark_id, "none", lvl))
@@ -176,15 +181,22 @@ def _train_drafts(
 
 
 def _test_drafts(
-    rng: np.random.Generator, landmarks: tuple[LandmarkSpec, ...], cfg: SynthConfig
+    rng: np.random.Generator,
+    landmarks: tuple[LandmarkSpec, ...],
+    findable: dict[int, list[int]],
+    cfg: SynthConfig,
 ) -> list[_Draft]:
+    """Landmark queries spread evenly over the landmarks, each of a facet with an easy index view
+    (``findable[landmark]``), chosen by :func:`facet_weights`; then the non-landmark queries."""
     reps = -(-cfg.queries // cfg.num_landmarks)
     owners = np.concatenate([rng.permutation(cfg.num_landmarks) for _ in range(reps)])[: cfg.queries]
     hard = set(rng.permutation(cfg.queries)[: hard_query_count(cfg)].tolist())
     drafts: list[_Draft] = []
     for q, lid in enumerate(owners):
         lm = landmarks[int(lid)]
-        f = int(rng.choice(len(lm.families), p=facet_weights(len(lm.families))))
+        options = findable.get(lm.landmark_id) or list(range(len(lm.families)))
+        weights = facet_weights(len(lm.families))[options]
+        f = options[int(rng.choice(len(options), p=weights / weights.sum()))]
         drafts.append((lm.landmark_id, f, lm.landmark_id, "none", "hard" if q in hard else "easy"))
     drafts += [(-1, -1, -1, "none", "distractor")] * cfg.test_distractors
     return drafts
@@ -217,7 +229,11 @@ def plan_world(cfg: SynthConfig, seed: int) -> WorldPlan:
     train = _train_drafts(rng, landmarks, cfg)
     index = [d for lm in landmarks for d in _index_drafts(rng, lm, cfg.index_per_landmark)]
     index += [(-1, -1, -1, "none", "distractor")] * cfg.index_distractors
-    test = _test_drafts(rng, landmarks, cfg)
+    findable: dict[int, list[int]] = {}
+    for lid, facet, _, _, level in index:
+        if level == "easy" and facet not in findable.setdefault(lid, []):
+            findable[lid].append(facet)
+    test = _test_drafts(rng, landmarks, {k: sorted(v) for k, v in findable.items()}, cfg)
     ids = iter(make_ids(seed, len(train) + len(index) + len(test)))
     splits: dict[str, tuple[PhotoSpec, ...]] = {}
     for name, drafts in (("train", train), ("index", index), ("test", test)):

@@ -1,0 +1,229 @@
+"""Fetching the bytes of one source item: over HTTP(S), from a local file, or from the object store.
+
+Item-level failures (a 404, a timeout, a body that is too large or not an image type) raise
+:class:`FetchError` with a reason code, and the item is quarantined. Failures of our own infrastructure (the
+object store down) are not the item's fault: they raise :class:`~landmark.storage.StorageError` and stop the
+batch, to be resumed later. HTTP retries (exponential backoff) happen only where another attempt can help:
+timeouts, connection errors, cut transfers, 5xx, 408 and 429; never on other 4xx answers.
+"""
+
+from __future__ import annotations
+
+import http.client
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from landmark.data.sources import SourceItem
+
+if TYPE_CHECKING:
+    from landmark.storage import ObjectStore
+
+FETCH_REASONS = (
+    "http_error",
+    "timeout",
+    "connection_error",
+    "truncated",
+    "too_large",
+    "bad_content_type",
+    "bad_url",
+    "missing_file",
+    "unreadable",
+)
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_CHUNK = 1 << 16
+
+
+class FetchError(ValueError):
+    """An item whose bytes cannot be fetched.
+
+    Attributes:
+        code: one of :data:`FETCH_REASONS`.
+        detail: what happened, naming the url or path.
+        retryable: whether another attempt could succeed.
+    """
+
+    def __init__(self, code: str, detail: str, *, retryable: bool = False) -> None:
+        if code not in FETCH_REASONS:
+            raise ValueError(f"unknown fetch reason {code!r}; expected one of {FETCH_REASONS}")
+        self.code = code
+        self.detail = detail
+        self.retryable = retryable
+        super().__init__(f"{code}: {detail}")
+
+
+class Fetcher(Protocol):
+    """Fetches the encoded bytes of one item."""
+
+    def fetch(self, item: SourceItem) -> bytes:
+        """The item's bytes.
+
+        Raises:
+            FetchError: the item cannot be fetched (it is quarantined with this reason).
+            StorageError: our object store failed (the batch stops).
+        """
+        ...
+
+
+def backoff_delay(attempt: int, base_s: float) -> float:
+    """Delay before retry ``attempt`` (0-based): ``base_s * 2**attempt`` seconds."""
+    return base_s * (2**attempt)
+
+
+def content_type_allowed(header: str | None, allowed: Sequence[str]) -> bool:
+    """True for a missing Content-Type (the decode check decides) or one whose media type is in ``allowed``."""
+    if header is None or not header.strip():
+        return True
+    media_type = header.split(";", 1)[0].strip().lower()
+    return media_type in {a.lower() for a in allowed}
+
+
+@dataclass
+class HttpFetcher:
+    """HTTP(S) downloads with a whole-download deadline, a size limit, a Content-Type check and retries.
+
+    Attributes:
+        timeout_s: the longest one attempt may take, connect to last byte.
+        retries: extra attempts after a retryable failure.
+        backoff_s: delay before the first retry; doubles per retry.
+        max_bytes: larger bodies are refused ("too_large"), by Content-Length before reading when given.
+        content_types: accepted media types.
+        user_agent: sent with every request.
+        sleep: the sleep function (tests pass a fake one).
+    """
+
+    timeout_s: float
+    retries: int
+    backoff_s: float
+    max_bytes: int
+    content_types: tuple[str, ...]
+    user_agent: str = "landmark-ingest/0.1"
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    def fetch(self, item: SourceItem) -> bytes:
+        """Download ``item.url``, retrying retryable failures; see :class:`Fetcher`."""
+        attempt = 0
+        while True:
+            try:
+                return self._fetch_once(item.url)
+            except FetchError as exc:
+                if not exc.retryable or attempt >= self.retries:
+                    if attempt:
+                        raise FetchError(exc.code, f"{exc.detail} (after {attempt + 1} attempts)") from exc
+                    raise
+            self.sleep(backoff_delay(attempt, self.backoff_s))
+            attempt += 1
+
+    def _fetch_once(self, url: str) -> bytes:
+        request = urllib.request.Request(url, headers={"User-Agent": self.user_agent})
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                self._check_headers(
+                    url, response.headers.get("Content-Type"), response.headers.get("Content-Length")
+                )
+                return self._read_body(url, response, deadline)
+        except FetchError:
+            raise
+        except urllib.error.HTTPError as exc:
+            raise FetchError(
+                "http_error", f"{url}: HTTP {exc.code} {exc.reason}", retryable=exc.code in RETRYABLE_STATUS
+            ) from exc
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                raise FetchError(
+                    "timeout", f"{url}: no answer within {self.timeout_s:g}s", retryable=True
+                ) from exc
+            raise FetchError("connection_error", f"{url}: {exc.reason}", retryable=True) from exc
+        except TimeoutError as exc:
+            raise FetchError("timeout", f"{url}: no data within {self.timeout_s:g}s", retryable=True) from exc
+        except http.client.IncompleteRead as exc:
+            raise FetchError(
+                "truncated", f"{url}: connection closed after {len(exc.partial)} bytes", retryable=True
+            ) from exc
+        except (http.client.HTTPException, ConnectionError) as exc:
+            raise FetchError(
+                "connection_error", f"{url}: {type(exc).__name__}: {exc}", retryable=True
+            ) from exc
+        except ValueError as exc:
+            raise FetchError("bad_url", f"{url}: {exc}") from exc
+
+    def _check_headers(self, url: str, content_type: str | None, length: str | None) -> None:
+        if not content_type_allowed(content_type, self.content_types):
+            raise FetchError(
+                "bad_content_type", f"{url}: Content-Type {content_type!r} is not an accepted image type"
+            )
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            raise FetchError(
+                "too_large", f"{url}: Content-Length {length} exceeds max_bytes={self.max_bytes}"
+            )
+
+    def _read_body(self, url: str, response: http.client.HTTPResponse, deadline: float) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            if time.monotonic() > deadline:
+                raise FetchError(
+                    "timeout",
+                    f"{url}: download took longer than {self.timeout_s:g}s ({size} bytes read)",
+                    retryable=True,
+                )
+            chunk = response.read(_CHUNK)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise FetchError("too_large", f"{url}: body exceeds max_bytes={self.max_bytes}")
+            chunks.append(chunk)
+
+
+@dataclass
+class FileFetcher:
+    """Reads local files (``item.location``), refusing files above ``max_bytes``."""
+
+    max_bytes: int
+
+    def fetch(self, item: SourceItem) -> bytes:
+        """The file's bytes; see :class:`Fetcher`."""
+        path = Path(item.location)
+        try:
+            size = path.stat().st_size
+            if size > self.max_bytes:
+                raise FetchError("too_large", f"{path}: {size} bytes exceeds max_bytes={self.max_bytes}")
+            return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise FetchError("missing_file", f"{path} does not exist") from exc
+        except IsADirectoryError as exc:
+            raise FetchError("unreadable", f"{path} is a directory") from exc
+        except OSError as exc:
+            raise FetchError("unreadable", f"{path}: {exc.strerror or exc}") from exc
+
+
+@dataclass
+class ObjectFetcher:
+    """Reads objects of one bucket (``item.url`` = ``s3://bucket/key``), refusing objects above ``max_bytes``."""
+
+    store: ObjectStore
+    max_bytes: int
+
+    def fetch(self, item: SourceItem) -> bytes:
+        """The object's bytes; see :class:`Fetcher`. Store outages raise StorageError (the batch stops)."""
+        from landmark.storage import ObjectNotFoundError, parse_s3_uri
+
+        try:
+            bucket, key = parse_s3_uri(item.url)
+        except ValueError as exc:
+            raise FetchError("bad_url", str(exc)) from exc
+        if bucket != self.store.bucket:
+            raise FetchError("bad_url", f"{item.url} is not in bucket {self.store.bucket!r}")
+        try:
+            size = self.store.stat(key).size
+            if size > self.max_bytes:
+                raise FetchError("too_large", f"{item.url}: {size} bytes exceeds max_bytes={self.max_bytes}")
+            return self.store.get_bytes(key)
+        except ObjectNotFoundError as exc:
+            raise FetchError("missing_file", f"{item.url} does not exist") from exc

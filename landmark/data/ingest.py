@@ -1,0 +1,498 @@
+"""Incremental ingestion: one batch of new images per run, bad items quarantined, a killed run resumed.
+
+A run (:func:`ingest_batch`) takes the items a source lists and:
+
+1. **plans** the batch: items whose (image id, url) pair is already in the split's manifest are skipped, as
+   are exact repeats inside the source, so re-ingesting the same CSV adds nothing;
+2. **fetches, checks and stores** the rest concurrently: download (see :mod:`landmark.data.fetch`), full
+   decode (truncated, corrupt, non-image, decompression-bomb files fail here), SHA-1, then a content-addressed
+   put (see :mod:`landmark.data.imagestore`). Each finished item is appended to the batch journal;
+3. **commits**: the outcomes, in source order, become manifest rows with the batch id and status. A second
+   row for an id already in the manifest or earlier in the batch is skipped when its bytes are identical,
+   quarantined as ``duplicate_id`` when they differ; a new id whose bytes are already stored under another id
+   is quarantined as ``duplicate_content``. The manifest is written atomically, then the journal removed.
+
+A run that dies at any point loses nothing: stored objects are content-addressed (a redo overwrites nothing),
+the journal says which items are done, and the manifest changes only in step 3. Rerunning the same source
+resumes the same batch (same batch id) and ends with the manifest an uninterrupted run would have written
+(up to ``ingested_at``, which is each item's own completion time). If a different source is ingested while a
+batch is pending, the finished part of the pending batch is committed first.
+
+Layout under ``out_dir``: ``manifests/<split>.parquet``, ``images/`` (local store), ``batches/<id>.json``
+(one summary per batch), ``.journal/<split>.jsonl`` (only while a batch is in flight).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from landmark.data.atomic import atomic_path
+from landmark.data.fetch import Fetcher, FetchError
+from landmark.data.images import ImageDecodeError, decode_image
+from landmark.data.imagestore import ImageStore, content_key, sniff_extension
+from landmark.data.journal import BatchJournal, JournalHeader
+from landmark.data.manifest import (
+    STATUS_OK,
+    STATUS_QUARANTINED,
+    empty_manifest,
+    format_reason,
+    make_manifest,
+    manifest_path,
+    read_manifest,
+    reason_code,
+    write_manifest,
+)
+from landmark.data.sources import SourceItem
+
+logger = logging.getLogger(__name__)
+
+MANIFESTS_DIR = "manifests"
+BATCHES_DIR = "batches"
+JOURNAL_DIR = ".journal"
+
+T = TypeVar("T")
+R = TypeVar("R")
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """What happened to one planned item (one journal record).
+
+    Attributes:
+        position: the item's index in the source listing.
+        reason: "" when fetched, decoded and stored; else the quarantine reason.
+        uri: where the bytes were stored ("" when they never were).
+        sha1: hex SHA-1 of the bytes ("" when not fetched).
+        width, height: decoded size after EXIF orientation (-1 when not decoded).
+        ingested_at: ISO-8601 UTC time the item finished.
+    """
+
+    position: int
+    image_id: str
+    url: str
+    landmark_id: int
+    reason: str = ""
+    uri: str = ""
+    sha1: str = ""
+    width: int = -1
+    height: int = -1
+    ingested_at: str = ""
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ItemOutcome:
+        """Rebuild from a journal record (unknown keys are an error: the journal is ours)."""
+        return cls(**record)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The items a run has to process, and what it skipped.
+
+    Attributes:
+        todo: (position, item) of every item to fetch or quarantine, in source order.
+        listed: items the source listed.
+        known: items whose (image_id, url) is already in the manifest.
+        repeated: exact repeats of an earlier (image_id, url) in the same listing.
+        fingerprint: hash of ``todo``; equal plans resume the same batch.
+    """
+
+    todo: tuple[tuple[int, SourceItem], ...]
+    listed: int
+    known: int
+    repeated: int
+    fingerprint: str
+
+
+@dataclass
+class BatchSummary:
+    """Counts of one ingestion batch (also written to ``batches/<batch_id>.json``).
+
+    Attributes:
+        added: new ok rows in the manifest.
+        quarantined: reason code -> new quarantined rows.
+        known: skipped: already in the manifest (same id and url).
+        repeated: skipped: repeated in the source (same id and url, or same id and identical bytes).
+        unchanged: skipped: an id already in the manifest served identical bytes from a new url.
+        resumed: items restored from the journal of an interrupted run instead of being fetched again.
+        processed: items fetched (or quarantined without fetching) by this run.
+        partial: True for the finished part of an interrupted batch committed before another source's batch.
+    """
+
+    batch_id: str
+    split: str
+    source: str
+    listed: int = 0
+    added: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    known: int = 0
+    repeated: int = 0
+    unchanged: int = 0
+    resumed: int = 0
+    processed: int = 0
+    partial: bool = False
+    seconds: float = 0.0
+    manifest: str = ""
+
+    @property
+    def quarantined_total(self) -> int:
+        """All new quarantined rows."""
+        return sum(self.quarantined.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (with ``quarantined_total``)."""
+        return {**asdict(self), "quarantined_total": self.quarantined_total}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Planning and resolving (pure)
+
+
+def fingerprint_plan(todo: Sequence[tuple[int, SourceItem]]) -> str:
+    """Hex SHA-1 over the planned items (position, id, url, label, reason): equal listings, equal hashes."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    for position, item in todo:
+        digest.update(json.dumps([position, item.image_id, item.url, item.landmark_id, item.reason]).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def plan_batch(items: Sequence[SourceItem], manifest: pd.DataFrame) -> BatchPlan:
+    """Which items of a listing are new relative to ``manifest`` (any status), in source order."""
+    seen: set[tuple[str, str]] = set(zip(manifest["image_id"], manifest["url"], strict=True))
+    known_pairs = set(seen)
+    todo: list[tuple[int, SourceItem]] = []
+    known = repeated = 0
+    for position, item in enumerate(items):
+        pair = (item.image_id, item.url)
+        if pair in known_pairs:
+            known += 1
+        elif pair in seen:
+            repeated += 1
+        else:
+            seen.add(pair)
+            todo.append((position, item))
+    return BatchPlan(
+        todo=tuple(todo),
+        listed=len(items),
+        known=known,
+        repeated=repeated,
+        fingerprint=fingerprint_plan(todo),
+    )
+
+
+def _row(outcome: ItemOutcome, batch_id: str, reason: str = "") -> dict[str, Any]:
+    return {
+        "image_id": outcome.image_id,
+        "landmark_id": outcome.landmark_id,
+        "uri": outcome.uri,
+        "url": outcome.url,
+        "width": outcome.width,
+        "height": outcome.height,
+        "sha1": outcome.sha1,
+        "batch_id": batch_id,
+        "ingested_at": outcome.ingested_at or None,
+        "status": STATUS_QUARANTINED if reason else STATUS_OK,
+        "reason": reason,
+    }
+
+
+def resolve_outcomes(
+    outcomes: Iterable[ItemOutcome], manifest: pd.DataFrame, batch_id: str
+) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """Turn finished items into manifest rows, deciding duplicates in source order.
+
+    Rules: a failed item -> quarantined with its reason; an id that is already ok (in the manifest or earlier
+    in this batch) -> skipped when the bytes are identical (counted "unchanged" / "repeated"), else
+    quarantined ``duplicate_id``; bytes already stored under another ok id -> quarantined
+    ``duplicate_content``; otherwise an ok row.
+
+    Returns:
+        The new rows in position order, and counts of "added", "unchanged", "repeated".
+    """
+    ok = manifest[manifest["status"] == STATUS_OK]
+    manifest_sha = dict(zip(ok["image_id"], ok["sha1"], strict=True))
+    id_sha: dict[str, str] = dict(manifest_sha)
+    sha_id: dict[str, str] = {sha: image_id for image_id, sha in manifest_sha.items() if sha}
+    rows: list[dict[str, Any]] = []
+    counts: Counter[str] = Counter()
+    for outcome in sorted(outcomes, key=lambda o: o.position):
+        if outcome.reason:
+            rows.append(_row(outcome, batch_id, outcome.reason))
+            continue
+        previous = id_sha.get(outcome.image_id)
+        if previous is not None:
+            if previous == outcome.sha1:
+                counts["unchanged" if outcome.image_id in manifest_sha else "repeated"] += 1
+                continue
+            detail = (
+                f"{outcome.image_id!r} is already ingested with different content (sha1 {previous[:12]}...)"
+            )
+            rows.append(_row(outcome, batch_id, format_reason("duplicate_id", detail)))
+            continue
+        if outcome.sha1 in sha_id:
+            detail = f"same bytes as image {sha_id[outcome.sha1]!r}"
+            rows.append(_row(outcome, batch_id, format_reason("duplicate_content", detail)))
+            continue
+        id_sha[outcome.image_id] = outcome.sha1
+        sha_id[outcome.sha1] = outcome.image_id
+        rows.append(_row(outcome, batch_id))
+        counts["added"] += 1
+    return rows, counts
+
+
+def new_batch_id(now: datetime, fingerprint: str) -> str:
+    """``<UTC time>-<fingerprint[:8]>``, e.g. ``20250101T120000Z-3f786850`` (a safe file name)."""
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{fingerprint[:8]}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Processing one item
+
+
+def inspect_image(data: bytes, *, max_pixels: int, name: str) -> tuple[int, int]:
+    """Decode ``data`` completely (the real test that it is a usable image) and return (width, height).
+
+    Raises:
+        ImageDecodeError: empty, truncated, not an image, too many pixels, corrupt.
+    """
+    pixels = decode_image(data, max_pixels=max_pixels, name=name)
+    return int(pixels.shape[1]), int(pixels.shape[0])
+
+
+def process_item(
+    position: int, item: SourceItem, fetcher: Fetcher, store: ImageStore, *, max_pixels: int, clock: Clock
+) -> ItemOutcome:
+    """Fetch, decode-check, hash and store one item.
+
+    Item faults become an outcome with a quarantine reason; store faults (StorageError) propagate.
+    """
+    base = {"position": position, "image_id": item.image_id, "url": item.url, "landmark_id": item.landmark_id}
+    if item.reason:
+        return ItemOutcome(**base, reason=item.reason, ingested_at=clock().isoformat())
+    try:
+        data = fetcher.fetch(item)
+    except FetchError as exc:
+        return ItemOutcome(
+            **base, reason=format_reason(exc.code, exc.detail), ingested_at=clock().isoformat()
+        )
+    sha1 = hashlib.sha1(data, usedforsecurity=False).hexdigest()
+    try:
+        width, height = inspect_image(data, max_pixels=max_pixels, name=item.url)
+    except ImageDecodeError as exc:
+        return ItemOutcome(
+            **base, reason=format_reason(exc.reason, exc.detail), sha1=sha1, ingested_at=clock().isoformat()
+        )
+    uri = store.put(content_key(sha1, sniff_extension(data)), data)
+    return ItemOutcome(
+        **base, uri=uri, sha1=sha1, width=width, height=height, ingested_at=clock().isoformat()
+    )
+
+
+def run_concurrently(fn: Callable[[T], R], jobs: Iterable[T], workers: int) -> Iterator[R]:
+    """Yield ``fn(job)`` in completion order, with at most ``4 * workers`` jobs in flight.
+
+    The first exception raised by ``fn`` propagates; queued jobs are cancelled, running ones finish.
+    """
+    pending = iter(jobs)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
+    running: set[Future[R]] = set()
+    try:
+        for job in pending:
+            running.add(pool.submit(fn, job))
+            if len(running) >= 4 * workers:
+                break
+        while running:
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield future.result()
+                job = next(pending, None)
+                if job is not None:
+                    running.add(pool.submit(fn, job))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The batch
+
+
+def journal_path(out_dir: Path, split: str) -> Path:
+    """``out_dir/.journal/<split>.jsonl``."""
+    return Path(out_dir) / JOURNAL_DIR / f"{split}.jsonl"
+
+
+def batch_summary_path(out_dir: Path, batch_id: str) -> Path:
+    """``out_dir/batches/<batch_id>.json``."""
+    return Path(out_dir) / BATCHES_DIR / f"{batch_id}.json"
+
+
+def _read_or_empty(path: Path) -> pd.DataFrame:
+    return read_manifest(path) if path.is_file() else empty_manifest()
+
+
+def _write_summary(out_dir: Path, summary: BatchSummary) -> None:
+    with atomic_path(batch_summary_path(out_dir, summary.batch_id)) as tmp:
+        tmp.write_text(json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def _commit(
+    journal: BatchJournal, manifest: pd.DataFrame, manifest_file: Path, summary: BatchSummary
+) -> pd.DataFrame:
+    """Resolve the journal's outcomes into rows, write the manifest atomically; fills ``summary``'s counts."""
+    outcomes = [ItemOutcome.from_record(r) for r in journal.records()]
+    rows, counts = resolve_outcomes(outcomes, manifest, journal.header.batch_id)
+    updated = (
+        make_manifest(pd.concat([manifest, make_manifest(rows)], ignore_index=True)) if rows else manifest
+    )
+    if rows or not manifest_file.is_file():
+        write_manifest(updated, manifest_file)
+    summary.added = counts["added"]
+    summary.unchanged = counts["unchanged"]
+    summary.repeated += counts["repeated"]
+    summary.quarantined = dict(
+        sorted(Counter(reason_code(r["reason"]) for r in rows if r["status"] == STATUS_QUARANTINED).items())
+    )
+    return updated
+
+
+def _settle_pending(
+    journal: BatchJournal | None, plan: BatchPlan, manifest: pd.DataFrame, manifest_file: Path, out_dir: Path
+) -> tuple[BatchJournal | None, pd.DataFrame]:
+    """Decide what to do with a journal left by an interrupted run.
+
+    Already committed (its batch id is in the manifest) -> removed. Same plan -> kept, to resume. Another
+    plan (another source) -> its finished items are committed as a partial batch, then removed.
+    """
+    if journal is None:
+        return None, manifest
+    batch_id = journal.header.batch_id
+    if (manifest["batch_id"] == batch_id).any():
+        logger.info("batch %s was committed before the run stopped; removing its journal", batch_id)
+        journal.remove()
+        return None, manifest
+    if journal.header.fingerprint == plan.fingerprint:
+        return journal, manifest
+    logger.warning(
+        "committing the finished part of interrupted batch %s (source %s) before the new batch",
+        batch_id,
+        journal.header.source,
+    )
+    summary = BatchSummary(
+        batch_id=batch_id, split=journal.header.split, source=journal.header.source, partial=True
+    )
+    updated = _commit(journal, manifest, manifest_file, summary)
+    summary.manifest = str(manifest_file)
+    _write_summary(out_dir, summary)
+    journal.remove()
+    return None, updated
+
+
+def ingest_batch(
+    items: Sequence[SourceItem],
+    fetcher: Fetcher,
+    store: ImageStore,
+    out_dir: str | Path,
+    *,
+    split: str,
+    source: str,
+    workers: int,
+    max_pixels: int,
+    on_outcome: Callable[[ItemOutcome], None] | None = None,
+    progress: bool = True,
+    clock: Clock = utc_now,
+) -> BatchSummary:
+    """Ingest the new items of one source listing as one batch (see the module docstring).
+
+    Args:
+        items: the source listing, in a stable order.
+        fetcher: gets the bytes of an item.
+        store: where checked images go.
+        out_dir: the ingestion root (manifests, batch summaries, journal; local images).
+        split: the manifest to append to ("train", "index", "test", ...; a safe file name).
+        source: a label for the source, recorded in the journal and summary.
+        workers: concurrent fetches.
+        max_pixels: decompression-bomb limit of the decode check.
+        on_outcome: called after each item is journaled (progress hooks, fault-injection in tests).
+        progress: show a progress bar.
+        clock: the time source.
+
+    Returns:
+        The batch summary (also written to ``batches/<batch_id>.json``).
+
+    Raises:
+        StorageError: the object store failed; finished items stay journaled for the rerun.
+    """
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    manifest_file = manifest_path(out_dir / MANIFESTS_DIR, split)
+    manifest = _read_or_empty(manifest_file)
+    plan = plan_batch(items, manifest)
+    journal, manifest = _settle_pending(
+        BatchJournal.open(journal_path(out_dir, split)), plan, manifest, manifest_file, out_dir
+    )
+    if journal is None:
+        plan = plan_batch(items, manifest)
+        header = JournalHeader(
+            batch_id=new_batch_id(clock(), plan.fingerprint),
+            split=split,
+            source=source,
+            fingerprint=plan.fingerprint,
+            started_at=clock().isoformat(),
+        )
+        journal = BatchJournal.create(journal_path(out_dir, split), header)
+    done = {o.position: o for o in (ItemOutcome.from_record(r) for r in journal.records())}
+    summary = BatchSummary(
+        batch_id=journal.header.batch_id,
+        split=split,
+        source=source,
+        listed=plan.listed,
+        known=plan.known,
+        repeated=plan.repeated,
+        resumed=len(done),
+        manifest=str(manifest_file),
+    )
+    todo = [(position, item) for position, item in plan.todo if position not in done]
+
+    def work(job: tuple[int, SourceItem]) -> ItemOutcome:
+        return process_item(job[0], job[1], fetcher, store, max_pixels=max_pixels, clock=clock)
+
+    with journal, tqdm(total=len(todo), desc=f"ingest {split}", unit="img", disable=not progress) as bar:
+        with contextlib.closing(run_concurrently(work, todo, workers)) as outcomes:
+            for outcome in outcomes:
+                journal.append(asdict(outcome))
+                summary.processed += 1
+                bar.update(1)
+                if on_outcome is not None:
+                    on_outcome(outcome)
+        _commit(journal, manifest, manifest_file, summary)
+    summary.seconds = round(time.perf_counter() - start, 3)
+    _write_summary(out_dir, summary)
+    journal.remove()
+    logger.info(
+        "batch %s: %d added, %d quarantined %s",
+        summary.batch_id,
+        summary.added,
+        summary.quarantined_total,
+        summary.quarantined,
+    )
+    return summary

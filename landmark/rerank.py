@@ -1,0 +1,532 @@
+"""Query-time re-ranking for landmark retrieval (pure numpy: arrays and parameters in, arrays out).
+
+Steps, in the order :func:`run_retrieval` applies them (Yokoo et al., "Two-stage Discriminative Re-ranking for
+Large-scale Landmark Retrieval", CVPR-W 2020):
+
+1. Database-side augmentation (DBA, Arandjelović & Zisserman 2012; alpha-weighted as Radenović et al. 2018):
+   every index descriptor becomes ``normalize(x + sum_j max(s_j, 0)^alpha x_j)`` over its top-n neighbours.
+2. Query expansion, one of
+   - alpha-QE (Radenović et al.): the same weighted sum around the query over its top-n results;
+   - discriminative QE (DQE, Arandjelović & Zisserman 2012, "Three things everyone should know"): a linear
+     classifier separating the query and its top-n results (positives) from a fixed, seeded random set of
+     index images (negatives, which at index scale are almost surely irrelevant); its weight vector, L2
+     normalised, is the new query. The classifier here is a class-balanced least-squares SVM solved in the dual
+     (an (n+1+r)-square system per query), deterministic and cheap.
+   Then the expanded queries are searched again.
+3. Spatial verification of the top ``spatial_top`` results through a :class:`Verifier` (inlier counts), the
+   verified ones moved first by inlier count.
+4. The two-stage discriminative re-ranking: labels predicted for queries and index images by kNN soft voting
+   over the train set (:func:`landmark.recognize.predict_labels`);
+   - sort-step: stable partition of the retrieved list, images with the query's predicted label first;
+   - insert-step: index images predicted with the query's label (confidence above a threshold) that were not
+     retrieved are inserted right after that block, by confidence; the list is cut to ``top``.
+
+Rankings are (n_queries, t) int64 arrays of database positions, best first, padded with -1.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+
+from landmark.config import IndexConfig, RerankConfig
+from landmark.index import ShardedIndex, build_in_memory, sample_rows
+from landmark.recognize import LabelledSet, LabelPrediction, neighbour_labels, predict_labels
+
+SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+"""``(queries (n, d), k) -> (similarities (n, k), positions (n, k))``, best first, -1 for missing hits."""
+
+
+class Verifier(Protocol):
+    """Spatial verification of one query against candidate index images (the DELF verifier implements it)."""
+
+    def __call__(self, query_id: str, candidate_ids: Sequence[str]) -> np.ndarray:
+        """Inlier counts, shape (len(candidate_ids),), >= 0."""
+        ...
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), float32, shape as ``x`` (n, d)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def _check_neighbours(sims: np.ndarray, idx: np.ndarray, n_rows: int, n_base: int) -> None:
+    if sims.shape != idx.shape or sims.ndim != 2 or sims.shape[0] != n_rows:
+        raise ValueError(f"sims and idx must both be ({n_rows}, t), got {sims.shape} and {idx.shape}")
+    if idx.size and (idx.max() >= n_base or idx.min() < -1):
+        raise ValueError(f"neighbour positions must be in [-1, {n_base}), got [{idx.min()}, {idx.max()}]")
+
+
+def weighted_expansion(
+    vectors: np.ndarray, base: np.ndarray, sims: np.ndarray, idx: np.ndarray, n: int, alpha: float
+) -> np.ndarray:
+    """``normalize(x + sum_{j < n} max(s_j, 0)^alpha * base[idx_j])`` for each row x (alpha-weighted expansion).
+
+    alpha = 0 gives plain average query expansion (every neighbour weight 1).
+
+    Args:
+        vectors: rows to expand, shape (n_rows, d).
+        base: the vectors neighbours point into, shape (n_base, d).
+        sims: similarities to the neighbours, shape (n_rows, t), best first.
+        idx: neighbour positions in ``base``, shape (n_rows, t); -1 = missing (ignored).
+        n: neighbours used (the first n columns).
+        alpha: weight exponent, >= 0.
+
+    Returns:
+        Expanded, L2-normalised rows, shape (n_rows, d), float32.
+    """
+    vectors, base = np.asarray(vectors, np.float32), np.asarray(base, np.float32)
+    sims, idx = np.asarray(sims, np.float32), np.asarray(idx, np.int64)
+    _check_neighbours(sims, idx, vectors.shape[0], base.shape[0])
+    if n < 0 or alpha < 0:
+        raise ValueError(f"n and alpha must be >= 0, got n={n}, alpha={alpha}")
+    sims, idx = sims[:, :n], idx[:, :n]
+    valid = idx >= 0
+    weights = np.where(valid, np.power(np.maximum(sims, 0.0), alpha), 0.0).astype(np.float32)
+    expanded = vectors + np.einsum("nk,nkd->nd", weights, base[np.clip(idx, 0, None)])
+    return l2_normalize(expanded)
+
+
+def drop_self(sims: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each row's own position from a self-search result (row i searched against the same set).
+
+    Args:
+        sims, idx: (n, t) neighbours of row i over the same n vectors.
+
+    Returns:
+        (sims, idx) of shape (n, t - 1), order kept; when row i is not among its own neighbours the last
+        column is dropped instead.
+    """
+    sims, idx = np.asarray(sims), np.asarray(idx, np.int64)
+    if idx.shape[1] == 0:
+        raise ValueError("need at least one neighbour column")
+    rows = np.arange(idx.shape[0])[:, None]
+    is_self = idx == rows
+    # drop the first self hit, or the last column when there is none
+    drop = np.where(is_self.any(axis=1), np.argmax(is_self, axis=1), idx.shape[1] - 1)
+    keep = np.ones(idx.shape, dtype=bool)
+    keep[np.arange(idx.shape[0]), drop] = False
+    shape = (idx.shape[0], idx.shape[1] - 1)
+    return sims[keep].reshape(shape), idx[keep].reshape(shape)
+
+
+def database_side_augmentation(
+    db: np.ndarray, sims: np.ndarray, idx: np.ndarray, n: int, alpha: float
+) -> np.ndarray:
+    """alpha-DBA: each index descriptor expanded with its top-n other index descriptors.
+
+    Args:
+        db: index descriptors, shape (m, d).
+        sims, idx: each index descriptor's neighbours over ``db`` itself (self included or not), (m, t).
+        n: neighbours averaged in (besides the descriptor itself).
+        alpha: weight exponent.
+
+    Returns:
+        Augmented index descriptors, shape (m, d), L2-normalised.
+    """
+    sims, idx = np.asarray(sims), np.asarray(idx, np.int64)
+    rows = np.arange(idx.shape[0])[:, None]
+    if np.any(idx == rows):
+        sims, idx = drop_self(sims, idx)
+    return weighted_expansion(db, db, sims, idx, n, alpha)
+
+
+def alpha_query_expansion(
+    queries: np.ndarray, db: np.ndarray, sims: np.ndarray, idx: np.ndarray, n: int, alpha: float
+) -> np.ndarray:
+    """alpha-QE: each query expanded with its top-n retrieved index descriptors, shape (n_queries, d)."""
+    return weighted_expansion(queries, db, sims, idx, n, alpha)
+
+
+def dqe_negatives(n_db: int, size: int, seed: int) -> np.ndarray:
+    """The fixed negative set of DQE: ``min(size, n_db)`` distinct index positions drawn with ``seed``."""
+    return sample_rows(n_db, size, seed)
+
+
+def discriminative_query_expansion(
+    queries: np.ndarray,
+    db: np.ndarray,
+    idx: np.ndarray,
+    n: int,
+    negatives: np.ndarray,
+    regularization: float = 1.0,
+) -> np.ndarray:
+    """DQE: the normalised weight vector of a linear classifier, query + top-n results vs. negatives.
+
+    Per query, with samples x_i = [descriptor, 1] (bias folded in), targets y = +1 (positives) / -1
+    (negatives) and class weights c = 1/#class, it solves the least-squares SVM
+    ``min_w sum_i c_i (w.x_i - y_i)^2 + regularization * |w|^2`` in the dual, ``(K + regularization * C^-1) a =
+    y`` with K = X X^T, w = X^T a. Negatives that are among the query's positives are left out for that query.
+
+    Args:
+        queries: (n_queries, d), L2-normalised.
+        db: index descriptors, (m, d).
+        idx: first-stage results, (n_queries, t), best first, -1 = missing.
+        n: top results used as positives.
+        negatives: index positions of the negative set, (r,).
+        regularization: ridge term, > 0.
+
+    Returns:
+        New queries, (n_queries, d), L2-normalised, float32.
+    """
+    queries, db = np.asarray(queries, np.float64), np.asarray(db, np.float64)
+    idx, negatives = np.asarray(idx, np.int64), np.asarray(negatives, np.int64).reshape(-1)
+    if regularization <= 0:
+        raise ValueError(f"regularization must be > 0, got {regularization}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    _check_neighbours(np.zeros(idx.shape), idx, queries.shape[0], db.shape[0])
+    if negatives.size == 0 or negatives.min() < 0 or negatives.max() >= db.shape[0]:
+        raise ValueError(f"negatives must be a non-empty list of positions in [0, {db.shape[0]})")
+    ones = np.ones((db.shape[0], 1))
+    db1 = np.hstack([db, ones])
+    neg_all = db1[negatives]
+    gram_neg = neg_all @ neg_all.T  # shared by every query
+    out = np.empty_like(queries)
+    for q in range(queries.shape[0]):
+        pos_idx = idx[q, :n][idx[q, :n] >= 0]
+        keep = ~np.isin(negatives, pos_idx)
+        pos = np.vstack([np.append(queries[q], 1.0), db1[pos_idx]])
+        neg = neg_all[keep]
+        gram = np.block([[pos @ pos.T, pos @ neg.T], [neg @ pos.T, gram_neg[np.ix_(keep, keep)]]])
+        n_pos, n_neg = pos.shape[0], neg.shape[0]
+        inv_c = np.concatenate([np.full(n_pos, float(n_pos)), np.full(n_neg, float(n_neg))])
+        targets = np.concatenate([np.ones(n_pos), -np.ones(n_neg)])
+        dual = np.linalg.solve(gram + regularization * np.diag(inv_c), targets)
+        out[q] = (np.vstack([pos, neg]).T @ dual)[:-1]
+    return l2_normalize(out)
+
+
+def order_by_inliers(inliers: np.ndarray, min_inliers: int = 0) -> np.ndarray:
+    """Permutation putting candidates with >= ``min_inliers`` inliers first, by count (high first), the rest
+    after them in their original order; ties keep the original order.
+
+    Args:
+        inliers: inlier count per candidate, shape (t,), in retrieval order.
+        min_inliers: candidates below this count are not considered verified.
+
+    Returns:
+        (t,) int64 positions into the candidate list.
+    """
+    inliers = np.asarray(inliers, dtype=np.float64).reshape(-1)
+    if np.any(inliers < 0) or not np.all(np.isfinite(inliers)):
+        raise ValueError(f"inlier counts must be finite and >= 0, got {inliers}")
+    key = np.where(inliers >= min_inliers, inliers, -1.0)
+    return np.argsort(-key, kind="stable").astype(np.int64)
+
+
+def spatial_rerank(
+    ranked: np.ndarray,
+    query_ids: Sequence[str],
+    db_ids: Sequence[str],
+    verifier: Verifier,
+    top: int = 100,
+    min_inliers: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-rank the first ``top`` results of each query by spatial-verification inliers (the rest keep place).
+
+    Args:
+        ranked: (n_queries, t) database positions, best first, -1 padded.
+        query_ids: id of each query, (n_queries,).
+        db_ids: id of each database position, (n_db,).
+        verifier: returns inlier counts for (query id, candidate ids).
+        top: how many leading results are verified.
+        min_inliers: see :func:`order_by_inliers`.
+
+    Returns:
+        (re-ranked (n_queries, t), inlier counts of the re-ranked head (n_queries, min(top, t)), -1 padded).
+    """
+    ranked = np.asarray(ranked, np.int64)
+    if ranked.ndim != 2 or ranked.shape[0] != len(query_ids):
+        raise ValueError(f"ranked must be ({len(query_ids)}, t), got {ranked.shape}")
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    out = ranked.copy()
+    head_len = min(top, ranked.shape[1])
+    counts = np.full((ranked.shape[0], head_len), -1, dtype=np.int64)
+    for q, query_id in enumerate(query_ids):
+        head = ranked[q, :head_len]
+        head = head[head >= 0]
+        found = np.asarray(verifier(query_id, [db_ids[i] for i in head])).reshape(-1)
+        if found.shape != head.shape:
+            raise ValueError(
+                f"verifier returned {found.shape[0]} counts for {head.size} candidates of {query_id!r}"
+            )
+        order = order_by_inliers(found, min_inliers)
+        out[q, : head.size] = head[order]
+        counts[q, : head.size] = found[order]
+    return out, counts
+
+
+def sort_step(ranked: np.ndarray, query_labels: np.ndarray, db_labels: np.ndarray) -> np.ndarray:
+    """Stable partition of each list: results whose predicted label is the query's predicted label first.
+
+    A query predicted -1 (no label) keeps its list. Padding (-1) stays at the end.
+
+    Args:
+        ranked: (n_queries, t) database positions, best first, -1 padded.
+        query_labels: (n_queries,) predicted label per query.
+        db_labels: (n_db,) predicted label per database image.
+
+    Returns:
+        (n_queries, t) re-ordered positions.
+    """
+    ranked = np.asarray(ranked, np.int64)
+    query_labels = np.asarray(query_labels, np.int64).reshape(-1)
+    if ranked.ndim != 2 or query_labels.size != ranked.shape[0]:
+        raise ValueError(f"ranked must be ({query_labels.size}, t), got {ranked.shape}")
+    labels = neighbour_labels(ranked, db_labels)
+    group = np.where(ranked < 0, 2, np.where((labels == query_labels[:, None]) & (labels >= 0), 0, 1))
+    order = np.argsort(group, axis=1, kind="stable")
+    return np.take_along_axis(ranked, order, axis=1)
+
+
+def _insert_candidates(
+    db_labels: np.ndarray, db_confidence: np.ndarray, threshold: float
+) -> dict[int, np.ndarray]:
+    """label -> database positions predicted with it above ``threshold``, by confidence (high first, ties by
+    position)."""
+    chosen = np.flatnonzero((db_labels >= 0) & (db_confidence > threshold))
+    order = np.lexsort((chosen, -db_confidence[chosen], db_labels[chosen]))
+    chosen = chosen[order]
+    labels = db_labels[chosen]
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]]) if chosen.size else np.zeros(0, np.int64)
+    bounds = np.r_[starts, chosen.size]
+    return {int(labels[s]): chosen[s:e] for s, e in itertools.pairwise(bounds)}
+
+
+def insert_step(
+    ranked: np.ndarray,
+    query_labels: np.ndarray,
+    db_labels: np.ndarray,
+    db_confidence: np.ndarray,
+    threshold: float,
+    top: int = 100,
+) -> np.ndarray:
+    """Insert not-retrieved index images predicted with the query's label right after the leading block of
+    results with that label, ordered by confidence; cut to ``top``.
+
+    Meant to follow :func:`sort_step` (then the leading block is every retrieved image with the label).
+
+    Args:
+        ranked: (n_queries, t) database positions, best first, -1 padded.
+        query_labels: (n_queries,) predicted label per query (-1: nothing inserted).
+        db_labels: (n_db,) predicted label per database image.
+        db_confidence: (n_db,) confidence of those predictions.
+        threshold: only images with confidence > threshold are inserted.
+        top: length of the returned lists.
+
+    Returns:
+        (n_queries, top) database positions, -1 padded.
+    """
+    ranked = np.asarray(ranked, np.int64)
+    query_labels = np.asarray(query_labels, np.int64).reshape(-1)
+    db_labels = np.asarray(db_labels, np.int64).reshape(-1)
+    db_confidence = np.asarray(db_confidence, np.float64).reshape(-1)
+    if ranked.ndim != 2 or query_labels.size != ranked.shape[0]:
+        raise ValueError(f"ranked must be ({query_labels.size}, t), got {ranked.shape}")
+    if db_confidence.shape != db_labels.shape:
+        raise ValueError(f"db_confidence must have shape {db_labels.shape}, got {db_confidence.shape}")
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    candidates = _insert_candidates(db_labels, db_confidence, threshold)
+    labels = neighbour_labels(ranked, db_labels)
+    out = np.full((ranked.shape[0], top), -1, dtype=np.int64)
+    for q in range(ranked.shape[0]):
+        row = ranked[q][ranked[q] >= 0]
+        label = int(query_labels[q])
+        extra = candidates.get(label, np.zeros(0, np.int64)) if label >= 0 else np.zeros(0, np.int64)
+        extra = extra[~np.isin(extra, row)]
+        matches = (labels[q][: row.size] == label) & (label >= 0)
+        block = int(np.argmin(matches)) if not matches.all() else row.size
+        merged = np.concatenate([row[:block], extra, row[block:]])[:top]
+        out[q, : merged.size] = merged
+    return out
+
+
+def complete_ranking(head: np.ndarray, full: np.ndarray) -> np.ndarray:
+    """Whole-database rankings: each re-ranked head followed by the rest of ``full`` in its order.
+
+    Args:
+        head: (n_queries, t) re-ranked leading positions, -1 padded.
+        full: (n_queries, n_db) a complete ranking per query (each row a permutation of the database).
+
+    Returns:
+        (n_queries, n_db) rankings; rows are permutations of the database.
+    """
+    head, full = np.asarray(head, np.int64), np.asarray(full, np.int64)
+    if head.ndim != 2 or full.ndim != 2 or head.shape[0] != full.shape[0]:
+        raise ValueError(
+            f"head (n, t) and full (n, n_db) must have the same rows, got {head.shape}, {full.shape}"
+        )
+    out = np.empty_like(full)
+    for q in range(full.shape[0]):
+        h = head[q][head[q] >= 0]
+        rest = full[q][~np.isin(full[q], h)]
+        if h.size + rest.size != full.shape[1]:
+            raise ValueError(f"query {q}: head holds positions that are not in its full ranking or repeats")
+        out[q] = np.concatenate([h, rest])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The whole re-ranking pipeline
+
+
+@dataclass
+class RetrievalResult:
+    """What :func:`run_retrieval` produced.
+
+    Attributes:
+        ranked: (n_queries, top) database positions best first, -1 padded.
+        query_vectors: (n_queries, d) the final (expanded) queries.
+        db_vectors: (n_db, d) the index descriptors searched (after DBA).
+        query_prediction: labels predicted for the queries (None without label steps).
+        db_prediction: labels predicted for the database (None without label steps).
+        inliers: (n_queries, spatial_top) inliers of the verified head, or None.
+        seconds: wall time per step.
+    """
+
+    ranked: np.ndarray
+    query_vectors: np.ndarray
+    db_vectors: np.ndarray
+    query_prediction: LabelPrediction | None = None
+    db_prediction: LabelPrediction | None = None
+    inliers: np.ndarray | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def full_ranking(self) -> np.ndarray:
+        """(n_queries, n_db): the re-ranked lists followed by the rest of the database by exact similarity to
+        the final queries (the revisitop layout is its transpose)."""
+        sims = self.query_vectors @ self.db_vectors.T
+        order = np.lexsort((np.broadcast_to(np.arange(sims.shape[1]), sims.shape), -sims), axis=-1)
+        return complete_ranking(self.ranked, order)
+
+
+def label_steps_enabled(cfg: RerankConfig) -> bool:
+    """True when the config asks for a step that needs train-set label predictions."""
+    return cfg.sort_step or cfg.insert_step
+
+
+def run_retrieval(
+    queries: np.ndarray,
+    db: np.ndarray,
+    cfg: RerankConfig,
+    *,
+    top: int,
+    index_cfg: IndexConfig,
+    seed: int = 0,
+    train: LabelledSet | None = None,
+    verifier: Verifier | None = None,
+    query_ids: Sequence[str] = (),
+    db_ids: Sequence[str] = (),
+    first_stage: ShardedIndex | None = None,
+) -> RetrievalResult:
+    """Search and re-rank: DBA -> QE/DQE -> spatial verification -> sort-step -> insert-step -> cut to top.
+
+    Args:
+        queries: (n_queries, d) L2-normalised query descriptors.
+        db: (n_db, d) L2-normalised index descriptors.
+        cfg: which steps run and their parameters.
+        top: results per query.
+        index_cfg: the index built over the (augmented) database for searching.
+        seed: seeds DQE's negative set and IVF-PQ training.
+        train: labelled train descriptors, needed by the sort- and insert-steps.
+        verifier: spatial verifier, needed when ``cfg.spatial``.
+        query_ids, db_ids: ids given to the verifier (needed with ``cfg.spatial``).
+        first_stage: a prebuilt index over ``db`` (e.g. loaded from disk), used while DBA is off.
+
+    Returns:
+        A :class:`RetrievalResult`.
+    """
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    if label_steps_enabled(cfg) and train is None:
+        raise ValueError("the sort/insert steps need the train set's descriptors and labels (train=None)")
+    if cfg.spatial and (verifier is None or len(query_ids) != len(queries) or len(db_ids) != len(db)):
+        raise ValueError("spatial re-ranking needs a verifier and the query and database ids")
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = seconds.get(name, 0.0) + now - clock
+        clock = now
+
+    db = raw_db = np.asarray(db, np.float32)
+    queries = raw_queries = np.asarray(queries, np.float32)
+    index = first_stage
+    if cfg.dba or index is None:
+        index = build_in_memory(db, index_cfg, seed=seed)
+    if cfg.dba:
+        dba_sims, dba_idx = index.search(db, cfg.dba_n + 1)
+        db = database_side_augmentation(db, dba_sims, dba_idx, cfg.dba_n, cfg.dba_alpha)
+        index = build_in_memory(db, index_cfg, seed=seed)
+    lap("dba")
+    depth = max(top, cfg.qe_n, cfg.spatial_top if cfg.spatial else 1)
+    sims, ranked = index.search(queries, depth)
+    lap("search")
+    if cfg.qe == "alpha":
+        queries = alpha_query_expansion(queries, db, sims, ranked, cfg.qe_n, cfg.qe_alpha)
+    elif cfg.qe == "dqe":
+        negatives = dqe_negatives(db.shape[0], cfg.dqe_negatives, seed)
+        queries = discriminative_query_expansion(
+            queries, db, ranked, cfg.qe_n, negatives, cfg.dqe_regularization
+        )
+    if cfg.qe != "none":
+        sims, ranked = index.search(queries, depth)
+    lap("qe")
+    inliers = None
+    if cfg.spatial and verifier is not None:
+        ranked, inliers = spatial_rerank(
+            ranked, query_ids, db_ids, verifier, cfg.spatial_top, cfg.spatial_min_inliers
+        )
+    lap("spatial")
+    query_pred = db_pred = None
+    if train is not None and label_steps_enabled(cfg):
+        # labels come from the original descriptors: they describe each image itself, not its neighbourhood
+        query_pred, db_pred = _predict_labels(raw_queries, raw_db, train, cfg.label_k, index_cfg, seed)
+        lap("labels")
+        if cfg.sort_step:
+            ranked = sort_step(ranked, query_pred.labels, db_pred.labels)
+        lap("sort_step")
+        if cfg.insert_step:
+            ranked = insert_step(
+                ranked, query_pred.labels, db_pred.labels, db_pred.confidence, cfg.insert_threshold, depth
+            )
+        lap("insert_step")
+    ranked = _cut(ranked, top)
+    return RetrievalResult(ranked, queries, db, query_pred, db_pred, inliers, seconds)
+
+
+def _cut(ranked: np.ndarray, top: int) -> np.ndarray:
+    if ranked.shape[1] >= top:
+        return ranked[:, :top]
+    return np.pad(ranked, ((0, 0), (0, top - ranked.shape[1])), constant_values=-1)
+
+
+def _predict_labels(
+    queries: np.ndarray, db: np.ndarray, train: LabelledSet, k: int, index_cfg: IndexConfig, seed: int
+) -> tuple[LabelPrediction, LabelPrediction]:
+    """kNN soft-voting labels of the queries and of the database over the train set."""
+    train_index = build_in_memory(np.asarray(train.vectors, np.float32), index_cfg, seed=seed)
+    k_eff = min(k, train_index.ntotal)
+    out = []
+    for vectors in (queries, db):
+        sims, idx = train_index.search(vectors, k_eff)
+        labels = neighbour_labels(idx, train.labels)
+        out.append(predict_labels(np.where(idx >= 0, sims, 0.0), labels, k_eff))
+    return out[0], out[1]
+
+
+def without_label_steps(cfg: RerankConfig) -> RerankConfig:
+    """``cfg`` with the sort- and insert-steps switched off (no train set available)."""
+    return replace(cfg, sort_step=False, insert_step=False)

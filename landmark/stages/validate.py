@@ -1,0 +1,80 @@
+"""Stage ``validate``: the Great Expectations data-quality gate over the manifests (or the cleaning output)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from landmark.config import Config
+from landmark.quality import (
+    QualityReport,
+    cleaning_tables,
+    manifest_tables,
+    require_passed,
+    run_gate,
+    write_report,
+)
+
+MANIFEST_REPORT = "validate.json"
+CLEANING_REPORT = "validate_clean.json"
+
+
+def read_raw_tables(directory: Path) -> dict[str, pd.DataFrame]:
+    """Every ``<split>.parquet`` in ``directory`` as it is on disk (no schema coercion: the gate judges it).
+
+    Raises:
+        FileNotFoundError: no directory, or no parquet files in it.
+    """
+    directory = Path(directory)
+    files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"no manifests (*.parquet) in {directory}: run `landmark ingest` first")
+    return {path.stem: pd.read_parquet(path) for path in files}
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A parquet or CSV table.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: another extension.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"table {path} not found")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    raise ValueError(f"table {path} must be .parquet or .csv")
+
+
+def validate(cfg: Config, manifests_dir: Path, reports_dir: Path) -> QualityReport:
+    """Run the manifest gate on every split manifest; writes ``reports_dir/validate.json`` and Data Docs.
+
+    Returns:
+        The passing report.
+
+    Raises:
+        QualityGateError: a critical expectation failed (the JSON report and Data Docs are written first).
+        FileNotFoundError: no manifests.
+    """
+    manifests = read_raw_tables(manifests_dir)
+    report = run_gate("manifest", manifest_tables(manifests, cfg.validate), reports_dir)
+    write_report(report, Path(reports_dir) / MANIFEST_REPORT)
+    return require_passed(report)
+
+
+def validate_cleaning(
+    cfg: Config, cleaned_manifest: Path, class_report: Path, reports_dir: Path
+) -> QualityReport:
+    """Run the cleaning gate on the cleaned manifest and the per-class report; writes ``validate_clean.json``.
+
+    Raises:
+        QualityGateError: a critical expectation failed.
+    """
+    tables = cleaning_tables(read_table(cleaned_manifest), read_table(class_report), cfg.validate)
+    report = run_gate("cleaning", tables, reports_dir)
+    write_report(report, Path(reports_dir) / CLEANING_REPORT)
+    return require_passed(report)
