@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -81,7 +83,7 @@ def test_lr_schedule_warmup_then_cosine() -> None:
     mid = lr_at(10 + 89 // 2, 100, 1.0, 10)
     assert 0.45 < mid < 0.56
     values = [lr_at(s, 100, 1.0, 10) for s in range(10, 100)]
-    assert all(x >= y for x, y in zip(values, values[1:], strict=False))
+    assert all(x >= y for x, y in itertools.pairwise(values))
 
 
 @pytest.mark.parametrize("mode", ["none", "soft", "hard"])
