@@ -1,0 +1,113 @@
+"""Fine-tuned vs off-the-shelf global descriptors: revisited medium/hard mAP on the synthetic default, and
+within-set retrieval mAP on the shared IMC photos (3 real landmarks), which fine-tuning must not make worse.
+
+    python benchmarks/global_quality.py [--work build/bench/global] [--imc-per-scene 60] [--set train.epochs=4]
+
+Intermediate outputs (world, features, model) are cached under --work; delete it to start over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result
+
+from landmark.config import Config, load_config, resolve_device
+from landmark.features.global_desc import ImageItem, iter_descriptors
+from landmark.metrics import revisitop_map
+from landmark.models.model_dir import descriptor_model
+from landmark.stages.evaluate import evaluate, retrieval_ranks
+from landmark.stages.extract import extract
+from landmark.stages.synth import synth
+from landmark.stages.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+IMC = REPO.parent / "shared" / "data" / "imc2022-landmarks"
+
+
+def synthetic_map(
+    cfg: Config, world: Path, features: Path, out: Path, model_dir: Path | None
+) -> dict[str, float]:
+    extract(cfg, world, features, splits=("index", "test"), model_dir=model_dir)
+    metrics = evaluate(cfg, world, features, out)
+    return {p: metrics["revisitop"][p]["mAP"] for p in ("easy", "medium", "hard")}
+
+
+def imc_items(per_scene: int) -> tuple[list[ImageItem], np.ndarray]:
+    """Up to ``per_scene`` photos of each IMC scene (sorted ids) and their scene labels."""
+    from landmark.data.imc import read_imc
+
+    dataset = read_imc(IMC)
+    frame = dataset.manifest("train")
+    items, labels = [], []
+    for label, group in frame[frame["status"] == "ok"].groupby("landmark_id"):
+        for image_id in sorted(group["image_id"])[:per_scene]:
+            items.append(ImageItem(image_id, dataset.image_path("train", image_id)))
+            labels.append(int(label))  # type: ignore[call-overload]
+    return items, np.array(labels)
+
+
+def imc_map(cfg: Config, items: list[ImageItem], labels: np.ndarray, model_dir: Path | None) -> float:
+    """Every photo queries all others; positives = same landmark; the query itself is junk. mAP in percent."""
+    model, _ = descriptor_model(cfg.model, model_dir)
+    rows = dict(
+        pair for ids, desc in iter_descriptors(model, items, cfg.extract, resolve_device(cfg.device), progress=True)
+        for pair in zip(ids, desc, strict=True)
+    )  # fmt: skip
+    desc = np.stack([rows[i.image_id] for i in items])
+    ranks = retrieval_ranks(desc, desc)
+    gnd = [
+        {"easy": [int(j) for j in np.flatnonzero(labels == labels[q]) if j != q], "hard": [], "junk": [q]}
+        for q in range(len(items))
+    ]
+    return round(100.0 * revisitop_map(ranks, gnd)["easy"].map, 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--work", type=Path, default=REPO / "build" / "bench" / "global")
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
+    parser.add_argument("--imc-per-scene", type=int, default=60)
+    args = parser.parse_args()
+    cfg = load_config(args.params, args.overrides)
+    work: Path = args.work
+    world = work / "synth"
+    if not (world / "gnd_synth.pkl").exists():
+        synth(cfg, world)
+
+    result: dict[str, Any] = {"config": {"train": cfg.train.__dict__, "model": cfg.model.__dict__}}
+    result["synthetic_pretrained"] = synthetic_map(
+        cfg, world, work / "feat_pretrained", work / "eval_pretrained", None
+    )
+    model_dir = work / "model"
+    start = time.perf_counter()
+    if not (model_dir / "weights.pt").exists():
+        summary = train(cfg, world, model_dir, work_dir=work / "model.work", resume=True)
+        result["train_seconds"] = round(summary.seconds, 1)
+        result["train_steps"] = summary.steps
+    else:
+        result["train_seconds"] = "cached"
+    result["train_wall_seconds"] = round(time.perf_counter() - start, 1)
+    result["synthetic_finetuned"] = synthetic_map(
+        cfg, world, work / "feat_finetuned", work / "eval_finetuned", model_dir
+    )
+    if IMC.is_dir():
+        items, labels = imc_items(args.imc_per_scene)
+        result["imc_images"] = len(items)
+        result["imc_pretrained_map"] = imc_map(cfg, items, labels, None)
+        result["imc_finetuned_map"] = imc_map(cfg, items, labels, model_dir)
+    write_result("global_quality", result)
+
+
+if __name__ == "__main__":
+    main()
