@@ -13,11 +13,13 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test lint typecheck unit clean help
+.PHONY: install demo test lint typecheck unit clean help up down
 
 help:
 	@echo "make demo   - set up and run the pipeline on the built-in synthetic landmark world"
 	@echo "make test   - set up and run lint, type checks and the test suite"
+	@echo "make up     - start the local S3 store (SeaweedFS on 127.0.0.1, generated credentials, DVC remote)"
+	@echo "make down   - stop the local S3 store (data and credentials are kept)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +48,14 @@ unit: install
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# The local S3 object store (SeaweedFS): endpoint and bucket from params.yaml (storage), credentials generated
+# into storage.run_dir (git-ignored) and written to .dvc/config.local for the DVC remote.
+up: install
+	$(BIN)/landmark infra up
+
+down:
+	@if [ -x $(BIN)/landmark ]; then $(BIN)/landmark infra down; else echo "no $(BIN)/landmark: nothing to stop"; fi
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

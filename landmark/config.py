@@ -214,10 +214,10 @@ class RerankConfig:
     then the two-stage discriminative re-ranking (sort-step, insert-step) from kNN label predictions."""
 
     dba: bool = True  # database-side augmentation of the index descriptors
-    dba_n: int = 2  # neighbours averaged into each index descriptor (besides itself)
+    dba_n: int = 1  # neighbours averaged into each index descriptor (besides itself)
     dba_alpha: float = 3.0  # neighbour weight = similarity ** alpha
     qe: Literal["none", "alpha", "dqe"] = "alpha"  # alpha-QE, discriminative QE, or none
-    qe_n: int = 2  # top results expanded into the query
+    qe_n: int = 1  # top results expanded into the query
     qe_alpha: float = 3.0
     dqe_negatives: int = 200  # DQE: fixed random (seeded) negative set size
     dqe_regularization: float = 1.0  # DQE: ridge term of the least-squares SVM
@@ -227,7 +227,7 @@ class RerankConfig:
     label_k: int = 5  # kNN soft-voting neighbours over the train set (label prediction)
     sort_step: bool = True
     insert_step: bool = True
-    insert_threshold: float = 0.5  # insert index images whose label confidence (score / label_k) exceeds this
+    insert_threshold: float = 0.4  # insert index images whose label confidence (score / label_k) exceeds this
 
     def __post_init__(self) -> None:
         for name in ("dba_n", "qe_n", "spatial_top", "label_k"):

@@ -99,7 +99,11 @@ def _ivfpq(dim: int, cfg: IndexConfig) -> faiss.Index:
     index = faiss.index_factory(
         dim, f"IVF{cfg.nlist},PQ{cfg.pq_m}x{cfg.pq_nbits}", faiss.METRIC_INNER_PRODUCT
     )
-    faiss.extract_index_ivf(index).nprobe = cfg.nprobe
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # the IndexIVFPQ itself
+    ivf.nprobe = cfg.nprobe
+    # polysemous training (PQ code reordering for Hamming pre-filtering) is never used by our searches and
+    # costs minutes per training on CPU
+    ivf.do_polysemous_training = False
     return index
 
 
@@ -252,12 +256,20 @@ class ShardedIndex:
         return merge_topk(sims, idx, k)
 
 
+_NOT_DESCRIPTIVE = ("batch_size", "workers")  # extraction settings that never change a descriptor
+
+
 def model_version(feature_meta: Mapping[str, Any]) -> str:
     """The model version descriptors came from: the store's ``model_version`` if recorded, else a 12-hex hash
-    of its metadata (model config, extraction settings, dim, dtype) so incomparable descriptors never mix."""
+    of its metadata (model or model directory + weights hash, extraction settings that shape descriptors, dim,
+    dtype) so incomparable descriptors never mix. Batch size and worker count are left out."""
     if "model_version" in feature_meta:
         return str(feature_meta["model_version"])
-    canonical = json.dumps(dict(feature_meta), sort_keys=True, separators=(",", ":"), default=str)
+    meta = dict(feature_meta)
+    extract = meta.get("extract")
+    if isinstance(extract, Mapping):
+        meta["extract"] = {k: v for k, v in extract.items() if k not in _NOT_DESCRIPTIVE}
+    canonical = json.dumps(meta, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha1(canonical.encode()).hexdigest()[:12]
 
 

@@ -48,7 +48,17 @@ S3_CONFIG_FILE = "s3.json"
 _UNIX_SOCKET_MAX = 100  # sun_path is 108 bytes on Linux; leave room for the names weed appends
 _SERVICES = ("s3", "master", "volume", "filer", "admin")
 GRPC_OFFSET = 10000
-_PORT_LOW, _PORT_HIGH = 20000, 55000  # so that port + GRPC_OFFSET stays a valid port
+
+
+def _port_range() -> tuple[int, int]:
+    """Where to pick server ports: below the kernel's ephemeral range, so that a client connection elsewhere
+    on the machine cannot grab one of them while the server is down (which would break a restart)."""
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768  # Linux's default
+    high = ephemeral_low - GRPC_OFFSET
+    return (10000, high) if high - 10000 >= 2000 else (20000, 65535 - GRPC_OFFSET)
 
 
 class InfraError(RuntimeError):
@@ -221,12 +231,13 @@ def free_port_pairs(
         InfraError: no such ports found after many tries.
     """
     rng = rng or random.Random()
+    low, high = _port_range()
     taken = set(exclude or ())
     ports: list[int] = []
     for _ in range(2000):
         if len(ports) == count:
             return ports
-        port = rng.randrange(_PORT_LOW, _PORT_HIGH)
+        port = rng.randrange(low, high)
         pair = {port, port + GRPC_OFFSET}
         if pair & taken or not all(port_is_free(p) for p in pair):
             continue
@@ -254,6 +265,32 @@ def allocate_ports(s3_port: int | None = None) -> SeaweedPorts:
         values[name] = port
         values[f"{name}_grpc"] = port + GRPC_OFFSET
     return SeaweedPorts(**values)
+
+
+def choose_ports(recorded: SeaweedInfo | None, s3_port: int | None, *, wait_s: float = 5.0) -> SeaweedPorts:
+    """Ports for a (re)start: the recorded S3 port (clients and DVC remotes keep working), recorded internal
+    ports when all are still free, else fresh internal ones.
+
+    Raises:
+        InfraError: the S3 port stays in use for ``wait_s`` seconds.
+    """
+    wanted = s3_port if s3_port is not None else (recorded.ports.s3 if recorded is not None else None)
+    if wanted is not None:
+        deadline = time.monotonic() + wait_s
+        while not (port_is_free(wanted) and port_is_free(wanted + GRPC_OFFSET)):
+            if time.monotonic() > deadline:
+                raise InfraError(
+                    f"port {wanted} (or {wanted + GRPC_OFFSET}) on {HOST} is in use by another process; free it "
+                    "or pick another storage.endpoint port"
+                )
+            time.sleep(0.1)
+    if (
+        recorded is not None
+        and recorded.ports.s3 == wanted
+        and all(port_is_free(p) for p in asdict(recorded.ports).values())
+    ):
+        return recorded.ports
+    return allocate_ports(wanted)
 
 
 def ensure_credentials(layout: SeaweedLayout) -> Credentials:
@@ -298,7 +335,7 @@ def _is_our_weed(pid: int, layout: SeaweedLayout) -> bool:
 
 def read_state(run_dir: str | Path) -> SeaweedInfo | None:
     """The recorded server of ``run_dir`` (running or not), or None when none was ever started there."""
-    layout = SeaweedLayout(Path(run_dir))
+    layout = SeaweedLayout(Path(run_dir).resolve())
     if not layout.state_file.is_file():
         return None
     try:
@@ -440,15 +477,7 @@ def start_seaweed(run_dir: str | Path, *, s3_port: int | None = None, timeout_s:
     if len(str(layout.socket_dir)) + 40 > _UNIX_SOCKET_MAX:
         raise InfraError(f"run dir {layout.run_dir} is too deep for unix socket paths; use a shorter path")
     _remove_sockets(layout)
-    recorded = read_state(layout.run_dir)
-    if (
-        recorded is not None
-        and s3_port in (None, recorded.ports.s3)
-        and all(port_is_free(p) for p in asdict(recorded.ports).values())
-    ):
-        ports = recorded.ports  # restart on the same ports: clients and DVC remotes keep working
-    else:
-        ports = allocate_ports(s3_port)
+    ports = choose_ports(read_state(layout.run_dir), s3_port)
     ensure_credentials(layout)
     binary = find_weed_binary()
     env = {**os.environ, "TMPDIR": str(layout.socket_dir)}  # weed puts its gRPC sockets in TMPDIR
@@ -481,32 +510,36 @@ def start_seaweed(run_dir: str | Path, *, s3_port: int | None = None, timeout_s:
 
 
 def _terminate(pid: int, grace_s: float) -> None:
-    """SIGTERM ``pid`` and wait; SIGKILL when it outlives ``grace_s``."""
+    """SIGTERM ``pid`` and wait until it is gone (reaped when it is our child); SIGKILL after ``grace_s``."""
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + grace_s
+    if not _wait_gone(pid, grace_s):
+        logger.warning("SeaweedFS pid %d ignored SIGTERM for %.0fs; killing it", pid, grace_s)
+        with contextlib.suppress(ProcessLookupError):  # it exited just now: fine
+            os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid, grace_s)
+
+
+def _wait_gone(pid: int, timeout_s: float) -> bool:
+    """Wait until ``pid`` has exited; True when it did within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        _reap(pid)
-        if not _process_alive(pid):
-            return
+        if _exited(pid):
+            return True
         time.sleep(0.05)
-    logger.warning("SeaweedFS pid %d ignored SIGTERM for %.0fs; killing it", pid, grace_s)
+    return False
+
+
+def _exited(pid: int) -> bool:
+    """True once ``pid`` is gone. Our own child is reaped here (a zombie of it is not yet gone: its other
+    threads may still be exiting, and it must not linger); another process's zombie counts as exited."""
     try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    while _process_alive(pid):
-        _reap(pid)
-        time.sleep(0.05)
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status when ``pid`` is our child (started in this process), so it does not linger."""
-    # Not our child (started by another `landmark infra up`): its own parent or init reaps it.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child (or already reaped)
+        return not _process_alive(pid)
+    return reaped == pid
 
 
 def _remove_sockets(layout: SeaweedLayout) -> None:

@@ -126,11 +126,11 @@ class QualityReport:
         """A readable, multi-line summary: verdict, each failed check with what was found, the report path."""
         counts = f"{len(self.results)} expectations on {len(self.tables)} tables"
         if self.passed:
-            head = f"data quality gate '{self.gate}' passed ({counts}, {len(self.warnings)} warnings)"
+            head = f"data quality gate '{self.gate}' passed ({counts}, {len(self.warnings)} warning(s))"
         else:
             head = (
                 f"data quality gate '{self.gate}' FAILED: {len(self.failed_critical)} critical "
-                f"expectation(s) failed ({counts}, {len(self.warnings)} warnings)"
+                f"expectation(s) failed ({counts}, {len(self.warnings)} warning(s))"
             )
         lines = [head]
         for result in (*self.failed_critical, *self.warnings):
@@ -275,7 +275,7 @@ def class_report_checks(min_images_per_class: int) -> tuple[Check, ...]:
     return (
         Check(
             "ExpectTableColumnsToMatchSet",
-            {"column_list": list(CLASS_REPORT_COLUMNS), "exact_match": False},
+            {"column_set": list(CLASS_REPORT_COLUMNS), "exact_match": False},
             f"the report has the columns {list(CLASS_REPORT_COLUMNS)}",
         ),
         Check("ExpectColumnValuesToBeUnique", {"column": "landmark_id"}, "one row per landmark"),

@@ -11,6 +11,7 @@ from typing import Annotated, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from landmark.cli._app import app, console, out, state, user_errors
@@ -37,7 +38,7 @@ def service_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except (StorageError, InfraError) as exc:
             if state.debug:
                 raise
-            console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
+            console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -90,7 +91,7 @@ def ingest(
     target = out_dir or Path(cfg.paths.ingest)
     result = run_ingest(cfg, source, target, split=split, kind=kind).to_dict()
     out.print(_summary_table(result))
-    out.print(f"manifest: [bold]{result['manifest']}[/] ({result['seconds']}s)")
+    out.print(f"manifest: [bold]{result['manifest']}[/] ({result['seconds']}s)", soft_wrap=True)
     if summary is not None:
         with atomic_path(summary) as tmp:
             tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
@@ -127,9 +128,9 @@ def validate(
         else:
             report = run_validate(cfg, manifests or Path(cfg.paths.ingest) / "manifests", target)
     except QualityGateError as exc:
-        console.print(f"[bold red]{exc.report.summary()}[/]")
+        console.print(exc.report.summary(), style="bold red", markup=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    out.print(report.summary())
+    out.print(report.summary(), markup=False, soft_wrap=True)
 
 
 def _local_port(endpoint: str) -> int:
@@ -166,7 +167,7 @@ def infra_up(
         f"SeaweedFS S3 at [bold]{info.endpoint}[/] (pid {info.pid}); bucket '{store.bucket}'"
         + (" created" if created else "")
     )
-    out.print(f"credentials: {info.credentials_file} (git-ignored; mode 0600)")
+    out.print(f"credentials: {info.credentials_file} (git-ignored; mode 0600)", soft_wrap=True)
     if dvc and Path(".dvc").is_dir():
         configure_dvc_remote(Path("."), cfg.storage.dvc_remote, info.endpoint, credentials)
         out.print(f"DVC remote '{cfg.storage.dvc_remote}': endpoint and credentials in .dvc/config.local")
@@ -201,4 +202,7 @@ def infra_status(
         out.print(f"SeaweedFS: not running ({directory})")
         raise typer.Exit(3)
     health = "ready" if is_ready(info) else "starting or unhealthy"
-    out.print(f"SeaweedFS: running, pid {info.pid}, {info.endpoint} ({health}); data {directory}/data")
+    out.print(
+        f"SeaweedFS: running, pid {info.pid}, {info.endpoint} ({health}); data {directory}/data",
+        soft_wrap=True,
+    )

@@ -38,6 +38,25 @@ RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _CHUNK = 1 << 16
 
 
+def _http_only_opener() -> urllib.request.OpenerDirector:
+    """An opener that speaks HTTP(S) only: no file://, ftp:// or data: handlers, so a redirect cannot leave HTTP."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(),  # honours http(s)_proxy / no_proxy like urlopen
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(),
+        urllib.request.HTTPRedirectHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPErrorProcessor(),
+        urllib.request.UnknownHandler(),
+    ):
+        opener.add_handler(handler)
+    return opener
+
+
+_HTTP_ONLY = _http_only_opener()
+
+
 class FetchError(ValueError):
     """An item whose bytes cannot be fetched.
 
@@ -122,23 +141,17 @@ class HttpFetcher:
         request = urllib.request.Request(url, headers={"User-Agent": self.user_agent})
         deadline = time.monotonic() + self.timeout_s
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with _HTTP_ONLY.open(request, timeout=self.timeout_s) as response:
                 self._check_headers(
                     url, response.headers.get("Content-Type"), response.headers.get("Content-Length")
                 )
-                return self._read_body(url, response, deadline)
+                body = self._read_body(url, response, deadline)
         except FetchError:
             raise
         except urllib.error.HTTPError as exc:
-            raise FetchError(
-                "http_error", f"{url}: HTTP {exc.code} {exc.reason}", retryable=exc.code in RETRYABLE_STATUS
-            ) from exc
+            raise self._http_error(url, exc) from exc
         except urllib.error.URLError as exc:
-            if isinstance(exc.reason, TimeoutError):
-                raise FetchError(
-                    "timeout", f"{url}: no answer within {self.timeout_s:g}s", retryable=True
-                ) from exc
-            raise FetchError("connection_error", f"{url}: {exc.reason}", retryable=True) from exc
+            raise self._url_error(url, exc) from exc
         except TimeoutError as exc:
             raise FetchError("timeout", f"{url}: no data within {self.timeout_s:g}s", retryable=True) from exc
         except http.client.IncompleteRead as exc:
@@ -151,6 +164,28 @@ class HttpFetcher:
             ) from exc
         except ValueError as exc:
             raise FetchError("bad_url", f"{url}: {exc}") from exc
+        length = response.headers.get("Content-Length")
+        if length is not None and length.isdigit() and len(body) < int(length):
+            raise FetchError(
+                "truncated", f"{url}: connection closed after {len(body)} of {length} bytes", retryable=True
+            )
+        return body
+
+    def _http_error(self, url: str, exc: urllib.error.HTTPError) -> FetchError:
+        if 300 <= exc.code < 400:  # urllib refused to follow it (e.g. to file:// or ftp://) or it looped
+            return FetchError("bad_url", f"{url}: HTTP {exc.code} redirect not followed: {exc.reason}")
+        return FetchError(
+            "http_error", f"{url}: HTTP {exc.code} {exc.reason}", retryable=exc.code in RETRYABLE_STATUS
+        )
+
+    def _url_error(self, url: str, exc: urllib.error.URLError) -> FetchError:
+        if isinstance(exc.reason, TimeoutError):
+            return FetchError("timeout", f"{url}: no answer within {self.timeout_s:g}s", retryable=True)
+        if isinstance(exc.reason, str) and exc.reason.startswith("unknown url type"):
+            return FetchError(
+                "bad_url", f"{url}: only http(s) is fetched, also after redirects ({exc.reason})"
+            )
+        return FetchError("connection_error", f"{url}: {exc.reason}", retryable=True)
 
     def _check_headers(self, url: str, content_type: str | None, length: str | None) -> None:
         if not content_type_allowed(content_type, self.content_types):

@@ -25,12 +25,14 @@ Layout under ``out_dir``: ``manifests/<split>.parquet``, ``images/`` (local stor
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -286,29 +288,29 @@ def process_item(
 
     Item faults become an outcome with a quarantine reason; store faults (StorageError) propagate.
     """
-    base = {"position": position, "image_id": item.image_id, "url": item.url, "landmark_id": item.landmark_id}
+    base = ItemOutcome(position=position, image_id=item.image_id, url=item.url, landmark_id=item.landmark_id)
     if item.reason:
-        return ItemOutcome(**base, reason=item.reason, ingested_at=clock().isoformat())
+        return dataclasses.replace(base, reason=item.reason, ingested_at=clock().isoformat())
     try:
         data = fetcher.fetch(item)
     except FetchError as exc:
-        return ItemOutcome(
-            **base, reason=format_reason(exc.code, exc.detail), ingested_at=clock().isoformat()
+        return dataclasses.replace(
+            base, reason=format_reason(exc.code, exc.detail), ingested_at=clock().isoformat()
         )
     sha1 = hashlib.sha1(data, usedforsecurity=False).hexdigest()
     try:
         width, height = inspect_image(data, max_pixels=max_pixels, name=item.url)
     except ImageDecodeError as exc:
-        return ItemOutcome(
-            **base, reason=format_reason(exc.reason, exc.detail), sha1=sha1, ingested_at=clock().isoformat()
+        return dataclasses.replace(
+            base, reason=format_reason(exc.reason, exc.detail), sha1=sha1, ingested_at=clock().isoformat()
         )
     uri = store.put(content_key(sha1, sniff_extension(data)), data)
-    return ItemOutcome(
-        **base, uri=uri, sha1=sha1, width=width, height=height, ingested_at=clock().isoformat()
+    return dataclasses.replace(
+        base, uri=uri, sha1=sha1, width=width, height=height, ingested_at=clock().isoformat()
     )
 
 
-def run_concurrently(fn: Callable[[T], R], jobs: Iterable[T], workers: int) -> Iterator[R]:
+def run_concurrently(fn: Callable[[T], R], jobs: Iterable[T], workers: int) -> Generator[R, None, None]:
     """Yield ``fn(job)`` in completion order, with at most ``4 * workers`` jobs in flight.
 
     The first exception raised by ``fn`` propagates; queued jobs are cancelled, running ones finish.
@@ -325,8 +327,7 @@ def run_concurrently(fn: Callable[[T], R], jobs: Iterable[T], workers: int) -> I
             finished, running = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 yield future.result()
-                job = next(pending, None)
-                if job is not None:
+                for job in itertools.islice(pending, 1):  # refill the window by one
                     running.add(pool.submit(fn, job))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -359,7 +360,8 @@ def _commit(
     journal: BatchJournal, manifest: pd.DataFrame, manifest_file: Path, summary: BatchSummary
 ) -> pd.DataFrame:
     """Resolve the journal's outcomes into rows, write the manifest atomically; fills ``summary``'s counts."""
-    outcomes = [ItemOutcome.from_record(r) for r in journal.records()]
+    # One outcome per position (the last, should a record ever repeat).
+    outcomes = list({o.position: o for o in map(ItemOutcome.from_record, journal.records())}.values())
     rows, counts = resolve_outcomes(outcomes, manifest, journal.header.batch_id)
     updated = (
         make_manifest(pd.concat([manifest, make_manifest(rows)], ignore_index=True)) if rows else manifest

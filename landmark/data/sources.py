@@ -111,11 +111,12 @@ def csv_items(path: str | Path) -> list[SourceItem]:
     for k, (image_id, url, line) in enumerate(
         zip(table.columns["id"], table.columns["url"], table.lines, strict=True)
     ):
-        label = _label(labels[k]) if labels is not None else NO_LANDMARK
+        raw_label = labels[k] if labels is not None else ""
+        label = _label(raw_label)
         reason = _id_reason(image_id) or _url_reason(url)
         if not reason and label is None:
             reason = format_reason(
-                "malformed_row", f"line {line}: landmark_id {labels[k]!r} is not a non-negative integer"
+                "malformed_row", f"line {line}: landmark_id {raw_label!r} is not a non-negative integer"
             )
         items.append(
             SourceItem(
@@ -147,17 +148,25 @@ def folder_items(root: str | Path, split: str = "train") -> list[SourceItem]:
     dataset = read_dataset(Path(root), "auto")
     frame = dataset.manifest(split)
     items: list[SourceItem] = []
-    for row in frame.itertuples(index=False):
-        image_id, uri, url = str(row.image_id), str(row.uri), str(row.url)
-        path = resolve_uri(dataset.root, uri).resolve() if row.status == STATUS_OK else None
-        recorded = url or (path.as_uri() if path is not None else "")
+    columns = zip(
+        frame["image_id"],
+        frame["landmark_id"].tolist(),
+        frame["uri"],
+        frame["url"],
+        frame["status"],
+        frame["reason"],
+        strict=True,
+    )
+    for image_id, label, uri, url, status, reason in columns:
+        path = resolve_uri(dataset.root, str(uri)).resolve() if status == STATUS_OK else None
+        recorded = str(url) or (path.as_uri() if path is not None else "")
         items.append(
             SourceItem(
-                image_id=image_id,
+                image_id=str(image_id),
                 url=recorded,
-                landmark_id=int(row.landmark_id),
+                landmark_id=int(label),
                 location=str(path) if path is not None else "",
-                reason="" if row.status == STATUS_OK else str(row.reason),
+                reason="" if status == STATUS_OK else str(reason),
             )
         )
     return items

@@ -178,7 +178,7 @@ def load_train_set(dataset: LandmarkDataset, features_dir: Path) -> tuple[Labell
     return LabelledSet(vectors, usable["landmark_id"].to_numpy(np.int64), tuple(ids)), ""
 
 
-def _first_stage_index(index_dir: Path | None, db_ids: Sequence[str], features_dir: Path, gpu: str) -> Any:
+def open_saved_index(index_dir: Path | None, db_ids: Sequence[str], features_dir: Path, gpu: str) -> Any:
     """The saved index when given, after checking it holds exactly these ids from the same model."""
     if index_dir is None:
         return None
@@ -315,7 +315,7 @@ def evaluate(
         rerank_cfg = without_label_steps(rerank_cfg)
         notes.append(f"sort/insert steps skipped: {train_note}")
         logger.warning("evaluate: sort/insert steps skipped: %s", train_note)
-    first_stage = _first_stage_index(index_dir, db_ids, features_dir, cfg.index.gpu)
+    first_stage = open_saved_index(index_dir, db_ids, features_dir, cfg.index.gpu)
     result = run_retrieval(
         queries,
         db,
@@ -475,7 +475,11 @@ def eval_revisitop(
             cfg = replace(cfg, model=replace(cfg.model, pretrained=str(model)))
         else:
             raise FileNotFoundError(f"--model {model}: neither a model directory nor a checkpoint file")
-    db_names, query_names, truths = read_gnd(gnd_path(root, name))
+    rerank = rerank_for_steps(cfg.rerank, rerank_steps)  # bad steps fail before any extraction
+    path = gnd_path(root, name)
+    if not path.is_file():
+        raise FileNotFoundError(f"no revisitop ground truth at {path}")
+    db_names, query_names, truths = read_gnd(path)
     dataset_dir = Path(root) / name
     out_dir = Path(out_dir)
     extract(
@@ -489,7 +493,6 @@ def eval_revisitop(
     )
     _, db = load_features(out_dir / "features" / "index", db_names)
     _, queries = load_features(out_dir / "features" / "test", query_names)
-    rerank = rerank_for_steps(cfg.rerank, rerank_steps)
     result = run_retrieval(
         queries, db, rerank, top=min(cfg.evaluate.topk, len(db_names)), index_cfg=cfg.index, seed=cfg.seed
     )

@@ -96,7 +96,7 @@ def test_user_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_pending_stages_exit_nonzero() -> None:
-    result = runner.invoke(app, ["train"])
+    result = runner.invoke(app, ["promote"])
     assert result.exit_code == 2 and "not built yet" in result.output
 
 

@@ -32,7 +32,7 @@ from landmark.storage import (
 )
 
 if TYPE_CHECKING:
-    from conftest import ImageServer  # tests/integration/conftest.py
+    from http_images import ImageServer
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +82,7 @@ def bad_cases_csv(server: ImageServer, path: Path) -> tuple[Path, dict[str, str]
         f"huge1,{u('/huge.jpg')},4",
         f"bomb1,{u('/bomb.png')},4",
         f"empty1,{u('/empty.jpg')},4",
+        f"redir1,{u('/redirect.jpg')},4",
         f"a1,{u('/img/a-v2.jpg')},1",  # same id, different content
         f"b1,{u('/img/b.jpg')},1",  # exact repeat: skipped, not a row
         f"copy1,{u('/img/a-copy.jpg')},1",  # new id, same bytes as a1
@@ -102,6 +103,7 @@ def bad_cases_csv(server: ImageServer, path: Path) -> tuple[Path, dict[str, str]
         ("huge1", u("/huge.jpg")): "too_large",
         ("bomb1", u("/bomb.png")): "too_large",
         ("empty1", u("/empty.jpg")): "empty",
+        ("redir1", u("/redirect.jpg")): "bad_url",
         ("a1", u("/img/a-v2.jpg")): "duplicate_id",
         ("copy1", u("/img/a-copy.jpg")): "duplicate_content",
         ("../evil", u("/img/e.jpg")): "unsafe_id",
@@ -144,12 +146,13 @@ def test_bad_items_are_quarantined_with_reasons_and_rerun_adds_nothing(
     }
     assert found == expected_bad
     assert all(manifest["batch_id"] == summary.batch_id)
-    assert summary.added == 6 and summary.repeated == 1 and summary.listed == 23
+    assert summary.added == 6 and summary.repeated == 1 and summary.listed == 24
     assert summary.quarantined == dict(sorted(Counter(expected_bad.values()).items()))
     # readable reasons name what went wrong
     reasons = dict(zip(quarantined["image_id"], quarantined["reason"], strict=True))
     assert "404" in reasons["miss1"] and "max_bytes=100000" in reasons["huge1"]
     assert "same bytes as image 'a1'" in reasons["copy1"]
+    assert "connection closed after 200 of" in reasons["cut1"] and "after 2 attempts" in reasons["cut1"]
     # retries only where they can help: a 404 once, a 503 then success, a timeout twice (retries=1)
     assert image_server.requests["/missing.jpg"] == 1
     assert image_server.requests["/flaky.jpg"] == 2
@@ -160,7 +163,7 @@ def test_bad_items_are_quarantined_with_reasons_and_rerun_adds_nothing(
     served = sum(image_server.requests.values())
     again = ingest(cfg, str(csv), tmp_path / "out", object_store=object_store, progress=False)
     assert again.added == 0 and again.quarantined_total == 0 and again.processed == 0
-    assert again.known == 23 and again.repeated == 0  # the repeat is known now too
+    assert again.known == 24 and again.repeated == 0  # the repeat is known now too
     assert sum(image_server.requests.values()) == served  # nothing fetched again
     pd.testing.assert_frame_equal(read_manifest(tmp_path / "out" / "manifests" / "train.parquet"), manifest)
 
@@ -189,7 +192,9 @@ def test_killed_ingestion_resumes_to_the_uninterrupted_manifest(
         *("--set", "ingest.store=s3", "--set", "ingest.workers=2"),
         *("ingest", str(csv), "--out", str(out)),
     ]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "killed.log"
+    with open(log, "wb") as sink:  # a file, not a pipe: a full pipe would stall the child
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
     journal = journal_path(out, "train")
     try:
         deadline = time.monotonic() + 60
@@ -197,9 +202,11 @@ def test_killed_ingestion_resumes_to_the_uninterrupted_manifest(
             if journal.is_file() and journal.read_text().count("\n") >= 1 + 4:  # header + 4 finished items
                 break
             time.sleep(0.02)
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        assert process.poll() is None, log.read_text()
         process.send_signal(signal.SIGKILL)
     finally:
+        if process.poll() is None:
+            process.kill()
         process.wait(timeout=30)
     assert not (out / "manifests" / "train.parquet").exists()  # killed before the commit
     done_before = journal.read_text().count("\n") - 1
@@ -225,7 +232,7 @@ def test_store_down_mid_batch_stops_with_clear_error_and_resumes(
     rows = [f"{c}0,{image_server.url(f'/img/{c}.jpg')},0" for c in "abc"]
     rows += [f"{c}1,{image_server.url(f'/gated/{c}.jpg')},1" for c in "defghijkl"]
     csv = write_csv(tmp_path / "gated.csv", rows)
-    cfg = config(object_store, workers=2)
+    cfg = config(object_store, workers=2, timeout_s=20.0)  # gated downloads wait while the store stops
     finished: list[str] = []
 
     def stop_store_after_three(outcome: object) -> None:

@@ -33,8 +33,8 @@ ASPECT_WEIGHTS: tuple[float, ...] = (0.3, 0.2, 0.15, 0.15, 0.1, 0.1)
 JUNK_VISIBLE = 0.15
 JUNK_AREA = 0.015
 # Hard views: share with one big occluder in front of the facet, and strength of the light/colour changes.
-BIG_OCCLUDER_SHARE = 0.6
-HARD_LIGHT = 1.5
+BIG_OCCLUDER_SHARE = 0.35
+HARD_LIGHT = 1.3
 # A view meant to be easy counts as hard when less than this fraction of the facet is visible.
 EASY_VISIBLE = 0.5
 
@@ -165,12 +165,12 @@ def _view_params(
             "angle": math.radians(float(np.clip(rng.normal(0, 3), -8, 8))),
         }
     elif level == "hard":
-        mode = str(rng.choice(["oblique", "zoom", "far"], p=[0.45, 0.3, 0.25]))
+        mode = str(rng.choice(["oblique", "zoom", "far"], p=[0.5, 0.3, 0.2]))
         sign = 1.0 if rng.random() < 0.5 else -1.0
         scale = {
             "oblique": rng.uniform(0.6, 1.0),
-            "zoom": rng.uniform(1.3, 2.0),
-            "far": rng.uniform(0.35, 0.5),
+            "zoom": rng.uniform(1.2, 1.7),
+            "far": rng.uniform(0.45, 0.6),
         }[mode]
         spread = 0.45 if mode == "zoom" else 0.18
         p = {
@@ -206,7 +206,7 @@ def _view_ok(mode: str, frac: float) -> bool:
     bounds = {
         "easy": (0.85, 1.0),
         "oblique": (0.5, 1.0),
-        "zoom": (0.3, 0.7),
+        "zoom": (0.4, 0.8),
         "far": (0.9, 1.0),
         "tiny": (0.9, 1.0),
         "edge": (0.02, 0.12),
@@ -313,7 +313,7 @@ def background(rng: np.random.Generator, photo_hw: tuple[int, int]) -> tuple[np.
     tex = 1.0 + 0.15 * value_noise(rng, h - horizon, w, cells=8, octaves=4)
     img[horizon:] = ground.astype(np.float32)[None, None, :] * tex[..., None]
     out = np.clip(img * 255.0, 0, 255).astype(np.uint8)
-    for _ in range(int(rng.integers(1, 7))):
+    for _ in range(int(rng.integers(0, 5))):
         generic_building(out, rng, horizon)
     return out, horizon
 
@@ -535,7 +535,7 @@ def occluders(
         x = rng.uniform(lo[0], hi[0])
         extent = float(hi[1] - lo[1])
         kind = str(rng.choice(["tree", "person"]))
-        size = extent * rng.uniform(0.6, 1.1) if kind == "tree" else extent * rng.uniform(0.5, 0.9)
+        size = extent * rng.uniform(0.5, 0.9) if kind == "tree" else extent * rng.uniform(0.4, 0.75)
         base = min(h * 1.1, hi[1] + rng.uniform(0.0, 0.3) * extent)
         prims += _occluder(rng, x, base, size, kind)
     return prims

@@ -27,9 +27,9 @@ INDEX_JUNK_SHARE = 0.15
 TRAIN_LEVEL_PROBS: tuple[float, float, float] = (0.55, 0.37, 0.08)  # easy, hard, junk
 
 # Share of facets that join two families (more distinct layouts than the families alone give).
-COMPOSITE_SHARE = 0.5
+COMPOSITE_SHARE = 0.65
 # Facet k of a landmark appears in photos with weight 1 / (k + 1) ** FACET_WEIGHT_POWER: facet 0 is the famous view.
-FACET_WEIGHT_POWER = 2.0
+FACET_WEIGHT_POWER = 2.5
 
 NOISE_KINDS: tuple[str, ...] = ("none", "wrong_label", "junk_labelled")
 
