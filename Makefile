@@ -34,7 +34,7 @@ install: $(STAMP)
 demo: install
 	rm -rf $(DEMO_DIR)
 	$(BIN)/landmark synth --out $(DEMO_DIR)/synth
-	$(BIN)/landmark extract --data $(DEMO_DIR)/synth --out $(DEMO_DIR)/features --split index --split test
+	$(BIN)/landmark extract --data $(DEMO_DIR)/synth --out $(DEMO_DIR)/features
 	$(BIN)/landmark evaluate --data $(DEMO_DIR)/synth --features $(DEMO_DIR)/features --out $(DEMO_DIR)/eval
 
 lint: install

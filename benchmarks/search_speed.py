@@ -4,7 +4,8 @@
 
 Vectors are clustered random unit vectors (so an inverted file has structure to exploit): ``--clusters`` centres,
 each vector a centre plus Gaussian noise, L2-normalised. For every size: build time, queries/s and recall@100 of
-IVF-PQ (nlist, pq_m, pq_nbits, nprobe from params.yaml's ``index`` section) against exact search. The GPU is used
+IVF-PQ (nlist, pq_m, pq_nbits, nprobe, train_size from params.yaml's ``index`` section; trained once on a
+sample of the same distribution, then filled per size) against exact search. The GPU is used
 when faiss sees one (faiss-gpu); on CPU-only machines that column is absent. Then the re-ranking steps are timed
 on a smaller world (``--rerank-db`` index vectors, as many train vectors). Writes
 benchmarks/results/search_speed.json.
@@ -16,17 +17,25 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
 from landmark.config import IndexConfig, RerankConfig, load_config
-from landmark.index import build_in_memory, gpu_available
+from landmark.index import (
+    build_exact_index,
+    build_in_memory,
+    create_empty_index,
+    gpu_available,
+    search,
+    to_search_device,
+    train_index,
+)
 from landmark.recognize import neighbour_labels, predict_labels
 from landmark.rerank import (
     alpha_query_expansion,
@@ -45,13 +54,18 @@ TOP = 100
 def clustered_vectors(
     n: int, dim: int, centres: np.ndarray, noise: float, seed: int, chunk: int = 100_000
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(vectors (n, dim) float32 unit rows, cluster of each (n,)) generated chunk by chunk."""
+    """(vectors (n, dim) float32 unit rows, cluster of each (n,)), generated chunk by chunk.
+
+    Each vector is a random centre plus Gaussian noise whose per-dimension scale is drawn uniformly from
+    [noise / 2, 3 noise / 2], so members of a cluster are graded (the ones near the centre are near each other).
+    """
     rng = np.random.default_rng(seed)
     out = np.empty((n, dim), dtype=np.float32)
     labels = rng.integers(0, centres.shape[0], n)
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
-        x = centres[labels[s:e]] + noise * rng.standard_normal((e - s, dim), dtype=np.float32)
+        scale = rng.uniform(0.5 * noise, 1.5 * noise, (e - s, 1)).astype(np.float32)
+        x = centres[labels[s:e]] + scale * rng.standard_normal((e - s, dim), dtype=np.float32)
         out[s:e] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out, labels
 
@@ -62,42 +76,51 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return value, time.perf_counter() - start
 
 
-def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
-    """Mean share of the exact top-k found in the approximate top-k, rows = queries."""
-    return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact, strict=True)]))
+def recall_at(found: np.ndarray, exact: np.ndarray, k: int) -> float:
+    """Mean share of the exact top-k (first k columns of ``exact``) found anywhere in ``found``'s rows."""
+    return float(np.mean([len(set(f) & set(e[:k])) / k for f, e in zip(found, exact, strict=True)]))
+
+
+def train_ivfpq(args: argparse.Namespace, cfg: IndexConfig, centres: np.ndarray) -> tuple[Any, float]:
+    """An empty IVF-PQ index trained once on ``cfg.train_size`` vectors of the same distribution, and seconds."""
+    sample, _ = clustered_vectors(cfg.train_size, args.dim, centres, args.noise, seed=9)
+    template = create_empty_index("ivfpq", args.dim, cfg)
+    _, seconds = timed(lambda: train_index(template, "ivfpq", sample, cfg))
+    return template, seconds
 
 
 def search_benchmark(
-    size: int, args: argparse.Namespace, cfg: IndexConfig, centres: np.ndarray
+    size: int, args: argparse.Namespace, template: Any, centres: np.ndarray
 ) -> dict[str, Any]:
-    """Build flat and IVF-PQ over ``size`` vectors; queries/s and recall@100 of IVF-PQ against flat."""
+    """Flat and IVF-PQ over ``size`` vectors: add time, queries/s, recall@100 of IVF-PQ against flat."""
     db, _ = clustered_vectors(size, args.dim, centres, args.noise, seed=1)
     queries, _ = clustered_vectors(args.queries, args.dim, centres, args.noise, seed=2)
     row: dict[str, Any] = {"size": size, "queries": args.queries}
-    flat, build_flat = timed(lambda: build_in_memory(db, replace(cfg, kind="flat", gpu="off")))
-    (_, exact), search_flat = timed(lambda: flat.search(queries, TOP))
+    flat, build_flat = timed(lambda: build_exact_index(db))
+    (_, exact), search_flat = timed(lambda: search(flat, queries, TOP))
     row["flat"] = {
-        "build_s": round(build_flat, 2),
+        "add_s": round(build_flat, 2),
         "qps": round(args.queries / search_flat, 1),
         "recall@100": 1.0,
     }
     print(f"{size}: flat {row['flat']}", flush=True)
-    ivf, build_ivf = timed(lambda: build_in_memory(db, replace(cfg, kind="ivfpq", gpu="off"), seed=0))
-    (_, approx), search_ivf = timed(lambda: ivf.search(queries, TOP))
+    ivf = faiss.clone_index(template)
+    _, add_ivf = timed(lambda: ivf.add(db))
+    (_, approx), search_ivf = timed(lambda: search(ivf, queries, TOP))
     row["ivfpq"] = {
-        "build_s": round(build_ivf, 2),
+        "add_s": round(add_ivf, 2),
         "qps": round(args.queries / search_ivf, 1),
-        "recall@100": round(recall_at(approx, exact), 4),
-        "bytes_per_vector": cfg.pq_m * cfg.pq_nbits // 8,
+        "recall@100": round(recall_at(approx, exact, TOP), 4),
+        "top10_recall@100": round(recall_at(approx, exact, 10), 4),
     }
     print(f"{size}: ivfpq {row['ivfpq']}", flush=True)
     if gpu_available():
-        for kind in ("flat", "ivfpq"):
-            index = build_in_memory(db, replace(cfg, kind=kind, gpu="auto"), seed=0)  # type: ignore[arg-type]
-            (_, found), seconds = timed(lambda index=index: index.search(queries, TOP))
-            row[f"gpu_{kind}"] = {
+        for name, index in (("flat", flat), ("ivfpq", ivf)):
+            gpu_index = to_search_device(index, "auto")
+            (_, found), seconds = timed(lambda gpu_index=gpu_index: search(gpu_index, queries, TOP))
+            row[f"gpu_{name}"] = {
                 "qps": round(args.queries / seconds, 1),
-                "recall@100": round(recall_at(found, exact), 4),
+                "recall@100": round(recall_at(found, exact, TOP), 4),
             }
     return row
 
@@ -166,8 +189,10 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated index sizes")
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--clusters", type=int, default=2000, help="cluster centres of the synthetic vectors")
-    parser.add_argument("--noise", type=float, default=0.04, help="per-dimension noise around a centre")
+    parser.add_argument(
+        "--clusters", type=int, default=10000, help="cluster centres of the synthetic vectors"
+    )
+    parser.add_argument("--noise", type=float, default=0.04, help="mean per-dimension noise around a centre")
     parser.add_argument(
         "--rerank-db", type=int, default=20000, help="index (and train) size for re-ranking costs"
     )
@@ -180,7 +205,9 @@ def main() -> None:
     centres = rng.standard_normal((args.clusters, args.dim)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    rows = [search_benchmark(size, args, cfg.index, centres) for size in sizes]
+    template, train_s = train_ivfpq(args, cfg.index, centres)
+    print(f"IVF-PQ trained on {cfg.index.train_size} vectors in {train_s:.1f}s", flush=True)
+    rows = [search_benchmark(size, args, template, centres) for size in sizes]
     cost = rerank_benchmark(args, cfg.rerank, centres)
     write_result(
         "search_speed",
@@ -195,7 +222,9 @@ def main() -> None:
                 "pq_nbits": cfg.index.pq_nbits,
                 "nprobe": cfg.index.nprobe,
                 "train_size": cfg.index.train_size,
+                "bytes_per_vector": cfg.index.pq_m * cfg.index.pq_nbits // 8,
             },
+            "ivfpq_train_s": round(train_s, 2),
             "gpu": gpu_available(),
             "search": rows,
             "rerank_cost": cost,

@@ -99,7 +99,7 @@ def _ivfpq(dim: int, cfg: IndexConfig) -> faiss.Index:
     index = faiss.index_factory(
         dim, f"IVF{cfg.nlist},PQ{cfg.pq_m}x{cfg.pq_nbits}", faiss.METRIC_INNER_PRODUCT
     )
-    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # the IndexIVFPQ itself
+    ivf: Any = faiss.downcast_index(faiss.extract_index_ivf(index))  # the IndexIVFPQ itself
     ivf.nprobe = cfg.nprobe
     # polysemous training (PQ code reordering for Hamming pre-filtering) is never used by our searches and
     # costs minutes per training on CPU

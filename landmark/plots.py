@@ -69,7 +69,7 @@ def plot_precision_recall(
         ax.plot(recall, precision, marker=".", label=name)
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
+    ax.legend(loc="best")
     fig.tight_layout()
     _save(fig, path, dpi=110)
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -37,9 +37,6 @@ import numpy as np
 from landmark.config import IndexConfig, RerankConfig
 from landmark.index import ShardedIndex, build_in_memory, sample_rows
 from landmark.recognize import LabelledSet, LabelPrediction, neighbour_labels, predict_labels
-
-SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-"""``(queries (n, d), k) -> (similarities (n, k), positions (n, k))``, best first, -1 for missing hits."""
 
 
 class Verifier(Protocol):
@@ -404,7 +401,8 @@ class RetrievalResult:
 
     def full_ranking(self) -> np.ndarray:
         """(n_queries, n_db): the re-ranked lists followed by the rest of the database by exact similarity to
-        the final queries (the revisitop layout is its transpose)."""
+        the final queries (the revisitop layout is its transpose). Dense: meant for benchmark-sized databases
+        (it holds an n_queries x n_db similarity matrix)."""
         sims = self.query_vectors @ self.db_vectors.T
         order = np.lexsort((np.broadcast_to(np.arange(sims.shape[1]), sims.shape), -sims), axis=-1)
         return complete_ranking(self.ranked, order)
@@ -441,7 +439,8 @@ def run_retrieval(
         train: labelled train descriptors, needed by the sort- and insert-steps.
         verifier: spatial verifier, needed when ``cfg.spatial``.
         query_ids, db_ids: ids given to the verifier (needed with ``cfg.spatial``).
-        first_stage: a prebuilt index over ``db`` (e.g. loaded from disk), used while DBA is off.
+        first_stage: a prebuilt index over ``db`` (e.g. loaded from disk): it answers DBA's neighbour search,
+            or the query search when DBA is off.
 
     Returns:
         A :class:`RetrievalResult`.
@@ -463,33 +462,35 @@ def run_retrieval(
 
     db = raw_db = np.asarray(db, np.float32)
     queries = raw_queries = np.asarray(queries, np.float32)
-    index = first_stage
-    if cfg.dba or index is None:
-        index = build_in_memory(db, index_cfg, seed=seed)
+    index = first_stage if first_stage is not None else build_in_memory(db, index_cfg, seed=seed)
+    if index.ntotal != db.shape[0]:
+        raise ValueError(f"first_stage holds {index.ntotal} vectors, db has {db.shape[0]}")
+    lap("index")
     if cfg.dba:
         dba_sims, dba_idx = index.search(db, cfg.dba_n + 1)
         db = database_side_augmentation(db, dba_sims, dba_idx, cfg.dba_n, cfg.dba_alpha)
+        # the augmented descriptors are searched through a fresh index of the same kind
         index = build_in_memory(db, index_cfg, seed=seed)
-    lap("dba")
+        lap("dba")
     depth = max(top, cfg.qe_n, cfg.spatial_top if cfg.spatial else 1)
     sims, ranked = index.search(queries, depth)
     lap("search")
-    if cfg.qe == "alpha":
-        queries = alpha_query_expansion(queries, db, sims, ranked, cfg.qe_n, cfg.qe_alpha)
-    elif cfg.qe == "dqe":
-        negatives = dqe_negatives(db.shape[0], cfg.dqe_negatives, seed)
-        queries = discriminative_query_expansion(
-            queries, db, ranked, cfg.qe_n, negatives, cfg.dqe_regularization
-        )
     if cfg.qe != "none":
+        if cfg.qe == "alpha":
+            queries = alpha_query_expansion(queries, db, sims, ranked, cfg.qe_n, cfg.qe_alpha)
+        else:
+            negatives = dqe_negatives(db.shape[0], cfg.dqe_negatives, seed)
+            queries = discriminative_query_expansion(
+                queries, db, ranked, cfg.qe_n, negatives, cfg.dqe_regularization
+            )
         sims, ranked = index.search(queries, depth)
-    lap("qe")
+        lap("qe")
     inliers = None
     if cfg.spatial and verifier is not None:
         ranked, inliers = spatial_rerank(
             ranked, query_ids, db_ids, verifier, cfg.spatial_top, cfg.spatial_min_inliers
         )
-    lap("spatial")
+        lap("spatial")
     query_pred = db_pred = None
     if train is not None and label_steps_enabled(cfg):
         # labels come from the original descriptors: they describe each image itself, not its neighbourhood
@@ -497,12 +498,12 @@ def run_retrieval(
         lap("labels")
         if cfg.sort_step:
             ranked = sort_step(ranked, query_pred.labels, db_pred.labels)
-        lap("sort_step")
+            lap("sort_step")
         if cfg.insert_step:
             ranked = insert_step(
                 ranked, query_pred.labels, db_pred.labels, db_pred.confidence, cfg.insert_threshold, depth
             )
-        lap("insert_step")
+            lap("insert_step")
     ranked = _cut(ranked, top)
     return RetrievalResult(ranked, queries, db, query_pred, db_pred, inliers, seconds)
 

@@ -337,9 +337,19 @@ def crop_to_bbox(image: np.ndarray, bbox: tuple[float, float, float, float]) -> 
     if len(bbox) != 4 or not all(math.isfinite(float(v)) for v in bbox):
         raise ValueError(f"bbox must be 4 finite numbers (x0, y0, x1, y1), got {bbox!r}")
     height, width = image.shape[:2]
+    x0, y0, x1, y1 = bbox_pixels(bbox, width, height)
+    return np.array(image[y0:y1, x0:x1], order="C", copy=True)
+
+
+def bbox_pixels(bbox: tuple[float, float, float, float], width: int, height: int) -> tuple[int, int, int, int]:
+    """Integer pixel box (x0, y0, x1, y1) that :func:`crop_to_bbox` cuts from a ``width`` x ``height`` image.
+
+    Raises:
+        ValueError: the box is empty once clipped to the image.
+    """
     x0, y0, x1, y1 = (round(float(v)) for v in bbox)
     x0, x1 = max(0, x0), min(width, x1)
     y0, y1 = max(0, y0), min(height, y1)
     if x1 <= x0 or y1 <= y0:
         raise ValueError(f"bbox {bbox!r} is empty once clipped to the {width}x{height} image")
-    return np.array(image[y0:y1, x0:x1], order="C", copy=True)
+    return x0, y0, x1, y1

@@ -8,7 +8,6 @@ mean is L2-normalised again.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from landmark.config import ExtractConfig
-from landmark.data.images import crop_to_bbox, decode_image, read_image_size
+from landmark.data.images import bbox_pixels, crop_to_bbox, decode_image, read_image_size
 from landmark.features.store import FeatureWriter, stored_ids
 
 BBox = tuple[float, float, float, float]
@@ -45,15 +44,14 @@ def target_shape(width: int, height: int, long_side: int) -> tuple[int, int]:
 
 
 def _crop_size(item: ImageItem) -> tuple[int, int]:
+    """(width, height) of the pixels :func:`load_resized` will resize: the whole image or its bbox crop."""
     width, height = item.width, item.height
     if width <= 0 or height <= 0:
         width, height = read_image_size(item.path)
     if item.bbox is None:
         return width, height
-    x0, y0, x1, y1 = item.bbox
-    x0, y0 = max(0, math.floor(x0)), max(0, math.floor(y0))
-    x1, y1 = min(width, math.ceil(x1)), min(height, math.ceil(y1))
-    return max(1, x1 - x0), max(1, y1 - y0)
+    x0, y0, x1, y1 = bbox_pixels(item.bbox, width, height)
+    return x1 - x0, y1 - y0
 
 
 def load_resized(item: ImageItem, long_side: int) -> np.ndarray:

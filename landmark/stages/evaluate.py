@@ -21,14 +21,18 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from landmark.config import Config, RerankConfig
 from landmark.data.groundtruth import LandmarkDataset, QueryTruth
 from landmark.recognize import LabelledSet, LabelPrediction
-from landmark.rerank import RetrievalResult, Verifier
+
+if TYPE_CHECKING:  # faiss, matplotlib and cv2 load only when a stage runs
+    from landmark.index import ShardedIndex
+    from landmark.plots import Verdict
+    from landmark.rerank import RetrievalResult, Verifier
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +182,9 @@ def load_train_set(dataset: LandmarkDataset, features_dir: Path) -> tuple[Labell
     return LabelledSet(vectors, usable["landmark_id"].to_numpy(np.int64), tuple(ids)), ""
 
 
-def open_saved_index(index_dir: Path | None, db_ids: Sequence[str], features_dir: Path, gpu: str) -> Any:
+def open_saved_index(
+    index_dir: Path | None, db_ids: Sequence[str], features_dir: Path, gpu: str
+) -> ShardedIndex | None:
     """The saved index when given, after checking it holds exactly these ids from the same model."""
     if index_dir is None:
         return None
@@ -192,7 +198,7 @@ def open_saved_index(index_dir: Path | None, db_ids: Sequence[str], features_dir
     return index
 
 
-def _verdicts(truth: QueryTruth | None, relevant: Sequence[str], result_ids: Sequence[str]) -> list[str]:
+def _verdicts(truth: QueryTruth | None, relevant: Sequence[str], result_ids: Sequence[str]) -> list[Verdict]:
     if truth is not None:
         positives, junk = set(truth.positives), set(truth.junk)
         return ["correct" if i in positives else "junk" if i in junk else "wrong" for i in result_ids]
@@ -230,7 +236,7 @@ def write_result_grid(
             (decode_image(dataset.image_path("index", i)), v)
             for i, v in zip(result_ids, verdicts, strict=True)
         ]
-        rows.append(GridRow(image, results, title=query_id[:12]))  # type: ignore[arg-type]
+        rows.append(GridRow(image, results, title=query_id[:12]))
     plot_result_grid(rows, path)
 
 
@@ -290,8 +296,9 @@ def evaluate(
         data_dir: dataset root.
         features_dir: feature store root with ``index/``, ``test/`` and optionally ``train/``.
         out_dir: where metrics.json, ranks.npy and plots/ go.
-        index_dir: a saved index of the index split (``landmark index``) for the first-stage search while DBA is
-            off; default: an in-memory index of the kind ``cfg.index`` selects.
+        index_dir: a saved index of the index split (``landmark index``); it answers DBA's neighbour search, or
+            the query search while DBA is off (the DBA-augmented vectors are searched in memory); default: an
+            in-memory index of the kind ``cfg.index`` selects.
         fmt: dataset format or "auto".
         verifier: spatial verifier for ``rerank.spatial`` / ``recognize.inliers``.
         plots: write the plots.
@@ -338,7 +345,8 @@ def evaluate(
             "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
         },
         "index": {
-            "source": str(index_dir) if first_stage is not None and not rerank_cfg.dba else "in-memory"
+            "saved": str(index_dir) if first_stage is not None else None,
+            "query_search": "saved" if first_stage is not None and not rerank_cfg.dba else "in-memory",
         },
     }
     out_dir = Path(out_dir)
@@ -379,6 +387,8 @@ def evaluate(
 
 
 def _full_ranking(result: RetrievalResult, rows: Sequence[int]) -> np.ndarray:
+    from landmark.rerank import RetrievalResult
+
     subset = RetrievalResult(result.ranked[rows], result.query_vectors[rows], result.db_vectors)
     return subset.full_ranking()
 

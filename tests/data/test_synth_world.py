@@ -102,7 +102,9 @@ def test_counts_per_split(world: tuple[Path, SynthSummary]) -> None:
     assert meta["image_id"].tolist() == ids
     index = meta[meta["split"] == "index"]
     assert (index["true_landmark"] == -1).sum() == SMALL.index_distractors
-    assert index[index["true_landmark"] >= 0].groupby("true_landmark").size().eq(SMALL.index_per_landmark).all()
+    assert (
+        index[index["true_landmark"] >= 0].groupby("true_landmark").size().eq(SMALL.index_per_landmark).all()
+    )
     test = meta[meta["split"] == "test"]
     assert (test["true_landmark"] == -1).sum() == SMALL.test_distractors
     queries = test[test["true_landmark"] >= 0]

@@ -93,3 +93,16 @@ def test_store_extraction_resumes(model: torch.nn.Module, images: list[ImageItem
     _ids, desc = load_features(store, [i.image_id for i in images])
     assert desc.shape == (5, 1280)
     np.testing.assert_allclose(np.linalg.norm(desc, axis=1), 1.0, atol=1e-5)
+
+
+def test_fractional_bboxes_batch_with_the_size_they_crop_to(
+    model: torch.nn.Module, images: list[ImageItem]
+) -> None:
+    # boxes whose floor/ceil and rounded extents differ must still batch by the size actually cropped
+    items = [
+        ImageItem(f"q{i}", images[0].path, bbox=(0.4 + i * 0.3, 0.6, 100.5 - i * 0.2, 75.49), width=120, height=90)
+        for i in range(4)
+    ]
+    cfg = ExtractConfig(image_size=64, scales=(1.0,), batch_size=4, workers=0)
+    ids = [i for batch_ids, _ in iter_descriptors(model, items, cfg, "cpu", progress=False) for i in batch_ids]
+    assert sorted(ids) == ["q0", "q1", "q2", "q3"]

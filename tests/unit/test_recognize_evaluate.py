@@ -122,7 +122,7 @@ def test_evaluate_with_a_saved_index_and_without_train_features(world: Path, tmp
     metrics = evaluate(
         no_dba, world, world / "feat", tmp_path / "a", index_dir=tmp_path / "index", plots=False
     )
-    assert metrics["index"]["source"] == str(tmp_path / "index")
+    assert metrics["index"] == {"saved": str(tmp_path / "index"), "query_search": "saved"}
     assert not (tmp_path / "a" / "plots").exists()
     # a feature root without train/: label steps and recognition are skipped, and metrics.json says so
     features = tmp_path / "feat"

@@ -266,3 +266,16 @@ def test_run_retrieval_refuses_missing_inputs() -> None:
         run_retrieval(queries, db, replace(NOTHING, spatial=True), top=5, index_cfg=FLAT)
     with pytest.raises(ValueError, match="top"):
         run_retrieval(queries, db, NOTHING, top=0, index_cfg=FLAT)
+
+
+def test_rerank_for_steps_maps_cli_steps_to_a_config() -> None:
+    from landmark.stages.evaluate import applied_steps, rerank_for_steps
+
+    base = RerankConfig()
+    assert applied_steps(rerank_for_steps(base, None)) == ["dba", "alpha_qe"]  # config's, minus label steps
+    assert applied_steps(rerank_for_steps(base, ["none"])) == []
+    assert applied_steps(rerank_for_steps(base, ["dba", "dqe"])) == ["dba", "dqe"]
+    with pytest.raises(ValueError, match="not both"):
+        rerank_for_steps(base, ["qe", "dqe"])
+    with pytest.raises(ValueError, match="unknown"):
+        rerank_for_steps(base, ["sort"])

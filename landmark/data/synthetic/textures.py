@@ -114,7 +114,7 @@ def value_noise(
     for _ in range(1, octaves):
         n *= 2
         amp *= 0.5
-        acc = cv2.resize(acc, (n + 1, n + 1), interpolation=cv2.INTER_CUBIC)
+        acc = np.asarray(cv2.resize(acc, (n + 1, n + 1), interpolation=cv2.INTER_CUBIC), np.float32)
         acc += amp * rng.standard_normal((n + 1, n + 1), dtype=np.float32)
         total += amp
     return cv2.resize(acc, (width, height), interpolation=cv2.INTER_CUBIC) / np.float32(total)

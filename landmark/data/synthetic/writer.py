@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -331,9 +330,3 @@ def generate_world(cfg: SynthConfig, out_dir: Path, *, seed: int, progress: bool
         seconds=seconds,
         images_per_s=images / seconds if seconds > 0 else float("inf"),
     )
-
-
-def measured_counts(records: dict[str, PhotoRecord]) -> dict[str, int]:
-    """How many photos ended up in each difficulty (for logs and tests)."""
-    kinds, counts = np.unique([r.difficulty for r in records.values()], return_counts=True)
-    return {str(k): int(c) for k, c in zip(kinds, counts, strict=True)}
