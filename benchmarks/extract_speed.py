@@ -22,6 +22,7 @@ from landmark.config import ExtractConfig, ModelConfig, TrainConfig, resolve_dev
 from landmark.features.global_desc import describe_batch
 from landmark.models.global_model import create_global_model
 from landmark.models.heads import create_head
+from landmark.training.loop import freeze_leading
 
 
 def _sync(device: str) -> None:
@@ -46,14 +47,17 @@ def extraction_rate(
     return done / (time.perf_counter() - start)
 
 
-def training_rate(device: str, size: int, batch: int, steps: int) -> float:
+def training_rate(device: str, size: int, batch: int, steps: int, frozen_fraction: float) -> float:
     """Optimizer steps per second of the training forward/backward at ``size`` (AMP on CUDA)."""
     cfg = TrainConfig()
-    model = create_global_model(ModelConfig()).to(device).train()
+    model = create_global_model(ModelConfig())
+    freeze_leading(model.backbone, frozen_fraction)
+    model = model.to(device).train()
     head = create_head(cfg.head, model.dim, 1000).to(device)
     if device.startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.01, momentum=0.9)
+    trainable = [p for p in [*model.parameters(), *head.parameters()] if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=0.01, momentum=0.9)
     scaler = torch.amp.GradScaler("cuda", enabled=device.startswith("cuda"))
     x = torch.rand(batch, 3, size * 3 // 4, size, device=device)
     labels = torch.randint(0, 1000, (batch,), device=device)
@@ -111,14 +115,11 @@ def main() -> None:
     }
     if device.startswith("cuda"):
         result["extract_peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    result.update(
-        train_size=args.train_size,
-        train_batch=args.train_batch,
-        train_steps_per_s=round(
-            training_rate(device, args.train_size, args.train_batch, args.train_steps), 4
-        ),
-    )
-    result["train_images_per_s"] = round(result["train_steps_per_s"] * args.train_batch, 2)
+    result.update(train_size=args.train_size, train_batch=args.train_batch)
+    for frozen in sorted({0.0, TrainConfig().frozen_fraction}):
+        rate = training_rate(device, args.train_size, args.train_batch, args.train_steps, frozen)
+        result[f"train_steps_per_s_frozen_{frozen}"] = round(rate, 4)
+        result[f"train_images_per_s_frozen_{frozen}"] = round(rate * args.train_batch, 2)
     write_result("extract_speed" if device == "cpu" else "extract_speed_gpu", result, args.out)
 
 

@@ -358,6 +358,32 @@ class ValidateConfig:
 
 
 @dataclass(frozen=True)
+class VerifyConfig:
+    """Spatial verification (:mod:`landmark.verify`): putative matches, then a seeded robust geometric fit."""
+
+    ratio: float = 0.9  # Lowe ratio test on L2 distances, nearest < ratio * second nearest (1.0 = off)
+    max_distance: float = 2.0  # L2 distance cap of a match between unit descriptors (2.0 = off)
+    mutual: bool = True  # keep only mutual nearest neighbours
+    model: Literal["affine", "homography"] = "affine"
+    ransac_threshold: float = 12.0  # MAGSAC++ maximum residual, pixels
+    max_iters: int = 2000
+    confidence: float = 0.999
+    min_inliers: int = 0  # inlier counts below this are reported as 0
+    seed: int = 0  # base seed; each pair's RANSAC seed derives from it and the pair's position
+    workers: int = 0  # processes over pairs (0 = in this process)
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.ratio <= 1.0, f"ratio must be in (0, 1], got {self.ratio}")
+        _require(0.0 < self.max_distance <= 2.0, f"max_distance must be in (0, 2], got {self.max_distance}")
+        _require(self.ransac_threshold > 0, f"ransac_threshold must be > 0, got {self.ransac_threshold}")
+        _require(self.max_iters >= 1, f"max_iters must be >= 1, got {self.max_iters}")
+        _require(0.0 < self.confidence < 1.0, f"confidence must be in (0, 1), got {self.confidence}")
+        _require(self.min_inliers >= 0, f"min_inliers must be >= 0, got {self.min_inliers}")
+        _require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        _require(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole pipeline configuration."""
 
@@ -375,6 +401,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
 
 
 def resolve_device(device: str) -> str:

@@ -100,9 +100,13 @@ def test_fractional_bboxes_batch_with_the_size_they_crop_to(
 ) -> None:
     # boxes whose floor/ceil and rounded extents differ must still batch by the size actually cropped
     items = [
-        ImageItem(f"q{i}", images[0].path, bbox=(0.4 + i * 0.3, 0.6, 100.5 - i * 0.2, 75.49), width=120, height=90)
+        ImageItem(
+            f"q{i}", images[0].path, bbox=(0.4 + i * 0.3, 0.6, 100.5 - i * 0.2, 75.49), width=120, height=90
+        )
         for i in range(4)
     ]
     cfg = ExtractConfig(image_size=64, scales=(1.0,), batch_size=4, workers=0)
-    ids = [i for batch_ids, _ in iter_descriptors(model, items, cfg, "cpu", progress=False) for i in batch_ids]
+    ids = [
+        i for batch_ids, _ in iter_descriptors(model, items, cfg, "cpu", progress=False) for i in batch_ids
+    ]
     assert sorted(ids) == ["q0", "q1", "q2", "q3"]
