@@ -232,3 +232,30 @@ class StoreVerifier:
         query = self.reader.load(query_id)
         pairs = [(query, self.reader.load(c)) for c in candidate_ids]
         return verify_pairs(pairs, self.config)
+
+
+def sampson_error(fundamental: np.ndarray, points1: np.ndarray, points2: np.ndarray) -> np.ndarray:
+    """First-order geometric (Sampson) error of correspondences under a fundamental matrix.
+
+    ``(x2^T F x1)^2 / ((F x1)_1^2 + (F x1)_2^2 + (F^T x2)_1^2 + (F^T x2)_2^2)`` with homogeneous pixels.
+
+    Args:
+        fundamental: (3, 3) F with x2^T F x1 = 0.
+        points1: (K, 2) x, y pixels in image 1.
+        points2: (K, 2) x, y pixels in image 2.
+
+    Returns:
+        (K,) float64 errors in squared pixels.
+    """
+    F = np.asarray(fundamental, np.float64)
+    p1 = np.asarray(points1, np.float64).reshape(-1, 2)
+    p2 = np.asarray(points2, np.float64).reshape(-1, 2)
+    if F.shape != (3, 3) or p1.shape != p2.shape:
+        raise ValueError(f"need F (3, 3) and points (K, 2) twice, got {F.shape}, {p1.shape}, {p2.shape}")
+    x1 = np.hstack([p1, np.ones((len(p1), 1))])
+    x2 = np.hstack([p2, np.ones((len(p2), 1))])
+    fx1 = x1 @ F.T
+    ftx2 = x2 @ F
+    num = np.einsum("ij,ij->i", x2, fx1) ** 2
+    den = fx1[:, 0] ** 2 + fx1[:, 1] ** 2 + ftx2[:, 0] ** 2 + ftx2[:, 1] ** 2
+    return num / np.maximum(den, 1e-300)
