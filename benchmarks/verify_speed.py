@@ -8,7 +8,7 @@ Reported for our verifier (``landmark.verify.verify_pairs``: matrix-product matc
 the reference (scipy cKDTree nearest neighbour with distance <= 0.8 + scikit-image
 ``ransac(AffineTransform, min_samples=3, residual_threshold=20, max_trials=1000)``): pairs/s, ROC AUC of the
 inlier counts (positives vs negatives) and the median Sampson error (px^2) of inliers of positive pairs under
-the ground-truth F. Also SIFT extraction images/s.
+the ground-truth F. Also SIFT extraction images/s and local-store bytes per image.
 
     python benchmarks/verify_speed.py [--positives 60] [--negatives 60] [--reference-pairs 40]
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from _common import write_result
 from landmark.config import VerifyConfig
 from landmark.data.imc import read_imc_pairs
 from landmark.features.local import LocalFeatures, create_local_extractor
+from landmark.features.local_store import LocalFeatureWriter, local_bytes_per_image
 from landmark.verify import sampson_error, verify_pairs_detailed
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "imc2022-landmarks"
@@ -114,11 +116,15 @@ def median_sampson(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="IMC 2022 landmarks folder")
     parser.add_argument("--positives", type=int, default=60, help="covisible sagrada_familia pairs")
     parser.add_argument("--negatives", type=int, default=60, help="cross-landmark pairs")
-    parser.add_argument("--reference-pairs", type=int, default=40, help="pairs timed for the (slow) reference")
+    parser.add_argument(
+        "--reference-pairs", type=int, default=40, help="pairs timed for the (slow) reference"
+    )
     parser.add_argument("--min-covisibility", type=float, default=0.1)
     parser.add_argument("--max-features", type=int, default=1000)
     parser.add_argument("--max-side", type=int, default=1024)
@@ -139,8 +145,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     features = {p: extractor(images[p]) for p in paths}
     extract_s = time.perf_counter() - start
     feature_pairs = [(features[a], features[b]) for a, b in pairs]
+    with tempfile.TemporaryDirectory() as tmp:
+        with LocalFeatureWriter(tmp, dim=128) as writer:
+            for k, p in enumerate(paths):
+                writer.add(f"img{k}", features[p])
+        store_bytes = local_bytes_per_image(tmp)
+    float32_bytes = float(np.mean([len(f) * (128 + 2 + 1 + 1) * 4 for f in features.values()]))
 
     config = VerifyConfig(workers=args.workers)
+    verify_pairs_detailed(feature_pairs[:2], config)  # warm-up: lazy imports, first OpenCV/torch calls
     start = time.perf_counter()
     ours = verify_pairs_detailed(feature_pairs, config)
     ours_s = time.perf_counter() - start
@@ -150,8 +163,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ref_matched = [reference_inliers(f1, f2, args.seed) for f1, f2 in feature_pairs]
     ref_counts = np.array([int((m >= 0).sum()) for m in ref_matched])
     ref_corr = [(np.flatnonzero(m >= 0), m[m >= 0]) for m in ref_matched]
-    # Timing on a subset: the reference takes ~0.1-1 s a pair.
-    timed = feature_pairs[: args.reference_pairs]
+    # Both timed on the same seeded subset (positives and negatives): the reference takes ~0.1-1 s a pair.
+    subset = np.random.default_rng(args.seed).permutation(len(feature_pairs))[: args.reference_pairs]
+    timed = [feature_pairs[k] for k in np.sort(subset)]
     start = time.perf_counter()
     for f1, f2 in timed:
         reference_inliers(f1, f2, args.seed)
@@ -170,10 +184,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "sift": {"max_features": args.max_features, "max_side": args.max_side, "root_sift": True},
         "mean_keypoints": float(np.mean([len(f) for f in features.values()])),
         "extract_images_per_s": len(paths) / extract_s,
+        "store_bytes_per_image": store_bytes,  # local store: float16 descriptors, int16 locations
+        "float32_bytes_per_image": float32_bytes,
         "verify_config": {k: getattr(config, k) for k in config.__dataclass_fields__},
         "ours": {
             "pairs_per_s": ours_rate,
-            "pairs_per_s_all_pairs": len(pairs) / ours_s,
+            "pairs_per_s_all_pairs": len(pairs) / ours_s,  # one pass over every pair
             "auc": roc_auc(ours_counts, labels),
             "median_sampson_px2": median_sampson(features, pairs, fundamentals, ours_corr),
             "median_inliers_pos": float(np.median(ours_counts[labels])),

@@ -361,7 +361,7 @@ class ValidateConfig:
 class VerifyConfig:
     """Spatial verification (:mod:`landmark.verify`): putative matches, then a seeded robust geometric fit."""
 
-    ratio: float = 0.9  # Lowe ratio test on L2 distances, nearest < ratio * second nearest (1.0 = off)
+    ratio: float = 0.85  # Lowe ratio test on L2 distances, nearest < ratio * second nearest (1.0 = off)
     max_distance: float = 2.0  # L2 distance cap of a match between unit descriptors (2.0 = off)
     mutual: bool = True  # keep only mutual nearest neighbours
     model: Literal["affine", "homography"] = "affine"

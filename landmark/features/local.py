@@ -4,8 +4,10 @@ Every backend turns an image (H, W) or (H, W, 3) uint8 RGB array into :class:`Lo
 locations in the ORIGINAL image's pixels, scales, scores and L2-normalised descriptors. Backends:
 
 - ``sift``: OpenCV SIFT on the grey image (optionally RootSIFT), the classical baseline that needs no training.
-- ``delf`` (planned, issue 5): our torch DELF (attention on the stride-16 map, image pyramid, PCA to 40-d).
-- ``delf-tf`` (planned, issue 5): an official DELF/DELG TensorFlow SavedModel loaded from a local directory.
+- ``delf`` (planned, issue 5; not registered yet): our torch DELF (attention on the stride-16 map, image
+  pyramid, PCA to 40-d).
+- ``delf-tf`` (planned, issue 5, ``[tf]`` extra; not registered yet): an official DELF/DELG TensorFlow
+  SavedModel loaded from a local directory.
 
 Create one with ``create_local_extractor(name, **params)``; :func:`local_extractor_names` lists the registry.
 """
@@ -13,7 +15,7 @@ Create one with ``create_local_extractor(name, **params)``; :func:`local_extract
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -63,7 +65,10 @@ class LocalFeatures:
 class LocalExtractor(Protocol):
     """A local-feature backend: ``extractor(image) -> LocalFeatures``."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The registry name of the backend."""
+        ...
 
     def __call__(self, image: np.ndarray) -> LocalFeatures:
         """Features of one (H, W) grey or (H, W, 3) RGB uint8 image."""
@@ -73,7 +78,9 @@ class LocalExtractor(Protocol):
 _REGISTRY: dict[str, Callable[..., LocalExtractor]] = {}
 
 
-def register_local_extractor(name: str) -> Callable[[Callable[..., LocalExtractor]], Callable[..., LocalExtractor]]:
+def register_local_extractor(
+    name: str,
+) -> Callable[[Callable[..., LocalExtractor]], Callable[..., LocalExtractor]]:
     """Decorator adding a backend factory to the registry under ``name``."""
 
     def add(factory: Callable[..., LocalExtractor]) -> Callable[..., LocalExtractor]:
@@ -97,7 +104,9 @@ def create_local_extractor(name: str, **params: object) -> LocalExtractor:
         ValueError: an unknown backend name or bad parameters.
     """
     if name not in _REGISTRY:
-        raise ValueError(f"unknown local feature backend {name!r}; available: {', '.join(local_extractor_names())}")
+        raise ValueError(
+            f"unknown local feature backend {name!r}; available: {', '.join(local_extractor_names())}"
+        )
     return _REGISTRY[name](**params)
 
 
@@ -110,7 +119,10 @@ def l2_normalize_rows(x: np.ndarray) -> np.ndarray:
 def empty_features(dim: int) -> LocalFeatures:
     """No keypoints, descriptor dimension ``dim``."""
     return LocalFeatures(
-        np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros((0, dim), np.float32)
+        np.zeros((0, 2), np.float32),
+        np.zeros(0, np.float32),
+        np.zeros(0, np.float32),
+        np.zeros((0, dim), np.float32),
     )
 
 
@@ -143,7 +155,7 @@ class SiftExtractor:
     max_side: int = 1024
     root_sift: bool = True
     contrast_threshold: float = 0.04
-    name: str = "sift"
+    name: str = field(default="sift", init=False)
 
     def __post_init__(self) -> None:
         if self.max_features < 1:
@@ -158,12 +170,11 @@ class SiftExtractor:
 
         gray = _to_gray(image)
         h, w = gray.shape
-        factor = 1.0
         if self.max_side and max(h, w) > self.max_side:
             factor = self.max_side / max(h, w)
             size = (max(1, round(w * factor)), max(1, round(h * factor)))
             gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-        sift = cv2.SIFT_create(contrastThreshold=self.contrast_threshold)
+        sift = cv2.SIFT.create(contrastThreshold=self.contrast_threshold)
         keypoints, desc = sift.detectAndCompute(gray, None)
         if desc is None or not keypoints:
             return empty_features(128)
@@ -188,6 +199,6 @@ class SiftExtractor:
 @register_local_extractor("sift")
 def _create_sift(**params: object) -> LocalExtractor:
     try:
-        return SiftExtractor(**params)  # type: ignore[arg-type]
+        return SiftExtractor(**params)  # type: ignore[arg-type]  # checked at run time
     except TypeError as exc:
         raise ValueError(f"bad parameters for the sift backend: {exc}") from exc

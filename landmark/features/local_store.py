@@ -119,7 +119,9 @@ class LocalFeatureWriter:
         if image_id in self._stored or image_id in self._ids:
             return False
         if features.descriptors.shape[1] != self.dim:
-            raise ValueError(f"expected {self.dim}-d descriptors for {image_id!r}, got {features.descriptors.shape[1]}")
+            raise ValueError(
+                f"expected {self.dim}-d descriptors for {image_id!r}, got {features.descriptors.shape[1]}"
+            )
         if self.location_dtype == "int16" and len(features):
             lo, hi = float(features.locations.min()), float(features.locations.max())
             if lo < -32768 or hi > 32767:
