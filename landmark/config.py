@@ -140,6 +140,8 @@ class TrainConfig:
     # leading share of the backbone's parameter tensors (forward order) kept frozen, BatchNorm statistics too:
     # 0 fine-tunes everything (GPU); 0.5 makes a CPU epoch ~3x cheaper at little cost in accuracy
     frozen_fraction: float = 0.5
+    neck_init: Literal["pca", "random"] = "pca"  # FC -> BN starts as PCA whitening of pretrained features
+    neck_init_images: int = 512  # training images (no augmentation) the PCA is fitted on
     sampler: Literal["plain", "balanced"] = "plain"
     min_images_per_class: int = 2
     checkpoint_every: int = 50  # optimizer steps; 0 = only at epoch ends
@@ -164,6 +166,7 @@ class TrainConfig:
         _require(32 <= self.full_res_image_size <= 2048, "full_res_image_size must be in [32, 2048]")
         _require(self.min_images_per_class >= 1, "min_images_per_class must be >= 1")
         _require(0.0 <= self.frozen_fraction < 1.0, "frozen_fraction must be in [0, 1)")
+        _require(self.neck_init_images >= 2, "neck_init_images must be >= 2")
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,40 @@ class GlobalDescriptor(nn.Module):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Un-normalised embedding, shape (N, dim), from (N, 3, H, W) RGB images in [0, 1]."""
-        fmap = self.backbone.forward_features(self.normalise(images))  # type: ignore[operator]
-        return self.neck(self.pool(fmap))
+        return self.neck(self.pooled(images))
+
+    def pooled(self, images: torch.Tensor) -> torch.Tensor:
+        """GeM-pooled backbone features before the neck, shape (N, C), from RGB images in [0, 1]."""
+        return self.pool(self.backbone.forward_features(self.normalise(images)))  # type: ignore[operator]
+
+    @torch.no_grad()
+    def init_neck_pca(self, pooled: torch.Tensor) -> None:
+        """Initialise FC -> BatchNorm1d as PCA whitening of ``pooled`` (N, C) features.
+
+        The FC rows become the top principal directions (bias removes the mean) and the BatchNorm statistics
+        their variances, so before any training the embedding is the whitened, PCA-reduced off-the-shelf
+        descriptor (a strong retrieval baseline, Radenovic et al.) instead of a random projection.
+        """
+        fc = self.neck[0] if isinstance(self.neck, nn.Sequential) else None
+        bn = self.neck[1] if isinstance(self.neck, nn.Sequential) else None
+        if not isinstance(fc, nn.Linear) or not isinstance(bn, nn.BatchNorm1d):
+            raise ValueError("init_neck_pca needs a model with an FC -> BatchNorm1d neck (embedding_dim > 0)")
+        if bn.running_mean is None or bn.running_var is None:
+            raise ValueError("init_neck_pca needs a BatchNorm1d that tracks running statistics")
+        x = pooled.double()
+        if x.ndim != 2 or x.shape[1] != fc.in_features or x.shape[0] < 2:
+            raise ValueError(f"pooled features must be (N >= 2, {fc.in_features}), got {tuple(x.shape)}")
+        mean = x.mean(dim=0)
+        _, singular, vh = torch.linalg.svd(x - mean, full_matrices=False)
+        k = min(self.dim, vh.shape[0])
+        weight = fc.weight.double().clone()
+        weight[:k] = vh[:k]
+        fc.weight.copy_(weight.to(fc.weight.dtype))
+        fc.bias.copy_((-(weight @ mean)).to(fc.bias.dtype))
+        variance = torch.ones(self.dim, dtype=torch.float64)
+        variance[:k] = (singular[:k] ** 2 / (x.shape[0] - 1)).clamp(min=1e-6)
+        bn.running_mean.zero_()
+        bn.running_var.copy_(variance.to(bn.running_var.dtype))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised descriptors, shape (N, dim), from (N, 3, H, W) RGB images in [0, 1]."""

@@ -235,6 +235,29 @@ def freeze_leading(backbone: nn.Module, fraction: float) -> int:
     return count
 
 
+def _init_neck(
+    model: GlobalDescriptor, items: Sequence[TrainItem], cfg: TrainConfig, seed: int, device: str
+) -> None:
+    """PCA-whitening initialisation of the neck from un-augmented training images (a seeded subset)."""
+    rng = np.random.default_rng([seed, 0x9CA])
+    chosen = sorted(rng.permutation(len(items))[: cfg.neck_init_images].tolist())
+    subset = [items[i] for i in chosen]
+    templates = assign_templates([i.width for i in subset], [i.height for i in subset])
+    sizes = size_templates(cfg.image_size)
+    batches: list[list[Sample]] = []
+    for template in sorted(set(templates.tolist())):
+        h, w = sizes[template]
+        members = np.flatnonzero(templates == template).tolist()
+        for start in range(0, len(members), cfg.batch_size):
+            batches.append([Sample(j, h, w, 0, j) for j in members[start : start + cfg.batch_size]])
+    model.to(device).eval()
+    pooled = []
+    with torch.inference_mode():
+        for images, _ in _loader(_TrainImages(subset, "none", seed), batches, cfg.workers, device):
+            pooled.append(model.pooled(images.to(device).float().div_(255.0)).float().cpu())
+    model.init_neck_pca(torch.cat(pooled))
+
+
 def _plan(
     items: Sequence[TrainItem], cfg: TrainConfig, seed: int, epoch: int, ctx: _Dist
 ) -> list[list[Sample]]:
@@ -320,20 +343,6 @@ def train_global_model(
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
 
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-    model = create_global_model(model_cfg)
-    head = create_head(train_cfg.head, model.dim, num_classes, train_cfg.scale, train_cfg.margin)
-    freeze_leading(model.backbone, train_cfg.frozen_fraction)
-    module = _Module(model, head).to(ctx.device)
-    if cuda:
-        module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    groups = _param_groups(module, train_cfg)
-    optimizer = _optimizer(groups, train_cfg)
-    use_amp = train_cfg.amp and cuda
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
     per_epoch = len(_plan(items, dataclasses.replace(train_cfg, full_res_last_epoch=False), seed, 0, ctx))
     steps_in_epoch = per_epoch // train_cfg.accumulation_steps
     if steps_in_epoch < 1:
@@ -342,6 +351,22 @@ def train_global_model(
             "lower train.batch_size or add data"
         )
     total_steps = steps_in_epoch * train_cfg.epochs
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    model = create_global_model(model_cfg)
+    head = create_head(train_cfg.head, model.dim, num_classes, train_cfg.scale, train_cfg.margin)
+    if train_cfg.neck_init == "pca":
+        _init_neck(model, items, train_cfg, seed, ctx.device)
+    freeze_leading(model.backbone, train_cfg.frozen_fraction)
+    module = _Module(model, head).to(ctx.device)
+    if cuda:
+        module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    groups = _param_groups(module, train_cfg)
+    optimizer = _optimizer(groups, train_cfg)
+    use_amp = train_cfg.amp and cuda
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     key = _resume_key(train_cfg, model_cfg, num_classes, len(items))
     step, start_epoch, skip = 0, 0, 0

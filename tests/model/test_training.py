@@ -149,3 +149,22 @@ def test_frozen_fraction_keeps_early_layers_and_their_statistics(
     assert not all(torch.equal(before[n], after[n]) for n in trained)
     # BatchNorm running statistics of the frozen stem stay the ImageNet ones
     torch.testing.assert_close(after["bn1.running_mean"], before["bn1.running_mean"])
+
+
+def test_pca_neck_init_whitens_pretrained_features() -> None:
+    from landmark.models.global_model import create_global_model
+
+    torch.manual_seed(0)
+    model = create_global_model(dataclasses.replace(MODEL, embedding_dim=8)).eval()
+    pooled = (
+        torch.randn(64, model.backbone.num_features) @ torch.randn(model.backbone.num_features, 1280) * 0.1
+    )
+    model.init_neck_pca(pooled)
+    with torch.no_grad():
+        embedded = model.neck(pooled)
+    # whitened: zero mean, unit variance per dimension, decorrelated
+    torch.testing.assert_close(embedded.mean(dim=0), torch.zeros(8), atol=1e-4, rtol=0)
+    cov = torch.cov(embedded.T)
+    torch.testing.assert_close(cov, torch.eye(8), atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="FC -> BatchNorm1d"):
+        create_global_model(dataclasses.replace(MODEL, embedding_dim=0)).init_neck_pca(pooled)
