@@ -14,8 +14,9 @@ Missing neighbours (index -1, e.g. from approximate search) and neighbours label
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -245,8 +246,15 @@ def calibration_split(ids: Sequence[str], fraction: float, seed: int) -> tuple[l
     return calibration, evaluation
 
 
-InlierFn = Callable[[str, Sequence[str]], np.ndarray]
-"""``(query_id, candidate ids) -> inlier counts`` (a spatial verifier, see :class:`landmark.rerank.Verifier`)."""
+class Verifier(Protocol):
+    """Spatial verification of one query against candidate index images (e.g. :class:`landmark.verify.StoreVerifier`).
+
+    Shared by recognition's inlier term and retrieval's spatial re-rank (:mod:`landmark.rerank` re-exports it).
+    """
+
+    def __call__(self, query_id: str, candidate_ids: Sequence[str]) -> np.ndarray:
+        """Inlier counts, shape (len(candidate_ids),), >= 0."""
+        ...
 
 
 def knn_recognition(
@@ -256,7 +264,7 @@ def knn_recognition(
     index_cfg: IndexConfig,
     *,
     seed: int = 0,
-    verifier: InlierFn | None = None,
+    verifier: Verifier | None = None,
     query_ids: Sequence[str] = (),
 ) -> LabelPrediction:
     """Recognise queries by kNN voting over train images, or over class centroids (``cfg.index``).

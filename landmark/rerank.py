@@ -30,21 +30,12 @@ import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 import numpy as np
 
 from landmark.config import IndexConfig, RerankConfig
 from landmark.index import ShardedIndex, build_in_memory, sample_rows
-from landmark.recognize import LabelledSet, LabelPrediction, neighbour_labels, predict_labels
-
-
-class Verifier(Protocol):
-    """Spatial verification of one query against candidate index images (the DELF verifier implements it)."""
-
-    def __call__(self, query_id: str, candidate_ids: Sequence[str]) -> np.ndarray:
-        """Inlier counts, shape (len(candidate_ids),), >= 0."""
-        ...
+from landmark.recognize import LabelledSet, LabelPrediction, Verifier, neighbour_labels, predict_labels
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
