@@ -7,10 +7,14 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
 import pytest
+
+from landmark.config import SynthConfig
 
 if TYPE_CHECKING:
     from landmark.infra import SeaweedInfo
@@ -79,3 +83,38 @@ def object_store(s3_settings: S3Settings) -> ObjectStore:
     store = ObjectStore(s3_settings)
     store.ensure_bucket()
     return store
+
+
+@dataclass(frozen=True)
+class TinyWorld:
+    """A small synthetic world generated once per session (6 landmarks, 192 px photos)."""
+
+    root: Path
+    meta: pd.DataFrame  # synth_meta.parquet: the ground truth of every photo
+    cfg: SynthConfig
+    seed: int
+
+
+TINY_WORLD = SynthConfig(
+    num_landmarks=6,
+    facets_min=1,
+    facets_max=2,
+    train_per_landmark=6,
+    index_per_landmark=6,
+    queries=6,
+    index_distractors=4,
+    test_distractors=2,
+    image_size=192,
+    facet_size=256,
+    workers=0,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> TinyWorld:
+    """The tiny synthetic world shared by the geometry and local-feature tests (generated once)."""
+    from landmark.data.synthetic import generate_world
+
+    root = tmp_path_factory.mktemp("tiny_world")
+    generate_world(TINY_WORLD, root, seed=11, progress=False)
+    return TinyWorld(root, pd.read_parquet(root / "synth_meta.parquet"), TINY_WORLD, 11)

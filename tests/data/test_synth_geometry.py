@@ -11,36 +11,19 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TinyWorld
 
-from landmark.config import SynthConfig
 from landmark.data.gldv2 import image_relpath
-from landmark.data.synthetic import generate_world
 from landmark.data.synthetic.photo import local_scale
 from landmark.data.synthetic.render import RenderSettings, landmark_facet, render_spec
 from landmark.data.synthetic.world import plan_world
 
-SEED = 11
-CFG = SynthConfig(
-    num_landmarks=6,
-    facets_min=1,
-    facets_max=2,
-    train_per_landmark=6,
-    index_per_landmark=6,
-    queries=6,
-    index_distractors=4,
-    test_distractors=2,
-    image_size=192,
-    facet_size=256,
-    workers=0,
-)
 PATCH = 7  # half-size of the compared patches, pixels
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
-    out = tmp_path_factory.mktemp("synth_geometry")
-    generate_world(CFG, out, seed=SEED, progress=False)
-    return out, pd.read_parquet(out / "synth_meta.parquet")
+def world(tiny_world: TinyWorld) -> tuple[Path, pd.DataFrame]:
+    return tiny_world.root, tiny_world.meta
 
 
 def gray(out: Path, split: str, image_id: str) -> np.ndarray:
@@ -66,11 +49,11 @@ def expected_view(facet: np.ndarray, homography: np.ndarray, shape: tuple[int, i
     return cv2.warpPerspective(src, homography, (shape[1], shape[0]), flags=cv2.INTER_LINEAR)
 
 
-def test_homography_maps_facet_onto_photo(world: tuple[Path, pd.DataFrame]) -> None:
-    out, meta = world
-    plan = plan_world(CFG, SEED)
+def test_homography_maps_facet_onto_photo(tiny_world: TinyWorld) -> None:
+    out, meta, cfg, seed = tiny_world.root, tiny_world.meta, tiny_world.cfg, tiny_world.seed
+    plan = plan_world(cfg, seed)
     specs = {s.image_id: s for s in plan.all_photos()}
-    settings = RenderSettings.from_config(CFG, SEED)
+    settings = RenderSettings.from_config(cfg, seed)
     chosen = meta[(meta["difficulty"] == "easy") & (meta["visible_fraction"] > 0.8)].head(5)
     assert len(chosen) == 5
     rng = np.random.default_rng(0)
@@ -82,7 +65,7 @@ def test_homography_maps_facet_onto_photo(world: tuple[Path, pd.DataFrame]) -> N
         homography = np.asarray(row.homography, np.float64).reshape(3, 3)
         np.testing.assert_allclose(homography, rendered.homography)
         photo = gray(out, spec.split, spec.image_id).astype(np.float32)
-        facet = landmark_facet(SEED, spec.landmark, spec.facet, spec.family, CFG.facet_size)
+        facet = landmark_facet(seed, spec.landmark, spec.facet, spec.family, cfg.facet_size)
         view = expected_view(facet, homography, photo.shape)
         inner = cv2.erode(rendered.visible.astype(np.uint8), np.ones((2 * PATCH + 3,) * 2, np.uint8))
         ys, xs = np.nonzero(inner)

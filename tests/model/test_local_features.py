@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TinyWorld
 
-from landmark.config import SynthConfig, VerifyConfig
+from landmark.config import VerifyConfig
 from landmark.data.gldv2 import image_relpath
 from landmark.data.imc import read_imc_pairs
-from landmark.data.synthetic import generate_world
 from landmark.features.local import (
     LocalFeatures,
     SiftExtractor,
@@ -85,26 +85,9 @@ def test_root_sift_differs_from_sift_and_is_unit() -> None:
     np.testing.assert_allclose(np.linalg.norm(root.descriptors, axis=1), 1.0, rtol=1e-5)
 
 
-SYNTH = SynthConfig(
-    num_landmarks=6,
-    facets_min=1,
-    facets_max=2,
-    train_per_landmark=6,
-    index_per_landmark=6,
-    queries=6,
-    index_distractors=4,
-    test_distractors=2,
-    image_size=192,
-    facet_size=256,
-    workers=0,
-)
-
-
 @pytest.fixture(scope="module")
-def synth_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
-    out = tmp_path_factory.mktemp("local_synth")
-    generate_world(SYNTH, out, seed=11, progress=False)
-    return out, pd.read_parquet(out / "synth_meta.parquet")
+def synth_world(tiny_world: TinyWorld) -> tuple[Path, pd.DataFrame]:
+    return tiny_world.root, tiny_world.meta
 
 
 def test_sift_verifier_separates_same_facet_from_other_landmarks(
