@@ -3,6 +3,8 @@ across views of the same facet but not across landmarks."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import itertools
 import math
 from pathlib import Path
@@ -11,12 +13,14 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TinyWorld
 
 from landmark.data.gldv2 import image_relpath
 from landmark.data.synthetic.photo import local_scale
 from landmark.data.synthetic.render import RenderSettings, landmark_facet, render_spec
 from landmark.data.synthetic.world import plan_world
+
+if TYPE_CHECKING:  # a type only: importing conftest at run time would pick another conftest module
+    from conftest import TinyWorld
 
 PATCH = 7  # half-size of the compared patches, pixels
 

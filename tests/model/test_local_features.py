@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TinyWorld
 
 from landmark.config import VerifyConfig
 from landmark.data.gldv2 import image_relpath
@@ -22,6 +22,9 @@ from landmark.features.local import (
     local_extractor_names,
 )
 from landmark.verify import sampson_error, verify_pairs, verify_pairs_detailed
+
+if TYPE_CHECKING:  # a type only: importing conftest at run time would pick another conftest module
+    from conftest import TinyWorld
 
 
 def textured_image(seed: int, size: tuple[int, int] = (240, 320)) -> np.ndarray:
