@@ -13,13 +13,14 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test lint typecheck unit clean help up down
+.PHONY: install demo test lint typecheck unit clean help up down monitor
 
 help:
 	@echo "make demo   - set up and run the pipeline on the built-in synthetic landmark world"
 	@echo "make test   - set up and run lint, type checks and the test suite"
 	@echo "make up     - start the local S3 store (SeaweedFS on 127.0.0.1, generated credentials, DVC remote)"
 	@echo "make down   - stop the local S3 store (data and credentials are kept)"
+	@echo "make monitor - serve the Evidently drift/evaluation dashboard (evidently ui) on http://127.0.0.1:$(MONITOR_PORT)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +57,14 @@ up: install
 
 down:
 	@if [ -x $(BIN)/landmark ]; then $(BIN)/landmark infra down; else echo "no $(BIN)/landmark: nothing to stop"; fi
+
+# The Evidently dashboard over the drift and evaluation snapshots (drift.workspace in params.yaml). The project and
+# its panels are created first (idempotent), so the dashboard is there even before the first report.
+MONITOR_WORKSPACE ?= monitoring/workspace
+MONITOR_PORT ?= 8000
+monitor: install
+	$(BIN)/python monitoring/setup.py --workspace $(MONITOR_WORKSPACE)
+	$(BIN)/evidently ui --workspace $(MONITOR_WORKSPACE) --host 127.0.0.1 --port $(MONITOR_PORT)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -43,6 +43,11 @@ class PathsConfig:
     ingest: str = "data/ingest"  # ingested images (local store), manifests, batch summaries
     reports: str = "build/reports"  # ingest/validate summaries and the Great Expectations Data Docs
     index: str = "build/index"  # the FAISS index of the index split
+    features_boot: str = (
+        "build/features_boot"  # bootstrap global descriptors of the train split (cleaning kNN)
+    )
+    local: str = "build/local"  # local features per split (``landmark local``)
+    clean: str = "build/clean"  # cleaned train manifest, dropped rows, class report, clean.json
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,9 @@ class TrainConfig:
     frozen_fraction: float = 0.5
     neck_init: Literal["pca", "random"] = "pca"  # FC -> BN starts as PCA whitening of pretrained features
     neck_init_images: int = 512  # training images (no augmentation) the PCA is fitted on
+    # knowledge-preserving fine-tuning: loss += distill_weight * (1 - cos(embedding, step-0 model's embedding))
+    # on the same batch, so the embedding keeps what generalises to real photos (0 = off)
+    distill_weight: float = 0.0
     sampler: Literal["plain", "balanced"] = "plain"
     min_images_per_class: int = 2
     checkpoint_every: int = 50  # optimizer steps; 0 = only at epoch ends
@@ -167,6 +175,7 @@ class TrainConfig:
         _require(self.min_images_per_class >= 1, "min_images_per_class must be >= 1")
         _require(0.0 <= self.frozen_fraction < 1.0, "frozen_fraction must be in [0, 1)")
         _require(self.neck_init_images >= 2, "neck_init_images must be >= 2")
+        _require(self.distill_weight >= 0, f"distill_weight must be >= 0, got {self.distill_weight}")
 
 
 @dataclass(frozen=True)
@@ -386,6 +395,249 @@ class VerifyConfig:
         _require(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
 
 
+_METRIC_PATH = re.compile(r"^[A-Za-z0-9_@\-]+(\.[A-Za-z0-9_@\-]+)*$")
+
+
+@dataclass(frozen=True)
+class PromoteConfig:
+    """The promotion gate and the model registry in the object store (``landmark promote``/``rollback``)."""
+
+    prefix: str = "registry"  # key prefix of versions, the production pointer and the decision log
+    metrics: tuple[str, ...] = ("revisitop.medium.mAP", "recognition.GAP")  # dotted paths in metrics.json
+    min_improvement: float = 0.0  # points (metrics are percent) each metric must beat production by
+    require_quality: bool = True  # a failed data-quality report blocks promotion
+    max_drift_share: float | None = None  # None: the bound (and verdict) stored in drift.json
+    keep_versions: int = 5  # complete versions kept (production + rollback history + newest); 0 = keep all
+
+    def __post_init__(self) -> None:
+        _require(
+            bool(self.prefix)
+            and not self.prefix.startswith("/")
+            and not self.prefix.endswith("/")
+            and "" not in self.prefix.split("/")
+            and ".." not in self.prefix.split("/"),
+            f"prefix must be a relative key prefix without '..' or empty segments, got {self.prefix!r}",
+        )
+        _require(len(self.metrics) >= 1, "metrics must name at least one metric")
+        for metric in self.metrics:
+            _require(
+                _METRIC_PATH.match(metric) is not None,
+                f"metrics entries must be dotted paths like 'revisitop.medium.mAP', got {metric!r}",
+            )
+        _require(len(set(self.metrics)) == len(self.metrics), f"metrics has duplicates: {list(self.metrics)}")
+        _require(
+            -100.0 <= self.min_improvement <= 100.0,
+            f"min_improvement must be in [-100, 100], got {self.min_improvement}",
+        )
+        _require(
+            self.max_drift_share is None or 0.0 <= self.max_drift_share <= 1.0,
+            f"max_drift_share must be null or in [0, 1], got {self.max_drift_share}",
+        )
+        _require(self.keep_versions >= 0, f"keep_versions must be >= 0, got {self.keep_versions}")
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """Local feature extraction (``landmark local``) for spatial verification and cleaning."""
+
+    backend: str = "sift"  # a registered local-feature backend: sift | delf | delf-tf
+    model: str = ""  # model directory of the delf/delf-tf backends ("" for sift)
+    image_size: int = 384  # long side the image is resized to before extraction (0 = original size)
+    max_features: int = 1000  # keypoints kept per image, strongest first
+    workers: int = 2  # processes over images (0 = in this process)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.backend), "backend must name a local-feature backend, e.g. sift")
+        _require(
+            self.backend == "sift" or bool(self.model),
+            f"model must be the model directory of the {self.backend!r} backend",
+        )
+        _require(
+            self.image_size == 0 or 32 <= self.image_size <= 4096,
+            f"image_size must be 0 or in [32, 4096], got {self.image_size}",
+        )
+        _require(self.max_features >= 1, f"max_features must be >= 1, got {self.max_features}")
+        _require(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """Automated cleaning of the train split (``landmark clean``; Yokoo et al. 2020, section 3)."""
+
+    k: int = 1000  # nearest neighbours over the train global descriptors
+    max_same_label: int = 100  # same-label neighbours verified per image
+    inlier_threshold: int = 12  # T_inlier: a neighbour is verified with at least this many inliers
+    min_verified: int = 1  # T_freq: keep an image with at least this many verified neighbours
+    min_class_images: int = 2  # classes left with fewer kept images are dropped
+    chunk_size: int = 4096  # queries per kNN step and pairs per verification batch
+    workers: int = 2  # processes over verification pairs (0 = in this process)
+
+    def __post_init__(self) -> None:
+        for name in (
+            "k",
+            "max_same_label",
+            "inlier_threshold",
+            "min_verified",
+            "min_class_images",
+            "chunk_size",
+        ):
+            _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        _require(
+            self.max_same_label <= self.k,
+            f"max_same_label must be <= k ({self.k}), got {self.max_same_label}",
+        )
+        _require(
+            self.min_verified <= self.max_same_label,
+            f"min_verified must be <= max_same_label ({self.max_same_label}), got {self.min_verified}",
+        )
+        _require(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+
+
+_SQRT2 = math.sqrt(2.0)
+
+
+@dataclass(frozen=True)
+class DelfConfig:
+    """The DELF local-feature model (``landmark train-delf``; Noh et al. 2017) and its extraction settings."""
+
+    backbone: str = "efficientnet_lite0"  # timm backbone, truncated at its stride-16 feature map
+    pretrained: str = "packaged"  # packaged | timm | none | a local checkpoint path (as model.pretrained)
+    image_size: int = 256  # training: long side of the aspect-ratio size templates
+    batch_size: int = 16
+    descriptor_epochs: int = 1  # phase 1: fine-tune the backbone + a GAP classifier
+    attention_epochs: int = 2  # phase 2: backbone frozen, train attention + classifier on attention pooling
+    lr: float = 1e-3  # AdamW rate of the new layers (classifiers, attention), cosine per step
+    backbone_lr_multiplier: float = 0.1  # phase 1: the pretrained layers learn at lr * this
+    weight_decay: float = 1e-4
+    warmup_steps: int = 5  # per phase
+    frozen_fraction: float = 0.5  # phase 1: leading share of backbone tensors kept frozen
+    attention_hidden: int = 512  # channels of the attention head's hidden 1x1 conv
+    augmentation: Literal["none", "soft", "hard"] = "soft"
+    min_images_per_class: int = 2
+    max_steps: int = 0  # optimizer steps per phase (0 = all epochs)
+    scales: tuple[float, ...] = (0.25, 0.25 * _SQRT2, 0.5, 0.5 * _SQRT2, 1.0, _SQRT2, 2.0)  # image pyramid
+    score_threshold: float = 0.0  # keep cells with attention >= this (0 keeps all; top max_features remain)
+    max_features: int = 1000  # keypoints kept per image over all scales, highest attention first
+    pca_dim: int = 40  # descriptors: L2 -> PCA to pca_dim -> L2
+    pca_whiten: bool = False
+    pca_images: int = 100  # training images (seeded subset) whose descriptors fit the PCA
+    amp: bool = True  # mixed precision, only ever on CUDA
+    workers: int = 2  # data-loading processes
+
+    def __post_init__(self) -> None:
+        _require(bool(self.backbone), "backbone must be a timm model name")
+        _require(32 <= self.image_size <= 2048, f"image_size must be in [32, 2048], got {self.image_size}")
+        _require(self.batch_size >= 2, f"batch_size must be >= 2 (BatchNorm), got {self.batch_size}")
+        _require(self.descriptor_epochs >= 0, f"descriptor_epochs must be >= 0, got {self.descriptor_epochs}")
+        _require(self.attention_epochs >= 1, f"attention_epochs must be >= 1, got {self.attention_epochs}")
+        _require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _require(self.backbone_lr_multiplier > 0, "backbone_lr_multiplier must be > 0")
+        _require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _require(
+            0.0 <= self.frozen_fraction < 1.0,
+            f"frozen_fraction must be in [0, 1), got {self.frozen_fraction}",
+        )
+        _require(self.attention_hidden >= 1, f"attention_hidden must be >= 1, got {self.attention_hidden}")
+        for name in ("warmup_steps", "max_steps", "workers"):
+            _require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        _require(self.min_images_per_class >= 1, "min_images_per_class must be >= 1")
+        _require(
+            len(self.scales) >= 1 and all(0 < s <= 8 for s in self.scales),
+            f"scales must be in (0, 8], got {list(self.scales)}",
+        )
+        _require(self.score_threshold >= 0, f"score_threshold must be >= 0, got {self.score_threshold}")
+        _require(self.max_features >= 1, f"max_features must be >= 1, got {self.max_features}")
+        _require(self.pca_dim >= 1, f"pca_dim must be >= 1, got {self.pca_dim}")
+        _require(self.pca_images >= 2, f"pca_images must be >= 2, got {self.pca_images}")
+
+
+DRIFT_STATTESTS = (
+    "auto",
+    "ks",
+    "wasserstein",
+    "psi",
+    "jensenshannon",
+    "kl_div",
+    "hellinger",
+    "anderson",
+    "cramer_von_mises",
+    "mannw",
+    "ed",
+    "t_test",
+)
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Evidently drift reports (``landmark drift``) and the monitoring workspace under ``monitoring/``."""
+
+    max_drift_share: float = 0.5  # the gate's bound: passed = share of drifted columns <= this
+    stattest: str = "auto"  # per-column test of the numeric columns; auto = Evidently's choice by size/type
+    column_drift_threshold: float | None = (
+        None  # p-value (tests) or distance bound; None = the test's default
+    )
+    sample_size: int = 2000  # images per side, sampled with the seed (all rows when fewer)
+    embedding_components: int = 8  # PCA components of the global descriptors compared as columns (0 = none)
+    workspace: str = "monitoring/workspace"  # the Evidently workspace (`make monitor` serves it)
+    project: str = "landmark"  # Evidently project holding the drift and evaluation snapshots
+    workers: int = 2  # processes decoding images for the statistics (0 = in this process)
+
+    def __post_init__(self) -> None:
+        _require(
+            0.0 <= self.max_drift_share <= 1.0,
+            f"max_drift_share must be in [0, 1], got {self.max_drift_share}",
+        )
+        _require(
+            self.stattest in DRIFT_STATTESTS,
+            f"stattest must be one of {', '.join(DRIFT_STATTESTS)}, got {self.stattest!r}",
+        )
+        _require(
+            self.column_drift_threshold is None or self.column_drift_threshold > 0,
+            f"column_drift_threshold must be null or > 0, got {self.column_drift_threshold}",
+        )
+        _require(self.sample_size >= 2, f"sample_size must be >= 2, got {self.sample_size}")
+        _require(
+            0 <= self.embedding_components <= 256,
+            f"embedding_components must be in [0, 256], got {self.embedding_components}",
+        )
+        _require(bool(self.workspace), "workspace must be a directory path")
+        _require(bool(self.project.strip()), "project must be a non-empty name")
+        _require(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class FlowsConfig:
+    """Prefect orchestration (``flows/``): schedules, the local work pool, where fan-out runs, DVC versioning."""
+
+    retrain_cron: str = (
+        "0 2 * * *"  # nightly retraining (clean -> train -> index -> evaluate -> drift -> promote)
+    )
+    ingest_cron: str = "0 * * * *"  # periodic ingestion of new images from ingest_source
+    timezone: str = "UTC"
+    work_pool: str = (
+        "landmark-local"  # a local process work pool (`make schedule` creates it and starts a worker)
+    )
+    ingest_source: str = (
+        "data/synth"  # scheduled ingestion source: CSV URL, folder, s3://bucket/prefix, synth dir
+    )
+    ingest_split: str = "train"
+    dask_address: str = ""  # a Dask scheduler (tcp://host:8786) to run the flow's tasks on; "" = this machine
+    dvc_push: bool = True  # version each run's outputs: dvc commit + dvc push to the S3 remote
+    prefect_port: int = 4200  # the local Prefect server (`landmark infra up`)
+
+    def __post_init__(self) -> None:
+        for name in ("retrain_cron", "ingest_cron"):
+            _require(len(getattr(self, name).split()) == 5, f"{name} must be a 5-field cron expression")
+        _require(bool(self.work_pool.strip()), "work_pool must not be empty")
+        _require(
+            1 <= self.prefect_port <= 65535, f"prefect_port must be a port number, got {self.prefect_port}"
+        )
+        _require(
+            self.dask_address == "" or "://" in self.dask_address,
+            f"dask_address must look like tcp://host:port, got {self.dask_address!r}",
+        )
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole pipeline configuration."""
@@ -405,6 +657,12 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    flows: FlowsConfig = field(default_factory=FlowsConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
+    delf: DelfConfig = field(default_factory=DelfConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
 
 
 def resolve_device(device: str) -> str:

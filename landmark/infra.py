@@ -308,7 +308,7 @@ def ensure_credentials(layout: SeaweedLayout) -> Credentials:
     return credentials
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -328,7 +328,7 @@ def _is_our_weed(pid: int, layout: SeaweedLayout) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return _process_alive(pid)  # no /proc (not Linux): trust the pid file
+        return process_alive(pid)  # no /proc (not Linux): trust the pid file
     args = [a.decode(errors="replace") for a in cmdline if a]
     return bool(args) and Path(args[0]).name == "weed" and f"-dir={layout.data_dir}" in args
 
@@ -364,11 +364,7 @@ def _write_state(layout: SeaweedLayout, info: SeaweedInfo) -> None:
 def seaweed_status(run_dir: str | Path) -> SeaweedInfo | None:
     """The running server of ``run_dir``, or None (no record, or its process is gone)."""
     info = read_state(run_dir)
-    if (
-        info is None
-        or not _process_alive(info.pid)
-        or not _is_our_weed(info.pid, SeaweedLayout(info.run_dir))
-    ):
+    if info is None or not process_alive(info.pid) or not _is_our_weed(info.pid, SeaweedLayout(info.run_dir)):
         return None
     return info
 
@@ -421,7 +417,7 @@ def is_ready(info: SeaweedInfo) -> bool:
     return is_healthy(info.endpoint) and volumes_registered(info.ports)
 
 
-def _log_tail(path: Path, lines: int = 15) -> str:
+def log_tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -436,15 +432,15 @@ def _wait_ready(
         if process.poll() is not None:
             raise InfraError(
                 f"SeaweedFS exited with status {process.returncode} while starting; "
-                f"log {layout.console_log}:\n{_log_tail(layout.console_log)}"
+                f"log {layout.console_log}:\n{log_tail(layout.console_log)}"
             )
         if is_ready(info):
             return
         time.sleep(0.1)
-    _terminate(process.pid, grace_s=5.0)
+    terminate_process(process.pid, grace_s=5.0)
     raise InfraError(
         f"SeaweedFS at {info.endpoint} did not become ready within {timeout_s:.0f}s; "
-        f"log {layout.console_log}:\n{_log_tail(layout.console_log)}"
+        f"log {layout.console_log}:\n{log_tail(layout.console_log)}"
     )
 
 
@@ -509,14 +505,14 @@ def start_seaweed(run_dir: str | Path, *, s3_port: int | None = None, timeout_s:
     return info
 
 
-def _terminate(pid: int, grace_s: float) -> None:
+def terminate_process(pid: int, grace_s: float) -> None:
     """SIGTERM ``pid`` and wait until it is gone (reaped when it is our child); SIGKILL after ``grace_s``."""
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     if not _wait_gone(pid, grace_s):
-        logger.warning("SeaweedFS pid %d ignored SIGTERM for %.0fs; killing it", pid, grace_s)
+        logger.warning("pid %d ignored SIGTERM for %.0fs; killing it", pid, grace_s)
         with contextlib.suppress(ProcessLookupError):  # it exited just now: fine
             os.kill(pid, signal.SIGKILL)
         _wait_gone(pid, grace_s)
@@ -538,7 +534,7 @@ def _exited(pid: int) -> bool:
     try:
         reaped, _ = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:  # not our child (or already reaped)
-        return not _process_alive(pid)
+        return not process_alive(pid)
     return reaped == pid
 
 
@@ -560,8 +556,8 @@ def stop_seaweed(run_dir: str | Path, *, grace_s: float = 15.0) -> bool:
     layout = SeaweedLayout(Path(run_dir).resolve())
     info = read_state(layout.run_dir)
     stopped = False
-    if info is not None and _process_alive(info.pid) and _is_our_weed(info.pid, layout):
-        _terminate(info.pid, grace_s)
+    if info is not None and process_alive(info.pid) and _is_our_weed(info.pid, layout):
+        terminate_process(info.pid, grace_s)
         stopped = True
     layout.pid_file.unlink(missing_ok=True)
     _remove_sockets(layout)

@@ -7,14 +7,7 @@ from __future__ import annotations
 
 from landmark.cli._app import app, not_built
 
-PENDING: dict[str, tuple[str, int]] = {
-    "train-delf": ("Train the DELF attention/local-feature model.", 5),
-    "local": ("Extract DELF local features.", 5),
-    "clean": ("Clean the training set with DELF spatial verification.", 5),
-    "drift": ("Compute Evidently drift reports.", 7),
-    "promote": ("Gate and promote a candidate model.", 7),
-    "rollback": ("Switch the production pointer back.", 7),
-}
+PENDING: dict[str, tuple[str, int]] = {}
 
 
 def _register(name: str, summary: str, issue: int) -> None:

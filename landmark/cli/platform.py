@@ -1,4 +1,4 @@
-"""Data-platform commands: ``ingest``, ``validate`` and ``infra up|down|status`` (the local S3 store)."""
+"""Data-platform commands: ``ingest``, ``validate`` and ``infra up|down|status`` (local S3 store, Prefect)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 infra_app = typer.Typer(
-    help="Local services: the SeaweedFS S3 object store (MinIO in production: infra/docker-compose.yml).",
+    help="Local services: the SeaweedFS S3 store and the Prefect server/worker (production: infra/docker-compose.yml).",
     no_args_is_help=True,
 )
 app.add_typer(infra_app, name="infra")
@@ -112,11 +112,15 @@ def validate(
     class_report: Annotated[
         Path | None, typer.Option(help="per-class cleaning report (.parquet/.csv) to validate with --cleaned")
     ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="validate every split of this dataset directory instead of --manifests"),
+    ] = None,
 ) -> None:
     """Run the Great Expectations data-quality gate; exits 1 when a critical expectation fails."""
     from landmark.quality import QualityGateError
     from landmark.stages.validate import validate as run_validate
-    from landmark.stages.validate import validate_cleaning
+    from landmark.stages.validate import validate_cleaning, validate_dataset
 
     cfg = state.config()
     target = reports or Path(cfg.paths.reports)
@@ -125,6 +129,8 @@ def validate(
     try:
         if cleaned is not None and class_report is not None:
             report = validate_cleaning(cfg, cleaned, class_report, target)
+        elif data is not None:
+            report = validate_dataset(cfg, data, target)
         else:
             report = run_validate(cfg, manifests or Path(cfg.paths.ingest) / "manifests", target)
     except QualityGateError as exc:
@@ -151,8 +157,11 @@ def infra_up(
         Path | None, typer.Option(help="server data/logs/pid/credentials (default: storage.run_dir)")
     ] = None,
     dvc: Annotated[bool, typer.Option(help="write endpoint + credentials to .dvc/config.local")] = True,
+    prefect: Annotated[
+        bool, typer.Option(help="also start the local Prefect server (flows.prefect_port)")
+    ] = True,
 ) -> None:
-    """Start the local SeaweedFS S3 store (generated credentials), wait for health, create the bucket."""
+    """Start the local SeaweedFS S3 store (generated credentials, bucket) and the local Prefect server."""
     from landmark.infra import configure_dvc_remote, start_seaweed
     from landmark.storage import ENV_ENDPOINT, ObjectStore, S3Settings, read_credentials_file
 
@@ -171,6 +180,11 @@ def infra_up(
     if dvc and Path(".dvc").is_dir():
         configure_dvc_remote(Path("."), cfg.storage.dvc_remote, info.endpoint, credentials)
         out.print(f"DVC remote '{cfg.storage.dvc_remote}': endpoint and credentials in .dvc/config.local")
+    if prefect:
+        from landmark.prefect_services import start_prefect_server, ui_url
+
+        api = start_prefect_server(directory, cfg.flows.prefect_port)
+        out.print(f"Prefect server at [bold]{ui_url(cfg.flows.prefect_port)}[/] (set PREFECT_API_URL={api})")
 
 
 @infra_app.command("down")
@@ -179,10 +193,14 @@ def infra_up(
 def infra_down(
     run_dir: Annotated[Path | None, typer.Option(help="server directory (default: storage.run_dir)")] = None,
 ) -> None:
-    """Stop the local SeaweedFS server (data and credentials are kept for the next `up`)."""
+    """Stop the local Prefect worker and server and the SeaweedFS server (data and credentials are kept)."""
     from landmark.infra import stop_seaweed
+    from landmark.prefect_services import stop_prefect_server, stop_worker
 
     directory = run_dir or Path(state.config().storage.run_dir)
+    for name, stop in (("Prefect worker", stop_worker), ("Prefect server", stop_prefect_server)):
+        if stop(directory):
+            out.print(f"{name} stopped")
     stopped = stop_seaweed(directory)
     out.print("SeaweedFS stopped" if stopped else f"no SeaweedFS server running for {directory}")
 
@@ -193,10 +211,18 @@ def infra_down(
 def infra_status(
     run_dir: Annotated[Path | None, typer.Option(help="server directory (default: storage.run_dir)")] = None,
 ) -> None:
-    """Say whether the local SeaweedFS server runs, where, and whether it is healthy; exit 3 when down."""
+    """Say whether the local services run (S3 store, Prefect server and worker); exit 3 when the store is down."""
     from landmark.infra import is_ready, seaweed_status
+    from landmark.prefect_services import server_healthy, ui_url, worker_pid
 
-    directory = run_dir or Path(state.config().storage.run_dir)
+    cfg = state.config()
+    directory = run_dir or Path(cfg.storage.run_dir)
+    port = cfg.flows.prefect_port
+    out.print(f"Prefect server: {'up at ' + ui_url(port) if server_healthy(port) else 'not running'}")
+    pid = worker_pid(directory)
+    out.print(
+        f"Prefect worker: {f'running, pid {pid}' if pid else 'not running'} (pool {cfg.flows.work_pool})"
+    )
     info = seaweed_status(directory)
     if info is None:
         out.print(f"SeaweedFS: not running ({directory})")

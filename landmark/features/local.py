@@ -4,16 +4,19 @@ Every backend turns an image (H, W) or (H, W, 3) uint8 RGB array into :class:`Lo
 locations in the ORIGINAL image's pixels, scales, scores and L2-normalised descriptors. Backends:
 
 - ``sift``: OpenCV SIFT on the grey image (optionally RootSIFT), the classical baseline that needs no training.
-- ``delf`` (planned, issue 5; not registered yet): our torch DELF (attention on the stride-16 map, image
-  pyramid, PCA to 40-d).
-- ``delf-tf`` (planned, issue 5, ``[tf]`` extra; not registered yet): an official DELF/DELG TensorFlow
-  SavedModel loaded from a local directory.
+- ``delf`` (:mod:`landmark.features.delf`, param ``model_dir``): our torch DELF (attention on the stride-16 map,
+  image pyramid, PCA to 40-d).
+- ``delf-tf`` (:mod:`landmark.features.delf_tf`, ``[tf]`` extra, param ``model_dir``): an official DELF/DELG
+  TensorFlow SavedModel loaded from a local directory.
 
 Create one with ``create_local_extractor(name, **params)``; :func:`local_extractor_names` lists the registry.
+The model-based backends live in their own modules, imported on first use (torch/TensorFlow stay unloaded
+for SIFT users).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -76,6 +79,8 @@ class LocalExtractor(Protocol):
 
 
 _REGISTRY: dict[str, Callable[..., LocalExtractor]] = {}
+# Backends registered by their own module, imported when first requested.
+_LAZY_BACKENDS = {"delf": "landmark.features.delf", "delf-tf": "landmark.features.delf_tf"}
 
 
 def register_local_extractor(
@@ -93,8 +98,8 @@ def register_local_extractor(
 
 
 def local_extractor_names() -> list[str]:
-    """Registered backend names, sorted."""
-    return sorted(_REGISTRY)
+    """Registered backend names (including those imported on first use), sorted."""
+    return sorted(set(_REGISTRY) | set(_LAZY_BACKENDS))
 
 
 def create_local_extractor(name: str, **params: object) -> LocalExtractor:
@@ -103,6 +108,8 @@ def create_local_extractor(name: str, **params: object) -> LocalExtractor:
     Raises:
         ValueError: an unknown backend name or bad parameters.
     """
+    if name not in _REGISTRY and name in _LAZY_BACKENDS:
+        importlib.import_module(_LAZY_BACKENDS[name])  # registers the backend
     if name not in _REGISTRY:
         raise ValueError(
             f"unknown local feature backend {name!r}; available: {', '.join(local_extractor_names())}"

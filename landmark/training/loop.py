@@ -9,6 +9,7 @@ replays exactly what an uninterrupted one would have done.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import dataclasses
 import os
@@ -17,7 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.hooks import RemovableHandle
 
 from landmark.config import ModelConfig, TrainConfig, config_to_dict
 from landmark.data.images import decode_image
@@ -80,9 +82,11 @@ class _Module(nn.Module):
         super().__init__()
         self.model, self.head = model, head
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         embeddings = self.model.embed(images)
-        return self.head(embeddings, labels), self.head.cosine(embeddings)
+        return self.head(embeddings, labels), self.head.cosine(embeddings), embeddings
 
 
 class _TrainImages(Dataset[tuple[torch.Tensor, int]]):
@@ -235,6 +239,108 @@ def freeze_leading(backbone: nn.Module, fraction: float) -> int:
     return count
 
 
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean of ``1 - cos(student_i, teacher_i)`` over the batch: 0 when every embedding points where the teacher's
+    does, 2 when opposite. Scale-free, so the student's BatchNorm may rescale dimensions uniformly.
+
+    Args:
+        student: (N, D) embeddings being trained.
+        teacher: (N, D) target embeddings of the same images (no gradient flows into them).
+    """
+    if student.shape != teacher.shape or student.ndim != 2:
+        raise ValueError(
+            f"need two (N, D) tensors of one shape, got {tuple(student.shape)} and {tuple(teacher.shape)}"
+        )
+    return (1.0 - F.cosine_similarity(student.float(), teacher.detach().float(), dim=1)).mean()
+
+
+def training_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    embeddings: torch.Tensor,
+    teacher_embeddings: torch.Tensor | None,
+    distill_weight: float,
+) -> torch.Tensor:
+    """Margin-head cross-entropy, plus ``distill_weight * distillation_loss`` when teacher embeddings are given.
+
+    Args:
+        logits: (N, C) margin-head logits.
+        labels: (N,) class indices.
+        embeddings: (N, D) the student's embeddings of the batch.
+        teacher_embeddings: (N, D) the step-0 model's embeddings of the same batch, or None (no distillation).
+        distill_weight: weight of the distillation term (>= 0).
+    """
+    loss = F.cross_entropy(logits.float(), labels)
+    if teacher_embeddings is None or distill_weight == 0:
+        return loss
+    return loss + distill_weight * distillation_loss(embeddings, teacher_embeddings)
+
+
+def efficientnet_stages(backbone: nn.Module) -> list[nn.Module] | None:
+    """timm EfficientNet's ``forward_features`` as a flat list of modules applied in turn (stem, every block,
+    head conv); None for other backbones, whose forward is not a plain chain."""
+    from timm.models.efficientnet import EfficientNet
+
+    if not isinstance(backbone, EfficientNet):
+        return None
+    blocks = [
+        b for stage in backbone.blocks for b in (stage if isinstance(stage, nn.Sequential) else [stage])
+    ]
+    return [backbone.conv_stem, backbone.bn1, *blocks, backbone.conv_head, backbone.bn2]
+
+
+class _Teacher(nn.Module):
+    """The model as it was at step 0 (pretrained backbone + GeM + initialised neck), frozen, in eval mode.
+
+    Where the backbone is a chain (EfficientNet) whose leading modules are frozen in the student too, those are
+    identical in both, so the teacher holds only a copy of the rest and starts from the student's activation after
+    the frozen prefix (captured by a forward hook): on CPU the frozen high-resolution stem is most of the cost.
+    """
+
+    def __init__(self, model: GlobalDescriptor) -> None:
+        super().__init__()
+        stages = efficientnet_stages(model.backbone)
+        prefix = 0
+        while (
+            stages and prefix < len(stages) and not any(p.requires_grad for p in stages[prefix].parameters())
+        ):
+            prefix += 1
+        self._captured: torch.Tensor | None = None
+        self._hook: RemovableHandle | None = None
+        self.full: GlobalDescriptor | None = None
+        self.rest: nn.Sequential | None = None
+        if stages is None or prefix == 0:
+            self.full = copy.deepcopy(model)
+        else:
+            self.rest = copy.deepcopy(nn.Sequential(*stages[prefix:], model.pool, model.neck))
+            self._hook = stages[prefix - 1].register_forward_hook(self._capture)
+        self.requires_grad_(False)
+        self.eval()
+
+    def close(self) -> None:
+        """Detach the hook from the student (it keeps the last activation alive otherwise)."""
+        if self._hook is not None:
+            self._hook.remove()
+        self._hook, self._captured = None, None
+
+    def _capture(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        self._captured = output.detach()
+
+    def train(self, mode: bool = True) -> Self:
+        return super().train(False)  # always eval: fixed BatchNorm statistics, the step-0 embedding
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Step-0 embeddings (N, dim) of ``images``; call right after the student's forward on the same batch."""
+        if self.full is not None:
+            return self.full.embed(images)
+        if self.rest is None or self._captured is None or self._captured.shape[0] != images.shape[0]:
+            raise RuntimeError("the teacher runs after the student's forward on the same batch")
+        out: torch.Tensor = self.rest(self._captured)
+        self._captured = None
+        return out
+
+
 def _init_neck(
     model: GlobalDescriptor, items: Sequence[TrainItem], cfg: TrainConfig, seed: int, device: str
 ) -> None:
@@ -360,6 +466,8 @@ def train_global_model(
     if train_cfg.neck_init == "pca":
         _init_neck(model, items, train_cfg, seed, ctx.device)
     freeze_leading(model.backbone, train_cfg.frozen_fraction)
+    # built before a checkpoint is loaded: the teacher is the model at step 0 on a resumed run too
+    teacher = _Teacher(model).to(ctx.device) if train_cfg.distill_weight > 0 else None
     module = _Module(model, head).to(ctx.device)
     if cuda:
         module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -434,8 +542,9 @@ def train_global_model(
                     images = images.contiguous(memory_format=torch.channels_last)
                 labels = labels.to(ctx.device, non_blocking=True)
                 with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                    logits, cosine = wrapped(images, labels)
-                    loss = F.cross_entropy(logits.float(), labels)
+                    logits, cosine, embeddings = wrapped(images, labels)
+                    target = teacher(images) if teacher is not None else None
+                    loss = training_loss(logits, labels, embeddings, target, train_cfg.distill_weight)
                 scaler.scale(loss / train_cfg.accumulation_steps).backward()
                 running += (
                     torch.stack([loss.detach(), (cosine.argmax(dim=1) == labels).float().mean()])
@@ -476,6 +585,8 @@ def train_global_model(
             if not stop:
                 checkpoint(epoch + 1, 0)
     bar.close()
+    if teacher is not None:
+        teacher.close()
     return TrainResult(
         model=module.model,
         head=module.head,

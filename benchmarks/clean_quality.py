@@ -1,0 +1,190 @@
+"""Cleaning quality on the synthetic default world, which records its injected label noise.
+
+1. How much of the injected noise (``wrong_label`` and ``junk_labelled`` train images, synth_meta.parquet) the
+   cleaning removes and how many correct images it keeps (targets: >= 90% and >= 90%), for the configured
+   thresholds and over a sweep of T_inlier x T_freq (the calibration evidence for the defaults).
+2. The global model trained on the raw and on the cleaned train split with identical params and seed:
+   revisited medium/hard mAP of the test queries (plain kNN and the configured re-ranking).
+
+    python benchmarks/clean_quality.py [--work build/bench/clean] [--set train.max_steps=60] [--skip-train]
+
+Everything (world, bootstrap descriptors, local features, the verified pair table, models, features) is cached
+under --work; delete it to start over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result
+
+from landmark.clean import (
+    candidate_inliers,
+    candidate_table,
+    drop_small_classes,
+    unique_pairs,
+    verified_counts,
+)
+from landmark.config import Config, load_config
+from landmark.data.formats import read_dataset
+from landmark.features.store import load_features
+from landmark.stages.clean import StorePairVerifier, clean
+from landmark.stages.evaluate import evaluate
+from landmark.stages.extract import extract
+from landmark.stages.local import local
+from landmark.stages.synth import synth
+from landmark.stages.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEP_INLIERS = (6, 8, 10, 12, 15, 20, 25, 30)
+SWEEP_FREQ = (1, 2, 3)
+
+
+def noise_rates(kept: np.ndarray, meta: pd.DataFrame) -> dict[str, Any]:
+    """Removed share of injected noise, kept share of correct images (also without junk viewpoints)."""
+    noisy = (meta["noise"] != "none").to_numpy()
+    hopeless = (meta["difficulty"] == "junk").to_numpy()  # correct label, landmark barely visible
+    return {
+        "noise_removed": round(float((~kept[noisy]).mean()), 4),
+        "wrong_label_removed": round(float((~kept[(meta["noise"] == "wrong_label").to_numpy()]).mean()), 4),
+        "junk_labelled_removed": round(
+            float((~kept[(meta["noise"] == "junk_labelled").to_numpy()]).mean()), 4
+        ),
+        "correct_kept": round(float(kept[~noisy].mean()), 4),
+        "correct_kept_without_junk_views": round(float(kept[~noisy & ~hopeless].mean()), 4),
+        "noisy_images": int(noisy.sum()),
+        "correct_images": int((~noisy).sum()),
+    }
+
+
+def threshold_sweep(
+    cfg: Config, work: Path, ids: list[str], labels: np.ndarray, meta: pd.DataFrame
+) -> list[dict[str, Any]]:
+    """Verify every candidate pair once (cached), then re-decide for each (T_inlier, T_freq)."""
+    cache = work / "candidate_inliers.npy"
+    if not cache.exists():
+        _, desc = load_features(work / "boot" / "train", ids)
+        candidates = candidate_table(desc, labels, cfg.clean)
+        pairs = unique_pairs(candidates)
+        verifier = StorePairVerifier(
+            work / "local" / "train", dataclasses.replace(cfg.verify, workers=cfg.clean.workers)
+        )
+        counts = verifier([(ids[a], ids[b]) for a, b in pairs])
+        np.save(cache, candidate_inliers(candidates, pairs, counts))
+    inliers = np.load(cache)
+    rows = []
+    for t_inlier in SWEEP_INLIERS:
+        for t_freq in SWEEP_FREQ:
+            cnt = verified_counts(inliers, t_inlier)
+            kept, _, _ = drop_small_classes(labels, cnt >= t_freq, cfg.clean.min_class_images)
+            rows.append({"inlier_threshold": t_inlier, "min_verified": t_freq, **noise_rates(kept, meta)})
+    return rows
+
+
+def retrieval_map(cfg: Config, world: Path, model_dir: Path, features: Path, out: Path) -> dict[str, Any]:
+    """Revisited easy/medium/hard mAP of the test queries: plain kNN and the configured re-ranking."""
+    extract(cfg, world, features, splits=("index", "test", "train"), model_dir=model_dir)
+    plain = dataclasses.replace(
+        cfg, rerank=dataclasses.replace(cfg.rerank, dba=False, qe="none", sort_step=False, insert_step=False)
+    )
+    result: dict[str, Any] = {}
+    for name, run_cfg in (("knn", plain), ("reranked", cfg)):
+        metrics = evaluate(run_cfg, world, features, out / name)
+        result[name] = {p: metrics["revisitop"][p]["mAP"] for p in ("easy", "medium", "hard")}
+        result[name]["GAP"] = metrics.get("recognition", {}).get("GAP")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--work", type=Path, default=REPO / "build" / "bench" / "clean")
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
+    parser.add_argument("--skip-train", action="store_true", help="only the removal/keep rates and the sweep")
+    args = parser.parse_args()
+    cfg = load_config(args.params, args.overrides)
+    work: Path = args.work
+    world = work / "synth"
+    if not (world / "gnd_synth.pkl").exists():
+        synth(cfg, world)
+    result: dict[str, Any] = {
+        "config": {"clean": cfg.clean.__dict__, "local": cfg.local.__dict__, "verify": cfg.verify.__dict__},
+        "world": str(world),
+    }
+
+    start = time.perf_counter()
+    extract(cfg, world, work / "boot", splits=("train",))  # pretrained bootstrap descriptors
+    result["bootstrap_extract_seconds"] = round(time.perf_counter() - start, 1)
+    summary = local(cfg, world, work / "local", split="train")
+    result["local"] = {
+        "images": summary.images, "extracted_now": summary.extracted, "seconds": round(summary.seconds, 1),
+        "bytes_per_image": round(summary.bytes_per_image),
+    }  # fmt: skip
+
+    start = time.perf_counter()
+    cleaned = clean(cfg, world, work / "boot", work / "local", work / "clean", progress=False)
+    result["clean_seconds"] = round(time.perf_counter() - start, 1)
+    decisions_kept = pd.read_parquet(work / "clean" / "train.parquet").set_index("image_id")["status"] == "ok"
+    dataset = read_dataset(world)
+    frame = dataset.manifest("train")
+    ok = frame[frame["status"] == "ok"]
+    ids = [str(i) for i in ok["image_id"]]
+    labels = ok["landmark_id"].to_numpy(np.int64)
+    meta = pd.read_parquet(world / "synth_meta.parquet").set_index("image_id").loc[ids]
+    kept = decisions_kept.loc[ids].to_numpy()
+    result["configured"] = {
+        **noise_rates(kept, meta),
+        "kept": cleaned.kept,
+        "images": cleaned.images,
+        "dropped": cleaned.dropped,
+        "classes_kept": cleaned.classes_kept,
+        "unique_pairs": cleaned.unique_pairs,
+        "directed_pairs": cleaned.directed_pairs,
+    }
+    result["sweep"] = threshold_sweep(cfg, work, ids, labels, meta)
+
+    if not args.skip_train:
+        result["train_overrides"] = args.overrides
+        for name, manifest in (("raw", None), ("cleaned", work / "clean" / "train.parquet")):
+            model_dir = work / f"model_{name}"
+            start = time.perf_counter()
+            if not (model_dir / "weights.pt").exists():
+                run = train(
+                    cfg,
+                    world,
+                    model_dir,
+                    manifest=manifest,
+                    work_dir=work / f"model_{name}.work",
+                    resume=True,
+                )
+                result[f"train_{name}"] = {
+                    "images": run.images, "classes": run.classes, "steps": run.steps,
+                    "seconds": round(run.seconds, 1), "final_accuracy": round(run.final_accuracy, 4),
+                }  # fmt: skip
+            result[f"train_{name}_wall_seconds"] = round(time.perf_counter() - start, 1)
+            result[f"map_{name}"] = retrieval_map(
+                cfg, world, model_dir, work / f"feat_{name}", work / f"eval_{name}"
+            )
+        result["map_gain_cleaned_minus_raw"] = {
+            kind: {
+                p: round(result["map_cleaned"][kind][p] - result["map_raw"][kind][p], 3)
+                for p in ("easy", "medium", "hard")
+            }
+            for kind in ("knn", "reranked")
+        }
+    write_result("clean_quality", result)
+
+
+if __name__ == "__main__":
+    main()

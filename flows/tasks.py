@@ -1,0 +1,301 @@
+"""Prefect tasks: each calls one ``landmark`` stage function and publishes what it measured as artifacts.
+
+Retries only where another attempt can help: talking to the object store (fetching the production model,
+pushing versions). Stages over local data get none: a corrupt image or a failed quality gate fails the same way
+twice. Tasks take a :class:`~flows.common.Run` (typed config + project root) and absolute paths, and never cache
+across runs (inputs on disk change under the same arguments).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.common import Run, flatten, markdown_table, publish_markdown, publish_table
+
+
+def _stage_task(name: str, retries: int = 0) -> Any:
+    return task(name=name, retries=retries, retry_delay_seconds=5, cache_policy=NO_CACHE)
+
+
+@_stage_task("synth")
+def synth_world(run: Run, out_dir: Path) -> dict[str, Any]:
+    """Generate the synthetic landmark world (only when the dataset directory does not exist yet)."""
+    from landmark.stages.synth import synth
+
+    result = synth(run.cfg, out_dir, progress=False)
+    return {"out": str(out_dir), "images": int(getattr(result, "images", 0) or 0)}
+
+
+@_stage_task("ingest", retries=2)
+def ingest_batch(run: Run, source: str, out_dir: Path, split: str) -> dict[str, Any]:
+    """One incremental batch from ``source`` into ``out_dir``. Retried: fetches fail on flaky networks and
+    stores, and ingestion resumes from its journal, so another attempt only finishes what is missing."""
+    from landmark.stages.ingest import ingest
+
+    result = ingest(run.cfg, source, out_dir, split=split, progress=False)
+    summary = asdict(result) if not isinstance(result, dict) else result
+    publish_table(
+        "ingest",
+        [{k: v for k, v in summary.items() if isinstance(v, int | str | float)}],
+        "Ingested batch: counts",
+    )
+    return summary
+
+
+@_stage_task("validate-manifests")
+def validate_manifests(run: Run, manifests_dir: Path, reports_dir: Path) -> dict[str, Any]:
+    """Great Expectations manifest gate on the ingestion manifests; a failed critical expectation fails the flow."""
+    from landmark.quality import QualityGateError
+    from landmark.stages.validate import validate
+
+    try:
+        report = validate(run.cfg, manifests_dir, reports_dir)
+    except QualityGateError as exc:
+        publish_markdown(
+            "data-quality", f"## Data quality: FAILED\n\n```\n{exc.report.summary()}\n```", "GX gate"
+        )
+        raise
+    publish_markdown("data-quality", f"## Data quality: passed\n\n```\n{report.summary()}\n```", "GX gate")
+    return {"passed": report.passed, "report": str(reports_dir / "validate.json")}
+
+
+@_stage_task("validate-data")
+def validate_data(run: Run, data_dir: Path, reports_dir: Path) -> dict[str, Any]:
+    """Great Expectations manifest gate on every split; a failed critical expectation fails the flow here."""
+    from landmark.quality import QualityGateError
+    from landmark.stages.validate import validate_dataset
+
+    try:
+        report = validate_dataset(run.cfg, data_dir, reports_dir)
+    except QualityGateError as exc:
+        publish_markdown(
+            "data-quality", f"## Data quality: FAILED\n\n```\n{exc.report.summary()}\n```", "GX gate"
+        )
+        raise
+    publish_markdown("data-quality", f"## Data quality: passed\n\n```\n{report.summary()}\n```", "GX gate")
+    return {"passed": report.passed, "report": str(reports_dir / "validate.json")}
+
+
+@_stage_task("fetch-production", retries=2)
+def fetch_production(run: Run) -> dict[str, Any] | None:
+    """Download the production model (and its index) from the registry, or None when nothing is in production.
+
+    Reuses an earlier download of the same version (the registry verifies checksums while downloading).
+    """
+    from landmark.stages.promote import open_registry
+
+    registry = open_registry(run.cfg)
+    pointer = registry.production()
+    if pointer is None:
+        get_run_logger().info("no production model yet: bootstrapping from the pretrained backbone")
+        return None
+    dest = run.path(run.cfg.paths.models) / "production" / pointer.version
+    if not (dest / "MANIFEST.json").is_file():
+        registry.download(pointer.version, dest)
+    return {"version": pointer.version, "model_dir": str(dest / "model"), "index_dir": str(dest / "index")}
+
+
+@_stage_task("extract")
+def extract_features(
+    run: Run, data_dir: Path, out_dir: Path, model_dir: Path | None, splits: Sequence[str] = ()
+) -> dict[str, int]:
+    """Global descriptors of ``splits`` (all when empty) with ``model_dir`` (None = pretrained backbone)."""
+    from landmark.stages.extract import extract
+
+    return extract(run.cfg, data_dir, out_dir, splits=splits, model_dir=model_dir, progress=False)
+
+
+@_stage_task("local-features")
+def local_features(run: Run, data_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Local features of the train split (backend from ``local.backend``), resumable."""
+    from landmark.stages.local import local
+
+    summary = local(run.cfg, data_dir, out_dir, split="train", progress=False)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(summary).items()}
+
+
+@_stage_task("clean")
+def clean_train_set(
+    run: Run, data_dir: Path, features_dir: Path, local_dir: Path, out_dir: Path
+) -> dict[str, Any]:
+    """DELF/SIFT-verified cleaning of the train split + the GX cleaning gate."""
+    from landmark.stages.clean import clean
+
+    summary = clean(run.cfg, data_dir, features_dir, local_dir, out_dir, progress=False)
+    result = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(summary).items()}
+    rows = [
+        {
+            "images": summary.images,
+            "kept": summary.kept,
+            **{f"dropped: {k}": v for k, v in summary.dropped.items()},
+        },
+    ]
+    publish_table("cleaning", rows, "Cleaning: images kept and dropped by reason")
+    return result
+
+
+@_stage_task("train")
+def train_candidate(run: Run, data_dir: Path, manifest: Path, out_dir: Path) -> dict[str, Any]:
+    """Train the candidate global model on the cleaned manifest.
+
+    A checkpoint left by an interrupted run is resumed; one that no longer matches the data or config (e.g. new
+    images arrived since) is discarded and training starts over. The checkpoint directory is removed after
+    success so that the next night starts fresh.
+    """
+    from landmark.stages.train import train
+    from landmark.training.loop import CheckpointError
+
+    work = out_dir.with_name(out_dir.name + ".work")
+    resume = (work / "checkpoint.pt").is_file()
+    try:
+        summary = train(
+            run.cfg, data_dir, out_dir, manifest=manifest, work_dir=work, resume=resume, progress=False
+        )
+    except CheckpointError as exc:
+        get_run_logger().warning("discarding the checkpoint of an earlier run: %s", exc)
+        shutil.rmtree(work, ignore_errors=True)
+        summary = train(run.cfg, data_dir, out_dir, manifest=manifest, work_dir=work, progress=False)
+    shutil.rmtree(work, ignore_errors=True)
+    result = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(summary).items()}
+    result["resumed"] = resume
+    return result
+
+
+@_stage_task("index")
+def build_search_index(run: Run, data_dir: Path, features_dir: Path, out_dir: Path) -> dict[str, Any]:
+    from landmark.stages.index import build_index
+
+    return build_index(run.cfg, data_dir, features_dir, out_dir)
+
+
+@_stage_task("evaluate")
+def evaluate_model(
+    run: Run, data_dir: Path, features_dir: Path, out_dir: Path, index_dir: Path | None, label: str
+) -> dict[str, Any]:
+    """Offline retrieval + recognition metrics of one model's features; a table artifact per model."""
+    from landmark.drift import log_metrics
+    from landmark.stages.evaluate import evaluate
+
+    metrics = evaluate(run.cfg, data_dir, features_dir, out_dir, index_dir=index_dir)
+    headline = headline_metrics(metrics)
+    numbers = {k: float(v) for k, v in headline.items() if isinstance(v, int | float)}
+    if numbers and label != "baseline":  # the dashboard's mAP/GAP-over-time panels follow the new models
+        log_metrics(numbers, run.path(run.cfg.drift.workspace), run.cfg.drift.project, tags=[label])
+    publish_table(
+        f"metrics-{label}", [{"metric": k, "value": v} for k, v in headline.items()], f"{label} metrics"
+    )
+    return metrics
+
+
+HEADLINE = (
+    "revisitop.easy.mAP",
+    "revisitop.medium.mAP",
+    "revisitop.hard.mAP",
+    "gldv2_retrieval.mAP@100",
+    "recognition.GAP",
+    "recognition.top1",
+)
+
+
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics people look at first, from a ``metrics.json`` (those the dataset has)."""
+    flat = flatten(metrics)
+    return {name: flat[name] for name in HEADLINE if name in flat}
+
+
+@_stage_task("drift")
+def drift_check(
+    run: Run,
+    reference: Path,
+    current: Path,
+    out_dir: Path,
+    purpose: str,
+    reference_features: Path | None = None,
+    current_features: Path | None = None,
+    current_split: str | None = None,
+) -> dict[str, Any]:
+    """Evidently drift report of ``current`` vs ``reference`` (image statistics + embeddings): HTML, drift.json,
+    and a snapshot in the monitoring workspace. Drift is reported, not raised: the promotion gate decides."""
+    from landmark.stages.drift import drift
+
+    summary = drift(
+        run.cfg,
+        reference,
+        current,
+        out_dir,
+        purpose=purpose,
+        reference_features=reference_features,
+        current_features=current_features,
+        current_split=current_split,
+        workspace=run.path(run.cfg.drift.workspace),
+    )
+    result = summary.result.to_dict()
+    verdict = "within bounds" if result["passed"] else "OUT OF BOUNDS"
+    publish_markdown(
+        f"drift-{purpose}",
+        f"## Drift ({purpose}): {verdict}\n\n"
+        f"drifted share {result['drift_share']:.3f} (bound {result['max_drift_share']:.3f})\n\n"
+        + "\n".join(f"- {name}: `{path}`" for name, path in summary.files.items()),
+        "Evidently drift report",
+    )
+    return {**result, "files": dict(summary.files), "drift_json": str(out_dir / "drift.json")}
+
+
+@_stage_task("promote")
+def promote_candidate(
+    run: Run,
+    model_dir: Path,
+    index_dir: Path,
+    metrics_path: Path,
+    quality_path: Path,
+    drift_path: Path,
+    baseline_metrics_path: Path | None,
+) -> dict[str, Any]:
+    """The promotion gate; publishes and switches production when it passes. Not retried: a promotion that lost
+    the store fails clearly, production still names a complete version, and the next run promotes."""
+    from landmark.stages.promote import promote
+
+    summary = promote(
+        run.cfg,
+        model_dir,
+        index_dir,
+        metrics_path,
+        quality_path,
+        drift_path,
+        production_metrics_path=baseline_metrics_path,
+    )
+    record = summary.record()
+    publish_markdown(
+        "promotion",
+        f"## Promotion: {summary.outcome.upper()}\n\n"
+        + "\n".join(f"- {reason}" for reason in summary.decision.reasons)
+        + f"\n\nproduction: `{summary.previous}` -> `{summary.production}` (decision `{summary.decision_id}`)",
+        "Promotion gate decision",
+    )
+    return record
+
+
+def metrics_comparison(before: dict[str, Any] | None, after: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows metric / before / after / delta for the headline metrics."""
+    old = headline_metrics(before) if before else {}
+    new = headline_metrics(after)
+    return [
+        {
+            "metric": name,
+            "before": old.get(name, ""),
+            "after": value,
+            "delta": round(value - old[name], 3) if isinstance(old.get(name), (int, float)) else "",
+        }
+        for name, value in new.items()
+    ]
+
+
+def comparison_markdown(rows: list[dict[str, Any]]) -> str:
+    return markdown_table(rows)

@@ -1,0 +1,312 @@
+"""Stage ``clean``: drop wrongly labelled and junk train images by spatial verification (see
+:mod:`landmark.clean`), write the cleaned train manifest and the reports, then run the cleaning quality gate.
+
+Outputs in ``out_dir``:
+
+- ``train.parquet``: the train manifest with the same schema and every row; dropped images are quarantined with
+  the reason ``clean_<code>: ...`` (``clean_unverified``, ``clean_small_class``, ``clean_no_label``), so
+  training (ok rows only) skips them and nothing is silently lost;
+- ``dropped.parquet``: the dropped rows alone, with ``clean_reason``, ``candidates``, ``verified`` and
+  ``max_inliers`` next to the manifest columns;
+- ``class_report.parquet``: per class (:data:`landmark.quality.CLASS_REPORT_COLUMNS` plus extra columns);
+- ``clean.json``: counts, shares, pair statistics, params, the bootstrap model, seconds, the gate verdict;
+- ``gx/`` and ``validate_clean.json``: the Great Expectations cleaning gate and its Data Docs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from landmark.clean import CleaningResult, clean_train_set
+from landmark.config import Config, VerifyConfig, config_to_dict
+from landmark.features.local import LocalFeatures
+from landmark.features.local_store import LocalFeatureReader, LocalStoreError
+
+CLEANED_MANIFEST = "train.parquet"
+DROPPED = "dropped.parquet"
+CLASS_REPORT = "class_report.parquet"
+SUMMARY = "clean.json"
+_PAIRS_PER_TASK = 16
+
+
+@dataclass(frozen=True)
+class CleanSummary:
+    """The counts of one cleaning run and where its outputs are."""
+
+    out_dir: Path
+    images: int  # ok train images considered
+    kept: int
+    dropped: dict[str, int]  # reason code -> images
+    classes_before: int
+    classes_kept: int
+    unique_pairs: int
+    directed_pairs: int
+    gate_passed: bool
+    seconds: float
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Verification over the local feature store
+
+
+def pair_position(id1: str, id2: str) -> int:
+    """A position for :func:`landmark.verify.pair_seed` that depends only on the unordered pair of ids, so a
+    pair's inlier count is the same whatever else is verified with it, and in whichever order."""
+    a, b = sorted((id1, id2))
+    return zlib.crc32(f"{a}\n{b}".encode())
+
+
+def _verify_task(task: tuple[VerifyConfig, list[tuple[int, LocalFeatures, LocalFeatures]]]) -> list[int]:
+    import torch
+
+    from landmark.verify import verify_pair
+
+    config, pairs = task
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # parallel over pairs: one BLAS thread each
+    try:
+        return [verify_pair(f1, f2, config, position=pos).num_inliers for pos, f1, f2 in pairs]
+    finally:
+        torch.set_num_threads(threads)
+
+
+class LocalFeatureSource(Protocol):
+    """Where a verifier gets local features from (:class:`LocalFeatureReader`, or e.g. a benchmark's view)."""
+
+    def load(self, image_id: str) -> LocalFeatures:
+        """Features of one image (raises LocalStoreError for an unknown id)."""
+        ...
+
+
+class StorePairVerifier:
+    """A :class:`landmark.clean.PairVerifier` over a local feature store, parallel over pairs.
+
+    Each pair's RANSAC seed comes from ``config.seed`` and the pair's ids (:func:`pair_position`), so counts do
+    not depend on batching, order or the number of workers.
+    """
+
+    def __init__(self, store: str | Path | LocalFeatureSource, config: VerifyConfig) -> None:
+        self.reader = LocalFeatureReader(store) if isinstance(store, str | Path) else store
+        self.config = config
+
+    def __call__(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """Inlier counts, shape (len(pairs),) int64.
+
+        Raises:
+            LocalStoreError: an id without stored features.
+        """
+        from landmark.parallel import parallel_map
+
+        cache: dict[str, LocalFeatures] = {}
+
+        def load(image_id: str) -> LocalFeatures:
+            if image_id not in cache:
+                cache[image_id] = self.reader.load(image_id)
+            return cache[image_id]
+
+        entries = [(pair_position(a, b), load(a), load(b)) for a, b in pairs]
+        tasks = [
+            (self.config, entries[s : s + _PAIRS_PER_TASK]) for s in range(0, len(entries), _PAIRS_PER_TASK)
+        ]
+        counts: list[int] = []
+        for chunk in parallel_map(_verify_task, tasks, workers=self.config.workers, progress=False):
+            counts.extend(chunk)
+        return np.array(counts, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tables
+
+
+def complete_manifest(manifest: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, int]:
+    """Fill sha1, width and height of ok rows that lack them (a dataset read straight from CSVs, not ingested)
+    from the image files (:func:`landmark.stages.validate.describe_files`), so the cleaned manifest carries what
+    the quality gate checks; unreadable files are quarantined with the reason. Returns the manifest and how
+    many rows needed it.
+    """
+    from landmark.data.manifest import make_manifest
+    from landmark.stages.validate import describe_files
+
+    frame = manifest.reset_index(drop=True)
+    todo = (frame["status"] == "ok") & (
+        (frame["sha1"] == "") | (frame["width"] <= 0) | (frame["height"] <= 0)
+    )
+    return make_manifest(describe_files(frame, root)), int(todo.sum())
+
+
+def cleaned_manifest(manifest: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
+    """The manifest with every dropped ok row quarantined as ``clean_<reason>: <cnt> of <candidates> ...``."""
+    from landmark.data.manifest import STATUS_QUARANTINED, format_reason, make_manifest
+
+    frame = manifest.reset_index(drop=True).copy()
+    dropped = decisions[~decisions["kept"]].set_index("image_id")
+    ok = frame["status"] == "ok"
+    mask = ok & frame["image_id"].isin(dropped.index)
+    reasons = [
+        format_reason(
+            f"clean_{dropped.at[i, 'reason']}",
+            f"{dropped.at[i, 'verified']} of {dropped.at[i, 'candidates']} same-label neighbours verified",
+        )
+        for i in frame.loc[mask, "image_id"]
+    ]
+    frame.loc[mask, "status"] = STATUS_QUARANTINED
+    frame.loc[mask, "reason"] = reasons
+    return make_manifest(frame)
+
+
+def dropped_table(manifest: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
+    """The dropped images' original manifest rows plus ``clean_reason``, ``candidates``, ``verified``,
+    ``max_inliers``."""
+    extra = decisions.loc[~decisions["kept"], ["image_id", "reason", "candidates", "verified", "max_inliers"]]
+    extra = extra.rename(columns={"reason": "clean_reason"})
+    ok = manifest[manifest["status"] == "ok"]
+    return ok.merge(extra, on="image_id", how="inner").reset_index(drop=True)
+
+
+def summary_dict(
+    cfg: Config, result: CleaningResult, manifest: pd.DataFrame, boot_meta: dict[str, Any],
+    local_meta: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """The content of ``clean.json`` (without the gate and total seconds)."""
+    d = result.decisions
+    n = len(d)
+    reasons = d["reason"].value_counts().to_dict()
+    classes = result.classes
+    return {
+        "images": n,
+        "kept": int(d["kept"].sum()),
+        "dropped": int((~d["kept"]).sum()),
+        "dropped_by_reason": {r: int(reasons.get(r, 0)) for r in ("unverified", "small_class", "no_label")},
+        "kept_share": round(float(d["kept"].mean()), 6) if n else 0.0,
+        "dropped_share": round(float((~d["kept"]).mean()), 6) if n else 0.0,
+        "already_quarantined": int((manifest["status"] != "ok").sum()),
+        "classes_before": len(classes),
+        "classes_kept": int((classes["images_kept"] > 0).sum()),
+        "classes_dropped": int(classes["dropped"].sum()),
+        "pairs": {
+            "directed": result.directed_pairs,
+            "unique_verified": result.unique_pairs,
+            "saved_by_dedup": result.saved_pairs,
+            "saved_share": round(result.saved_pairs / result.directed_pairs, 6)
+            if result.directed_pairs
+            else 0.0,
+        },
+        "class_drop_rounds": result.rounds,
+        "params": {
+            "clean": config_to_dict(cfg.clean),
+            "verify": config_to_dict(cfg.verify),
+            "seed": cfg.seed,
+        },
+        "bootstrap": boot_meta,
+        "local_features": local_meta,
+        "seconds": dict(result.seconds),
+    }
+
+
+def bootstrap_identity(store_meta: dict[str, Any]) -> dict[str, Any]:
+    """Which model produced the bootstrap descriptors, from the feature store's metadata."""
+    identity: dict[str, Any] = {
+        k: store_meta[k] for k in ("model_dir", "weights_sha1", "model") if k in store_meta
+    }
+    identity["kind"] = "trained" if "model_dir" in store_meta else "pretrained"
+    identity["dim"] = store_meta.get("dim")
+    return identity
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stage
+
+
+def clean(
+    cfg: Config,
+    data_dir: Path,
+    features_dir: Path,
+    local_dir: Path,
+    out_dir: Path,
+    *,
+    fmt: str = "auto",
+    progress: bool = True,
+) -> CleanSummary:
+    """Clean ``data_dir``'s train split with global descriptors from ``features_dir/train`` and local features
+    from ``local_dir/train``; write the outputs of the module docstring and run the cleaning gate.
+
+    Raises:
+        FeatureStoreError: train images without global descriptors (run ``landmark extract --split train``).
+        LocalStoreError: train images without local features (run ``landmark local``).
+        QualityGateError: the cleaning gate failed (every output and the gate report are written first).
+    """
+    from tqdm.auto import tqdm
+
+    from landmark.data.atomic import atomic_path
+    from landmark.data.formats import read_dataset
+    from landmark.data.manifest import write_manifest
+    from landmark.features.store import load_features, read_meta
+    from landmark.quality import QualityGateError
+    from landmark.stages.validate import CLEANING_REPORT, validate_cleaning
+
+    start = time.perf_counter()
+    dataset = read_dataset(Path(data_dir), fmt)  # type: ignore[arg-type]
+    manifest, completed = complete_manifest(dataset.manifest("train"), dataset.root)
+    ok = manifest[manifest["status"] == "ok"]
+    ids = [str(i) for i in ok["image_id"]]
+    labels = ok["landmark_id"].to_numpy(np.int64)
+
+    boot_root = Path(features_dir) / "train"
+    boot_meta = read_meta(boot_root)
+    _, descriptors = load_features(boot_root, ids)
+    reader = LocalFeatureReader(Path(local_dir) / "train")
+    missing = [i for i, label in zip(ids, labels, strict=True) if label >= 0 and i not in reader]
+    if missing:
+        raise LocalStoreError(
+            f"{reader.root}: {len(missing)} train images have no local features, e.g. {missing[:3]}; "
+            "run `landmark local --split train` first"
+        )
+    verifier = StorePairVerifier(reader, dataclasses.replace(cfg.verify, workers=cfg.clean.workers))
+    with tqdm(desc="clean: verify pairs", unit="pair", disable=not progress) as bar:
+        result = clean_train_set(ids, labels, descriptors, verifier, cfg.clean, progress=bar.update)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifest(cleaned_manifest(manifest, result.decisions), out / CLEANED_MANIFEST)
+    for name, table in ((DROPPED, dropped_table(manifest, result.decisions)), (CLASS_REPORT, result.classes)):
+        with atomic_path(out / name) as tmp:
+            table.to_parquet(tmp, index=False)
+    summary = summary_dict(
+        cfg, result, manifest, bootstrap_identity(boot_meta), {**reader.meta, "store": str(reader.root)}
+    )
+    summary["manifest_rows_completed"] = completed
+    gate_error: QualityGateError | None = None
+    try:
+        validate_cleaning(cfg, out / CLEANED_MANIFEST, out / CLASS_REPORT, out)
+    except QualityGateError as exc:
+        gate_error = exc
+    summary["gate"] = {"passed": gate_error is None, "report": CLEANING_REPORT}
+    seconds = time.perf_counter() - start
+    summary["seconds"]["total"] = round(seconds, 3)
+    with atomic_path(out / SUMMARY) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    if gate_error is not None:
+        raise gate_error
+    d = result.decisions
+    return CleanSummary(
+        out_dir=out,
+        images=len(d),
+        kept=int(d["kept"].sum()),
+        dropped=dict(summary["dropped_by_reason"]),
+        classes_before=int(summary["classes_before"]),
+        classes_kept=int(summary["classes_kept"]),
+        unique_pairs=result.unique_pairs,
+        directed_pairs=result.directed_pairs,
+        gate_passed=True,
+        seconds=seconds,
+    )

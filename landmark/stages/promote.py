@@ -1,0 +1,267 @@
+"""Stages ``promote`` and ``rollback``: the promotion gate over the registry in the object store.
+
+``promote`` reads the candidate's evaluation metrics, the data-quality report (``passed``) and the drift report
+(``drift_share``, ``max_drift_share``, ``passed``), compares the candidate with production (the metrics stored
+with the production version, or a re-evaluation of production on the same evaluation set passed explicitly),
+and, when the gate passes, publishes the model and index directories as a registry version and switches the
+``production`` pointer to it. Every decision, promoted or not, is recorded in the registry's decision log and
+written locally as ``decision.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from landmark.config import Config, config_to_dict
+from landmark.gate import Decision, decide
+
+if TYPE_CHECKING:
+    from landmark.registry import Registry, UploadHook
+    from landmark.storage import ObjectStore
+
+DECISION_FILE = "decision.json"
+
+
+@dataclass(frozen=True)
+class PromoteSummary:
+    """What ``promote`` did.
+
+    Attributes:
+        decision: the gate's verdict and reasons.
+        outcome: ``promoted``, ``rejected`` or ``unchanged`` (promoted, but that version already served).
+        candidate_version: the registry id of the candidate (uploaded only when promoted).
+        decision_id: the id of the record in the registry's decision log.
+        production: the production version after the stage (None: still nothing in production).
+        previous: the production version before the stage.
+        decision_path: the local decision.json.
+        pruned: versions deleted by retention (``promote.keep_versions``).
+    """
+
+    decision: Decision
+    outcome: str
+    candidate_version: str
+    decision_id: str
+    production: str | None
+    previous: str | None
+    decision_path: Path
+    pruned: list[str] = field(default_factory=list)
+
+    @property
+    def promoted(self) -> bool:
+        return self.outcome in ("promoted", "unchanged")
+
+    def record(self) -> dict[str, Any]:
+        """The JSON-ready decision record (decision log and decision.json)."""
+        return {
+            "id": self.decision_id,
+            "outcome": self.outcome,
+            "candidate_version": self.candidate_version,
+            "production_before": self.previous,
+            "production_after": self.production,
+            **self.decision.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class RollbackSummary:
+    """What ``rollback`` did: the version that served before and the one that serves now."""
+
+    previous: str
+    production: str
+    decision_id: str
+    history: tuple[str, ...]
+
+
+def read_json_file(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from ``path``.
+
+    Raises:
+        FileNotFoundError: no such file (naming ``what`` it should be).
+        ValueError: not JSON, or not an object.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def quality_verdict(report: Mapping[str, Any], source: str) -> bool:
+    """The ``passed`` flag of a data-quality report (landmark.quality.QualityReport JSON)."""
+    passed = report.get("passed")
+    if not isinstance(passed, bool):
+        raise ValueError(f"quality report {source}: 'passed' must be true or false, got {passed!r}")
+    return passed
+
+
+def open_registry(cfg: Config, store: ObjectStore | None = None) -> Registry:
+    """The registry under ``promote.prefix`` of the configured store (or of ``store``)."""
+    from landmark.registry import Registry
+    from landmark.storage import open_store
+
+    return Registry(store if store is not None else open_store(cfg.storage), cfg.promote.prefix)
+
+
+def _write_decision(path: Path, record: Mapping[str, Any]) -> None:
+    from landmark.data.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def promote(
+    cfg: Config,
+    model_dir: Path,
+    index_dir: Path,
+    metrics_path: Path,
+    quality_path: Path,
+    drift_path: Path,
+    *,
+    production_metrics_path: Path | None = None,
+    out: Path | None = None,
+    store: ObjectStore | None = None,
+    on_uploaded: UploadHook | None = None,
+) -> PromoteSummary:
+    """Gate a candidate and, when it passes, publish it and switch production to it.
+
+    Args:
+        cfg: the config (``promote`` for the gate and registry prefix, ``storage`` for the store).
+        model_dir: the candidate model directory.
+        index_dir: the candidate's saved index directory.
+        metrics_path: the candidate's evaluation metrics.json.
+        quality_path: the data-quality report JSON (needs ``passed``).
+        drift_path: the drift report JSON (``drift_share``; ``max_drift_share`` and ``passed``).
+        production_metrics_path: production re-evaluated on the same evaluation set; default: the metrics
+            stored with the production version in the registry.
+        out: the local decision file (default: ``decision.json`` next to ``metrics_path``).
+        store: the object store (default: from ``cfg.storage`` and the environment).
+        on_uploaded: called after each uploaded key (progress; tests use it to stop the store mid-upload).
+
+    Returns:
+        The summary; a rejection is a normal result, not an error.
+
+    Raises:
+        FileNotFoundError, ValueError: missing or malformed inputs, or a configured metric that is missing.
+        StorageError: the store failed; the production pointer still names the previous (complete) version, and
+            ``decision.json`` says ``failed`` with the error.
+    """
+    from landmark.registry import decision_id, prepare_version, version_id
+    from landmark.storage import StorageError
+
+    decision_path = Path(out) if out is not None else Path(metrics_path).parent / DECISION_FILE
+    decision_path.unlink(missing_ok=True)  # never leave an earlier run's verdict next to new metrics
+    candidate_metrics = read_json_file(metrics_path, "candidate metrics")
+    quality_passed = quality_verdict(read_json_file(quality_path, "quality report"), str(quality_path))
+    drift = read_json_file(drift_path, "drift report")
+    prepared = prepare_version(model_dir, index_dir, candidate_metrics)
+
+    registry = open_registry(cfg, store)
+    pointer = registry.production()
+    previous = None if pointer is None else pointer.version
+    if production_metrics_path is not None:
+        production_metrics: dict[str, Any] | None = read_json_file(
+            production_metrics_path, "production metrics"
+        )
+    elif pointer is not None:
+        production_metrics = registry.metrics(pointer.version)
+    else:
+        production_metrics = None
+    decision = decide(candidate_metrics, production_metrics, quality_passed, drift, cfg.promote)
+
+    now = registry.now()
+    candidate = version_id(prepared.entries, now)
+    base_record: dict[str, Any] = {
+        "decided_at": now.isoformat(),
+        "inputs": {
+            "model": str(model_dir),
+            "index": str(index_dir),
+            "metrics": str(metrics_path),
+            "quality": str(quality_path),
+            "drift": str(drift_path),
+            "production_metrics": str(production_metrics_path) if production_metrics_path else "registry",
+        },
+        "config": config_to_dict(cfg.promote),
+    }
+    if not decision.promote:
+        ident = decision_id(candidate, now)
+        summary = PromoteSummary(decision, "rejected", candidate, ident, previous, previous, decision_path)
+        registry.record_decision({**summary.record(), **base_record}, candidate, when=now)
+        _write_decision(decision_path, {**summary.record(), **base_record})
+        return summary
+
+    serving = previous  # what production names, as far as this run knows
+    try:
+        candidate = registry.version_for(prepared)
+        registry.publish_prepared(prepared, version=candidate, on_uploaded=on_uploaded)
+        ident = decision_id(candidate, now)
+        outcome = "unchanged" if candidate == previous else "promoted"
+        new_pointer = registry.switch(candidate, decision=ident, keep_history=cfg.promote.keep_versions)
+        serving = new_pointer.version
+        summary = PromoteSummary(decision, outcome, candidate, ident, serving, previous, decision_path)
+        registry.record_decision({**summary.record(), **base_record}, candidate, when=now)
+        pruned = registry.prune(cfg.promote.keep_versions)
+    except StorageError as exc:
+        failed = {
+            **decision.to_dict(),
+            **base_record,
+            "outcome": "failed",
+            "candidate_version": candidate,
+            "production_before": previous,
+            "production_after": serving,
+            "error": str(exc),
+        }
+        _write_decision(decision_path, failed)
+        state = (
+            f"production still {previous or 'empty'} (an incomplete upload is ignored and redone by the next run)"
+            if serving == previous
+            else f"production switched to {serving}, but recording the decision or pruning failed"
+        )
+        raise StorageError(f"promotion of {candidate} failed, {state}: {exc}") from exc
+    summary = PromoteSummary(
+        decision, outcome, candidate, ident, new_pointer.version, previous, decision_path, pruned
+    )
+    _write_decision(decision_path, {**summary.record(), **base_record, "pruned": pruned})
+    return summary
+
+
+def rollback(cfg: Config, *, store: ObjectStore | None = None) -> RollbackSummary:
+    """Switch production back to the previous version of its history and record the decision.
+
+    Raises:
+        RegistryError: nothing in production, no previous version, or the previous version is incomplete.
+        StorageError: the store failed.
+    """
+    from landmark.registry import RegistryError, decision_id
+
+    registry = open_registry(cfg, store)
+    current = registry.production()
+    if current is None:
+        raise RegistryError(
+            f"nothing to roll back: no production model in {registry.store.uri(cfg.promote.prefix)}/"
+        )
+    if not current.history:
+        raise RegistryError(
+            f"cannot roll back: production version {current.version} has no previous version in its history"
+        )
+    now = registry.now()
+    target = current.history[0]
+    ident = decision_id(target, now)
+    pointer = registry.rollback(decision=ident)
+    record = {
+        "outcome": "rollback",
+        "decided_at": now.isoformat(),
+        "production_before": current.version,
+        "production_after": pointer.version,
+        "reasons": [f"rollback: production switched back from {current.version} to {pointer.version}"],
+    }
+    registry.record_decision(record, pointer.version, when=now)
+    return RollbackSummary(current.version, pointer.version, ident, pointer.history)

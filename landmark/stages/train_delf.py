@@ -1,0 +1,100 @@
+"""Stage ``train_delf``: train the DELF local-feature model on the (cleaned) train split, write its directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from landmark.config import Config, resolve_device
+from landmark.data.groundtruth import LandmarkDataset
+
+
+@dataclass(frozen=True)
+class TrainDelfSummary:
+    """Where the DELF model went and how training ended."""
+
+    model_dir: Path
+    classes: int
+    images: int
+    dropped_classes: int
+    descriptor_steps: int
+    attention_steps: int
+    attention_first_loss: float  # mean loss of the attention phase's first epoch
+    attention_last_loss: float  # ... and of its last epoch
+    pca_descriptors: int
+    seconds: float
+
+
+def train_delf(
+    cfg: Config,
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    manifest: Path | None = None,
+    work_dir: Path | None = None,
+    fmt: str = "auto",
+    progress: bool = True,
+) -> TrainDelfSummary:
+    """Train DELF on ``data_dir``'s train split (or the given ``manifest``) and write a DELF model directory.
+
+    The per-step log goes to ``work_dir`` (default ``<out_dir>.work``) and is copied into the model directory.
+
+    Raises:
+        ValueError: fewer than 2 classes with ``delf.min_images_per_class`` images, or too few images.
+    """
+    from landmark.data.formats import read_dataset
+    from landmark.data.images import read_image_size
+    from landmark.data.manifest import read_manifest, resolve_uri
+    from landmark.models.delf_dir import save_delf_dir
+    from landmark.stages.train import label_set
+    from landmark.training.delf import LOG
+    from landmark.training.delf import train_delf as run_training
+    from landmark.training.loop import TrainItem
+
+    dataset: LandmarkDataset = read_dataset(Path(data_dir), fmt)  # type: ignore[arg-type]
+    frame = read_manifest(manifest) if manifest is not None else dataset.manifest("train")
+    rows, labels, dropped = label_set(frame, cfg.delf.min_images_per_class)
+    if len(labels) < 2:
+        raise ValueError(
+            f"DELF training needs at least 2 classes with >= {cfg.delf.min_images_per_class} images; "
+            f"found {len(labels)}"
+        )
+    index = {landmark: i for i, landmark in enumerate(labels)}
+    items = []
+    for image_id, uri, landmark, width, height in zip(
+        rows["image_id"], rows["uri"], rows["landmark_id"], rows["width"], rows["height"], strict=True
+    ):
+        path = resolve_uri(dataset.root, str(uri))
+        if width <= 0 or height <= 0:
+            width, height = read_image_size(path, name=str(image_id))
+        items.append(TrainItem(path, index[int(landmark)], int(width), int(height)))
+
+    out_dir = Path(out_dir)
+    work = Path(work_dir) if work_dir is not None else out_dir.with_name(out_dir.name + ".work")
+    result = run_training(
+        items,
+        len(labels),
+        cfg.delf,
+        work,
+        seed=cfg.seed,
+        device=resolve_device(cfg.device),
+        progress=progress,
+    )
+    metrics = {"train": {**result.metrics(), "classes": len(labels), "images": len(items)}}
+    save_delf_dir(
+        out_dir, result.model, result.pca, cfg.delf, labels, metrics,
+        extra_config={"seed": cfg.seed, "data": str(data_dir), "manifest": str(manifest) if manifest else None},
+        extra_files=[work / LOG],
+    )  # fmt: skip
+    return TrainDelfSummary(
+        model_dir=out_dir,
+        classes=len(labels),
+        images=len(items),
+        dropped_classes=dropped,
+        descriptor_steps=result.descriptor.steps if result.descriptor else 0,
+        attention_steps=result.attention.steps,
+        attention_first_loss=result.attention.first_epoch_loss,
+        attention_last_loss=result.attention.last_epoch_loss,
+        pca_descriptors=result.pca_descriptors,
+        seconds=result.seconds,
+    )

@@ -1,0 +1,325 @@
+"""DELF training with image-level labels, in the two phases of Noh et al. (2017), then the descriptor PCA.
+
+1. Descriptor phase: fine-tune the backbone (its leading ``frozen_fraction`` stays frozen, BatchNorm statistics
+   of frozen layers too) with a classifier on globally average-pooled stride-16 features, cross-entropy.
+2. Attention phase: the whole backbone frozen (eval mode); train the attention head and a classifier on the
+   attention-weighted mean of the features, cross-entropy. The attention learns which cells help recognition.
+3. PCA: DELF descriptors (pyramid, attention selection) of a seeded subset of training images, L2-normalised,
+   fitted with ``pca_dim`` directions.
+
+Batches keep the aspect ratio (size templates of :mod:`landmark.training.sampling`), every augmentation is
+seeded by (seed, phase, epoch, position), the learning rate follows warm-up + cosine per step, AMP runs only on
+CUDA, and each optimizer step appends a row to the CSV log.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from landmark.config import DelfConfig
+from landmark.data.images import decode_image
+from landmark.models.delf import DelfModel, DelfPca, create_delf_model, fit_pca
+from landmark.training.augment import augment
+from landmark.training.loop import TrainItem, freeze_leading
+from landmark.training.sampling import Sample, assign_templates, epoch_batches, size_templates
+from landmark.training.schedule import lr_at
+
+LOG = "train_log.csv"
+LOG_FIELDS = ("step", "phase", "epoch", "loss", "accuracy", "lr", "seconds")
+Phase = Literal["descriptor", "attention"]
+_PHASE_SEED = {"descriptor": 0xDE5C, "attention": 0xA77E}
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """How one training phase went: optimizer steps, mean loss of its first and last epoch, last accuracy."""
+
+    steps: int
+    first_epoch_loss: float
+    last_epoch_loss: float
+    last_epoch_accuracy: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class DelfTrainResult:
+    """The trained model, its PCA and per-phase results (``descriptor`` is None when that phase was skipped)."""
+
+    model: DelfModel
+    pca: DelfPca
+    descriptor: PhaseResult | None
+    attention: PhaseResult
+    pca_descriptors: int
+    seconds: float
+
+    def metrics(self) -> dict[str, Any]:
+        """JSON-ready metrics for the model directory and DVC."""
+
+        def phase(result: PhaseResult | None) -> dict[str, Any] | None:
+            if result is None:
+                return None
+            return {
+                "steps": result.steps,
+                "first_epoch_loss": round(result.first_epoch_loss, 5),
+                "last_epoch_loss": round(result.last_epoch_loss, 5),
+                "last_epoch_accuracy": round(result.last_epoch_accuracy, 4),
+                "seconds": round(result.seconds, 2),
+            }
+
+        return {
+            "descriptor_phase": phase(self.descriptor),
+            "attention_phase": phase(self.attention),
+            "pca_descriptors": self.pca_descriptors,
+            "pca_explained_variance": round(float(self.pca.variances.sum()), 5),
+            "train_seconds": round(self.seconds, 2),
+        }
+
+
+class _Images(Dataset[tuple[torch.Tensor, int]]):
+    """Training images decoded, augmented per sample (seeded by its plan position) and resized to its template."""
+
+    def __init__(self, items: Sequence[TrainItem], augmentation: str, seed: int) -> None:
+        self.items, self.augmentation, self.seed = items, augmentation, seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, sample: Sample) -> tuple[torch.Tensor, int]:
+        item = self.items[sample.item]
+        rng = np.random.default_rng([self.seed, sample.epoch, sample.position])
+        image = augment(decode_image(item.path), sample.height, sample.width, self.augmentation, rng)  # type: ignore[arg-type]
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), item.label
+
+
+def phase_plan(items: Sequence[TrainItem], cfg: DelfConfig, seed: int, epoch: int) -> list[list[Sample]]:
+    """The seeded, aspect-ratio-bucketed batches of one epoch."""
+    labels = np.array([i.label for i in items])
+    templates = assign_templates([i.width for i in items], [i.height for i in items])
+    return epoch_batches(
+        labels, templates, size_templates(cfg.image_size), batch_size=cfg.batch_size, epoch=epoch, seed=seed
+    )
+
+
+def _eval_frozen_batchnorm(module: nn.Module) -> None:
+    """BatchNorm layers whose parameters are frozen keep their running statistics (eval mode)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(
+            p.requires_grad for p in m.parameters()
+        ):
+            m.eval()
+
+
+def _setup_phase(model: DelfModel, phase: Phase, cfg: DelfConfig) -> list[dict[str, Any]]:
+    """Set trainable parameters and modes for ``phase``; its optimizer parameter groups (with ``lr_scale``)."""
+    model.requires_grad_(False)
+    if phase == "descriptor":
+        model.body.requires_grad_(True)
+        freeze_leading(model.body, cfg.frozen_fraction)
+        model.gap_classifier.requires_grad_(True)
+        model.train()
+        _eval_frozen_batchnorm(model.body)
+        backbone = [p for p in model.body.parameters() if p.requires_grad]
+        return [
+            {"params": backbone, "lr_scale": cfg.backbone_lr_multiplier},
+            {"params": list(model.gap_classifier.parameters()), "lr_scale": 1.0},
+        ]
+    model.attention.requires_grad_(True)
+    model.attention_classifier.requires_grad_(True)
+    model.train()
+    model.body.eval()
+    return [
+        {"params": list(model.attention.parameters()) + list(model.attention_classifier.parameters()),
+         "lr_scale": 1.0},
+    ]  # fmt: skip
+
+
+def _phase_logits(model: DelfModel, phase: Phase, images: torch.Tensor) -> torch.Tensor:
+    if phase == "descriptor":
+        return model.gap_logits(model.features(images))
+    with torch.no_grad():  # frozen backbone: no activations kept for backward
+        features = model.features(images)
+    return model.attention_logits(features)
+
+
+def run_phase(
+    model: DelfModel,
+    phase: Phase,
+    items: Sequence[TrainItem],
+    cfg: DelfConfig,
+    epochs: int,
+    *,
+    seed: int,
+    device: str,
+    log: csv.DictWriter[str] | None,
+    first_step: int = 0,
+    progress: bool = True,
+) -> PhaseResult:
+    """Train ``model`` for one phase (see the module docstring); rows go to ``log`` numbered from ``first_step``.
+
+    Raises:
+        ValueError: no complete batch in an epoch.
+    """
+    from tqdm.auto import tqdm
+
+    phase_seed = seed ^ _PHASE_SEED[phase]
+    steps_per_epoch = len(phase_plan(items, cfg, phase_seed, 0))
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"{len(items)} training images give no batch of >= 2 images: lower delf.batch_size or add data"
+        )
+    total = steps_per_epoch * epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    groups = _setup_phase(model, phase, cfg)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    cuda = device.startswith("cuda")
+    use_amp = cfg.amp and cuda
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    dataset = _Images(items, cfg.augmentation, phase_seed)
+    start = time.perf_counter()
+    step = 0
+    epoch_losses: list[float] = []
+    last_accuracy = float("nan")
+    bar = tqdm(total=total, desc=f"train-delf {phase}", unit="step", disable=not progress)
+    for epoch in range(epochs):
+        if step >= total:
+            break
+        batches = phase_plan(items, cfg, phase_seed, epoch)[: total - step]
+        loader = DataLoader(
+            dataset, batch_sampler=batches, num_workers=cfg.workers, pin_memory=cuda, persistent_workers=False
+        )
+        sums = np.zeros(3)  # loss * n, correct, n
+        for images, labels in loader:
+            images = images.to(device, non_blocking=True).float().div_(255.0)
+            labels = labels.to(device, non_blocking=True)
+            lr = lr_at(step, total, cfg.lr, cfg.warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group["lr_scale"]
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                logits = _phase_logits(model, phase, images)
+                loss = F.cross_entropy(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            batch_loss = float(loss.detach())
+            batch_acc = float((logits.argmax(dim=1) == labels).float().mean())
+            sums += (batch_loss * len(labels), batch_acc * len(labels), len(labels))
+            if log is not None:
+                log.writerow(
+                    {
+                        "step": first_step + step,
+                        "phase": phase,
+                        "epoch": epoch,
+                        "loss": f"{batch_loss:.5f}",
+                        "accuracy": f"{batch_acc:.4f}",
+                        "lr": f"{lr:.6g}",
+                        "seconds": f"{time.perf_counter() - start:.2f}",
+                    }
+                )
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{batch_loss:.3f}", acc=f"{batch_acc:.2f}")
+        epoch_losses.append(sums[0] / sums[2])
+        last_accuracy = sums[1] / sums[2]
+    bar.close()
+    model.eval()
+    return PhaseResult(
+        steps=step,
+        first_epoch_loss=float(epoch_losses[0]),
+        last_epoch_loss=float(epoch_losses[-1]),
+        last_epoch_accuracy=float(last_accuracy),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def pca_descriptors(
+    model: DelfModel,
+    items: Sequence[TrainItem],
+    cfg: DelfConfig,
+    *,
+    seed: int,
+    device: str,
+    progress: bool = True,
+) -> np.ndarray:
+    """Raw DELF descriptors (N, C) of a seeded subset of ``cfg.pca_images`` training images, extracted as at
+    inference (pyramid ``cfg.scales``, threshold, top ``cfg.max_features``)."""
+    from tqdm.auto import tqdm
+
+    from landmark.features.delf import pyramid_keypoints
+
+    rng = np.random.default_rng([seed, 0x9CA])
+    chosen = sorted(rng.permutation(len(items))[: cfg.pca_images].tolist())
+    model.eval()
+    parts = []
+    for k in tqdm(chosen, desc="train-delf pca", unit="img", disable=not progress):
+        raw = pyramid_keypoints(
+            model, decode_image(items[k].path), cfg.scales, cfg.score_threshold, cfg.max_features, device
+        )
+        parts.append(raw.descriptors)
+    return np.concatenate(parts) if parts else np.zeros((0, model.channels), np.float32)
+
+
+def train_delf(
+    items: Sequence[TrainItem],
+    num_classes: int,
+    cfg: DelfConfig,
+    work_dir: Path,
+    *,
+    seed: int,
+    device: str,
+    progress: bool = True,
+) -> DelfTrainResult:
+    """Train a DELF model on ``items`` (class indices in [0, num_classes)) and fit its descriptor PCA.
+
+    The per-step log goes to ``work_dir/train_log.csv`` (step, phase, epoch, loss, accuracy, lr, seconds).
+
+    Raises:
+        ValueError: labels out of range, too few images for a batch, or too few descriptors for the PCA.
+    """
+    if num_classes < 2:
+        raise ValueError(f"DELF training needs at least 2 classes, got {num_classes}")
+    if any(not 0 <= i.label < num_classes for i in items):
+        raise ValueError(f"item labels must be class indices in [0, {num_classes})")
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    start = time.perf_counter()
+    model = create_delf_model(cfg.backbone, cfg.pretrained, num_classes, cfg.attention_hidden).to(device)
+    descriptor: PhaseResult | None = None
+    with open(work_dir / LOG, "w", newline="") as fh:
+        log = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
+        log.writeheader()
+        if cfg.descriptor_epochs > 0:
+            descriptor = run_phase(
+                model, "descriptor", items, cfg, cfg.descriptor_epochs,
+                seed=seed, device=device, log=log, progress=progress,
+            )  # fmt: skip
+        attention = run_phase(
+            model, "attention", items, cfg, cfg.attention_epochs, seed=seed, device=device, log=log,
+            first_step=descriptor.steps if descriptor else 0, progress=progress,
+        )  # fmt: skip
+    descriptors = pca_descriptors(model, items, cfg, seed=seed, device=device, progress=progress)
+    pca = fit_pca(descriptors, cfg.pca_dim, cfg.pca_whiten)
+    return DelfTrainResult(
+        model=model.eval(),
+        pca=pca,
+        descriptor=descriptor,
+        attention=attention,
+        pca_descriptors=len(descriptors),
+        seconds=time.perf_counter() - start,
+    )

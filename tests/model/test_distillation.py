@@ -1,0 +1,158 @@
+"""Knowledge-preserving fine-tuning: the distillation term, the step-0 teacher, and training with it."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from landmark.config import ModelConfig, TrainConfig
+from landmark.models.global_model import create_global_model
+from landmark.training.loop import (
+    TrainItem,
+    _init_neck,
+    _Teacher,
+    distillation_loss,
+    efficientnet_stages,
+    freeze_leading,
+    train_global_model,
+    training_loss,
+)
+
+MODEL = ModelConfig(backbone="efficientnet_lite0", pretrained="packaged", embedding_dim=32)
+TRAIN = TrainConfig(
+    epochs=2, batch_size=8, image_size=64, full_res_last_epoch=False, augmentation="soft", warmup_steps=2,
+    lr=0.01, checkpoint_every=0, workers=0, scale=16.0, neck_init_images=32,
+)  # fmt: skip
+
+
+def test_distillation_loss_hand_computed() -> None:
+    student = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]])
+    teacher = torch.tensor([[3.0, 0.0], [1.0, 1.0], [-1.0, 0.0]])
+    # cosines 1, 1/sqrt(2), -1 -> terms 0, 1 - 1/sqrt(2), 2
+    expected = (0.0 + (1.0 - 1.0 / math.sqrt(2.0)) + 2.0) / 3.0
+    assert distillation_loss(student, teacher).item() == pytest.approx(expected, abs=1e-6)
+    assert distillation_loss(5.0 * student, teacher).item() == pytest.approx(expected, abs=1e-6)  # scale-free
+    assert distillation_loss(teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="one shape"):
+        distillation_loss(student, teacher[:2])
+
+
+def test_distillation_gradient_reaches_only_the_student() -> None:
+    student = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    teacher = torch.tensor([[1.0, 1.0]], requires_grad=True)
+    distillation_loss(student, teacher).backward()
+    # d/ds (1 - cos) = -(t/|t| - cos * s/|s|) / |s| = -((1, 1)/sqrt2 - (1/sqrt2) (1, 0)) = (0, -1/sqrt2)
+    torch.testing.assert_close(student.grad, torch.tensor([[0.0, -1.0 / math.sqrt(2.0)]]))
+    assert teacher.grad is None
+
+
+def test_training_loss_adds_the_weighted_term_and_weight_zero_is_plain_cross_entropy() -> None:
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0])
+    student = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    teacher = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    # cross-entropy: mean(-log softmax) = mean(log(1 + e^-2), 1 + log(1 + e^-1))
+    ce = (math.log(1 + math.exp(-2.0)) + 1.0 + math.log(1 + math.exp(-1.0))) / 2.0
+    distill = (1.0 - 1.0 / math.sqrt(2.0)) / 2.0
+    assert training_loss(logits, labels, student, teacher, 0.5).item() == pytest.approx(
+        ce + 0.5 * distill, abs=1e-6
+    )
+    old = F.cross_entropy(logits, labels)
+    assert torch.equal(training_loss(logits, labels, student, teacher, 0.0), old)
+    assert torch.equal(training_loss(logits, labels, student, None, 0.5), old)
+    assert training_loss(logits, labels, student, None, 0.0).item() == pytest.approx(ce, abs=1e-6)
+
+
+@pytest.mark.parametrize("frozen", [0.0, 0.5])
+def test_teacher_is_the_step0_model_sharing_the_frozen_prefix(frozen: float) -> None:
+    torch.manual_seed(0)
+    model = create_global_model(MODEL)
+    freeze_leading(model.backbone, frozen)
+    teacher = _Teacher(model)
+    stages = efficientnet_stages(model.backbone)
+    assert stages is not None and len(stages) == 2 + 16 + 2  # stem conv+BN, 16 blocks, head conv+BN
+    # nothing frozen: a full copy; half frozen: only the trainable tail is copied, fed by the student's prefix
+    assert (teacher.full is not None) == (frozen == 0.0)
+    images = torch.rand(3, 3, 64, 48)
+    model.eval()
+    with torch.no_grad():
+        expected = model.embed(images)
+        torch.testing.assert_close(teacher(images), expected, rtol=0, atol=1e-6)
+        for p in model.neck.parameters():  # the student moves on; the teacher stays the step-0 model
+            p.add_(1.0)
+        model.embed(images)
+        torch.testing.assert_close(teacher(images), expected, rtol=0, atol=1e-6)
+    teacher.train()
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    if frozen:
+        with pytest.raises(RuntimeError, match="after the student's forward"):
+            teacher(images)
+    teacher.close()
+
+
+@pytest.fixture(scope="module")
+def items(tmp_path_factory: pytest.TempPathFactory) -> list[TrainItem]:
+    """4 classes x 8 images of coloured stripes (class = orientation + colour) with noise."""
+    root = tmp_path_factory.mktemp("distill_images")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:72, 0:96]
+    out = []
+    for label in range(4):
+        angle = label * np.pi / 4
+        colour = np.array([[255, 60, 60], [60, 255, 60], [60, 60, 255], [230, 230, 60]][label])
+        for k in range(8):
+            stripes = 0.5 + 0.5 * np.sin(
+                (xx * np.cos(angle) + yy * np.sin(angle)) / 3.0 + rng.uniform(0, 6.3)
+            )
+            image = stripes[..., None] * colour + rng.normal(0, 20, (72, 96, 3))
+            path = root / f"c{label}_{k}.png"
+            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path)
+            out.append(TrainItem(path, label, 96, 72))
+    return out
+
+
+def _agreement_with_step0(result_model: torch.nn.Module, step0: torch.nn.Module) -> float:
+    """Mean cosine between the trained and the step-0 model's descriptors of fixed random images."""
+    images = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    result_model.eval()
+    step0.eval()
+    with torch.no_grad():
+        return float(F.cosine_similarity(result_model(images), step0(images)).mean())
+
+
+def test_distillation_keeps_the_embedding_near_the_step0_model_and_resumes(
+    items: list[TrainItem], tmp_path: Path
+) -> None:
+    cfg = dataclasses.replace(TRAIN, lr=0.05)  # a large step so plain fine-tuning moves the embedding visibly
+    plain = train_global_model(items, 4, MODEL, cfg, tmp_path / "plain", seed=0, device="cpu", progress=False)
+    distill_cfg = dataclasses.replace(cfg, distill_weight=20.0, checkpoint_every=3)
+    kept = train_global_model(
+        items, 4, MODEL, distill_cfg, tmp_path / "kd", seed=0, device="cpu", progress=False
+    )
+
+    # the step-0 model: same seed, same PCA neck (fitted on the same un-augmented images)
+    torch.manual_seed(0)
+    step0 = create_global_model(MODEL)
+    _init_neck(step0, items, cfg, 0, "cpu")
+    plain_agree = _agreement_with_step0(plain.model, step0)
+    kept_agree = _agreement_with_step0(kept.model, step0)
+    assert kept_agree > plain_agree + 0.05, (plain_agree, kept_agree)
+
+    # killed after 5 steps and resumed: the teacher is rebuilt as the step-0 model, so the run matches
+    train_global_model(
+        items, 4, MODEL, dataclasses.replace(distill_cfg, max_steps=5), tmp_path / "cut", seed=0, device="cpu",
+        progress=False,
+    )  # fmt: skip
+    resumed = train_global_model(
+        items, 4, MODEL, distill_cfg, tmp_path / "cut", seed=0, device="cpu", resume=True, progress=False
+    )
+    assert resumed.steps == kept.steps == 8
+    for key, value in kept.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)

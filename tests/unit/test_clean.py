@@ -1,0 +1,232 @@
+"""Cleaning on hand-built cases: exact kept sets, the class drop, pair deduplication, bad input, the store
+verifier on synthetic geometry."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from landmark.clean import (
+    KEPT,
+    NO_LABEL,
+    SMALL_CLASS,
+    UNVERIFIED,
+    clean_train_set,
+    drop_small_classes,
+    knn_chunks,
+    l2_normalized,
+    same_label_candidates,
+    unique_pairs,
+)
+from landmark.config import CleanConfig, ConfigError, VerifyConfig, load_config
+from landmark.features.local import LocalFeatures
+from landmark.features.local_store import LocalFeatureWriter, LocalStoreError
+from landmark.quality import CLASS_REPORT_COLUMNS
+from landmark.stages.clean import StorePairVerifier, pair_position
+
+
+class TableVerifier:
+    """Inlier counts from a fixed table of unordered pairs; records every pair it is asked about."""
+
+    def __init__(self, table: dict[frozenset[str], int]) -> None:
+        self.table = table
+        self.asked: list[frozenset[str]] = []
+
+    def __call__(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        keys = [frozenset(p) for p in pairs]
+        self.asked.extend(keys)
+        return np.array([self.table.get(k, 0) for k in keys], np.int64)
+
+
+def angle(deg: float) -> list[float]:
+    return [math.cos(math.radians(deg)), math.sin(math.radians(deg))]
+
+
+# Class 0 (a0, a1, a2) near 0 degrees, class 1 (b0, b1) near 90, a lone class-5 image, one unlabelled image.
+IDS = ["a0", "a1", "a2", "b0", "b1", "c0", "n0"]
+LABELS = [0, 0, 0, 1, 1, 5, -1]
+DESC = (
+    np.array([angle(0), angle(10), angle(30), angle(90), angle(95), angle(200), angle(300)], np.float32) * 3
+)
+TABLE = {
+    frozenset({"a0", "a1"}): 30,
+    frozenset({"a0", "a2"}): 5,
+    frozenset({"a1", "a2"}): 3,
+    frozenset({"b0", "b1"}): 4,
+}
+CFG = CleanConfig(
+    k=10, max_same_label=10, inlier_threshold=10, min_verified=1, min_class_images=2, chunk_size=2
+)
+
+
+def reasons(result_decisions: object) -> dict[str, str]:
+    frame = result_decisions
+    return dict(zip(frame["image_id"], frame["reason"], strict=True))  # type: ignore[index]
+
+
+def test_kept_set_and_reasons() -> None:
+    verifier = TableVerifier(TABLE)
+    result = clean_train_set(IDS, LABELS, DESC, verifier, CFG)
+    assert reasons(result.decisions) == {
+        "a0": KEPT, "a1": KEPT, "a2": UNVERIFIED, "b0": UNVERIFIED, "b1": UNVERIFIED,
+        "c0": UNVERIFIED, "n0": NO_LABEL,
+    }  # fmt: skip
+    assert result.kept_ids == ["a0", "a1"]
+    d = result.decisions.set_index("image_id")
+    assert d["verified"].to_dict() == {"a0": 1, "a1": 1, "a2": 0, "b0": 0, "b1": 0, "c0": 0, "n0": 0}
+    assert d["candidates"].to_dict() == {"a0": 2, "a1": 2, "a2": 2, "b0": 1, "b1": 1, "c0": 0, "n0": 0}
+    assert d["max_inliers"].to_dict() == {"a0": 30, "a1": 30, "a2": 5, "b0": 4, "b1": 4, "c0": 0, "n0": 0}
+
+
+def test_each_unordered_pair_verified_once() -> None:
+    verifier = TableVerifier(TABLE)
+    result = clean_train_set(IDS, LABELS, DESC, verifier, CFG)
+    # a: 3 images x 2 same-label neighbours, b: 2 x 1 -> 8 checks, 4 distinct pairs
+    assert (result.directed_pairs, result.unique_pairs, result.saved_pairs) == (8, 4, 4)
+    assert sorted(map(sorted, verifier.asked)) == [["a0", "a1"], ["a0", "a2"], ["a1", "a2"], ["b0", "b1"]]
+
+
+def test_max_same_label_limits_candidates_to_the_nearest() -> None:
+    verifier = TableVerifier(TABLE)
+    cfg = CleanConfig(k=10, max_same_label=1, inlier_threshold=10, min_verified=1, chunk_size=4)
+    result = clean_train_set(IDS, LABELS, DESC, verifier, cfg)
+    # nearest same-label: a0 -> a1, a1 -> a0 (10 deg vs 20), a2 -> a1; b0 <-> b1
+    assert sorted(map(sorted, verifier.asked)) == [["a0", "a1"], ["a1", "a2"], ["b0", "b1"]]
+    assert (result.directed_pairs, result.unique_pairs) == (5, 3)
+    assert result.kept_ids == ["a0", "a1"]
+
+
+def test_thresholds_are_inclusive() -> None:
+    cfg = CleanConfig(k=10, max_same_label=10, inlier_threshold=5, min_verified=1)
+    result = clean_train_set(IDS, LABELS, DESC, TableVerifier(TABLE), cfg)
+    assert result.kept_ids == ["a0", "a1", "a2"]  # a2 has exactly 5 inliers with a0
+    cfg = CleanConfig(k=10, max_same_label=10, inlier_threshold=5, min_verified=2)
+    result = clean_train_set(IDS, LABELS, DESC, TableVerifier(TABLE), cfg)
+    # only a0 has two verified neighbours; alone in its class, it goes with the class
+    assert result.kept_ids == []
+    assert reasons(result.decisions)["a0"] == SMALL_CLASS
+
+
+def test_small_class_dropped_with_its_reason() -> None:
+    cfg = CleanConfig(k=10, max_same_label=10, inlier_threshold=10, min_verified=1, min_class_images=3)
+    result = clean_train_set(IDS, LABELS, DESC, TableVerifier(TABLE), cfg)
+    got = reasons(result.decisions)
+    assert got["a0"] == got["a1"] == SMALL_CLASS and got["a2"] == UNVERIFIED
+    assert result.kept_ids == []
+    classes = result.classes.set_index("landmark_id")
+    assert list(result.classes.columns[: len(CLASS_REPORT_COLUMNS)]) == list(CLASS_REPORT_COLUMNS)
+    assert classes.loc[0, ["images_before", "images_kept", "images_unverified", "images_small_class"]].tolist() == [
+        3, 0, 1, 2,
+    ]  # fmt: skip
+    assert bool(classes.loc[0, "dropped"]) and list(classes.index) == [0, 1, 5]
+
+
+def test_class_drop_reaches_a_fixed_point() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    kept = np.array([True, True, False, True, False, True, True, True])
+    after, small, rounds = drop_small_classes(labels, kept, 2)
+    np.testing.assert_array_equal(after, [True, True, False, False, False, True, True, True])
+    np.testing.assert_array_equal(small, [False, False, False, True, False, False, False, False])
+    assert rounds == 2  # one dropping round, one round that confirms nothing changes
+    again, small_again, _ = drop_small_classes(labels, after, 2)
+    np.testing.assert_array_equal(again, after)
+    assert not small_again.any()
+    assert drop_small_classes(labels, kept, 4)[0].sum() == 0
+
+
+def test_class_report_counts() -> None:
+    result = clean_train_set(IDS, LABELS, DESC, TableVerifier(TABLE), CFG)
+    report = result.classes.set_index("landmark_id")
+    assert report["images_before"].to_dict() == {0: 3, 1: 2, 5: 1}
+    assert report["images_kept"].to_dict() == {0: 2, 1: 0, 5: 0}
+    assert report["kept_share"].round(4).to_dict() == {0: 0.6667, 1: 0.0, 5: 0.0}
+    assert report["mean_verified"].round(4).to_dict() == {0: 0.6667, 1: 0.0, 5: 0.0}
+    assert report["dropped"].to_dict() == {0: False, 1: True, 5: True}
+
+
+def test_knn_excludes_self_with_duplicates_and_chunks_agree() -> None:
+    x = l2_normalized(np.array([angle(0), angle(0), angle(20), angle(90), angle(180)], np.float32))
+    full = {s: idx for s, _, idx in knn_chunks(x, 3, chunk_size=100)}[0]
+    parts = np.concatenate([idx for _, _, idx in knn_chunks(x, 3, chunk_size=2)])
+    np.testing.assert_array_equal(full, parts)
+    assert all(i not in row for i, row in enumerate(full))
+    np.testing.assert_array_equal(full[0], [1, 2, 3])
+    np.testing.assert_array_equal(full[1], [0, 2, 3])
+    np.testing.assert_array_equal(full[4][:2], [3, 2])  # 90 deg away, then 160 (then one of the 180 ties)
+    assert next(knn_chunks(x, 10, chunk_size=10))[2].shape == (5, 4)  # k clipped to N - 1
+
+
+def test_same_label_candidates_keeps_rank_order_and_pads() -> None:
+    labels = np.array([0, 1, 0, 0, 1])
+    neighbours = np.array([[1, 3, 2, 4], [0, 4, 2, -1]])
+    got = same_label_candidates(neighbours, labels, np.array([0, 1]), max_same_label=3)
+    np.testing.assert_array_equal(got, [[3, 2, -1], [4, -1, -1]])
+
+
+def test_unique_pairs_sorted() -> None:
+    got = unique_pairs(np.array([[1, 2], [0, -1], [0, 1]]))
+    np.testing.assert_array_equal(got, [[0, 1], [0, 2], [1, 2]])
+    assert unique_pairs(np.full((3, 2), -1)).shape == (0, 2)
+
+
+def test_bad_input_errors() -> None:
+    verifier = TableVerifier(TABLE)
+    with pytest.raises(ValueError, match="same length, got 7, 6 and 7"):
+        clean_train_set(IDS, LABELS[:-1], DESC, verifier, CFG)
+    with pytest.raises(ValueError, match="duplicate image id 'a0'"):
+        clean_train_set(["a0", *IDS[1:-1], "a0"], LABELS, DESC, verifier, CFG)
+    bad = DESC.copy()
+    bad[1] = 0
+    with pytest.raises(ValueError, match="row 1 is all zeros"):
+        clean_train_set(IDS, LABELS, bad, verifier, CFG)
+    bad[1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        clean_train_set(IDS, LABELS, bad, verifier, CFG)
+    with pytest.raises(ValueError, match="returned shape"):
+        clean_train_set(IDS, LABELS, DESC, lambda pairs: np.zeros(len(pairs) + 1), CFG)
+    with pytest.raises(ValueError, match="negative"):
+        clean_train_set(IDS, LABELS, DESC, lambda pairs: -np.ones(len(pairs)), CFG)
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ConfigError, match="max_same_label must be <= k"):
+        load_config(None, ["clean.k=10", "clean.max_same_label=20"])
+    with pytest.raises(ConfigError, match="min_verified must be >= 1"):
+        load_config(None, ["clean.min_verified=0"])
+    with pytest.raises(ConfigError, match="model must be the model directory"):
+        load_config(None, ["local.backend=delf"])
+    with pytest.raises(ConfigError, match=r"unknown key 'clean\.t_freq'"):
+        load_config(None, ["clean.t_freq=2"])
+
+
+def _affine_pair(rng: np.random.Generator, n: int) -> tuple[LocalFeatures, LocalFeatures]:
+    """Image 2 = a known affine map of image 1; descriptors shared up to small noise."""
+    pts = rng.uniform(10, 300, (n, 2)).astype(np.float32)
+    a = np.array([[0.9, 0.1], [-0.1, 0.9]], np.float32)
+    pts2 = pts @ a.T + np.array([20, 5], np.float32)
+    desc = rng.normal(size=(n, 32)).astype(np.float32)
+    desc2 = desc + rng.normal(scale=0.01, size=desc.shape).astype(np.float32)
+    ones = np.ones(n, np.float32)
+    return LocalFeatures(pts, ones, ones, desc), LocalFeatures(pts2, ones, ones, desc2)
+
+
+def test_store_verifier_is_symmetric_and_batch_independent(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    f1, f2 = _affine_pair(rng, 40)
+    f3 = LocalFeatures(rng.uniform(0, 300, (40, 2)), np.ones(40), np.ones(40), rng.normal(size=(40, 32)))
+    with LocalFeatureWriter(tmp_path / "store", 32, location_dtype="float16") as writer:
+        for image_id, feats in (("x", f1), ("y", f2), ("z", f3)):
+            writer.add(image_id, feats)
+    verifier = StorePairVerifier(tmp_path / "store", VerifyConfig(ratio=1.0))
+    both = verifier([("x", "y"), ("x", "z")])
+    assert both[0] >= 38 and both[1] <= 5  # the true affine pair vs unrelated points
+    np.testing.assert_array_equal(verifier([("y", "x")]), both[:1])
+    assert pair_position("x", "y") == pair_position("y", "x")
+    parallel = StorePairVerifier(tmp_path / "store", VerifyConfig(ratio=1.0, workers=2))
+    np.testing.assert_array_equal(parallel([("x", "y"), ("x", "z")] * 10), np.tile(both, 10))
+    with pytest.raises(LocalStoreError, match="no local features for image id 'w'"):
+        verifier([("x", "w")])
