@@ -12,14 +12,19 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+# the local Prefect server of `make up` (flows.prefect_port) and its project-local home (storage.run_dir)
+PREFECT_PORT ?= 4200
+PREFECT_ENV := PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api PREFECT_HOME=$(CURDIR)/infra/.run/prefect/home
 
-.PHONY: install demo test lint typecheck unit clean help up down monitor
+.PHONY: install demo test lint typecheck unit clean help up down monitor schedule ui
 
 help:
-	@echo "make demo   - set up and run the pipeline on the built-in synthetic landmark world"
-	@echo "make test   - set up and run lint, type checks and the test suite"
-	@echo "make up     - start the local S3 store (SeaweedFS on 127.0.0.1, generated credentials, DVC remote)"
-	@echo "make down   - stop the local S3 store (data and credentials are kept)"
+	@echo "make demo     - set up, start the local services, run the full retraining flow on the synthetic world"
+	@echo "make test     - set up and run lint, type checks and the test suite"
+	@echo "make up       - start the local S3 store (SeaweedFS) and the Prefect server on 127.0.0.1"
+	@echo "make schedule - register the nightly retraining / periodic ingestion deployments and start a worker"
+	@echo "make ui       - print the Prefect UI URL"
+	@echo "make down     - stop the worker, the Prefect server and the S3 store (data is kept)"
 	@echo "make monitor - serve the Evidently drift/evaluation dashboard (evidently ui) on http://127.0.0.1:$(MONITOR_PORT)"
 
 $(BIN)/python:
@@ -32,11 +37,10 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(STAMP)
 
-demo: install
-	rm -rf $(DEMO_DIR)
-	$(BIN)/landmark synth --out $(DEMO_DIR)/synth
-	$(BIN)/landmark extract --data $(DEMO_DIR)/synth --out $(DEMO_DIR)/features
-	$(BIN)/landmark evaluate --data $(DEMO_DIR)/synth --features $(DEMO_DIR)/features --out $(DEMO_DIR)/eval
+# The demo: local services up, then the retraining flow (synth -> validate -> bootstrap -> local -> clean -> train ->
+# index -> evaluate -> drift -> promote -> DVC version) in a scratch git+DVC project under $(DEMO_DIR).
+demo: up
+	$(PREFECT_ENV) $(BIN)/python -m flows.demo --dir $(DEMO_DIR)
 
 lint: install
 	$(BIN)/ruff check landmark flows tests benchmarks
@@ -54,6 +58,13 @@ test: lint typecheck unit
 # into storage.run_dir (git-ignored) and written to .dvc/config.local for the DVC remote.
 up: install
 	$(BIN)/landmark infra up
+
+# Deployments with cron schedules from params.yaml (flows.*_cron) on the local process pool, and a worker for it.
+schedule: up
+	$(PREFECT_ENV) $(BIN)/python -m flows.deploy --worker
+
+ui:
+	@echo "Prefect UI: http://127.0.0.1:$(PREFECT_PORT)  (start it with: make up)"
 
 down:
 	@if [ -x $(BIN)/landmark ]; then $(BIN)/landmark infra down; else echo "no $(BIN)/landmark: nothing to stop"; fi

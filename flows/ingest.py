@@ -45,11 +45,12 @@ def ingest(
     quality = validate_manifests(run, out_dir / "manifests", run.path(cfg.paths.reports))
     versions = version_and_push(run, ["ingest"]) if version else None
     added = int(batch.get("added", 0))
+    reference_dir = run.path(reference or cfg.paths.synth)
     drift: dict[str, Any] | None = None
-    if added:
+    if added and reference_dir.exists():
         drift = drift_check(
             run,
-            run.path(reference or cfg.paths.synth),
+            reference_dir,
             out_dir,
             run.path(cfg.paths.reports) / "drift_ingest",
             "ingest",
@@ -63,7 +64,7 @@ def ingest(
             f"- drift of the batch: share {drift['drift_share']:.3f} "
             f"({'within bounds' if drift['passed'] else 'OUT OF BOUNDS'})\n"
             if drift
-            else "- drift: nothing new to compare\n"
+            else f"- drift: not checked ({'no new images' if not added else f'no training data at {reference_dir}'})\n"
         ),
         "Ingestion run",
     )

@@ -147,6 +147,9 @@ class TrainConfig:
     frozen_fraction: float = 0.5
     neck_init: Literal["pca", "random"] = "pca"  # FC -> BN starts as PCA whitening of pretrained features
     neck_init_images: int = 512  # training images (no augmentation) the PCA is fitted on
+    # pca init also whitens (unit variance per direction); off keeps the pretrained descriptor's geometry: a
+    # whitening fitted on a few hundred images blows up near-zero-variance directions (real photos suffer)
+    neck_whiten: bool = True
     # knowledge-preserving fine-tuning: loss += distill_weight * (1 - cos(embedding, step-0 model's embedding))
     # on the same batch, so the embedding keeps what generalises to real photos (0 = off)
     distill_weight: float = 0.0

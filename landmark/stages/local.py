@@ -130,7 +130,7 @@ def local(
     """Extract local features of every ok image of ``split`` not yet stored in ``out_dir/<split>``.
 
     Args:
-        cfg: ``local`` (backend, model, image size, features, workers) and ``seed``.
+        cfg: ``local`` (backend, model, image size, features, workers) and ``device`` (torch DELF).
         data_dir: dataset root (any supported format).
         out_dir: local feature root; the store is ``out_dir/<split>``.
         split: which split.
@@ -157,13 +157,16 @@ def local(
         todo = todo[: max(limit, 0)]
     if done:
         check_store_settings(store, cfg.local)
-    params = tuple(sorted(backend_params(cfg.local, resolve_device(cfg.device)).items()))
+    device = resolve_device(cfg.device)
+    params = tuple(sorted(backend_params(cfg.local, device).items()))
+    # CUDA does not survive a fork: a GPU DELF extracts in this process
+    workers = 0 if cfg.local.backend == "delf" and device == "cuda" else cfg.local.workers
     tasks = [(i, str(paths[i]), cfg.local.backend, params, cfg.local.image_size) for i in todo]
     keypoints = 0
     writer: LocalFeatureWriter | None = None
     try:
         for image_id, feats in parallel_map(
-            extract_image, tasks, workers=cfg.local.workers, desc=f"local {split}", progress=progress
+            extract_image, tasks, workers=workers, desc=f"local {split}", progress=progress
         ):
             if writer is None:
                 writer = LocalFeatureWriter(

@@ -301,7 +301,7 @@ def train_delf(
     start = time.perf_counter()
     model = create_delf_model(cfg.backbone, cfg.pretrained, num_classes, cfg.attention_hidden).to(device)
     descriptor: PhaseResult | None = None
-    with open(work_dir / LOG, "w", newline="") as fh:
+    with open(work_dir / LOG, "w", newline="", buffering=1) as fh:  # line-buffered: rows visible live
         log = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
         log.writeheader()
         if cfg.descriptor_epochs > 0:

@@ -341,6 +341,18 @@ class _Teacher(nn.Module):
         return out
 
 
+@torch.no_grad()
+def unwhiten_neck(model: GlobalDescriptor) -> None:
+    """Set the neck's BatchNorm scale to the running standard deviation, so that the PCA-initialised neck maps
+    to the centred PCA projection itself instead of its whitened version (the pretrained descriptor's geometry
+    in ``dim`` dimensions); in training mode the batch statistics are rescaled the same way."""
+    bn = model.neck[1] if isinstance(model.neck, nn.Sequential) else None
+    if not isinstance(bn, nn.BatchNorm1d) or bn.running_var is None:
+        raise ValueError("unwhiten_neck needs a model with an FC -> BatchNorm1d neck that tracks statistics")
+    bn.weight.copy_(torch.sqrt(bn.running_var + bn.eps))
+    bn.bias.copy_(bn.running_mean)
+
+
 def _init_neck(
     model: GlobalDescriptor, items: Sequence[TrainItem], cfg: TrainConfig, seed: int, device: str
 ) -> None:
@@ -362,6 +374,8 @@ def _init_neck(
         for images, _ in _loader(_TrainImages(subset, "none", seed), batches, cfg.workers, device):
             pooled.append(model.pooled(images.to(device).float().div_(255.0)).float().cpu())
     model.init_neck_pca(torch.cat(pooled))
+    if not cfg.neck_whiten:
+        unwhiten_neck(model)
 
 
 def _plan(

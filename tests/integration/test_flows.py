@@ -10,25 +10,26 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
-from landmark.infra import configure_dvc_remote, port_is_free
+from landmark.infra import port_is_free
 from landmark.storage import ObjectStore, S3Settings, read_credentials_file
 
 if TYPE_CHECKING:
     from conftest import TinyWorld
 
     from landmark.infra import SeaweedInfo
+    from landmark.registry import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -70,45 +71,20 @@ TINY = {
 }
 
 
-def deep_update(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            deep_update(base[key], value)
-        else:
-            base[key] = value
-    return base
+def make_project(root: Path, seaweed: SeaweedInfo, bucket: str) -> Path:
+    """A git + DVC copy of the project with the tiny settings and its DVC remote on a fresh test bucket."""
+    from flows.demo import scratch_project
+
+    settings = {**TINY, "storage": {"retries": 0}}
+    return scratch_project(
+        root, settings, endpoint=seaweed.endpoint, credentials_file=seaweed.credentials_file, bucket=bucket
+    )
 
 
 def sh(args: list[str], cwd: Path) -> str:
     result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
-
-
-def make_project(root: Path, seaweed: SeaweedInfo, bucket: str, extra: dict[str, Any]) -> Path:
-    """A git + DVC copy of the project (code, dvc.yaml, tiny params) with its remote on a test bucket."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for package in ("landmark", "flows"):
-        shutil.copytree(REPO_ROOT / package, root / package, ignore=ignore)
-    shutil.copy(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    deep_update(params, TINY)
-    deep_update(params, extra)
-    params["storage"].update(
-        endpoint=seaweed.endpoint, bucket=bucket, run_dir=str(seaweed.run_dir), retries=0
-    )
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (root / ".gitignore").write_text("build/\n__pycache__/\n")
-    sh(["git", "init", "-q"], root)
-    sh(["git", "config", "user.email", "ci@example.com"], root)
-    sh(["git", "config", "user.name", "ci"], root)
-    sh([sys.executable, "-m", "dvc", "init", "-q"], root)
-    credentials = read_credentials_file(seaweed.credentials_file)
-    configure_dvc_remote(root, "local-s3", seaweed.endpoint, credentials, url=f"s3://{bucket}/dvc")
-    ObjectStore(S3Settings(seaweed.endpoint, bucket, "us-east-1", credentials)).ensure_bucket()
-    sh(["git", "add", "-A"], root)
-    sh(["git", "commit", "-qm", "project"], root)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +96,34 @@ def prefect_api() -> Iterator[None]:
         yield
 
 
-def test_retrain_flow_end_to_end(tmp_path: Path, seaweed: SeaweedInfo, prefect_api: None) -> None:
+@dataclass(frozen=True)
+class Retrained:
+    """One retraining run of the module: its project, bucket and final state."""
+
+    project: Path
+    bucket: str
+    state: Any
+
+
+@pytest.fixture(scope="module")
+def retrained(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedInfo, prefect_api: None) -> Retrained:
+    from flows.retrain import retrain
+
+    bucket = f"flow-{uuid.uuid4().hex[:10]}"
+    project = make_project(tmp_path_factory.mktemp("retrain") / "project", seaweed, bucket)
+    return Retrained(project, bucket, retrain(project_dir=str(project), return_state=True))
+
+
+def registry_of(seaweed: SeaweedInfo, bucket: str) -> Registry:
+    from landmark.registry import Registry
+
+    credentials = read_credentials_file(seaweed.credentials_file)
+    return Registry(
+        ObjectStore(S3Settings(seaweed.endpoint, bucket, "us-east-1", credentials, 5.0, 0)), "registry"
+    )
+
+
+def test_retrain_flow_end_to_end(retrained: Retrained, seaweed: SeaweedInfo) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         ArtifactFilter,
@@ -129,12 +132,7 @@ def test_retrain_flow_end_to_end(tmp_path: Path, seaweed: SeaweedInfo, prefect_a
         FlowRunFilterId,
     )
 
-    from flows.retrain import retrain
-    from landmark.registry import Registry
-
-    bucket = f"flow-{uuid.uuid4().hex[:10]}"
-    project = make_project(tmp_path / "project", seaweed, bucket, {})
-    state = retrain(project_dir=str(project), return_state=True)
+    state, project = retrained.state, retrained.project
     assert state.is_completed(), state.message
     summary = state.result()
     flow_run_id = state.state_details.flow_run_id
@@ -174,13 +172,53 @@ def test_retrain_flow_end_to_end(tmp_path: Path, seaweed: SeaweedInfo, prefect_a
 
     # the registry holds the promoted model, complete, with the candidate's metrics
     assert summary["decision"]["outcome"] == "promoted", summary["decision"]
-    store = ObjectStore(
-        S3Settings(seaweed.endpoint, bucket, "us-east-1", read_credentials_file(seaweed.credentials_file))
-    )
-    registry = Registry(store, "registry")
+    registry = registry_of(seaweed, retrained.bucket)
     pointer = registry.production()
     assert pointer is not None and registry.is_complete(pointer.version)
     assert pointer.version == summary["decision"]["production_after"]
+
+
+def test_store_down_during_promotion_keeps_production(retrained: Retrained, seaweed: SeaweedInfo) -> None:
+    """The store is down when the promote task runs: the flow fails naming the store, production still names the
+    complete version it named before, and once the store is back the same promotion completes."""
+    from prefect import flow
+
+    from flows.common import open_run
+    from flows.tasks import promote_candidate
+    from landmark.infra import start_seaweed, stop_seaweed
+
+    assert retrained.state.is_completed(), retrained.state.message
+    project = retrained.project
+    run = open_run(project, None, [])
+    build = project / "build"
+    args = (
+        build / "models" / "candidate",
+        build / "index",
+        build / "eval" / "metrics.json",
+        build / "reports" / "validate.json",
+        build / "reports" / "drift" / "drift.json",
+        build / "eval" / "baseline" / "metrics.json",
+    )
+
+    @flow(name="promote-only")
+    def promote_only() -> dict[str, Any]:
+        return promote_candidate(run, *args)
+
+    registry = registry_of(seaweed, retrained.bucket)
+    before = registry.production()
+    assert before is not None
+    stop_seaweed(seaweed.run_dir)
+    try:
+        failed = promote_only(return_state=True)
+    finally:
+        start_seaweed(seaweed.run_dir)
+    assert failed.is_failed()
+    assert f"127.0.0.1:{seaweed.ports.s3}" in str(failed.message), failed.message
+    after = registry.production()
+    assert after is not None and after.version == before.version and registry.is_complete(after.version)
+    again = promote_only(return_state=True)
+    assert again.is_completed(), again.message
+    assert again.result()["production_after"] == before.version
 
 
 def test_cron_deployment_runs_on_a_local_worker(
@@ -195,7 +233,7 @@ def test_cron_deployment_runs_on_a_local_worker(
         stop_worker,
     )
 
-    project = make_project(tmp_path / "project", seaweed, f"sched-{uuid.uuid4().hex[:10]}", {})
+    project = make_project(tmp_path / "project", seaweed, f"sched-{uuid.uuid4().hex[:10]}")
     run_dir = tmp_path / "services"
     port = next(p for p in range(4310, 4400) if port_is_free(p))
     script = f"""
@@ -205,7 +243,7 @@ from flows.deploy import DeploymentSpec, register
 from flows.ingest import ingest
 run = open_run({str(project)!r}, None, [])
 ids = register(run, [DeploymentSpec(ingest, "every-minute", "* * * * *")],
-               parameters={{"source": {str(tiny_world.root)!r}, "version": False}})
+               parameters={{"source": {str(tiny_world.root)!r}, "reference": {str(tiny_world.root)!r}, "version": False}})
 print(ids[0])
 """
     env_api = api_url(port)

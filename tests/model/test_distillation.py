@@ -23,12 +23,13 @@ from landmark.training.loop import (
     freeze_leading,
     train_global_model,
     training_loss,
+    unwhiten_neck,
 )
 
 MODEL = ModelConfig(backbone="efficientnet_lite0", pretrained="packaged", embedding_dim=32)
 TRAIN = TrainConfig(
     epochs=2, batch_size=8, image_size=64, full_res_last_epoch=False, augmentation="soft", warmup_steps=2,
-    lr=0.01, checkpoint_every=0, workers=0, scale=16.0, neck_init_images=32,
+    lr=0.01, checkpoint_every=0, workers=0, scale=16.0, neck_init_images=32, neck_whiten=False,
 )  # fmt: skip
 
 
@@ -97,6 +98,24 @@ def test_teacher_is_the_step0_model_sharing_the_frozen_prefix(frozen: float) -> 
     teacher.close()
 
 
+def test_unwhitened_neck_is_the_centred_pca_projection() -> None:
+    torch.manual_seed(0)
+    model = create_global_model(dataclasses.replace(MODEL, embedding_dim=4)).eval()
+    pooled = torch.randn(50, 1280) @ torch.randn(1280, 1280) * 0.05
+    model.init_neck_pca(pooled)
+    unwhiten_neck(model)
+    centred = pooled.double() - pooled.double().mean(dim=0)
+    _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
+    top = vh[:4]
+    with torch.no_grad():
+        projected = model.neck(pooled)
+    # the step-0 embedding keeps the pretrained geometry: variances along the axes are the PCA ones, not 1
+    torch.testing.assert_close(projected.double(), centred @ top.T, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(projected.double().var(dim=0), singular[:4] ** 2 / 49, atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="FC -> BatchNorm1d"):
+        unwhiten_neck(create_global_model(dataclasses.replace(MODEL, embedding_dim=0)))
+
+
 @pytest.fixture(scope="module")
 def items(tmp_path_factory: pytest.TempPathFactory) -> list[TrainItem]:
     """4 classes x 8 images of coloured stripes (class = orientation + colour) with noise."""
@@ -118,9 +137,16 @@ def items(tmp_path_factory: pytest.TempPathFactory) -> list[TrainItem]:
     return out
 
 
-def _agreement_with_step0(result_model: torch.nn.Module, step0: torch.nn.Module) -> float:
-    """Mean cosine between the trained and the step-0 model's descriptors of fixed random images."""
-    images = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+def _agreement_with_step0(
+    result_model: torch.nn.Module, step0: torch.nn.Module, items: list[TrainItem]
+) -> float:
+    """Mean cosine between the trained and the step-0 model's descriptors of the (un-augmented) training images."""
+    images = (
+        torch.stack(
+            [torch.from_numpy(np.asarray(Image.open(i.path).convert("RGB"))).permute(2, 0, 1) for i in items]
+        ).float()
+        / 255.0
+    )
     result_model.eval()
     step0.eval()
     with torch.no_grad():
@@ -141,8 +167,8 @@ def test_distillation_keeps_the_embedding_near_the_step0_model_and_resumes(
     torch.manual_seed(0)
     step0 = create_global_model(MODEL)
     _init_neck(step0, items, cfg, 0, "cpu")
-    plain_agree = _agreement_with_step0(plain.model, step0)
-    kept_agree = _agreement_with_step0(kept.model, step0)
+    plain_agree = _agreement_with_step0(plain.model, step0, items)
+    kept_agree = _agreement_with_step0(kept.model, step0, items)
     assert kept_agree > plain_agree + 0.05, (plain_agree, kept_agree)
 
     # killed after 5 steps and resumed: the teacher is rebuilt as the step-0 model, so the run matches
