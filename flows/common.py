@@ -44,10 +44,21 @@ class Run:
 def open_run(project_dir: str | Path | None, params: str | None, overrides: Sequence[str]) -> Run:
     """Load ``params`` (default ``<project_dir>/params.yaml``) with ``--set``-style overrides; every relative
     path of the config is made absolute under the project root (stages and the store find their files)."""
+    use_forkserver()
     root = Path(project_dir).resolve() if project_dir else PROJECT_ROOT
     params_path = Path(params) if params else root / "params.yaml"
     cfg = load_config(params_path if params_path.is_absolute() else root / params_path, overrides)
     return Run(absolute_paths(cfg, root), root)
+
+
+def use_forkserver() -> None:
+    """Start worker processes (DataLoader workers, process pools) with ``forkserver``, not ``fork``: Prefect runs
+    tasks in threads next to its own event-loop threads, and forking a multi-threaded process can leave the child
+    with locks held by threads that do not exist there (DataLoader workers died with exit code 1 under fork)."""
+    import multiprocessing
+
+    if multiprocessing.get_start_method(allow_none=True) != "forkserver":
+        multiprocessing.set_start_method("forkserver", force=True)
 
 
 def _under(root: Path, value: str) -> str:
