@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -92,7 +93,9 @@ def threshold_sweep(
 
 def retrieval_map(cfg: Config, world: Path, model_dir: Path, features: Path, out: Path) -> dict[str, Any]:
     """Revisited easy/medium/hard mAP of the test queries: plain kNN and the configured re-ranking."""
-    extract(cfg, world, features, splits=("index", "test", "train"), model_dir=model_dir)
+    # index + test only: mAP of plain kNN needs no train features (label-based re-ranking steps are then skipped
+    # for both models alike), which saves a third of the extraction on 2 CPU cores
+    extract(cfg, world, features, splits=("index", "test"), model_dir=model_dir)
     plain = dataclasses.replace(
         cfg, rerank=dataclasses.replace(cfg.rerank, dba=False, qe="none", sort_step=False, insert_step=False)
     )
@@ -100,7 +103,7 @@ def retrieval_map(cfg: Config, world: Path, model_dir: Path, features: Path, out
     for name, run_cfg in (("knn", plain), ("reranked", cfg)):
         metrics = evaluate(run_cfg, world, features, out / name)
         result[name] = {p: metrics["revisitop"][p]["mAP"] for p in ("easy", "medium", "hard")}
-        result[name]["GAP"] = metrics.get("recognition", {}).get("GAP")
+        result[name]["notes"] = metrics.get("notes")
     return result
 
 
@@ -159,7 +162,9 @@ def main() -> None:
         for name, manifest in (("raw", None), ("cleaned", work / "clean" / "train.parquet")):
             model_dir = work / f"model_{name}"
             start = time.perf_counter()
-            if not (model_dir / "weights.pt").exists():
+            if (model_dir / "metrics.json").exists():
+                result[f"train_{name}"] = json.loads((model_dir / "metrics.json").read_text())["train"]
+            else:
                 run = train(
                     cfg,
                     world,

@@ -38,8 +38,6 @@ from flows.tasks import (
     validate_data,
 )
 
-# dvc.yaml stages whose outputs a retraining run produces (committed and pushed by the `version` task)
-VERSIONED_STAGES = ("synth", "extract_train", "local", "clean", "train", "extract", "index", "evaluate")
 
 
 def retrain_paths(run: Run, data: str | None) -> dict[str, Path]:
@@ -116,7 +114,7 @@ def retrain(
         Path(drift["drift_json"]),
         paths["eval_baseline"] / "metrics.json",
     )
-    stages_run += ["extract_train", "local", "clean", "train", "extract", "index", "evaluate"]
+    stages_run += ["bootstrap", "local", "clean", "train", "extract", "index", "evaluate"]  # dvc.yaml names
     versions = version_and_push(run, stages_run) if version else None
 
     summary = {

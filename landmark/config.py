@@ -153,6 +153,7 @@ class TrainConfig:
     # knowledge-preserving fine-tuning: loss += distill_weight * (1 - cos(embedding, step-0 model's embedding))
     # on the same batch, so the embedding keeps what generalises to real photos (0 = off)
     distill_weight: float = 0.0
+    backbone_lr_multiplier: float = 1.0  # backbone lr = lr * this (neck and GeM: lr)
     sampler: Literal["plain", "balanced"] = "plain"
     min_images_per_class: int = 2
     checkpoint_every: int = 50  # optimizer steps; 0 = only at epoch ends
@@ -179,6 +180,10 @@ class TrainConfig:
         _require(0.0 <= self.frozen_fraction < 1.0, "frozen_fraction must be in [0, 1)")
         _require(self.neck_init_images >= 2, "neck_init_images must be >= 2")
         _require(self.distill_weight >= 0, f"distill_weight must be >= 0, got {self.distill_weight}")
+        _require(
+            self.backbone_lr_multiplier > 0,
+            f"backbone_lr_multiplier must be > 0: {self.backbone_lr_multiplier}",
+        )
 
 
 @dataclass(frozen=True)
@@ -509,8 +514,8 @@ class DelfConfig:
     batch_size: int = 16
     descriptor_epochs: int = 1  # phase 1: fine-tune the backbone + a GAP classifier
     attention_epochs: int = 2  # phase 2: backbone frozen, train attention + classifier on attention pooling
-    lr: float = 1e-3  # AdamW rate of the new layers (classifiers, attention), cosine per step
-    backbone_lr_multiplier: float = 0.1  # phase 1: the pretrained layers learn at lr * this
+    lr: float = 1e-2  # AdamW rate of the new layers (classifiers, attention), cosine per step
+    backbone_lr_multiplier: float = 0.01  # phase 1: the pretrained layers learn at lr * this
     weight_decay: float = 1e-4
     warmup_steps: int = 5  # per phase
     frozen_fraction: float = 0.5  # phase 1: leading share of backbone tensors kept frozen
@@ -523,7 +528,7 @@ class DelfConfig:
     max_features: int = 1000  # keypoints kept per image over all scales, highest attention first
     pca_dim: int = 40  # descriptors: L2 -> PCA to pca_dim -> L2
     pca_whiten: bool = False
-    pca_images: int = 100  # training images (seeded subset) whose descriptors fit the PCA
+    pca_images: int = 40  # training images (seeded subset) whose descriptors fit the PCA (~1000 each)
     amp: bool = True  # mixed precision, only ever on CUDA
     workers: int = 2  # data-loading processes
 

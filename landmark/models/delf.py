@@ -4,8 +4,9 @@
   each cell of its (N, C, H/16, W/16) map describes a 16-pixel step of the input.
 - ``attention``: 1x1 conv -> ReLU -> 1x1 conv -> softplus, one score >= 0 per cell: how useful the cell's
   feature is for recognising the landmark; keypoints are the highest-scoring cells.
-- ``attention_classifier``: linear classifier on the attention-weighted mean of the cells' L2-normalised
-  features (trained in the attention phase, backbone frozen).
+- ``attention_classifier``: linear classifier on the attention-weighted average of the cells' L2-normalised
+  features (trained in the attention phase, backbone frozen). Attention scores are therefore relative: their
+  ranking within an image (and across its pyramid levels) selects keypoints, not an absolute scale.
 - ``gap_classifier``: linear classifier on the plain mean of the cells' L2-normalised features (the descriptor
   fine-tuning phase, before the attention exists). Normalised as the descriptors extraction keeps.
 
@@ -25,10 +26,9 @@ from landmark.models.backbones import Normalisation, backbone_normalisation, cre
 
 FEATURE_STRIDE = 16
 # Pooled L2-normalised features have norm <= 1 whatever the backbone's feature magnitude; this fixed scale
-# (as the s of cosine-softmax heads) lets the classifiers reach confident logits in few steps. Pooling raw
-# features instead ties the useful learning rate to the feature scale, and too large logits early on drive
-# the attention to zero (a collapse seen on the synthetic data).
-POOL_SCALE = 10.0
+# (the s of cosine-softmax heads) lets the classifiers reach confident logits in few steps. Pooling raw
+# features ties the useful learning rate to the feature scale.
+POOL_SCALE = 30.0
 
 
 @dataclass(frozen=True)
@@ -178,10 +178,17 @@ class DelfModel(nn.Module):
         return features, self.attention_scores(features)
 
     def attention_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """Class logits (N, classes) from the attention-weighted mean of the L2-normalised cell features
-        (N, C, h, w) (the descriptors extraction keeps), times :data:`POOL_SCALE`."""
+        """Class logits (N, classes) from the attention-weighted average of the L2-normalised cell features
+        (N, C, h, w) (the descriptors extraction keeps), times :data:`POOL_SCALE`.
+
+        Normalising by the attention sum makes the pooled vector independent of the attention's overall
+        magnitude: the attention can only re-weight cells. With DELF's plain weighted mean, shrinking all
+        attention to zero is a stable way out of early large losses; on the synthetic data training collapsed
+        into it (loss stuck at log(classes)). With uniform attention the pooling equals :meth:`gap_logits`'.
+        """
         unit = F.normalize(features, dim=1)
-        pooled = (unit * self.attention_scores(features)).mean(dim=(2, 3))
+        attention = self.attention_scores(features)
+        pooled = (unit * attention).sum(dim=(2, 3)) / attention.sum(dim=(2, 3)).clamp_min(1e-6)
         logits: torch.Tensor = self.attention_classifier(POOL_SCALE * pooled)
         return logits
 

@@ -2,8 +2,9 @@
 
 1. Descriptor phase: fine-tune the backbone (its leading ``frozen_fraction`` stays frozen, BatchNorm statistics
    of frozen layers too) with a classifier on globally average-pooled stride-16 features, cross-entropy.
-2. Attention phase: the whole backbone frozen (eval mode); train the attention head and a classifier on the
-   attention-weighted mean of the features, cross-entropy. The attention learns which cells help recognition.
+2. Attention phase: the whole backbone frozen (eval mode); train the attention head and a classifier (started
+   from the descriptor phase's) on the attention-weighted average of the L2-normalised features,
+   cross-entropy. The attention learns which cells help recognition.
 3. PCA: DELF descriptors (pyramid, attention selection) of a seeded subset of training images, L2-normalised,
    fitted with ``pca_dim`` directions.
 
@@ -121,7 +122,9 @@ def _eval_frozen_batchnorm(module: nn.Module) -> None:
             m.eval()
 
 
-def _setup_phase(model: DelfModel, phase: Phase, cfg: DelfConfig) -> list[dict[str, Any]]:
+def _setup_phase(
+    model: DelfModel, phase: Phase, cfg: DelfConfig, descriptor_trained: bool = False
+) -> list[dict[str, Any]]:
     """Set trainable parameters and modes for ``phase``; its optimizer parameter groups (with ``lr_scale``)."""
     model.requires_grad_(False)
     if phase == "descriptor":
@@ -135,6 +138,8 @@ def _setup_phase(model: DelfModel, phase: Phase, cfg: DelfConfig) -> list[dict[s
             {"params": backbone, "lr_scale": cfg.backbone_lr_multiplier},
             {"params": list(model.gap_classifier.parameters()), "lr_scale": 1.0},
         ]
+    if descriptor_trained:  # start from the descriptor phase's classifier: same logits at uniform attention
+        model.attention_classifier.load_state_dict(model.gap_classifier.state_dict())
     model.attention.requires_grad_(True)
     model.attention_classifier.requires_grad_(True)
     model.train()
@@ -182,7 +187,7 @@ def run_phase(
     total = steps_per_epoch * epochs
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
-    groups = _setup_phase(model, phase, cfg)
+    groups = _setup_phase(model, phase, cfg, descriptor_trained=first_step > 0)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     cuda = device.startswith("cuda")
     use_amp = cfg.amp and cuda

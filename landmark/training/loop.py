@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import torch
@@ -194,20 +194,25 @@ def _load_checkpoint(path: Path, expected_key: dict[str, Any]) -> dict[str, Any]
 
 
 def _param_groups(module: _Module, cfg: TrainConfig) -> list[dict[str, Any]]:
-    decay, no_decay, head = [], [], []
+    """Optimizer groups: weight decay only on weight matrices/kernels; the head's learning rate scaled by
+    ``head_lr_multiplier``, the backbone's by ``backbone_lr_multiplier`` (the neck and GeM keep the base rate)."""
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, param in module.named_parameters():
         if not param.requires_grad:
             continue
-        if name.startswith("head."):
-            head.append(param)
-        elif param.ndim <= 1:  # biases, BatchNorm affine, GeM p: no weight decay
-            no_decay.append(param)
-        else:
-            decay.append(param)
+        part = (
+            "head"
+            if name.startswith("head.")
+            else "backbone"
+            if name.startswith("model.backbone.")
+            else "neck"
+        )
+        # biases, BatchNorm affine, GeM p: no weight decay (the head's class centres are matrices)
+        groups.setdefault((part, param.ndim > 1), []).append(param)
+    scale = {"head": cfg.head_lr_multiplier, "backbone": cfg.backbone_lr_multiplier, "neck": 1.0}
     return [
-        {"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
-        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
-        {"params": head, "weight_decay": cfg.weight_decay, "lr_scale": cfg.head_lr_multiplier},
+        {"params": params, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_scale": scale[part]}
+        for (part, decay), params in sorted(groups.items())
     ]
 
 
@@ -290,11 +295,14 @@ def efficientnet_stages(backbone: nn.Module) -> list[nn.Module] | None:
 
 
 class _Teacher(nn.Module):
-    """The model as it was at step 0 (pretrained backbone + GeM + initialised neck), frozen, in eval mode.
+    """A frozen copy of the model as it was at step 0 (pretrained backbone + GeM + initialised neck).
 
-    Where the backbone is a chain (EfficientNet) whose leading modules are frozen in the student too, those are
-    identical in both, so the teacher holds only a copy of the rest and starts from the student's activation after
-    the frozen prefix (captured by a forward hook): on CPU the frozen high-resolution stem is most of the cost.
+    Each BatchNorm runs in the mode its student counterpart is in (batch statistics while training, running ones
+    once frozen), so at step 0 teacher and student agree exactly and the distillation term only measures how far
+    the trained weights have moved. Where the backbone is a chain (EfficientNet) whose leading modules are frozen
+    in the student, those are identical in both: the teacher holds a copy of the rest only and starts from the
+    student's activation after the frozen prefix (captured by a forward hook), because on a CPU the frozen
+    high-resolution stem is most of the cost of a forward pass.
     """
 
     def __init__(self, model: GlobalDescriptor) -> None:
@@ -307,15 +315,14 @@ class _Teacher(nn.Module):
             prefix += 1
         self._captured: torch.Tensor | None = None
         self._hook: RemovableHandle | None = None
-        self.full: GlobalDescriptor | None = None
-        self.rest: nn.Sequential | None = None
-        if stages is None or prefix == 0:
-            self.full = copy.deepcopy(model)
-        else:
-            self.rest = copy.deepcopy(nn.Sequential(*stages[prefix:], model.pool, model.neck))
+        self.full = stages is None or prefix == 0
+        student: nn.Module = model
+        if stages is not None and prefix > 0:
+            student = nn.Sequential(*stages[prefix:], model.pool, model.neck)
             self._hook = stages[prefix - 1].register_forward_hook(self._capture)
-        self.requires_grad_(False)
-        self.eval()
+        self.frozen = copy.deepcopy(student)
+        self.frozen.requires_grad_(False)
+        self._student = [student]  # a plain list: not a submodule (its parameters stay the student's)
 
     def close(self) -> None:
         """Detach the hook from the student (it keeps the last activation alive otherwise)."""
@@ -326,31 +333,35 @@ class _Teacher(nn.Module):
     def _capture(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
         self._captured = output.detach()
 
-    def train(self, mode: bool = True) -> Self:
-        return super().train(False)  # always eval: fixed BatchNorm statistics, the step-0 embedding
-
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Step-0 embeddings (N, dim) of ``images``; call right after the student's forward on the same batch."""
-        if self.full is not None:
-            return self.full.embed(images)
-        if self.rest is None or self._captured is None or self._captured.shape[0] != images.shape[0]:
+        for mine, theirs in zip(self.frozen.modules(), self._student[0].modules(), strict=True):
+            mine.training = theirs.training
+        if self.full:
+            return self.frozen.embed(images)  # type: ignore[operator]
+        if self._captured is None or self._captured.shape[0] != images.shape[0]:
             raise RuntimeError("the teacher runs after the student's forward on the same batch")
-        out: torch.Tensor = self.rest(self._captured)
+        out: torch.Tensor = self.frozen(self._captured)
         self._captured = None
         return out
 
 
 @torch.no_grad()
 def unwhiten_neck(model: GlobalDescriptor) -> None:
-    """Set the neck's BatchNorm scale to the running standard deviation, so that the PCA-initialised neck maps
-    to the centred PCA projection itself instead of its whitened version (the pretrained descriptor's geometry
-    in ``dim`` dimensions); in training mode the batch statistics are rescaled the same way."""
+    """Set the neck's BatchNorm scales proportional to the running standard deviations, so that the
+    PCA-initialised neck maps to the centred PCA projection (up to one common factor) instead of its whitened
+    version: the pretrained descriptor's geometry in ``dim`` dimensions. In training mode the batch statistics
+    are rescaled the same way."""
     bn = model.neck[1] if isinstance(model.neck, nn.Sequential) else None
-    if not isinstance(bn, nn.BatchNorm1d) or bn.running_var is None:
+    if not isinstance(bn, nn.BatchNorm1d) or bn.running_var is None or bn.running_mean is None:
         raise ValueError("unwhiten_neck needs a model with an FC -> BatchNorm1d neck that tracks statistics")
-    bn.weight.copy_(torch.sqrt(bn.running_var + bn.eps))
-    bn.bias.copy_(bn.running_mean)
+    std = torch.sqrt(bn.running_var + bn.eps)
+    # one common factor (cosines do not see it) brings the scales to RMS 1: tiny BatchNorm weights would make
+    # each SGD step on them a huge relative change
+    scale = std / std.square().mean().sqrt()
+    bn.weight.copy_(scale)
+    bn.bias.copy_(bn.running_mean * scale / std)
 
 
 def _init_neck(

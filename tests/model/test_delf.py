@@ -35,7 +35,6 @@ TINY_DELF = DelfConfig(
     batch_size=8,
     descriptor_epochs=1,
     attention_epochs=6,
-    lr=3e-3,
     warmup_steps=2,
     augmentation="none",
     scales=(0.7071067811865476, 1.0),
