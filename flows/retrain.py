@@ -39,7 +39,6 @@ from flows.tasks import (
 )
 
 
-
 def retrain_paths(run: Run, data: str | None) -> dict[str, Path]:
     """Every path the flow reads or writes, from ``params.yaml`` (``data`` overrides the dataset directory)."""
     p = run.cfg.paths

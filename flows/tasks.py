@@ -9,15 +9,18 @@ across runs (inputs on disk change under the same arguments).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import Run, flatten, markdown_table, publish_markdown, publish_table
+
+if TYPE_CHECKING:
+    from landmark.quality import QualityReport
 
 
 def _stage_task(name: str, retries: int = 0) -> Any:
@@ -49,14 +52,12 @@ def ingest_batch(run: Run, source: str, out_dir: Path, split: str) -> dict[str, 
     return summary
 
 
-@_stage_task("validate-manifests")
-def validate_manifests(run: Run, manifests_dir: Path, reports_dir: Path) -> dict[str, Any]:
-    """Great Expectations manifest gate on the ingestion manifests; a failed critical expectation fails the flow."""
+def _quality_gate(gate: Callable[[], QualityReport], reports_dir: Path) -> dict[str, Any]:
+    """Run a GX gate, publish its summary (passed or failed) as the ``data-quality`` artifact, re-raise failures."""
     from landmark.quality import QualityGateError
-    from landmark.stages.validate import validate
 
     try:
-        report = validate(run.cfg, manifests_dir, reports_dir)
+        report = gate()
     except QualityGateError as exc:
         publish_markdown(
             "data-quality", f"## Data quality: FAILED\n\n```\n{exc.report.summary()}\n```", "GX gate"
@@ -64,23 +65,22 @@ def validate_manifests(run: Run, manifests_dir: Path, reports_dir: Path) -> dict
         raise
     publish_markdown("data-quality", f"## Data quality: passed\n\n```\n{report.summary()}\n```", "GX gate")
     return {"passed": report.passed, "report": str(reports_dir / "validate.json")}
+
+
+@_stage_task("validate-manifests")
+def validate_manifests(run: Run, manifests_dir: Path, reports_dir: Path) -> dict[str, Any]:
+    """Great Expectations manifest gate on the ingestion manifests; a failed critical expectation fails the flow."""
+    from landmark.stages.validate import validate
+
+    return _quality_gate(lambda: validate(run.cfg, manifests_dir, reports_dir), reports_dir)
 
 
 @_stage_task("validate-data")
 def validate_data(run: Run, data_dir: Path, reports_dir: Path) -> dict[str, Any]:
-    """Great Expectations manifest gate on every split; a failed critical expectation fails the flow here."""
-    from landmark.quality import QualityGateError
+    """Great Expectations manifest gate on every split of the dataset (sizes and hashes read from the files)."""
     from landmark.stages.validate import validate_dataset
 
-    try:
-        report = validate_dataset(run.cfg, data_dir, reports_dir)
-    except QualityGateError as exc:
-        publish_markdown(
-            "data-quality", f"## Data quality: FAILED\n\n```\n{exc.report.summary()}\n```", "GX gate"
-        )
-        raise
-    publish_markdown("data-quality", f"## Data quality: passed\n\n```\n{report.summary()}\n```", "GX gate")
-    return {"passed": report.passed, "report": str(reports_dir / "validate.json")}
+    return _quality_gate(lambda: validate_dataset(run.cfg, data_dir, reports_dir), reports_dir)
 
 
 @_stage_task("fetch-production", retries=2)
@@ -295,7 +295,3 @@ def metrics_comparison(before: dict[str, Any] | None, after: dict[str, Any]) -> 
         }
         for name, value in new.items()
     ]
-
-
-def comparison_markdown(rows: list[dict[str, Any]]) -> str:
-    return markdown_table(rows)
