@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import Run, flatten, markdown_table, publish_markdown, publish_table
+from flows.common import Run, flatten, publish_markdown, publish_table
 
 if TYPE_CHECKING:
     from landmark.quality import QualityReport
