@@ -250,11 +250,34 @@ def verify_pairs(
 
 
 class StoreVerifier:
-    """A :class:`landmark.rerank.Verifier` over a local feature store: inlier counts of query vs candidates."""
+    """A :class:`landmark.rerank.Verifier` over local feature stores: inlier counts of query vs candidates.
 
-    def __init__(self, store: str | Path | LocalFeatureReader, config: VerifyConfig) -> None:
-        self.reader = store if isinstance(store, LocalFeatureReader) else LocalFeatureReader(store)
+    Several stores (e.g. one per split: test queries, index candidates, train neighbours) are searched in order.
+    """
+
+    def __init__(
+        self,
+        store: str | Path | LocalFeatureReader | Sequence[str | Path | LocalFeatureReader],
+        config: VerifyConfig,
+    ) -> None:
+        stores: list[str | Path | LocalFeatureReader] = (
+            list(store) if isinstance(store, list | tuple) else [store]  # type: ignore[list-item]
+        )
+        if not stores:
+            raise ValueError("StoreVerifier needs at least one local feature store")
+        self.readers = [s if isinstance(s, LocalFeatureReader) else LocalFeatureReader(s) for s in stores]
         self.config = config
+
+    def load(self, image_id: str) -> LocalFeatures:
+        """The features of ``image_id`` from the first store holding them.
+
+        Raises:
+            LocalStoreError: no store holds them.
+        """
+        for reader in self.readers:
+            if image_id in reader:
+                return reader.load(image_id)
+        return self.readers[0].load(image_id)  # raises, naming the id and the store
 
     def __call__(self, query_id: str, candidate_ids: Sequence[str]) -> np.ndarray:
         """Inlier counts, shape (len(candidate_ids),) int64, >= 0.
@@ -262,8 +285,8 @@ class StoreVerifier:
         Raises:
             LocalStoreError: an id without stored features.
         """
-        query = self.reader.load(query_id)
-        pairs = [(query, self.reader.load(c)) for c in candidate_ids]
+        query = self.load(query_id)
+        pairs = [(query, self.load(c)) for c in candidate_ids]
         return verify_pairs(pairs, self.config)
 
 

@@ -88,6 +88,12 @@ def evaluate(
         typer.Option("--index", help="saved index (`landmark index`) for the first-stage search"),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
+    local: Annotated[
+        Path | None,
+        typer.Option(
+            help="local features (`landmark local`) for rerank.spatial / recognize.inliers (default: paths.local)"
+        ),
+    ] = None,
 ) -> None:
     """Retrieve (+ re-rank) and recognise the test images; write metrics.json, ranks.npy and plots."""
     from landmark.stages.evaluate import evaluate as run_evaluate
@@ -101,6 +107,7 @@ def evaluate(
         target,
         index_dir=index_dir,
         fmt=fmt,
+        local_dir=local or Path(cfg.paths.local),
     )
     if "revisitop" in metrics:
         out.print(metrics_table(metrics))

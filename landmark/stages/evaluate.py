@@ -275,6 +275,27 @@ def applied_steps(rerank: RerankConfig) -> list[str]:
 # The stage
 
 
+def local_verifier(cfg: Config, local_dir: Path | None) -> Verifier | None:
+    """The spatial verifier ``rerank.spatial`` / ``recognize.inliers`` ask for, over the stores
+    ``local_dir/{test,index,train}`` that exist; None when neither is switched on.
+
+    Raises:
+        FileNotFoundError: one is on but there are no local features.
+    """
+    if not (cfg.rerank.spatial or cfg.recognize.inliers):
+        return None
+    from landmark.verify import StoreVerifier
+
+    stores = [Path(local_dir) / split for split in ("test", "index", "train")] if local_dir else []
+    stores = [store for store in stores if store.is_dir()]
+    if not stores:
+        raise FileNotFoundError(
+            f"rerank.spatial / recognize.inliers need local features in {local_dir}/<split>: run "
+            "`landmark local --split test`, `--split index` (and `--split train` for recognition) first"
+        )
+    return StoreVerifier(stores, cfg.verify)
+
+
 def evaluate(
     cfg: Config,
     data_dir: Path,
@@ -284,6 +305,7 @@ def evaluate(
     index_dir: Path | None = None,
     fmt: str = "auto",
     verifier: Verifier | None = None,
+    local_dir: Path | None = None,
     plots: bool = True,
 ) -> dict[str, Any]:
     """Retrieve and recognise the test images, score them against the dataset's ground truth, write outputs.
@@ -300,7 +322,9 @@ def evaluate(
             the query search while DBA is off (the DBA-augmented vectors are searched in memory); default: an
             in-memory index of the kind ``cfg.index`` selects.
         fmt: dataset format or "auto".
-        verifier: spatial verifier for ``rerank.spatial`` / ``recognize.inliers``.
+        verifier: spatial verifier for ``rerank.spatial`` / ``recognize.inliers``; default: one over the local
+            feature stores ``local_dir/<split>`` (``landmark local``) when either is switched on.
+        local_dir: local feature root (see ``verifier``).
         plots: write the plots.
 
     Returns:
@@ -310,6 +334,8 @@ def evaluate(
     from landmark.features.store import load_features
     from landmark.rerank import label_steps_enabled, run_retrieval, without_label_steps
 
+    if verifier is None:
+        verifier = local_verifier(cfg, local_dir)
     dataset = read_dataset(Path(data_dir), fmt)  # type: ignore[arg-type]
     if not (dataset.retrieval or dataset.retrieval_solution or dataset.recognition_solution):
         raise ValueError(f"{data_dir} has no ground truth (gnd_*.pkl or solution CSVs): nothing to evaluate")
