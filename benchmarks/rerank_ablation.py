@@ -8,9 +8,10 @@ Without --data/--features it generates the default synthetic world (``landmark s
 and extracts train/index/test descriptors with the pretrained backbone (off-the-shelf, GeM, no neck), cached
 there (delete the directory to start over). Writes benchmarks/results/rerank_ablation.json and .md.
 
-Recognition per row: kNN voting over the train set with the query's own descriptor, as in the evaluate stage; none
-of the retrieval re-ranking steps feeds it (only the spatial verifier's inlier term will), so GAP is the same in
-every row by construction.
+Recognition per row: kNN voting over the train set with the query's own descriptor, as in the evaluate stage; the
+retrieval re-ranking steps do not feed it, but from the spatial row on the verifier's inlier term
+(min(inliers, 70)/70 per neighbour, ``recognize.inliers``) is added, so GAP changes there. Local features: SIFT
+(``local`` defaults), extracted for test/index/train under --work/local.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from landmark.data.formats import read_dataset
 from landmark.data.groundtruth import LandmarkDataset
 from landmark.features.store import load_features
 from landmark.recognize import LabelledSet, knn_recognition
-from landmark.rerank import run_retrieval
+from landmark.rerank import Verifier, run_retrieval
 from landmark.stages.evaluate import (
     gldv2_retrieval_metrics,
     gnd_indices,
@@ -41,19 +42,21 @@ from landmark.stages.evaluate import (
     recognition_metrics,
     revisitop_metrics,
 )
+from landmark.verify import StoreVerifier
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def ablation_rows(base: RerankConfig) -> list[tuple[str, RerankConfig | None]]:
-    """(row name, config) for the main table, in order; None = a step that cannot run yet."""
+def ablation_rows(base: RerankConfig) -> list[tuple[str, RerankConfig]]:
+    """(row name, config) for the main table, in order (each row adds one step)."""
     off = replace(base, dba=False, qe="none", spatial=False, sort_step=False, insert_step=False)
     dba_qe = replace(off, dba=True, qe="alpha")
-    sort = replace(dba_qe, sort_step=True)
+    spatial = replace(dba_qe, spatial=True)
+    sort = replace(spatial, sort_step=True)
     return [
         ("baseline", off),
         ("+DBA/alpha-QE", dba_qe),
-        ("+spatial re-rank", None),
+        ("+spatial re-rank", spatial),
         ("+sort-step", sort),
         ("+insert-step", replace(sort, insert_step=True)),
     ]
@@ -85,6 +88,14 @@ def prepare(cfg: Config, work: Path) -> tuple[Path, Path]:
     # batch_size 1 for the test split: query crops with fractional boxes can be sized one pixel apart in a
     # shape bucket by global_desc (floor/ceil vs round), which breaks batching; one image per batch sidesteps it
     extract(replace(cfg, extract=replace(cfg.extract, batch_size=1)), world, features, splits=("test",))
+    from landmark.stages.local import local
+
+    for split in (
+        "test",
+        "index",
+        "train",
+    ):  # SIFT features for the spatial row and the recognition inlier term
+        local(cfg, world, work / "local", split=split)
     return world, features
 
 
@@ -97,12 +108,15 @@ def score_row(
     test_ids: list[str],
     queries: np.ndarray,
     train: LabelledSet,
+    verifier: Verifier | None,
 ) -> dict[str, Any]:
-    """Run one re-ranking configuration and score it (percent)."""
+    """Run one re-ranking configuration and score it (percent). Rows with spatial re-ranking also add the
+    verifier's inlier term to recognition (``recognize.inliers``)."""
     start = time.perf_counter()
     result = run_retrieval(
-        queries, db, rerank, top=cfg.evaluate.topk, index_cfg=cfg.index, seed=cfg.seed, train=train
-    )
+        queries, db, rerank, top=cfg.evaluate.topk, index_cfg=cfg.index, seed=cfg.seed, train=train,
+        verifier=verifier if rerank.spatial else None, query_ids=test_ids, db_ids=db_ids,
+    )  # fmt: skip
     seconds = time.perf_counter() - start
     position = {q: i for i, q in enumerate(test_ids)}
     rows = [position[t.query_id] for t in dataset.retrieval]
@@ -113,7 +127,11 @@ def score_row(
         result.ranked, test_ids, db_ids, dataset.retrieval_solution, cfg.evaluate.topk
     )
     # recognition is its own path (kNN over train with the query's own descriptor): no re-ranking step feeds it
-    prediction = knn_recognition(queries, train, cfg.recognize, cfg.index, seed=cfg.seed)
+    inliers = rerank.spatial and verifier is not None
+    prediction = knn_recognition(
+        queries, train, replace(cfg.recognize, inliers=inliers), cfg.index, seed=cfg.seed,
+        verifier=verifier if inliers else None, query_ids=test_ids,
+    )  # fmt: skip
     rec = recognition_metrics(
         prediction,
         test_ids,
@@ -195,8 +213,9 @@ def notes(diag: dict[str, float]) -> str:
         "- The sort/insert steps use labels voted by the train set instead "
         f"(query label accuracy {diag['query_label_accuracy']:.0f}%, precision of the images the insert-step may "
         f"add {diag['insert_candidates_label_precision']:.0f}%), which is why they help where DBA/QE cannot.\n"
-        "- GAP is the recognition path (kNN voting over train with the query's own descriptor); no retrieval "
-        "re-ranking step feeds it, so it is the same in every row. The spatial verifier's inlier term will.\n"
+        "- GAP is the recognition path (kNN voting over train with the query's own descriptor); the retrieval "
+        "re-ranking steps do not feed it. From the spatial row on, the verifier's inlier term "
+        "(min(inliers, 70)/70 per neighbour) is added to the votes.\n"
     )
 
 
@@ -224,6 +243,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "build" / "ablation", help="cache directory")
     parser.add_argument("--data", type=Path, help="existing dataset (skips synth/extract; needs --features)")
     parser.add_argument("--features", type=Path, help="feature store root with train/, index/, test/")
+    parser.add_argument(
+        "--local", type=Path, help="local feature root with train/, index/, test/ (spatial rows)"
+    )
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override k=v")
     parser.add_argument("--name", default="rerank_ablation", help="result file name (without extension)")
@@ -244,16 +266,19 @@ def main() -> None:
     if train is None:
         raise SystemExit(f"the ablation needs train features: {note}")
 
-    main_rows: list[dict[str, Any]] = []
-    for name, rerank in ablation_rows(cfg.rerank):
-        if rerank is None:
-            main_rows.append({"row": name, "note": "n/a until the DELF verifier lands"})
-            continue
-        main_rows.append(
-            {"row": name, **score_row(cfg, rerank, dataset, db_ids, db, test_ids, queries, train)}
-        )
+    local_root = args.work / "local" if args.data is None else args.local
+    verifier = (
+        StoreVerifier([local_root / s for s in ("test", "index", "train")], cfg.verify)
+        if local_root
+        else None
+    )
+    main_rows = [
+        {"row": name, **score_row(cfg, rerank, dataset, db_ids, db, test_ids, queries, train, verifier)}
+        for name, rerank in ablation_rows(cfg.rerank)
+        if verifier is not None or not rerank.spatial
+    ]
     variants = [
-        {"row": name, **score_row(cfg, rerank, dataset, db_ids, db, test_ids, queries, train)}
+        {"row": name, **score_row(cfg, rerank, dataset, db_ids, db, test_ids, queries, train, None)}
         for name, rerank in variant_rows(cfg.rerank)
     ]
     diag = diagnostics(cfg, dataset, db_ids, db, test_ids, queries, train)
