@@ -198,3 +198,25 @@ def test_distillation_keeps_the_embedding_near_the_step0_model_and_resumes(
     assert resumed.steps == kept.steps == 8
     for key, value in kept_state.items():
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_backbone_lr_multiplier_scales_only_the_backbone_groups() -> None:
+    from landmark.models.heads import create_head
+    from landmark.training.loop import _Module, _param_groups
+
+    model = create_global_model(MODEL)
+    freeze_leading(model.backbone, 0.5)
+    module = _Module(model, create_head("arcface", model.dim, 4, 16.0, 0.3))
+    cfg = dataclasses.replace(TRAIN, backbone_lr_multiplier=0.1, head_lr_multiplier=10.0, weight_decay=1e-4)
+    groups = _param_groups(module, cfg)
+    scale_of = {id(p): (g["lr_scale"], g["weight_decay"]) for g in groups for p in g["params"]}
+    assert scale_of[id(module.head.weight)] == (10.0, 1e-4)
+    assert scale_of[id(model.neck[0].weight)] == (1.0, 1e-4) and scale_of[id(model.neck[0].bias)] == (
+        1.0,
+        0.0,
+    )
+    assert scale_of[id(model.pool.p)] == (1.0, 0.0)
+    assert scale_of[id(model.backbone.conv_head.weight)] == (0.1, 1e-4)
+    assert scale_of[id(model.backbone.bn2.weight)] == (0.1, 0.0)
+    assert id(model.backbone.conv_stem.weight) not in scale_of  # frozen: in no group
+    assert len(scale_of) == sum(p.requires_grad for p in module.parameters())
