@@ -31,6 +31,7 @@ def evaluate_production(
         run.path(run.cfg.paths.eval),
         index_dir if index_dir.is_dir() else None,
         "current",
+        run.path(run.cfg.paths.local),
     )
     return headline_metrics(metrics)
 

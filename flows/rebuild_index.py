@@ -18,6 +18,7 @@ from flows.tasks import (
     extract_features,
     fetch_production,
     headline_metrics,
+    local_features,
 )
 
 
@@ -38,8 +39,11 @@ def rebuild_index(
         run.path(p) for p in (run.cfg.paths.features, run.cfg.paths.index, run.cfg.paths.eval)
     )
     extract_features(run, data_dir, features, model)
+    local_features(run, data_dir, run.path(run.cfg.paths.local))  # new index images, for spatial re-ranking
     meta = build_search_index(run, data_dir, features, index_dir)
-    metrics = evaluate_model(run, data_dir, features, eval_dir, index_dir, "production")
+    metrics = evaluate_model(
+        run, data_dir, features, eval_dir, index_dir, "production", run.path(run.cfg.paths.local)
+    )
     if version:
         version_and_push(run, ["index"])
     publish_markdown(

@@ -90,16 +90,16 @@ def retrain(
     production = fetch_production(run)
     boot_model = Path(production["model_dir"]) if production else None
     extract_features(run, paths["data"], paths["features_boot"], boot_model)
-    baseline = evaluate_model(
-        run, paths["data"], paths["features_boot"], paths["eval_baseline"], None, "baseline"
-    )
     local = local_features(run, paths["data"], paths["local"])
+    baseline = evaluate_model(
+        run, paths["data"], paths["features_boot"], paths["eval_baseline"], None, "baseline", paths["local"]
+    )
     cleaning = clean_train_set(run, paths["data"], paths["features_boot"], paths["local"], paths["clean"])
     training = train_candidate(run, paths["data"], paths["clean"] / "train.parquet", paths["candidate"])
     extract_features(run, paths["data"], paths["features"], paths["candidate"])
     build_search_index(run, paths["data"], paths["features"], paths["index"])
     metrics = evaluate_model(
-        run, paths["data"], paths["features"], paths["eval"], paths["index"], "candidate"
+        run, paths["data"], paths["features"], paths["eval"], paths["index"], "candidate", paths["local"]
     )
     drift = drift_check(
         run, paths["data"], paths["data"], paths["drift"], "retrain", paths["features"], paths["features"]

@@ -114,11 +114,20 @@ def extract_features(
 
 @_stage_task("local-features")
 def local_features(run: Run, data_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """Local features of the train split (backend from ``local.backend``), resumable."""
+    """Local features (``local.backend``) of every split, resumable: train for the cleaning, index and test for
+    spatial re-ranking, train and test for the recognition inlier term."""
     from landmark.stages.local import local
 
-    summary = local(run.cfg, data_dir, out_dir, split="train", progress=False)
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(summary).items()}
+    summaries = {
+        split: local(run.cfg, data_dir, out_dir, split=split, progress=False) for split in LOCAL_SPLITS
+    }
+    return {
+        split: {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(summary).items()}
+        for split, summary in summaries.items()
+    }
+
+
+LOCAL_SPLITS = ("train", "index", "test")
 
 
 @_stage_task("clean")
@@ -177,13 +186,19 @@ def build_search_index(run: Run, data_dir: Path, features_dir: Path, out_dir: Pa
 
 @_stage_task("evaluate")
 def evaluate_model(
-    run: Run, data_dir: Path, features_dir: Path, out_dir: Path, index_dir: Path | None, label: str
+    run: Run,
+    data_dir: Path,
+    features_dir: Path,
+    out_dir: Path,
+    index_dir: Path | None,
+    label: str,
+    local_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Offline retrieval + recognition metrics of one model's features; a table artifact per model."""
     from landmark.drift import log_metrics
     from landmark.stages.evaluate import evaluate
 
-    metrics = evaluate(run.cfg, data_dir, features_dir, out_dir, index_dir=index_dir)
+    metrics = evaluate(run.cfg, data_dir, features_dir, out_dir, index_dir=index_dir, local_dir=local_dir)
     headline = headline_metrics(metrics)
     numbers = {k: float(v) for k, v in headline.items() if isinstance(v, int | float)}
     if numbers and label != "baseline":  # the dashboard's mAP/GAP-over-time panels follow the new models

@@ -241,7 +241,9 @@ class RerankConfig:
     qe_alpha: float = 3.0
     dqe_negatives: int = 200  # DQE: fixed random (seeded) negative set size
     dqe_regularization: float = 1.0  # DQE: ridge term of the least-squares SVM
-    spatial: bool = False  # re-rank the top spatial_top by inliers (needs the DELF verifier)
+    spatial: bool = (
+        True  # re-rank the top spatial_top by inliers (local features of test + index, `landmark local`)
+    )
     spatial_top: int = 100
     spatial_min_inliers: int = 0  # candidates below this count keep their order after the verified ones
     label_k: int = 5  # kNN soft-voting neighbours over the train set (label prediction)
@@ -270,7 +272,9 @@ class RecognizeConfig:
 
     k: int = 5  # train neighbours voting
     index: Literal["images", "centroids"] = "images"  # centroids: one L2-normalised mean per class
-    inliers: bool = False  # add min(inliers, inlier_cap) / inlier_cap per neighbour (needs the verifier)
+    inliers: bool = (
+        True  # add min(inliers, inlier_cap) / inlier_cap per neighbour (local features of test + train)
+    )
     inlier_cap: int = 70
     target_fpr: float = 0.05  # false-positive rate on held-out non-landmark images the threshold allows
     calibration_fraction: float = 0.5  # share of test images (seeded) held out to choose the threshold

@@ -5,7 +5,7 @@ Errors the user can fix are printed as one readable line and exit with status 1 
 ``--debug`` to see the traceback. Commands live in one module per concern and register on the shared app.
 """
 
-from landmark.cli import clean, data, local, monitoring, pending, platform, registry, retrieval  # noqa: F401  (registers the commands)
+from landmark.cli import clean, data, local, monitoring, platform, registry, retrieval  # noqa: F401  (registers)
 from landmark.cli._app import app
 
 __all__ = ["app"]

@@ -72,8 +72,3 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(1) from None
 
     return wrapper
-
-
-def not_built(stage: str, issue: int) -> None:
-    console.print(f"[yellow]landmark {stage}: not built yet (tracked in issue #{issue}).[/]")
-    raise typer.Exit(2)

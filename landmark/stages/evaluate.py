@@ -275,25 +275,25 @@ def applied_steps(rerank: RerankConfig) -> list[str]:
 # The stage
 
 
-def local_verifier(cfg: Config, local_dir: Path | None) -> Verifier | None:
-    """The spatial verifier ``rerank.spatial`` / ``recognize.inliers`` ask for, over the stores
-    ``local_dir/{test,index,train}`` that exist; None when neither is switched on.
-
-    Raises:
-        FileNotFoundError: one is on but there are no local features.
-    """
+def local_verifier(cfg: Config, local_dir: Path | None) -> tuple[Verifier | None, str]:
+    """The spatial verifier ``rerank.spatial`` / ``recognize.inliers`` ask for, over the local feature stores
+    ``local_dir/<split>`` (test queries, index candidates, train neighbours), and why there is none: neither is
+    switched on, or a store they need is missing (then both are skipped, as the label steps are without train
+    descriptors, and metrics.json says so)."""
     if not (cfg.rerank.spatial or cfg.recognize.inliers):
-        return None
+        return None, ""
     from landmark.verify import StoreVerifier
 
-    stores = [Path(local_dir) / split for split in ("test", "index", "train")] if local_dir else []
-    stores = [store for store in stores if store.is_dir()]
-    if not stores:
-        raise FileNotFoundError(
-            f"rerank.spatial / recognize.inliers need local features in {local_dir}/<split>: run "
-            "`landmark local --split test`, `--split index` (and `--split train` for recognition) first"
+    needed = (
+        ["test"] + (["index"] if cfg.rerank.spatial else []) + (["train"] if cfg.recognize.inliers else [])
+    )
+    missing = [split for split in needed if local_dir is None or not (Path(local_dir) / split).is_dir()]
+    if missing:
+        return None, (
+            f"no local features for {', '.join(missing)} in {local_dir} (run `landmark local --split SPLIT` for "
+            "each)"
         )
-    return StoreVerifier(stores, cfg.verify)
+    return StoreVerifier([Path(local_dir) / split for split in needed], cfg.verify), ""  # type: ignore[arg-type]
 
 
 def evaluate(
@@ -334,8 +334,9 @@ def evaluate(
     from landmark.features.store import load_features
     from landmark.rerank import label_steps_enabled, run_retrieval, without_label_steps
 
+    verifier_note = ""
     if verifier is None:
-        verifier = local_verifier(cfg, local_dir)
+        verifier, verifier_note = local_verifier(cfg, local_dir)
     dataset = read_dataset(Path(data_dir), fmt)  # type: ignore[arg-type]
     if not (dataset.retrieval or dataset.retrieval_solution or dataset.recognition_solution):
         raise ValueError(f"{data_dir} has no ground truth (gnd_*.pkl or solution CSVs): nothing to evaluate")
@@ -348,6 +349,11 @@ def evaluate(
         rerank_cfg = without_label_steps(rerank_cfg)
         notes.append(f"sort/insert steps skipped: {train_note}")
         logger.warning("evaluate: sort/insert steps skipped: %s", train_note)
+    if verifier_note:
+        rerank_cfg = replace(rerank_cfg, spatial=False)
+        cfg = replace(cfg, recognize=replace(cfg.recognize, inliers=False))
+        notes.append(f"spatial verification skipped: {verifier_note}")
+        logger.warning("evaluate: spatial verification skipped: %s", verifier_note)
     first_stage = open_saved_index(index_dir, db_ids, features_dir, cfg.index.gpu)
     result = run_retrieval(
         queries,

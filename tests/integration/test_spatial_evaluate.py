@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
 from typer.testing import CliRunner
 
 from landmark.cli import app
@@ -56,12 +55,18 @@ def test_evaluate_with_spatial_reranking_and_inlier_term(tiny_world: TinyWorld, 
         [*SETTINGS, *spatial, "evaluate", "--data", data, "--features", str(tmp_path / "features"),
          "--local", str(tmp_path / "nowhere"), "--out", str(tmp_path / "eval2")],
     )  # fmt: skip
-    assert missing.exit_code == 1
-    assert "need local features" in " ".join(missing.output.split())
+    assert missing.exit_code == 0, missing.output  # skipped and said, like the label steps without train
+    skipped = json.loads((tmp_path / "eval2" / "metrics.json").read_text())["rerank"]
+    assert "spatial" not in skipped["steps"]
+    assert any(
+        "spatial verification skipped: no local features for test, index, train" in n
+        for n in skipped["notes"]
+    )
 
 
 def test_no_verifier_unless_asked(tmp_path: Path) -> None:
-    assert local_verifier(Config(), tmp_path) is None
+    off = Config(rerank=RerankConfig(spatial=False), recognize=RecognizeConfig(inliers=False))
+    assert local_verifier(off, tmp_path) == (None, "")
     asked = Config(rerank=RerankConfig(spatial=True), recognize=RecognizeConfig(inliers=False))
-    with pytest.raises(FileNotFoundError, match="need local features"):
-        local_verifier(asked, tmp_path)
+    verifier, note = local_verifier(asked, tmp_path)
+    assert verifier is None and note.startswith("no local features for test, index in")

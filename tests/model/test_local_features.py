@@ -38,10 +38,14 @@ def textured_image(seed: int, size: tuple[int, int] = (240, 320)) -> np.ndarray:
 def test_registry_lists_every_backend() -> None:
     assert {"sift", "delf", "delf-tf"} <= set(local_extractor_names())
     with pytest.raises(ValueError, match="model_dir"):
-        create_local_extractor("delf", max_features=50)  # a trained model is required (tests/model/test_delf.py)
+        create_local_extractor(
+            "delf", max_features=50
+        )  # a trained model is required (tests/model/test_delf.py)
 
 
-@pytest.mark.parametrize("name", ["sift"])  # the DELF backends need a model: the same contract in test_delf.py
+@pytest.mark.parametrize(
+    "name", ["sift"]
+)  # the DELF backends need a model: the same contract in test_delf.py
 def test_registry_backends_follow_the_contract(name: str) -> None:
     extractor = create_local_extractor(name, max_features=50)
     image = textured_image(0)

@@ -157,11 +157,17 @@ def test_bad_drift_report_is_a_clear_error(drift: dict[str, Any], message: str) 
 
 
 def test_promote_config_rejects_bad_values() -> None:
-    with pytest.raises(ValueError, match="min_improvement must be >= 0"):
-        PromoteConfig(min_improvement=-1.0)
+    with pytest.raises(ValueError, match=r"min_improvement must be in \[-100, 100\]"):
+        PromoteConfig(min_improvement=-101.0)
     with pytest.raises(ValueError, match="max_drift_share must be null or in"):
         PromoteConfig(max_drift_share=1.5)
     with pytest.raises(ValueError, match="dotted paths"):
         PromoteConfig(metrics=("revisitop..mAP",))
     with pytest.raises(ValueError, match="prefix must be a relative key prefix"):
         PromoteConfig(prefix="../registry")
+
+
+def test_negative_margin_tolerates_a_bounded_regression() -> None:
+    tolerant = PromoteConfig(metrics=("revisitop.medium.mAP",), min_improvement=-2.0)
+    assert decide(metrics(69.0, 60.0), metrics(70.5, 60.0), True, DRIFT_OK, tolerant).promote  # -1.5 >= -2
+    assert not decide(metrics(68.0, 60.0), metrics(70.5, 60.0), True, DRIFT_OK, tolerant).promote  # -2.5 < -2

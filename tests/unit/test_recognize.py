@@ -120,9 +120,9 @@ def test_knn_recognition_over_images_and_centroids() -> None:
     )
     queries = np.array([[0.95, 0.05, 0.0], [0.1, 0.9, 0.0]], dtype=np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    images = knn_recognition(queries, train, RecognizeConfig(k=2), FLAT)
+    images = knn_recognition(queries, train, RecognizeConfig(k=2, inliers=False), FLAT)
     assert images.labels.tolist() == [4, 9]
-    centroids = knn_recognition(queries, train, RecognizeConfig(k=2, index="centroids"), FLAT)
+    centroids = knn_recognition(queries, train, RecognizeConfig(k=2, index="centroids", inliers=False), FLAT)
     assert centroids.labels.tolist() == [4, 9]
 
     def verifier(query_id: str, candidate_ids: Sequence[str]) -> np.ndarray:

@@ -27,7 +27,7 @@ from landmark.rerank import (
 
 S = 1 / np.sqrt(2)
 FLAT = IndexConfig(kind="flat")
-NOTHING = RerankConfig(dba=False, qe="none", sort_step=False, insert_step=False)
+NOTHING = RerankConfig(dba=False, qe="none", spatial=False, sort_step=False, insert_step=False)
 
 
 def normalized(v: Sequence[float]) -> np.ndarray:
@@ -217,7 +217,14 @@ def small_world() -> tuple[np.ndarray, np.ndarray, LabelledSet]:
 def test_run_retrieval_all_steps_shape_and_uniqueness() -> None:
     queries, db, train = small_world()
     cfg = RerankConfig(
-        dba=True, dba_n=1, qe="alpha", qe_n=1, sort_step=True, insert_step=True, insert_threshold=0.2
+        dba=True,
+        dba_n=1,
+        qe="alpha",
+        qe_n=1,
+        spatial=False,
+        sort_step=True,
+        insert_step=True,
+        insert_threshold=0.2,
     )
     result = run_retrieval(queries, db, cfg, top=10, index_cfg=FLAT, seed=0, train=train)
     assert result.ranked.shape == (6, 10)
