@@ -23,10 +23,7 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +33,7 @@ import faiss
 import numpy as np
 
 from landmark.config import IndexConfig, config_to_dict
+from landmark.data.atomic import atomic_directory, repair_interrupted_swap
 
 logger = logging.getLogger(__name__)
 
@@ -314,46 +312,6 @@ def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
 # Writing and reading
 
 
-def _backup_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.previous")
-
-
-def _repair_interrupted_swap(path: Path) -> None:
-    """Finish or undo a swap a crash interrupted: restore the previous index if the new one never arrived."""
-    backup = _backup_path(path)
-    if not backup.exists():
-        return
-    if path.exists():
-        shutil.rmtree(backup)  # the new index is in place; the old one was about to be deleted
-    else:
-        os.replace(backup, path)  # crashed between the two renames: the previous good index comes back
-
-
-@contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary directory next to ``path``; on success it replaces ``path``.
-
-    On error the temporary directory is removed and ``path`` is untouched. The swap moves the old directory
-    aside, renames the new one into place, then deletes the old one; :func:`_repair_interrupted_swap` (run
-    here and by :func:`load_index`) restores the old directory if a crash hit between the two renames.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _repair_interrupted_swap(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        backup = _backup_path(path)
-        if path.exists():
-            os.replace(path, backup)
-        os.replace(tmp, path)
-        if backup.exists():
-            shutil.rmtree(backup)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
@@ -463,7 +421,7 @@ def read_index_meta(path: str | Path) -> dict[str, Any]:
         ValueError: not an index of this format.
     """
     path = Path(path)
-    _repair_interrupted_swap(path)
+    repair_interrupted_swap(path)
     meta_path = path / META_FILE
     if not meta_path.is_file():
         raise FileNotFoundError(f"no index at {path} (missing {META_FILE}); run `landmark index` first")

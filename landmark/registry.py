@@ -416,7 +416,7 @@ class Registry:
         Raises:
             RegistryError: the version is incomplete, or a file's size or checksum differs from the MANIFEST.
         """
-        from landmark.index import atomic_directory
+        from landmark.data.atomic import atomic_directory
 
         self.require_complete(version)
         base = self.version_prefix(version)

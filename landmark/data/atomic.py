@@ -1,8 +1,9 @@
-"""Atomic file replacement: a reader sees the old file or the new one, never half of one."""
+"""Atomic file and directory replacement: a reader sees the old one or the new one, never half of one."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,3 +31,43 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         # After a successful os.replace the temporary name no longer exists.
         tmp.unlink(missing_ok=True)
+
+
+def _backup_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.previous")
+
+
+def repair_interrupted_swap(path: Path) -> None:
+    """Finish or undo a swap a crash interrupted: restore the previous directory if the new one never arrived."""
+    backup = _backup_path(path)
+    if not backup.exists():
+        return
+    if path.exists():
+        shutil.rmtree(backup)  # the new directory is in place; the old one was about to be deleted
+    else:
+        os.replace(backup, path)  # crashed between the two renames: the previous good directory comes back
+
+
+@contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary directory next to ``path``; on success it replaces ``path``.
+
+    On error the temporary directory is removed and ``path`` is untouched. The swap moves the old directory
+    aside, renames the new one into place, then deletes the old one; :func:`repair_interrupted_swap` (run
+    here and by readers such as :func:`landmark.index.load_index`) restores the old directory if a crash hit between the two renames.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    repair_interrupted_swap(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        backup = _backup_path(path)
+        if path.exists():
+            os.replace(path, backup)
+        os.replace(tmp, path)
+        if backup.exists():
+            shutil.rmtree(backup)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)

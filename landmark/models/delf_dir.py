@@ -17,7 +17,6 @@ Written to a temporary sibling and renamed into place, so a crash never leaves a
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from landmark.config import ConfigError, DelfConfig, config_to_dict, section_from_dict
+from landmark.data.atomic import atomic_directory
 from landmark.models.delf import DelfModel, DelfPca, create_delf_model
 from landmark.models.model_dir import ModelDirError, weights_fingerprint
 
@@ -70,36 +70,29 @@ def save_delf_dir(
     if pca.input_dim != model.channels:
         raise ValueError(f"PCA expects {pca.input_dim}-d descriptors, the model gives {model.channels}-d")
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    config = {
-        "format_version": FORMAT_VERSION,
-        "kind": KIND,
-        "delf": config_to_dict(cfg),
-        "num_classes": model.num_classes,
-        "channels": model.channels,
-        "normalisation": {"mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist()},
-        **dict(extra_config or {}),
-    }
-    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / "weights.pt")
-    np.savez(
-        tmp / "pca.npz",
-        mean=pca.mean,
-        components=pca.components,
-        variances=pca.variances,
-        whiten=np.array(pca.whiten),
-    )
-    (tmp / "labels.json").write_text(json.dumps([int(x) for x in labels]))
-    (tmp / "metrics.json").write_text(json.dumps(dict(metrics), indent=2, sort_keys=True))
-    for extra in extra_files:
-        shutil.copy2(extra, tmp / Path(extra).name)
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
-    if path.exists():
-        path.rename(old)
-    tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_directory(path) as tmp:
+        config = {
+            "format_version": FORMAT_VERSION,
+            "kind": KIND,
+            "delf": config_to_dict(cfg),
+            "num_classes": model.num_classes,
+            "channels": model.channels,
+            "normalisation": {"mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist()},
+            **dict(extra_config or {}),
+        }
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / "weights.pt")
+        np.savez(
+            tmp / "pca.npz",
+            mean=pca.mean,
+            components=pca.components,
+            variances=pca.variances,
+            whiten=np.array(pca.whiten),
+        )
+        (tmp / "labels.json").write_text(json.dumps([int(x) for x in labels]))
+        (tmp / "metrics.json").write_text(json.dumps(dict(metrics), indent=2, sort_keys=True))
+        for extra in extra_files:
+            shutil.copy2(extra, tmp / Path(extra).name)
     return path
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 
 from landmark.config import ConfigError, ModelConfig, config_to_dict, section_from_dict
+from landmark.data.atomic import atomic_directory
 from landmark.models.global_model import GlobalDescriptor, create_global_model
 
 FORMAT_VERSION = 1
@@ -66,28 +66,21 @@ def save_model_dir(
     ``extra_files`` (e.g. the training log) are copied in under their own names.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    config = {
-        "format_version": FORMAT_VERSION,
-        "model": config_to_dict(model_cfg),
-        "normalisation": {"mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist()},
-        **dict(extra_config or {}),
-    }
-    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / "weights.pt")
-    if head is not None:
-        torch.save({k: v.detach().cpu() for k, v in head.state_dict().items()}, tmp / "head.pt")
-    (tmp / "labels.json").write_text(json.dumps([int(x) for x in labels]))
-    (tmp / "metrics.json").write_text(json.dumps(dict(metrics), indent=2, sort_keys=True))
-    for extra in extra_files:
-        shutil.copy2(extra, tmp / Path(extra).name)
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
-    if path.exists():
-        path.rename(old)
-    tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_directory(path) as tmp:
+        config = {
+            "format_version": FORMAT_VERSION,
+            "model": config_to_dict(model_cfg),
+            "normalisation": {"mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist()},
+            **dict(extra_config or {}),
+        }
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / "weights.pt")
+        if head is not None:
+            torch.save({k: v.detach().cpu() for k, v in head.state_dict().items()}, tmp / "head.pt")
+        (tmp / "labels.json").write_text(json.dumps([int(x) for x in labels]))
+        (tmp / "metrics.json").write_text(json.dumps(dict(metrics), indent=2, sort_keys=True))
+        for extra in extra_files:
+            shutil.copy2(extra, tmp / Path(extra).name)
     return path
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from landmark.config import Config, config_to_dict, resolve_device
 from landmark.data.groundtruth import LandmarkDataset
+
+if TYPE_CHECKING:
+    from landmark.training.loop import TrainItem
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,37 @@ def label_set(manifest: pd.DataFrame, min_images: int) -> tuple[pd.DataFrame, li
     return kept, sorted(int(x) for x in keep), int((counts < min_images).sum())
 
 
+def training_items(
+    data_dir: Path, manifest: Path | None, fmt: str, min_images: int, what: str
+) -> tuple[list[TrainItem], list[int], int]:
+    """The labelled training images of ``data_dir``'s train split (or of a cleaned ``manifest``): items with
+    class indices, the landmark ids those indices stand for, and how many classes were too small.
+
+    Raises:
+        ValueError: fewer than 2 classes with ``min_images`` images (``what`` names the training in the message).
+    """
+    from landmark.data.formats import read_dataset
+    from landmark.data.images import read_image_size
+    from landmark.data.manifest import read_manifest, resolve_uri
+    from landmark.training.loop import TrainItem
+
+    dataset: LandmarkDataset = read_dataset(Path(data_dir), fmt)  # type: ignore[arg-type]
+    frame = read_manifest(manifest) if manifest is not None else dataset.manifest("train")
+    rows, labels, dropped = label_set(frame, min_images)
+    if len(labels) < 2:
+        raise ValueError(f"{what} needs at least 2 classes with >= {min_images} images; found {len(labels)}")
+    index = {landmark: i for i, landmark in enumerate(labels)}
+    items = []
+    for image_id, uri, landmark, width, height in zip(
+        rows["image_id"], rows["uri"], rows["landmark_id"], rows["width"], rows["height"], strict=True
+    ):
+        path = resolve_uri(dataset.root, str(uri))
+        if width <= 0 or height <= 0:
+            width, height = read_image_size(path, name=str(image_id))
+        items.append(TrainItem(path, index[int(landmark)], int(width), int(height)))
+    return items, labels, dropped
+
+
 def train(
     cfg: Config,
     data_dir: Path,
@@ -51,29 +86,12 @@ def train(
     Checkpoints and the per-step log go to ``work_dir`` (default: ``<out_dir>.work``); ``resume`` continues a
     killed run from its last checkpoint.
     """
-    from landmark.data.formats import read_dataset
-    from landmark.data.images import read_image_size
-    from landmark.data.manifest import read_manifest, resolve_uri
     from landmark.models.model_dir import save_model_dir
-    from landmark.training.loop import LOG, TrainItem, train_global_model, training_metrics
+    from landmark.training.loop import LOG, train_global_model, training_metrics
 
-    dataset: LandmarkDataset = read_dataset(Path(data_dir), fmt)  # type: ignore[arg-type]
-    frame = read_manifest(manifest) if manifest is not None else dataset.manifest("train")
-    rows, labels, dropped = label_set(frame, cfg.train.min_images_per_class)
-    if len(labels) < 2:
-        raise ValueError(
-            f"training needs at least 2 classes with >= {cfg.train.min_images_per_class} images; found {len(labels)}"
-        )
-    index = {landmark: i for i, landmark in enumerate(labels)}
-    items = []
-    for image_id, uri, landmark, width, height in zip(
-        rows["image_id"], rows["uri"], rows["landmark_id"], rows["width"], rows["height"], strict=True
-    ):
-        path = resolve_uri(dataset.root, str(uri))
-        if width <= 0 or height <= 0:
-            width, height = read_image_size(path, name=str(image_id))
-        items.append(TrainItem(path, index[int(landmark)], int(width), int(height)))
-
+    items, labels, dropped = training_items(
+        data_dir, manifest, fmt, cfg.train.min_images_per_class, "training"
+    )
     out_dir = Path(out_dir)
     work = Path(work_dir) if work_dir is not None else out_dir.with_name(out_dir.name + ".work")
     result = train_global_model(

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from landmark.config import Config, resolve_device
-from landmark.data.groundtruth import LandmarkDataset
 
 
 @dataclass(frozen=True)
@@ -42,33 +41,14 @@ def train_delf(
     Raises:
         ValueError: fewer than 2 classes with ``delf.min_images_per_class`` images, or too few images.
     """
-    from landmark.data.formats import read_dataset
-    from landmark.data.images import read_image_size
-    from landmark.data.manifest import read_manifest, resolve_uri
     from landmark.models.delf_dir import save_delf_dir
-    from landmark.stages.train import label_set
+    from landmark.stages.train import training_items
     from landmark.training.delf import LOG
     from landmark.training.delf import train_delf as run_training
-    from landmark.training.loop import TrainItem
 
-    dataset: LandmarkDataset = read_dataset(Path(data_dir), fmt)  # type: ignore[arg-type]
-    frame = read_manifest(manifest) if manifest is not None else dataset.manifest("train")
-    rows, labels, dropped = label_set(frame, cfg.delf.min_images_per_class)
-    if len(labels) < 2:
-        raise ValueError(
-            f"DELF training needs at least 2 classes with >= {cfg.delf.min_images_per_class} images; "
-            f"found {len(labels)}"
-        )
-    index = {landmark: i for i, landmark in enumerate(labels)}
-    items = []
-    for image_id, uri, landmark, width, height in zip(
-        rows["image_id"], rows["uri"], rows["landmark_id"], rows["width"], rows["height"], strict=True
-    ):
-        path = resolve_uri(dataset.root, str(uri))
-        if width <= 0 or height <= 0:
-            width, height = read_image_size(path, name=str(image_id))
-        items.append(TrainItem(path, index[int(landmark)], int(width), int(height)))
-
+    items, labels, dropped = training_items(
+        data_dir, manifest, fmt, cfg.delf.min_images_per_class, "DELF training"
+    )
     out_dir = Path(out_dir)
     work = Path(work_dir) if work_dir is not None else out_dir.with_name(out_dir.name + ".work")
     result = run_training(

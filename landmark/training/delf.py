@@ -27,13 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from landmark.config import DelfConfig
 from landmark.data.images import decode_image
 from landmark.models.delf import DelfModel, DelfPca, create_delf_model, fit_pca
-from landmark.training.augment import augment
-from landmark.training.loop import TrainItem, freeze_leading
+from landmark.training.loop import TrainImages, TrainItem, freeze_leading
 from landmark.training.sampling import Sample, assign_templates, epoch_batches, size_templates
 from landmark.training.schedule import lr_at
 
@@ -86,22 +85,6 @@ class DelfTrainResult:
             "pca_explained_variance": round(float(self.pca.variances.sum()), 5),
             "train_seconds": round(self.seconds, 2),
         }
-
-
-class _Images(Dataset[tuple[torch.Tensor, int]]):
-    """Training images decoded, augmented per sample (seeded by its plan position) and resized to its template."""
-
-    def __init__(self, items: Sequence[TrainItem], augmentation: str, seed: int) -> None:
-        self.items, self.augmentation, self.seed = items, augmentation, seed
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, sample: Sample) -> tuple[torch.Tensor, int]:
-        item = self.items[sample.item]
-        rng = np.random.default_rng([self.seed, sample.epoch, sample.position])
-        image = augment(decode_image(item.path), sample.height, sample.width, self.augmentation, rng)  # type: ignore[arg-type]
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), item.label
 
 
 def phase_plan(items: Sequence[TrainItem], cfg: DelfConfig, seed: int, epoch: int) -> list[list[Sample]]:
@@ -192,7 +175,7 @@ def run_phase(
     cuda = device.startswith("cuda")
     use_amp = cfg.amp and cuda
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    dataset = _Images(items, cfg.augmentation, phase_seed)
+    dataset = TrainImages(items, cfg.augmentation, phase_seed)
     start = time.perf_counter()
     step = 0
     epoch_losses: list[float] = []

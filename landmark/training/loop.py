@@ -89,7 +89,9 @@ class _Module(nn.Module):
         return self.head(embeddings, labels), self.head.cosine(embeddings), embeddings
 
 
-class _TrainImages(Dataset[tuple[torch.Tensor, int]]):
+class TrainImages(Dataset[tuple[torch.Tensor, int]]):
+    """Training images decoded, augmented per sample (seeded by its plan position) and resized to its template."""
+
     def __init__(self, items: Sequence[TrainItem], augmentation: str, seed: int) -> None:
         self.items, self.augmentation, self.seed = items, augmentation, seed
 
@@ -382,7 +384,7 @@ def _init_neck(
     model.to(device).eval()
     pooled = []
     with torch.inference_mode():
-        for images, _ in _loader(_TrainImages(subset, "none", seed), batches, cfg.workers, device):
+        for images, _ in _loader(TrainImages(subset, "none", seed), batches, cfg.workers, device):
             pooled.append(model.pooled(images.to(device).float().div_(255.0)).float().cpu())
     model.init_neck_pca(torch.cat(pooled))
     if not cfg.neck_whiten:
@@ -402,7 +404,7 @@ def _plan(
     return shard_for_rank(batches, ctx.rank, ctx.world_size, cfg.accumulation_steps)
 
 
-def _loader(dataset: _TrainImages, batches: list[list[Sample]], workers: int, device: str) -> DataLoader[Any]:
+def _loader(dataset: TrainImages, batches: list[list[Sample]], workers: int, device: str) -> DataLoader[Any]:
     return DataLoader(
         dataset,
         batch_sampler=batches,
@@ -536,7 +538,7 @@ def train_global_model(
         if ctx.world_size > 1:
             dist.barrier()
 
-    dataset = _TrainImages(items, train_cfg.augmentation, seed)
+    dataset = TrainImages(items, train_cfg.augmentation, seed)
     start = time.perf_counter()
     last_loss, last_acc = float("nan"), float("nan")
     stop = train_cfg.max_steps > 0 and step >= train_cfg.max_steps
