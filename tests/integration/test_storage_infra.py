@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from landmark.cli import app
-from landmark.infra import SeaweedLayout, free_port_pairs, read_state, stop_seaweed
+from landmark.infra import SeaweedLayout, free_port_pairs, port_is_free, read_state, stop_seaweed
+from landmark.prefect_services import server_healthy, stop_prefect_server
 from landmark.storage import (
     ENV_ENDPOINT,
     Credentials,
@@ -38,18 +39,26 @@ def run_dir() -> Iterator[Path]:
         yield path
     finally:
         stop_seaweed(path)
+        stop_prefect_server(path)
         shutil.rmtree(path, ignore_errors=True)
 
 
 def test_infra_up_status_down_and_restart_keep_data(run_dir: Path) -> None:
     port = free_port_pairs(1)[0]
+    prefect_port = next(p for p in range(4450, 4550) if port_is_free(p))
     env = {ENV_ENDPOINT: f"http://127.0.0.1:{port}"}
     runner = CliRunner()
+    with_prefect = ["--set", f"flows.prefect_port={prefect_port}"]
     up = runner.invoke(
-        app, ["infra", "up", "--run-dir", str(run_dir), "--no-dvc"], env=env, terminal_width=200
+        app,
+        [*with_prefect, "infra", "up", "--run-dir", str(run_dir), "--no-dvc"],
+        env=env,
+        terminal_width=200,
     )
     assert up.exit_code == 0, up.output
     assert f"http://127.0.0.1:{port}" in up.output and "bucket 'landmark' created" in up.output
+    assert f"Prefect server at http://127.0.0.1:{prefect_port}" in up.output
+    assert server_healthy(prefect_port)
     layout = SeaweedLayout(run_dir.resolve())
     pid = int(layout.pid_file.read_text())
     assert stat.S_IMODE(layout.credentials_file.stat().st_mode) == 0o600
@@ -57,11 +66,17 @@ def test_infra_up_status_down_and_restart_keep_data(run_dir: Path) -> None:
     store = ObjectStore(S3Settings(f"http://127.0.0.1:{port}", "landmark", "us-east-1", credentials))
     store.put_bytes("keep/me.txt", b"still here")
 
-    status = runner.invoke(app, ["infra", "status", "--run-dir", str(run_dir)], terminal_width=200)
+    status = runner.invoke(
+        app, [*with_prefect, "infra", "status", "--run-dir", str(run_dir)], terminal_width=200
+    )
     assert status.exit_code == 0 and f"pid {pid}" in status.output and "ready" in status.output
+    assert f"Prefect server: up at http://127.0.0.1:{prefect_port}" in status.output
 
     down = runner.invoke(app, ["infra", "down", "--run-dir", str(run_dir)])
-    assert down.exit_code == 0 and "stopped" in down.output
+    assert (
+        down.exit_code == 0 and "Prefect server stopped" in down.output and "SeaweedFS stopped" in down.output
+    )
+    assert not server_healthy(prefect_port)
     assert not layout.pid_file.exists() and not list(layout.socket_dir.glob("*.sock"))
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
@@ -72,7 +87,10 @@ def test_infra_up_status_down_and_restart_keep_data(run_dir: Path) -> None:
     )
 
     again = runner.invoke(
-        app, ["infra", "up", "--run-dir", str(run_dir), "--no-dvc"], env=env, terminal_width=200
+        app,
+        ["infra", "up", "--run-dir", str(run_dir), "--no-dvc", "--no-prefect"],
+        env=env,
+        terminal_width=200,
     )
     assert again.exit_code == 0, again.output
     assert "created" not in again.output  # same bucket, same data
