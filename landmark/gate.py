@@ -119,11 +119,13 @@ def _quality_reason(quality_passed: bool, require_quality: bool) -> tuple[bool, 
     return False, "data quality: the candidate's data failed validation"
 
 
-def _metric_reason(name: str, candidate: float, production: float, margin: float) -> tuple[bool, str]:
+def _metric_reason(
+    name: str, candidate: float, production: float, margin: float, reference: str = "production"
+) -> tuple[bool, str]:
     delta = candidate - production
     ok = delta >= margin - _TOLERANCE
     sentence = (
-        f"{name}: candidate {candidate:.3f} vs production {production:.3f} "
+        f"{name}: candidate {candidate:.3f} vs {reference} {production:.3f} "
         f"({delta:+.3f} points, needs >= {margin:+.3f})"
     )
     return ok, sentence + (": ok" if ok else ": not enough")
@@ -144,6 +146,7 @@ def decide(
     quality_passed: bool,
     drift: Mapping[str, Any],
     cfg: PromoteConfig,
+    reference: str = "production",
 ) -> Decision:
     """Decide whether the candidate replaces production (pure: no I/O).
 
@@ -155,6 +158,8 @@ def decide(
         drift: the drift report (``drift_share``; ``max_drift_share`` and ``passed`` when the config sets no
             bound).
         cfg: the ``promote`` config (metrics, margin, quality requirement, drift bound).
+        reference: what ``production_metrics`` are, in the reasons (e.g. "baseline" for the pretrained model
+            evaluated before the first promotion).
 
     Returns:
         The decision, with one reason per check (quality, each metric, drift).
@@ -175,7 +180,7 @@ def decide(
         }
         for m in cfg.metrics:
             deltas[m] = round(candidate[m] - production[m], 6)
-            checks.append(_metric_reason(m, candidate[m], production[m], cfg.min_improvement))
+            checks.append(_metric_reason(m, candidate[m], production[m], cfg.min_improvement, reference))
     share, bound, verdict = drift_bound(drift, cfg)
     checks.append(_drift_reason(share, bound, verdict))
     return Decision(

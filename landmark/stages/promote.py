@@ -175,7 +175,9 @@ def promote(
         production_metrics = registry.metrics(pointer.version)
     else:
         production_metrics = None
-    decision = decide(candidate_metrics, production_metrics, quality_passed, drift, cfg.promote)
+    # given metrics with nothing in production yet: a baseline (e.g. the pretrained model), not production
+    reference = "baseline" if pointer is None and production_metrics_path is not None else "production"
+    decision = decide(candidate_metrics, production_metrics, quality_passed, drift, cfg.promote, reference)
 
     now = registry.now()
     candidate = version_id(prepared.entries, now)

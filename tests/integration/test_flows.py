@@ -172,6 +172,9 @@ def test_retrain_flow_end_to_end(retrained: Retrained, seaweed: SeaweedInfo) -> 
 
     # the registry holds the promoted model, complete, with the candidate's metrics
     assert summary["decision"]["outcome"] == "promoted", summary["decision"]
+    assert any(
+        " vs baseline " in reason for reason in summary["decision"]["reasons"]
+    )  # pretrained, first run
     registry = registry_of(seaweed, retrained.bucket)
     pointer = registry.production()
     assert pointer is not None and registry.is_complete(pointer.version)

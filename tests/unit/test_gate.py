@@ -171,3 +171,8 @@ def test_negative_margin_tolerates_a_bounded_regression() -> None:
     tolerant = PromoteConfig(metrics=("revisitop.medium.mAP",), min_improvement=-2.0)
     assert decide(metrics(69.0, 60.0), metrics(70.5, 60.0), True, DRIFT_OK, tolerant).promote  # -1.5 >= -2
     assert not decide(metrics(68.0, 60.0), metrics(70.5, 60.0), True, DRIFT_OK, tolerant).promote  # -2.5 < -2
+
+
+def test_reasons_name_what_the_candidate_is_compared_with() -> None:
+    decision = decide(metrics(71.2, 60.5), metrics(70.0, 60.0), True, DRIFT_OK, CFG, reference="baseline")
+    assert decision.reasons[1].startswith("revisitop.medium.mAP: candidate 71.200 vs baseline 70.000 (+1.200")
