@@ -9,9 +9,7 @@ remote, and the git revision and the DVC output hashes recorded as labels of the
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -24,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from landmark.config import Config, load_config
+from landmark.infra import run_dvc
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,22 +147,6 @@ def git_revision(root: Path) -> str:
     return f"{revision}-dirty" if dirty else revision
 
 
-def dvc(root: Path, *args: str, timeout_s: float = 600.0) -> str:
-    """Run ``dvc <args>`` in ``root``; raises RuntimeError with DVC's message on failure."""
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"`dvc {' '.join(args)}` failed: {(result.stderr or result.stdout).strip()}")
-    return result.stdout
-
-
 def locked_outputs(root: Path, stages: Sequence[str]) -> dict[str, str]:
     """Output path -> md5 of each of ``stages`` as recorded in ``dvc.lock``."""
     lock_file = root / "dvc.lock"
@@ -187,7 +170,7 @@ def data_version(outputs: Mapping[str, str]) -> str:
 def version_outputs(run: Run, stages: Sequence[str]) -> dict[str, Any]:
     """``dvc commit`` the stages this run produced (dvc.lock records their hashes) and label the flow run with
     the git revision and a hash of those outputs. Not retried: a commit that fails fails the same way again."""
-    dvc(run.root, "commit", "--force", *stages)
+    run_dvc(["commit", "--force", *stages], run.root, timeout_s=600.0)
     outputs = locked_outputs(run.root, stages)
     labels = {"git.revision": git_revision(run.root), "dvc.outputs": data_version(outputs)}
     label_flow_run(labels)
@@ -208,7 +191,7 @@ def version_outputs(run: Run, stages: Sequence[str]) -> dict[str, Any]:
 def push_outputs(run: Run, stages: Sequence[str]) -> None:
     """``dvc push`` the stages' outputs to the S3 remote. Retried: the store may be briefly unreachable, and
     pushing again only sends what is missing."""
-    dvc(run.root, "push", *stages)
+    run_dvc(["push", *stages], run.root, timeout_s=1800.0)
 
 
 def version_and_push(run: Run, stages: Sequence[str]) -> dict[str, Any]:
