@@ -39,7 +39,7 @@ from landmark.config import Config, load_config
 from landmark.data.formats import read_dataset
 from landmark.features.store import load_features
 from landmark.stages.clean import StorePairVerifier, clean
-from landmark.stages.evaluate import evaluate
+from landmark.stages.evaluate import evaluate, rerank_for_steps
 from landmark.stages.extract import extract
 from landmark.stages.local import local
 from landmark.stages.synth import synth
@@ -96,9 +96,7 @@ def retrieval_map(cfg: Config, world: Path, model_dir: Path, features: Path, out
     # index + test only: mAP of plain kNN needs no train features (label-based re-ranking steps are then skipped
     # for both models alike), which saves a third of the extraction on 2 CPU cores
     extract(cfg, world, features, splits=("index", "test"), model_dir=model_dir)
-    plain = dataclasses.replace(
-        cfg, rerank=dataclasses.replace(cfg.rerank, dba=False, qe="none", sort_step=False, insert_step=False)
-    )
+    plain = dataclasses.replace(cfg, rerank=rerank_for_steps(cfg.rerank, ["none"]))  # plain kNN
     result: dict[str, Any] = {}
     for name, run_cfg in (("knn", plain), ("reranked", cfg)):
         metrics = evaluate(run_cfg, world, features, out / name)

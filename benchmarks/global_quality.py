@@ -24,7 +24,7 @@ from landmark.config import Config, load_config, resolve_device
 from landmark.features.global_desc import ImageItem, iter_descriptors
 from landmark.metrics import revisitop_map
 from landmark.models.model_dir import descriptor_model
-from landmark.stages.evaluate import evaluate, retrieval_ranks
+from landmark.stages.evaluate import evaluate, rerank_for_steps, retrieval_ranks
 from landmark.stages.extract import extract
 from landmark.stages.synth import synth
 from landmark.stages.train import train
@@ -38,9 +38,7 @@ def synthetic_map(
 ) -> dict[str, Any]:
     """Revisited mAP of plain kNN retrieval and of the full configured re-ranking pipeline."""
     extract(cfg, world, features, model_dir=model_dir)
-    plain = dataclasses.replace(
-        cfg, rerank=dataclasses.replace(cfg.rerank, dba=False, qe="none", sort_step=False, insert_step=False)
-    )
+    plain = dataclasses.replace(cfg, rerank=rerank_for_steps(cfg.rerank, ["none"]))  # plain kNN
     result: dict[str, Any] = {}
     for name, run_cfg in (("knn", plain), ("reranked", cfg)):
         metrics = evaluate(run_cfg, world, features, out / name)
