@@ -26,6 +26,7 @@ class GlobalDescriptor(nn.Module):
         self.backbone = backbone
         self.pool = GeM(p=cfg.gem_p, eps=cfg.gem_eps)
         features = int(getattr(backbone, "num_features"))  # noqa: B009  (timm attribute, not typed)
+        self.pool_dim = features
         self.neck: nn.Module
         if cfg.embedding_dim > 0:
             self.neck = nn.Sequential(

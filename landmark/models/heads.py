@@ -91,6 +91,30 @@ class MarginHead(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_classes, dim))
         nn.init.xavier_uniform_(self.weight)
 
+    @torch.no_grad()
+    def imprint(self, embeddings: torch.Tensor, labels: torch.Tensor) -> int:
+        """Set each class weight that has examples to the normalised mean of their L2-normalised embeddings
+        (weight imprinting, Qi et al. 2018), so training starts with a head that already fits the features
+        instead of random directions whose large early gradients distort the pretrained backbone.
+
+        Args:
+            embeddings: (N, D) embeddings, any norm.
+            labels: (N,) class indices in [0, C).
+
+        Returns:
+            the number of classes imprinted (the others keep their weights).
+        """
+        _check_labels(embeddings, labels)
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.weight.shape[1]:
+            raise ValueError(f"embeddings must be (N, {self.weight.shape[1]}), got {tuple(embeddings.shape)}")
+        if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < self.weight.shape[0]:
+            raise ValueError(f"labels must be class indices in [0, {self.weight.shape[0]})")
+        sums = torch.zeros_like(self.weight, dtype=torch.float64)
+        sums.index_add_(0, labels, F.normalize(embeddings.double(), dim=1))
+        present = torch.bincount(labels, minlength=self.weight.shape[0]) > 0
+        self.weight[present] = F.normalize(sums[present], dim=1).to(self.weight.dtype)
+        return int(present.sum())
+
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(N, D) -> (N, C) cosines with the class weights (margin-free, for prediction)."""
         return cosine_logits(embeddings.float(), self.weight.float())

@@ -33,6 +33,7 @@ from landmark.data.images import decode_image
 from landmark.models.global_model import GlobalDescriptor, create_global_model
 from landmark.models.heads import MarginHead, create_head
 from landmark.training.augment import augment
+from landmark.training.ensemble import interpolate_weights, zero_shot_state
 from landmark.training.sampling import (
     Sample,
     assign_templates,
@@ -366,14 +367,11 @@ def unwhiten_neck(model: GlobalDescriptor) -> None:
     bn.bias.copy_(bn.running_mean * scale / std)
 
 
-def _init_neck(
+def _pooled_features(
     model: GlobalDescriptor, items: Sequence[TrainItem], cfg: TrainConfig, seed: int, device: str
-) -> None:
-    """PCA-whitening initialisation of the neck from un-augmented training images (a seeded subset)."""
-    rng = np.random.default_rng([seed, 0x9CA])
-    chosen = sorted(rng.permutation(len(items))[: cfg.neck_init_images].tolist())
-    subset = [items[i] for i in chosen]
-    templates = assign_templates([i.width for i in subset], [i.height for i in subset])
+) -> torch.Tensor:
+    """GeM-pooled features (N, C) of un-augmented ``items`` at the training resolution, in ``items`` order."""
+    templates = assign_templates([i.width for i in items], [i.height for i in items])
     sizes = size_templates(cfg.image_size)
     batches: list[list[Sample]] = []
     for template in sorted(set(templates.tolist())):
@@ -382,13 +380,36 @@ def _init_neck(
         for start in range(0, len(members), cfg.batch_size):
             batches.append([Sample(j, h, w, 0, j) for j in members[start : start + cfg.batch_size]])
     model.to(device).eval()
-    pooled = []
+    pooled = torch.empty(len(items), model.pool_dim)
     with torch.inference_mode():
-        for images, _ in _loader(TrainImages(subset, "none", seed), batches, cfg.workers, device):
-            pooled.append(model.pooled(images.to(device).float().div_(255.0)).float().cpu())
-    model.init_neck_pca(torch.cat(pooled))
+        loader = _loader(TrainImages(items, "none", seed), batches, cfg.workers, device)
+        for batch, (images, _) in zip(batches, loader, strict=True):
+            features = model.pooled(images.to(device).float().div_(255.0)).float().cpu()
+            pooled[[s.item for s in batch]] = features
+    return pooled
+
+
+def _init_neck(
+    model: GlobalDescriptor,
+    items: Sequence[TrainItem],
+    cfg: TrainConfig,
+    seed: int,
+    device: str,
+    head: MarginHead | None = None,
+) -> None:
+    """PCA-whitening initialisation of the neck from un-augmented training images (a seeded subset); with a
+    ``head`` and ``head_init: imprint``, its class weights from the initialised model's embeddings of all images."""
+    rng = np.random.default_rng([seed, 0x9CA])
+    chosen = sorted(rng.permutation(len(items))[: cfg.neck_init_images].tolist())
+    imprint = head is not None and cfg.head_init == "imprint"
+    pooled = _pooled_features(model, items if imprint else [items[i] for i in chosen], cfg, seed, device)
+    model.init_neck_pca(pooled[chosen] if imprint else pooled)
     if not cfg.neck_whiten:
         unwhiten_neck(model)
+    if head is not None and imprint:
+        with torch.inference_mode():
+            embeddings = model.neck(pooled.to(device)).float().cpu()
+        head.imprint(embeddings, torch.tensor([i.label for i in items]))
 
 
 def _plan(
@@ -491,7 +512,9 @@ def train_global_model(
     model = create_global_model(model_cfg)
     head = create_head(train_cfg.head, model.dim, num_classes, train_cfg.scale, train_cfg.margin)
     if train_cfg.neck_init == "pca":
-        _init_neck(model, items, train_cfg, seed, ctx.device)
+        _init_neck(model, items, train_cfg, seed, ctx.device, head)
+    # the zero-shot end of the weight ensemble, rebuilt the same way on a resumed run
+    zero_shot = zero_shot_state(model) if train_cfg.wise_alpha < 1 else None
     freeze_leading(model.backbone, train_cfg.frozen_fraction)
     # built before a checkpoint is loaded: the teacher is the model at step 0 on a resumed run too
     teacher = _Teacher(model).to(ctx.device) if train_cfg.distill_weight > 0 else None
@@ -614,6 +637,10 @@ def train_global_model(
     bar.close()
     if teacher is not None:
         teacher.close()
+    if zero_shot is not None:  # checkpoints keep the plain fine-tuned weights: a resume interpolates again
+        module.model.load_state_dict(
+            interpolate_weights(zero_shot, module.model.state_dict(), train_cfg.wise_alpha)
+        )
     return TrainResult(
         model=module.model,
         head=module.head,

@@ -69,3 +69,23 @@ def test_head_errors() -> None:
         create_head("arcface", 4, 1)
     with pytest.raises(ValueError, match="labels must have shape"):
         cosface_logits(torch.zeros(2, 3), torch.tensor([0]))
+
+
+def test_imprint_sets_class_weights_to_normalised_mean_embeddings() -> None:
+    head = create_head("arcface", 2, 3)
+    before = head.weight.detach().clone()
+    embeddings = torch.tensor([[2.0, 0.0], [0.0, 5.0], [3.0, 4.0]])
+    # class 0: mean of (1, 0) and (0, 1) -> (1, 1)/sqrt2; class 1: (0.6, 0.8); class 2: no examples, unchanged
+    assert head.imprint(embeddings, torch.tensor([0, 0, 1])) == 2
+    s = 2**-0.5
+    torch.testing.assert_close(head.weight[0], torch.tensor([s, s]))
+    torch.testing.assert_close(head.weight[1], torch.tensor([0.6, 0.8]))
+    torch.testing.assert_close(head.weight[2], before[2])
+    # the only example of class 1 now has cosine 1 with its class, those of class 0 cos(45 deg)
+    torch.testing.assert_close(
+        head.cosine(embeddings)[:, :2], torch.tensor([[s, 0.6], [s, 0.8], [0.6 * s + 0.8 * s, 1.0]])
+    )
+    with pytest.raises(ValueError, match=r"class indices in \[0, 3\)"):
+        head.imprint(embeddings, torch.tensor([0, 3, 1]))
+    with pytest.raises(ValueError, match=r"embeddings must be \(N, 2\)"):
+        head.imprint(torch.zeros(3, 4), torch.tensor([0, 0, 1]))

@@ -1,0 +1,138 @@
+"""The weight-ensemble curve (WiSE-FT): synthetic and real-photo retrieval along the line from the zero-shot
+model (alpha 0) to the fine-tuned one (alpha 1), from one training run. The configured train.wise_alpha is
+one point on it.
+
+    python benchmarks/weight_ensemble.py [--work build/bench/global] [--alphas 0,0.25,0.5,0.75,1] [--set k=v]
+
+It shares --work with global_quality.py: the world and the training run (its last checkpoint holds the plain
+fine-tuned weights) are reused when present. Synthetic mAP is plain kNN over the index split (no re-ranking);
+IMC is within-set retrieval of the shared photos. Writes weight_ensemble.json and weight_ensemble.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, write_result
+from global_quality import IMC, imc_items, imc_map
+
+from landmark.config import Config, load_config
+from landmark.features.global_desc import ImageItem
+from landmark.models.global_model import create_global_model
+from landmark.models.model_dir import load_model_dir, save_model_dir
+from landmark.stages.evaluate import evaluate, rerank_for_steps
+from landmark.stages.extract import extract
+from landmark.stages.synth import synth
+from landmark.stages.train import train, training_items
+from landmark.training.ensemble import interpolate_weights, zero_shot_state
+from landmark.training.loop import CHECKPOINT, _init_neck
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def endpoints(
+    cfg: Config, world: Path, work: Path
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The zero-shot and the plain fine-tuned state dicts of the run under ``work`` (trained first if missing)."""
+    if not (work / "model" / "weights.pt").exists():
+        train(cfg, world, work / "model", work_dir=work / "model.work", resume=True)
+    payload = torch.load(work / "model.work" / CHECKPOINT, map_location="cpu", weights_only=False)
+    fine_tuned = {k[len("model.") :]: v for k, v in payload["module"].items() if k.startswith("model.")}
+    items, _, _ = training_items(world, None, "auto", cfg.train.min_images_per_class, "the benchmark")
+    torch.manual_seed(cfg.seed)  # the step-0 model exactly as training built it
+    step0 = create_global_model(cfg.model)
+    _init_neck(step0, items, cfg.train, cfg.seed, "cpu")
+    return zero_shot_state(step0), fine_tuned
+
+
+def point(
+    cfg: Config,
+    world: Path,
+    model_dir: Path | None,
+    out: Path,
+    imc: tuple[list[ImageItem], np.ndarray] | None,
+) -> dict[str, float]:
+    """Plain-kNN revisited mAP on the synthetic world and IMC mAP of one model directory (None: pretrained)."""
+    extract(cfg, world, out / "features", splits=("index", "test"), model_dir=model_dir, progress=False)
+    plain = dataclasses.replace(cfg, rerank=rerank_for_steps(cfg.rerank, ["none"]))
+    metrics = evaluate(plain, world, out / "features", out / "eval", plots=False)
+    result = {p: round(metrics["revisitop"][p]["mAP"], 3) for p in ("easy", "medium", "hard")}
+    if imc is not None:
+        result["imc"] = imc_map(cfg, *imc, model_dir)
+    return result
+
+
+def plot(points: list[dict[str, Any]], pretrained: dict[str, float], path: Path) -> None:
+    """Synthetic medium/hard mAP against IMC mAP along the curve, with the pretrained backbone for reference."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for protocol, colour in (("medium", "tab:blue"), ("hard", "tab:red")):
+        ax.plot([p["imc"] for p in points], [p[protocol] for p in points], "o-", color=colour, label=protocol)
+        for p in points:
+            ax.annotate(f"{p['alpha']:g}", (p["imc"], p[protocol]), textcoords="offset points", xytext=(4, 4))
+        ax.plot(
+            pretrained["imc"], pretrained[protocol], "*", ms=14, color=colour, label=f"pretrained, {protocol}"
+        )
+    ax.set_xlabel("IMC real photos: mAP (%)")
+    ax.set_ylabel("synthetic test queries: mAP (%)")
+    ax.set_title("weight ensemble: zero-shot (alpha 0) to fine-tuned (alpha 1)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--work", type=Path, default=REPO / "build" / "bench" / "global")
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
+    parser.add_argument("--alphas", default="0,0.25,0.5,0.75,1")
+    parser.add_argument("--imc-per-scene", type=int, default=60)
+    args = parser.parse_args()
+    cfg = load_config(args.params, args.overrides)
+    work: Path = args.work
+    world = work / "synth"
+    if not (world / "gnd_synth.pkl").exists():
+        synth(cfg, world)
+    imc = imc_items(args.imc_per_scene) if IMC.is_dir() else None
+    zero_shot, fine_tuned = endpoints(cfg, world, work)
+    template = load_model_dir(work / "model")
+    sweep = work / "ensemble"
+    points = []
+    for alpha in sorted(float(a) for a in args.alphas.split(",")):
+        model = copy.deepcopy(template.model)
+        model.load_state_dict(interpolate_weights(zero_shot, fine_tuned, alpha))
+        model_dir = save_model_dir(
+            sweep / f"alpha_{alpha:g}" / "model", model, template.config, template.labels, {}
+        )
+        points.append({"alpha": alpha, **point(cfg, world, model_dir, sweep / f"alpha_{alpha:g}", imc)})
+        print(points[-1], flush=True)
+    pretrained = point(cfg, world, None, sweep / "pretrained", imc)
+    result = {
+        "config": {"train": cfg.train.__dict__, "extract_scales": list(cfg.extract.scales)},
+        "pretrained": pretrained,
+        "points": points,
+    }
+    if imc is not None:
+        plot(points, pretrained, RESULTS / "weight_ensemble.png")
+    write_result("weight_ensemble", result)
+
+
+if __name__ == "__main__":
+    main()
