@@ -8,6 +8,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -26,6 +28,21 @@ def machine() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, *, seed: int, resamples: int = 10000, level: float = 0.95
+) -> dict[str, float]:
+    """Mean of ``a - b`` over paired per-query scores and its percentile bootstrap interval (queries resampled
+    with replacement), so a difference can be told from query-sampling noise."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if diff.ndim != 1 or diff.size < 2:
+        raise ValueError(f"need two equal-length 1-d score arrays of >= 2 queries, got shape {diff.shape}")
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, (resamples, diff.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return {"mean": round(float(diff.mean()), 3), "low": round(float(lo), 3), "high": round(float(hi), 3),
+            "level": level, "queries": int(diff.size)}  # fmt: skip
 
 
 def write_result(name: str, payload: dict[str, Any], out: Path | None = None) -> Path:

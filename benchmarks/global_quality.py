@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result
+from _common import paired_bootstrap, write_result
 
 from landmark.config import Config, load_config, resolve_device
 from landmark.features.global_desc import ImageItem, iter_descriptors
@@ -62,8 +62,8 @@ def imc_items(per_scene: int) -> tuple[list[ImageItem], np.ndarray]:
     return items, np.array(labels)
 
 
-def imc_map(cfg: Config, items: list[ImageItem], labels: np.ndarray, model_dir: Path | None) -> float:
-    """Every photo queries all others; positives = same landmark; the query itself is junk. mAP in percent."""
+def imc_aps(cfg: Config, items: list[ImageItem], labels: np.ndarray, model_dir: Path | None) -> np.ndarray:
+    """Every photo queries all others; positives = same landmark; the query itself is junk. AP per query (%)."""
     model, _ = descriptor_model(cfg.model, model_dir)
     rows = dict(
         pair for ids, desc in iter_descriptors(model, items, cfg.extract, resolve_device(cfg.device), progress=True)
@@ -71,11 +71,20 @@ def imc_map(cfg: Config, items: list[ImageItem], labels: np.ndarray, model_dir: 
     )  # fmt: skip
     desc = np.stack([rows[i.image_id] for i in items])
     ranks = retrieval_ranks(desc, desc)
-    gnd = [
-        {"easy": [int(j) for j in np.flatnonzero(labels == labels[q]) if j != q], "hard": [], "junk": [q]}
-        for q in range(len(items))
-    ]
-    return round(100.0 * revisitop_map(ranks, gnd)["easy"].map, 3)
+    aps = []
+    for q in range(len(items)):
+        gnd = {
+            "easy": [int(j) for j in np.flatnonzero(labels == labels[q]) if j != q],
+            "hard": [],
+            "junk": [q],
+        }
+        aps.append(100.0 * revisitop_map(ranks[:, q : q + 1], [gnd])["easy"].map)
+    return np.array(aps)
+
+
+def imc_map(cfg: Config, items: list[ImageItem], labels: np.ndarray, model_dir: Path | None) -> float:
+    """Mean of :func:`imc_aps`, in percent."""
+    return round(float(imc_aps(cfg, items, labels, model_dir).mean()), 3)
 
 
 def main() -> None:
@@ -112,8 +121,10 @@ def main() -> None:
     if IMC.is_dir():
         items, labels = imc_items(args.imc_per_scene)
         result["imc_images"] = len(items)
-        result["imc_pretrained_map"] = imc_map(cfg, items, labels, None)
-        result["imc_finetuned_map"] = imc_map(cfg, items, labels, model_dir)
+        pretrained, finetuned = (imc_aps(cfg, items, labels, m) for m in (None, model_dir))
+        result["imc_pretrained_map"] = round(float(pretrained.mean()), 3)
+        result["imc_finetuned_map"] = round(float(finetuned.mean()), 3)
+        result["imc_difference"] = paired_bootstrap(finetuned, pretrained, seed=cfg.seed)
     write_result("global_quality", result)
 
 

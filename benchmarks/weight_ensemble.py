@@ -6,7 +6,8 @@ one point on it.
 
 It shares --work with global_quality.py: the world and the training run (its last checkpoint holds the plain
 fine-tuned weights) are reused when present. Synthetic mAP is plain kNN over the index split (no re-ranking);
-IMC is within-set retrieval of the shared photos. Writes weight_ensemble.json and weight_ensemble.png.
+IMC is within-set retrieval of the shared photos, with a paired bootstrap interval of each point's difference
+from the pretrained backbone. Writes weight_ensemble.json and weight_ensemble.png.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_result
-from global_quality import IMC, imc_items, imc_map
+from _common import RESULTS, paired_bootstrap, write_result
+from global_quality import IMC, imc_aps, imc_items
 
 from landmark.config import Config, load_config
 from landmark.features.global_desc import ImageItem
@@ -37,6 +38,7 @@ from landmark.training.ensemble import interpolate_weights, zero_shot_state
 from landmark.training.loop import CHECKPOINT, _init_neck
 
 REPO = Path(__file__).resolve().parents[1]
+ImcSet = tuple[list[ImageItem], np.ndarray]
 
 
 def endpoints(
@@ -55,23 +57,22 @@ def endpoints(
 
 
 def point(
-    cfg: Config,
-    world: Path,
-    model_dir: Path | None,
-    out: Path,
-    imc: tuple[list[ImageItem], np.ndarray] | None,
-) -> dict[str, float]:
-    """Plain-kNN revisited mAP on the synthetic world and IMC mAP of one model directory (None: pretrained)."""
+    cfg: Config, world: Path, model_dir: Path | None, out: Path, imc: ImcSet | None
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Plain-kNN revisited mAP on the synthetic world, and the per-query IMC APs, of one model directory (None:
+    the pretrained backbone)."""
     extract(cfg, world, out / "features", splits=("index", "test"), model_dir=model_dir, progress=False)
     plain = dataclasses.replace(cfg, rerank=rerank_for_steps(cfg.rerank, ["none"]))
     metrics = evaluate(plain, world, out / "features", out / "eval", plots=False)
-    result = {p: round(metrics["revisitop"][p]["mAP"], 3) for p in ("easy", "medium", "hard")}
-    if imc is not None:
-        result["imc"] = imc_map(cfg, *imc, model_dir)
-    return result
+    result: dict[str, Any] = {p: round(metrics["revisitop"][p]["mAP"], 3) for p in ("easy", "medium", "hard")}
+    if imc is None:
+        return result, None
+    aps = imc_aps(cfg, *imc, model_dir)
+    result["imc"] = round(float(aps.mean()), 3)
+    return result, aps
 
 
-def plot(points: list[dict[str, Any]], pretrained: dict[str, float], path: Path) -> None:
+def plot(points: list[dict[str, Any]], pretrained: dict[str, Any], path: Path) -> None:
     """Synthetic medium/hard mAP against IMC mAP along the curve, with the pretrained backbone for reference."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -114,23 +115,25 @@ def main() -> None:
     zero_shot, fine_tuned = endpoints(cfg, world, work)
     template = load_model_dir(work / "model")
     sweep = work / "ensemble"
+    pretrained, pretrained_aps = point(cfg, world, None, sweep / "pretrained", imc)
     points = []
     for alpha in sorted(float(a) for a in args.alphas.split(",")):
         model = copy.deepcopy(template.model)
         model.load_state_dict(interpolate_weights(zero_shot, fine_tuned, alpha))
-        model_dir = save_model_dir(
-            sweep / f"alpha_{alpha:g}" / "model", model, template.config, template.labels, {}
-        )
-        points.append({"alpha": alpha, **point(cfg, world, model_dir, sweep / f"alpha_{alpha:g}", imc)})
+        out = sweep / f"alpha_{alpha:g}"
+        model_dir = save_model_dir(out / "model", model, template.config, template.labels, {})
+        scores, aps = point(cfg, world, model_dir, out, imc)
+        if aps is not None and pretrained_aps is not None:
+            scores["imc_minus_pretrained"] = paired_bootstrap(aps, pretrained_aps, seed=cfg.seed)
+        points.append({"alpha": alpha, **scores})
         print(points[-1], flush=True)
-    pretrained = point(cfg, world, None, sweep / "pretrained", imc)
+    if imc is not None:
+        plot(points, pretrained, RESULTS / "weight_ensemble.png")
     result = {
         "config": {"train": cfg.train.__dict__, "extract_scales": list(cfg.extract.scales)},
         "pretrained": pretrained,
         "points": points,
     }
-    if imc is not None:
-        plot(points, pretrained, RESULTS / "weight_ensemble.png")
     write_result("weight_ensemble", result)
 
 

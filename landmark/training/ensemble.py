@@ -5,8 +5,9 @@ the pretrained backbone knew about other photos. Interpolating the weights of th
 the model it started from keeps most of the in-domain gain and much of the pretrained model's robustness:
 ``theta = (1 - alpha) * theta_0 + alpha * theta_ft``.
 
-The starting point here is the *zero-shot* descriptor: the pretrained backbone and GeM, with the neck as the
-plain PCA projection of the pretrained features (no centring, no whitening). Centring and whitening are statistics
+The starting point here is the *zero-shot* descriptor: the pretrained backbone and GeM, with the initial neck as
+a plain projection of the pretrained features (the PCA directions, or random ones with ``neck_init: random``; no
+centring, no whitening). Centring and whitening are statistics
 of the training domain; they belong to the fine-tuned end, whose BatchNorm learned them.
 """
 

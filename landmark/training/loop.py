@@ -397,15 +397,19 @@ def _init_neck(
     device: str,
     head: MarginHead | None = None,
 ) -> None:
-    """PCA-whitening initialisation of the neck from un-augmented training images (a seeded subset); with a
-    ``head`` and ``head_init: imprint``, its class weights from the initialised model's embeddings of all images."""
+    """Initialise from un-augmented training images: the neck as PCA whitening of the pooled features of a
+    seeded subset (``neck_init: pca``), and with a ``head`` and ``head_init: imprint`` the head's class weights
+    from the initialised model's embeddings of all images."""
+    imprint = head is not None and cfg.head_init == "imprint"
+    if cfg.neck_init != "pca" and not imprint:
+        return
     rng = np.random.default_rng([seed, 0x9CA])
     chosen = sorted(rng.permutation(len(items))[: cfg.neck_init_images].tolist())
-    imprint = head is not None and cfg.head_init == "imprint"
     pooled = _pooled_features(model, items if imprint else [items[i] for i in chosen], cfg, seed, device)
-    model.init_neck_pca(pooled[chosen] if imprint else pooled)
-    if not cfg.neck_whiten:
-        unwhiten_neck(model)
+    if cfg.neck_init == "pca":
+        model.init_neck_pca(pooled[chosen] if imprint else pooled)
+        if not cfg.neck_whiten:
+            unwhiten_neck(model)
     if head is not None and imprint:
         with torch.inference_mode():
             embeddings = model.neck(pooled.to(device)).float().cpu()
@@ -511,8 +515,7 @@ def train_global_model(
     random.seed(seed)
     model = create_global_model(model_cfg)
     head = create_head(train_cfg.head, model.dim, num_classes, train_cfg.scale, train_cfg.margin)
-    if train_cfg.neck_init == "pca":
-        _init_neck(model, items, train_cfg, seed, ctx.device, head)
+    _init_neck(model, items, train_cfg, seed, ctx.device, head)
     # the zero-shot end of the weight ensemble, rebuilt the same way on a resumed run
     zero_shot = zero_shot_state(model) if train_cfg.wise_alpha < 1 else None
     freeze_leading(model.backbone, train_cfg.frozen_fraction)

@@ -31,6 +31,7 @@ MODEL = ModelConfig(backbone="efficientnet_lite0", pretrained="packaged", embedd
 TRAIN = TrainConfig(
     epochs=2, batch_size=8, image_size=64, full_res_last_epoch=False, augmentation="soft", warmup_steps=2,
     lr=0.01, checkpoint_every=0, workers=0, scale=16.0, neck_init_images=32, neck_whiten=False,
+    head_init="random", wise_alpha=1.0,  # distillation on its own
 )  # fmt: skip
 
 

@@ -16,7 +16,7 @@ from landmark.training.loop import TrainItem, _init_neck, train_global_model
 MODEL = ModelConfig(backbone="efficientnet_lite0", pretrained="packaged", embedding_dim=32)
 TRAIN = TrainConfig(
     epochs=2, batch_size=8, image_size=64, full_res_last_epoch=False, augmentation="soft", warmup_steps=2,
-    lr=0.01, checkpoint_every=0, workers=0, scale=16.0, neck_init_images=32, frozen_fraction=0.9,
+    lr=0.01, checkpoint_every=0, workers=0, scale=16.0, neck_init_images=32, frozen_fraction=0.9, wise_alpha=1.0,
 )  # fmt: skip
 
 
@@ -96,5 +96,5 @@ def test_training_ends_with_the_interpolated_weights_and_resumes(
 def test_config_checks() -> None:
     with pytest.raises(ValueError, match=r"wise_alpha must be in \(0, 1\]"):
         TrainConfig(wise_alpha=0.0)
-    with pytest.raises(ValueError, match="needs neck_init: pca"):
-        TrainConfig(wise_alpha=0.5, neck_init="random")
+    with pytest.raises(ValueError, match=r"wise_alpha must be in \(0, 1\], got 1.2"):
+        TrainConfig(wise_alpha=1.2)
