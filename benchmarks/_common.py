@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -11,6 +12,21 @@ from typing import Any
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--params FILE`` and repeatable ``--set section.key=value`` (as the CLI's), into ``overrides``."""
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
+    return parser
+
+
+def config_parser(doc: str | None, work: Path) -> argparse.ArgumentParser:
+    """A benchmark's argument parser: its docstring as help, ``--work`` (default ``work``) and the config args."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=work)
+    return add_config_args(parser)
 
 
 def machine() -> dict[str, Any]:

@@ -14,7 +14,6 @@ under --work; delete it to start over.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -26,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result
+from _common import config_parser, write_result
 
 from landmark.clean import (
     candidate_inliers,
@@ -106,12 +105,7 @@ def retrieval_map(cfg: Config, world: Path, model_dir: Path, features: Path, out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--work", type=Path, default=REPO / "build" / "bench" / "clean")
-    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
+    parser = config_parser(__doc__, REPO / "build" / "bench" / "clean")
     parser.add_argument("--skip-train", action="store_true", help="only the removal/keep rates and the sweep")
     args = parser.parse_args()
     cfg = load_config(args.params, args.overrides)

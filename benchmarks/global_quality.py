@@ -8,7 +8,6 @@ Intermediate outputs (world, features, model) are cached under --work; delete it
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import paired_bootstrap, write_result
+from _common import config_parser, paired_bootstrap, write_result
 
 from landmark.config import Config, load_config, resolve_device
 from landmark.features.global_desc import ImageItem, iter_descriptors
@@ -88,12 +87,7 @@ def imc_map(cfg: Config, items: list[ImageItem], labels: np.ndarray, model_dir: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--work", type=Path, default=REPO / "build" / "bench" / "global")
-    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
+    parser = config_parser(__doc__, REPO / "build" / "bench" / "global")
     parser.add_argument("--imc-per-scene", type=int, default=60)
     args = parser.parse_args()
     cfg = load_config(args.params, args.overrides)

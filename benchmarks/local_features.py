@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result
+from _common import config_parser, write_result
 from verify_speed import DEFAULT_ROOT, SCENE, choose_pairs, median_sampson, roc_auc
 
 from landmark.config import Config, load_config
@@ -95,12 +95,7 @@ def imc_quality(extractor: LocalExtractor, args: argparse.Namespace, cfg: Config
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--work", type=Path, default=REPO / "build" / "bench" / "delf")
-    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
+    parser = config_parser(__doc__, REPO / "build" / "bench" / "delf")
     parser.add_argument("--images", type=int, default=20, help="synthetic images timed per backend")
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="IMC 2022 landmarks folder")
     parser.add_argument("--positives", type=int, default=60)

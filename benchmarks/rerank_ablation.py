@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_result
+from _common import RESULTS, add_config_args, write_result
 
 from landmark.config import Config, RerankConfig, load_config
 from landmark.data.formats import read_dataset
@@ -246,8 +246,7 @@ def main() -> None:
     parser.add_argument(
         "--local", type=Path, help="local feature root with train/, index/, test/ (spatial rows)"
     )
-    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override k=v")
+    add_config_args(parser)
     parser.add_argument("--name", default="rerank_ablation", help="result file name (without extension)")
     args = parser.parse_args()
 

@@ -24,7 +24,7 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result
+from _common import add_config_args, write_result
 
 from landmark.config import IndexConfig, RerankConfig, load_config
 from landmark.index import (
@@ -196,8 +196,7 @@ def main() -> None:
     parser.add_argument(
         "--rerank-db", type=int, default=20000, help="index (and train) size for re-ranking costs"
     )
-    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override k=v")
+    add_config_args(parser)
     parser.add_argument("--out", type=Path, help="result file (default benchmarks/results/search_speed.json)")
     args = parser.parse_args()
     cfg = load_config(args.params, args.overrides)

@@ -12,7 +12,6 @@ from the pretrained backbone. Writes weight_ensemble.json and weight_ensemble.pn
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import sys
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, paired_bootstrap, write_result
+from _common import RESULTS, config_parser, paired_bootstrap, write_result
 from global_quality import IMC, imc_aps, imc_items
 
 from landmark.config import Config, load_config
@@ -97,12 +96,7 @@ def plot(points: list[dict[str, Any]], pretrained: dict[str, Any], path: Path) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--work", type=Path, default=REPO / "build" / "bench" / "global")
-    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
+    parser = config_parser(__doc__, REPO / "build" / "bench" / "global")
     parser.add_argument("--alphas", default="0,0.25,0.5,0.75,1")
     parser.add_argument("--imc-per-scene", type=int, default=60)
     args = parser.parse_args()
