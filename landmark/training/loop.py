@@ -169,8 +169,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def _resume_key(
     train_cfg: TrainConfig, model_cfg: ModelConfig, num_classes: int, num_items: int
 ) -> dict[str, Any]:
-    # Everything that changes the optimisation trajectory must match; max_steps and workers may differ.
-    train = {k: v for k, v in config_to_dict(train_cfg).items() if k not in ("max_steps", "workers")}
+    # Everything that changes the optimisation trajectory must match; max_steps and workers may differ, and so
+    # may wise_alpha (applied after the last step: resuming a finished run re-ensembles it without training).
+    free = ("max_steps", "workers", "wise_alpha")
+    train = {k: v for k, v in config_to_dict(train_cfg).items() if k not in free}
     return {"train": train, "model": config_to_dict(model_cfg), "classes": num_classes, "items": num_items}
 
 

@@ -86,6 +86,11 @@ def test_training_ends_with_the_interpolated_weights_and_resumes(
         moved += not torch.equal(wise[key], fine_tuned[key])
     assert moved > 10  # the trainable tail and the neck really moved towards the zero-shot end
 
+    # a finished run resumed with another alpha: no training, only a new ensemble of the same two ends
+    other = run(dataclasses.replace(wise_cfg, wise_alpha=0.3), "wise", resume=True)
+    for key, value in interpolate_weights(zero_shot_state(step0), fine_tuned, 0.3).items():
+        torch.testing.assert_close(other[key], value, rtol=0, atol=1e-6, msg=key)
+
     # killed after 3 steps and resumed: checkpoints hold the plain fine-tuned weights, the end interpolates once
     run(dataclasses.replace(wise_cfg, max_steps=3), "cut")
     resumed = run(wise_cfg, "cut", resume=True)
