@@ -10,6 +10,7 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from landmark.config import Config, ConfigError, load_config
 
@@ -68,7 +69,8 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
             if state.debug:
                 raise
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            console.print(f"[bold red]error:[/] {type(exc).__name__}: {message}")
+            # one line whatever the terminal width (soft_wrap), and the message is text, not rich markup
+            console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(message))}", soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper

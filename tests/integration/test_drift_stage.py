@@ -132,5 +132,6 @@ def test_cli_bad_input_is_one_line_error(tiny_world: TinyWorld, tmp_path: Path) 
     assert "both sides" in one_side.output and "Traceback" not in one_side.output
     missing = runner.invoke(app, [*base, "--current", str(tmp_path / "nowhere")])
     assert missing.exit_code == 1 and "neither a manifest file nor a directory" in missing.output
+    assert missing.output.strip().count("\n") == 0  # one line, however long the path
     purpose = runner.invoke(app, [*base, "--current", str(tiny_world.root), "--purpose", "nightly"])
     assert purpose.exit_code == 1 and "purpose must be one of" in purpose.output
