@@ -587,7 +587,7 @@ def run_dvc(
         check=False,
     )
     if result.returncode != 0:
-        shown = [a if "secret" not in prev else "***" for prev, a in zip(["", *args], args, strict=True)]
+        shown = [a if "secret" not in prev else "***" for prev, a in zip(["", *args[:-1]], args, strict=True)]
         raise InfraError(
             f"`dvc {' '.join(shown)}` failed in {cwd}: {result.stderr.strip() or result.stdout.strip()}"
         )
