@@ -46,6 +46,16 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def cached_world(cfg: Any, work: Path) -> Path:
+    """The synthetic world of ``cfg.synth`` under ``work/synth``, rendered unless already there."""
+    from landmark.stages.synth import synth
+
+    world = work / "synth"
+    if not (world / "gnd_synth.pkl").exists():
+        synth(cfg, world)
+    return world
+
+
 def paired_bootstrap(
     a: np.ndarray, b: np.ndarray, *, seed: int, resamples: int = 10000, level: float = 0.95
 ) -> dict[str, float]:

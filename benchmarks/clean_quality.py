@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import config_parser, write_result
+from _common import cached_world, config_parser, write_result
 
 from landmark.clean import (
     candidate_inliers,
@@ -41,7 +41,6 @@ from landmark.stages.clean import StorePairVerifier, clean
 from landmark.stages.evaluate import evaluate, rerank_for_steps
 from landmark.stages.extract import extract
 from landmark.stages.local import local
-from landmark.stages.synth import synth
 from landmark.stages.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,9 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(args.params, args.overrides)
     work: Path = args.work
-    world = work / "synth"
-    if not (world / "gnd_synth.pkl").exists():
-        synth(cfg, world)
+    world = cached_world(cfg, work)
     result: dict[str, Any] = {
         "config": {"clean": cfg.clean.__dict__, "local": cfg.local.__dict__, "verify": cfg.verify.__dict__},
         "world": str(world),

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import config_parser, paired_bootstrap, write_result
+from _common import cached_world, config_parser, paired_bootstrap, write_result
 
 from landmark.config import Config, load_config, resolve_device
 from landmark.features.global_desc import ImageItem, iter_descriptors
@@ -25,7 +25,6 @@ from landmark.metrics import revisitop_map
 from landmark.models.model_dir import descriptor_model
 from landmark.stages.evaluate import evaluate, rerank_for_steps, retrieval_ranks
 from landmark.stages.extract import extract
-from landmark.stages.synth import synth
 from landmark.stages.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,9 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(args.params, args.overrides)
     work: Path = args.work
-    world = work / "synth"
-    if not (world / "gnd_synth.pkl").exists():
-        synth(cfg, world)
+    world = cached_world(cfg, work)
 
     result: dict[str, Any] = {"config": {"train": cfg.train.__dict__, "model": cfg.model.__dict__}}
     result["synthetic_pretrained"] = synthetic_map(

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import config_parser, write_result
+from _common import cached_world, config_parser, write_result
 from verify_speed import DEFAULT_ROOT, SCENE, choose_pairs, median_sampson, roc_auc
 
 from landmark.config import Config, load_config
@@ -40,12 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def trained_delf(cfg: Config, work: Path) -> tuple[Path, dict[str, Any]]:
     """The DELF model trained on the synthetic default (cached), and its training metrics."""
-    from landmark.stages.synth import synth
     from landmark.stages.train_delf import train_delf
 
-    world, model = work / "synth", work / "model"
-    if not (world / "gnd_synth.pkl").exists():
-        synth(cfg, world)
+    world, model = cached_world(cfg, work), work / "model"
     if not (model / "metrics.json").exists():
         train_delf(cfg, world, model)
     metrics: dict[str, Any] = json.loads((model / "metrics.json").read_text())["train"]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, config_parser, paired_bootstrap, write_result
+from _common import RESULTS, cached_world, config_parser, paired_bootstrap, write_result
 from global_quality import IMC, imc_aps, imc_items
 
 from landmark.config import Config, load_config
@@ -31,7 +31,6 @@ from landmark.models.global_model import create_global_model
 from landmark.models.model_dir import load_model_dir, save_model_dir
 from landmark.stages.evaluate import evaluate, rerank_for_steps
 from landmark.stages.extract import extract
-from landmark.stages.synth import synth
 from landmark.stages.train import train, training_items
 from landmark.training.ensemble import interpolate_weights, zero_shot_state
 from landmark.training.loop import CHECKPOINT, _init_neck
@@ -102,9 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(args.params, args.overrides)
     work: Path = args.work
-    world = work / "synth"
-    if not (world / "gnd_synth.pkl").exists():
-        synth(cfg, world)
+    world = cached_world(cfg, work)
     imc = imc_items(args.imc_per_scene) if IMC.is_dir() else None
     zero_shot, fine_tuned = endpoints(cfg, world, work)
     template = load_model_dir(work / "model")
