@@ -48,6 +48,10 @@ class PathsConfig:
     )
     local: str = "build/local"  # local features per split (``landmark local``)
     clean: str = "build/clean"  # cleaned train manifest, dropped rows, class report, clean.json
+    inbox: str = "data/inbox"  # where new batches arrive (dirs of any dataset format, CSVs of URLs)
+    catalog: str = "build/catalog"  # the validated view of the catalog: what every stage after validate reads
+    image_cache: str = "build/image_cache"  # catalog images streamed from the S3 store, by content hash
+    production: str = "build/production"  # the production model the night bootstraps from
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,27 @@ class SynthConfig:
         _require(64 <= self.facet_size <= 4096, "facet_size must be in [64, 4096]")
         lo, hi = self.jpeg_quality
         _require(1 <= lo <= hi <= 100, "jpeg_quality must be [low, high] with 1 <= low <= high <= 100")
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    """The synthetic world as a daily feed (``landmark synth --feed-days N``): which photo arrives on which day."""
+
+    days: int = 3  # batches the world is cut into (day-000, day-001, ...)
+    first_day_share: float = 0.6  # share of a known landmark's photos that arrive on day 0
+    new_landmark_share: float = 0.2  # landmarks that first appear after day 0 (all their photos arrive then)
+    shift_day: int = 2  # the day shot at night (darker, bluer: a distribution shift for drift); -1 = none
+    shift_strength: float = 0.6  # 0 = no change, 1 = black
+    corrupt_day: int = 1  # the day that also brings truncated files (quarantined by ingestion); -1 = none
+    corrupt_images: int = 3
+
+    def __post_init__(self) -> None:
+        _require(self.days >= 1, "days must be >= 1")
+        for name in ("first_day_share", "new_landmark_share", "shift_strength"):
+            _require(0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1]")
+        for name in ("shift_day", "corrupt_day"):
+            _require(-1 <= getattr(self, name) < self.days, f"{name} must be -1 or a day in [0, days)")
+        _require(self.corrupt_images >= 0, "corrupt_images must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -658,6 +683,34 @@ class FlowsConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """Serving the production model: ``landmark serve`` (HTTP), ``landmark search`` / ``recognize`` (CLI)."""
+
+    host: str = "127.0.0.1"  # `landmark serve` binds here (0.0.0.0 only in a container)
+    port: int = 8080
+    poll_s: float = 10.0  # seconds between reads of the registry's production pointer
+    cache: str = "build/serving/cache"  # registry versions downloaded for serving, one directory each
+    keep_versions: int = 3  # cached versions kept besides the serving one (older ones are deleted)
+    top: int = 10  # results per search (at most evaluate.topk)
+    max_bytes: int = 20_000_000  # largest accepted upload or fetched image
+    max_pixels: int = 40_000_000  # largest accepted width * height (checked before decoding)
+    allow_urls: bool = False  # let /search and /recognize fetch an image URL (the server makes the request)
+    url_hosts: tuple[str, ...] = ()  # hosts such URLs may name; empty = any host once allow_urls is on
+    url_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        _require(bool(self.host.strip()), "host must not be empty")
+        _require(1 <= self.port <= 65535, f"port must be a port number, got {self.port}")
+        _require(self.poll_s > 0, f"poll_s must be > 0, got {self.poll_s}")
+        _require(bool(self.cache.strip()), "cache must be a directory path")
+        _require(self.keep_versions >= 0, f"keep_versions must be >= 0, got {self.keep_versions}")
+        _require(self.top >= 1, f"top must be >= 1, got {self.top}")
+        _require(self.max_bytes >= 1, f"max_bytes must be >= 1, got {self.max_bytes}")
+        _require(self.max_pixels >= 1, f"max_pixels must be >= 1, got {self.max_pixels}")
+        _require(self.url_timeout_s > 0, f"url_timeout_s must be > 0, got {self.url_timeout_s}")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole pipeline configuration."""
 
@@ -665,6 +718,7 @@ class Config:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     paths: PathsConfig = field(default_factory=PathsConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
+    feed: FeedConfig = field(default_factory=FeedConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -682,6 +736,7 @@ class Config:
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     delf: DelfConfig = field(default_factory=DelfConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 def resolve_device(device: str) -> str:

@@ -9,13 +9,15 @@ import typer
 
 from landmark.cli._app import app, out, state, user_errors
 
-FORMAT_HELP = "auto, gldv2, revisitop, folder or imc"
+FORMAT_HELP = "auto, catalog, gldv2, revisitop, folder or imc"
 
 
 @app.command()
 @user_errors
 def local(
-    data: Annotated[Path | None, typer.Option(help="dataset root (default: paths.synth)")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="dataset root (default: paths.catalog, the validated catalog)")
+    ] = None,
     split: Annotated[str, typer.Option(help="split whose ok images to describe")] = "train",
     out_dir: Annotated[
         Path | None,
@@ -32,7 +34,7 @@ def local(
     cfg = state.config()
     summary = run_local(
         cfg,
-        data or Path(cfg.paths.synth),
+        data or Path(cfg.paths.catalog),
         out_dir or Path(cfg.paths.local),
         split=split,
         fmt=fmt,
@@ -49,7 +51,9 @@ def local(
 @app.command()
 @user_errors
 def clean(
-    data: Annotated[Path | None, typer.Option(help="dataset root (default: paths.synth)")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="dataset root (default: paths.catalog, the validated catalog)")
+    ] = None,
     features: Annotated[
         Path | None,
         typer.Option(help="bootstrap global descriptors, <features>/train (default: paths.features_boot)"),
@@ -68,7 +72,7 @@ def clean(
     cfg = state.config()
     summary = run_clean(
         cfg,
-        data or Path(cfg.paths.synth),
+        data or Path(cfg.paths.catalog),
         features or Path(cfg.paths.features_boot),
         local_dir or Path(cfg.paths.local),
         out_dir or Path(cfg.paths.clean),

@@ -9,13 +9,15 @@ import typer
 
 from landmark.cli._app import app, out, state, user_errors
 
-FORMAT_HELP = "auto, gldv2, revisitop, folder or imc"
+FORMAT_HELP = "auto, catalog, gldv2, revisitop, folder or imc"
 
 
 @app.command("train-delf")
 @user_errors
 def train_delf(
-    data: Annotated[Path | None, typer.Option(help="dataset root (default: paths.synth)")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="dataset root (default: paths.catalog, the validated catalog)")
+    ] = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="DELF model directory to write (default: paths.models/delf)")
     ] = None,
@@ -32,7 +34,7 @@ def train_delf(
     cfg = state.config()
     target = out_dir or Path(cfg.paths.models) / "delf"
     summary = run_train_delf(
-        cfg, data or Path(cfg.paths.synth), target, manifest=manifest, work_dir=work, fmt=fmt
+        cfg, data or Path(cfg.paths.catalog), target, manifest=manifest, work_dir=work, fmt=fmt
     )
     out.print(
         f"trained DELF on {summary.images} images / {summary.classes} classes "

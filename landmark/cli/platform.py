@@ -71,27 +71,44 @@ def _summary_table(summary: dict[str, object]) -> Table:
 @service_errors
 def ingest(
     source: Annotated[
-        str,
-        typer.Argument(help="synth | s3://bucket/prefix | a .csv of id,url[,landmark_id] | a dataset dir"),
-    ],
-    out_dir: Annotated[
-        Path | None, typer.Option("--out", help="ingestion root (default: paths.ingest)")
+        str | None,
+        typer.Argument(
+            help="an inbox dir of batches (default: paths.inbox) | synth | s3://bucket/prefix | "
+            "a .csv of id,url[,landmark_id] | a dataset dir"
+        ),
     ] = None,
-    split: Annotated[str, typer.Option(help="manifest (split) to append to")] = "train",
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="ingestion root, the catalog (default: paths.ingest)")
+    ] = None,
+    split: Annotated[
+        str, typer.Option(help="split to append to; 'all' = every split of a dataset (train for a CSV/S3)")
+    ] = "all",
     kind: Annotated[str, typer.Option(help="auto, csv, folder, s3 or synth")] = "auto",
     summary: Annotated[
-        Path | None, typer.Option(help="also write the batch summary JSON here (e.g. a DVC metrics file)")
+        Path | None, typer.Option(help="also write the run summary JSON here (e.g. a DVC metrics file)")
     ] = None,
 ) -> None:
-    """Ingest one batch of new images: fetch, check, store, append to the manifest (resumable)."""
+    """Ingest what is new: fetch, check, store, append to the catalog's manifests (resumable).
+
+    An inbox (a directory of batches: dataset dirs and CSVs of URLs) is read batch by batch in name order;
+    batches ingested before are skipped. Ground truth a dataset carries is merged into the catalog.
+    """
     from landmark.data.atomic import atomic_path
-    from landmark.stages.ingest import ingest as run_ingest
+    from landmark.stages.ingest import ingest_source
 
     cfg = state.config()
     target = out_dir or Path(cfg.paths.ingest)
-    result = run_ingest(cfg, source, target, split=split, kind=kind).to_dict()
-    out.print(_summary_table(result))
-    out.print(f"manifest: [bold]{result['manifest']}[/] ({result['seconds']}s)", soft_wrap=True)
+    report = ingest_source(cfg, source or cfg.paths.inbox, target, split=split, kind=kind)
+    result = report.to_dict()
+    for batch in result["batches"]:
+        out.print(_summary_table(batch))
+    if report.inbox_batches or report.skipped_batches:
+        out.print(
+            f"inbox: ingested {report.inbox_batches or 'nothing new'}; "
+            f"{report.skipped_batches} batches ingested before",
+            soft_wrap=True,
+        )
+    out.print(f"catalog: [bold]{target}[/] (+{result['added']} images)", soft_wrap=True)
     if summary is not None:
         with atomic_path(summary) as tmp:
             tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
@@ -116,6 +133,13 @@ def validate(
         Path | None,
         typer.Option(help="validate every split of this dataset directory instead of --manifests"),
     ] = None,
+    publish: Annotated[
+        Path | None,
+        typer.Option(
+            help="when the ingestion manifests pass, write the validated catalog (ok rows + ground truth) here; "
+            "every later stage reads it (paths.catalog)"
+        ),
+    ] = None,
 ) -> None:
     """Run the Great Expectations data-quality gate; exits 1 when a critical expectation fails."""
     from landmark.quality import QualityGateError
@@ -132,11 +156,15 @@ def validate(
         elif data is not None:
             report = validate_dataset(cfg, data, target)
         else:
-            report = run_validate(cfg, manifests or Path(cfg.paths.ingest) / "manifests", target)
+            report = run_validate(
+                cfg, manifests or Path(cfg.paths.ingest) / "manifests", target, publish=publish
+            )
     except QualityGateError as exc:
         console.print(exc.report.summary(), style="bold red", markup=False, soft_wrap=True)
         raise typer.Exit(1) from None
     out.print(report.summary(), markup=False, soft_wrap=True)
+    if publish is not None:
+        out.print(f"validated catalog: [bold]{publish}[/]", soft_wrap=True)
 
 
 def _local_port(endpoint: str) -> int:

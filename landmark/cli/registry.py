@@ -31,6 +31,23 @@ def _human_bytes(n: int) -> str:
 @app.command()
 @user_errors
 @service_errors
+def production(
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="where the production model goes (default: paths.production)")
+    ] = None,
+) -> None:
+    """Fetch the production model (verified against its MANIFEST) to bootstrap from: <out>/model, with
+    <out>/production.json naming its version (``pretrained`` before the first promotion)."""
+    from landmark.stages.promote import fetch_production
+
+    cfg = state.config()
+    result = fetch_production(cfg, out_dir or Path(cfg.paths.production))
+    out.print(f"production model {result['version']}: [bold]{result['model_dir']}[/]", soft_wrap=True)
+
+
+@app.command()
+@user_errors
+@service_errors
 def promote(
     model: Annotated[Path, typer.Option("--model", help="candidate model directory")],
     index: Annotated[Path, typer.Option("--index", help="candidate index directory")],

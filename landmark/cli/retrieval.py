@@ -11,13 +11,15 @@ from rich.table import Table
 
 from landmark.cli._app import app, out, state, user_errors
 
-FORMAT_HELP = "auto, gldv2, revisitop, folder or imc"
+FORMAT_HELP = "auto, catalog, gldv2, revisitop, folder or imc"
 
 
 @app.command()
 @user_errors
 def extract(
-    data: Annotated[Path | None, typer.Option(help="dataset root (default: paths.synth)")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="dataset root (default: paths.catalog, the validated catalog)")
+    ] = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="feature store root (default: paths.features)")
     ] = None,
@@ -34,7 +36,7 @@ def extract(
     start = time.perf_counter()
     added = run_extract(
         cfg,
-        data or Path(cfg.paths.synth),
+        data or Path(cfg.paths.catalog),
         out_dir or Path(cfg.paths.features),
         splits=split or (),
         fmt=fmt,
@@ -47,7 +49,9 @@ def extract(
 @app.command()
 @user_errors
 def index(
-    data: Annotated[Path | None, typer.Option(help="dataset root (default: paths.synth)")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="dataset root (default: paths.catalog, the validated catalog)")
+    ] = None,
     features: Annotated[
         Path | None, typer.Option(help="feature store root (default: paths.features)")
     ] = None,
@@ -64,7 +68,12 @@ def index(
     target = out_dir or Path(cfg.paths.index)
     start = time.perf_counter()
     meta = build_index(
-        cfg, data or Path(cfg.paths.synth), features or Path(cfg.paths.features), target, split=split, fmt=fmt
+        cfg,
+        data or Path(cfg.paths.catalog),
+        features or Path(cfg.paths.features),
+        target,
+        split=split,
+        fmt=fmt,
     )
     seconds = time.perf_counter() - start
     out.print(
@@ -76,7 +85,9 @@ def index(
 @app.command()
 @user_errors
 def evaluate(
-    data: Annotated[Path | None, typer.Option(help="dataset root (default: paths.synth)")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="dataset root (default: paths.catalog, the validated catalog)")
+    ] = None,
     features: Annotated[
         Path | None, typer.Option(help="feature store root (default: paths.features)")
     ] = None,
@@ -102,7 +113,7 @@ def evaluate(
     target = out_dir or Path(cfg.paths.eval)
     metrics = run_evaluate(
         cfg,
-        data or Path(cfg.paths.synth),
+        data or Path(cfg.paths.catalog),
         features or Path(cfg.paths.features),
         target,
         index_dir=index_dir,
@@ -177,7 +188,9 @@ def metrics_table(metrics: dict[str, Any]) -> Table:
 @app.command()
 @user_errors
 def train(
-    data: Annotated[Path | None, typer.Option(help="dataset root (default: paths.synth)")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="dataset root (default: paths.catalog, the validated catalog)")
+    ] = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="model directory to write (default: paths.models/candidate)")
     ] = None,
@@ -197,7 +210,7 @@ def train(
     cfg = state.config()
     target = out_dir or Path(cfg.paths.models) / "candidate"
     summary = run_train(
-        cfg, data or Path(cfg.paths.synth), target, manifest=manifest, work_dir=work, resume=resume, fmt=fmt
+        cfg, data or Path(cfg.paths.catalog), target, manifest=manifest, work_dir=work, resume=resume, fmt=fmt
     )
     if summary.model_dir is not None:
         out.print(

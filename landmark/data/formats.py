@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from landmark.data.catalog import is_catalog, read_catalog
 from landmark.data.folder import is_image_file, landmark_dirs, read_folder, write_folder
 from landmark.data.gldv2 import read_gldv2, write_gldv2
 from landmark.data.groundtruth import DatasetFormatError, LandmarkDataset
@@ -13,6 +14,8 @@ from landmark.data.revisitop import read_revisitop, write_revisitop
 
 Format = Literal["gldv2", "revisitop", "folder", "imc"]
 FORMATS: tuple[Format, ...] = ("gldv2", "revisitop", "folder", "imc")
+ReadFormat = Literal["auto", "catalog", "gldv2", "revisitop", "folder", "imc"]
+READ_FORMATS: tuple[str, ...] = ("catalog", *FORMATS)
 
 
 def _revisitop_name(root: Path) -> tuple[Path, str] | None:
@@ -25,10 +28,10 @@ def _revisitop_name(root: Path) -> tuple[Path, str] | None:
     return (root, found[0]) if found else None
 
 
-def detect_format(root: str | Path) -> Format:
+def detect_format(root: str | Path) -> Format | Literal["catalog"]:
     """Guess the format of the dataset at ``root``.
 
-    Rules, in order: ``train.csv`` or ``index.csv`` -> gldv2; ``<name>/gnd_<name>.pkl`` (or ``gnd_<root
+    Rules, in order: ``manifests/*.parquet`` -> catalog (an ingestion root or its validated view); ``train.csv`` or ``index.csv`` -> gldv2; ``<name>/gnd_<name>.pkl`` (or ``gnd_<root
     name>.pkl``) -> revisitop; ``<scene>/images`` with ``<scene>/calibration.csv`` -> imc; sub-folders holding
     images -> folder; ``<scene>/images`` holding images without any calibration -> imc.
 
@@ -39,6 +42,8 @@ def detect_format(root: str | Path) -> Format:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} is not a directory")
+    if is_catalog(root):
+        return "catalog"
     if (root / "train.csv").is_file() or (root / "index.csv").is_file():
         return "gldv2"
     if _revisitop_name(root) is not None:
@@ -53,7 +58,8 @@ def detect_format(root: str | Path) -> Format:
     ):
         return "imc"  # scenes without calibration (e.g. written by write_imc without cameras)
     raise DatasetFormatError(
-        f"cannot detect the dataset format of {root}: no train.csv/index.csv (gldv2), "
+        f"cannot detect the dataset format of {root}: no manifests/*.parquet (catalog), "
+        "no train.csv/index.csv (gldv2), "
         "no <name>/gnd_<name>.pkl (revisitop), no <scene>/images + calibration.csv (imc), "
         "and no <landmark>/<image>.jpg|jpeg|png (folder)"
     )
@@ -61,14 +67,15 @@ def detect_format(root: str | Path) -> Format:
 
 def read_dataset(
     root: str | Path,
-    fmt: Literal["auto", "gldv2", "revisitop", "folder", "imc"] = "auto",
+    fmt: ReadFormat | str = "auto",
     name: str | None = None,
 ) -> LandmarkDataset:
     """Read a dataset in any supported format.
 
     Args:
         root: dataset directory (for revisitop: the directory holding ``<name>/``, or ``<name>/`` itself).
-        fmt: the format, or "auto" to detect it with :func:`detect_format`.
+        fmt: the format, or "auto" to detect it with :func:`detect_format`. ``catalog`` (an ingestion root
+            or the validated view) gives its ok rows only, with the ground truth its sources carried.
         name: revisitop dataset name (e.g. "roxford5k"); found automatically when there is only one.
 
     Raises:
@@ -76,9 +83,11 @@ def read_dataset(
         FileNotFoundError, DatasetFormatError: as the format readers and :func:`detect_format`.
     """
     root = Path(root)
-    if fmt not in ("auto", *FORMATS):
-        raise ValueError(f"unknown dataset format {fmt!r}; expected 'auto' or one of {FORMATS}")
+    if fmt not in ("auto", *READ_FORMATS):
+        raise ValueError(f"unknown dataset format {fmt!r}; expected 'auto' or one of {READ_FORMATS}")
     resolved = detect_format(root) if fmt == "auto" else fmt
+    if resolved == "catalog":
+        return read_catalog(root)
     if resolved == "gldv2":
         return read_gldv2(root)
     if resolved == "imc":

@@ -248,14 +248,14 @@ def clean(
     from tqdm.auto import tqdm
 
     from landmark.data.atomic import atomic_path
-    from landmark.data.formats import read_dataset
+    from landmark.data.datasets import open_dataset
     from landmark.data.manifest import write_manifest
     from landmark.features.store import load_features, read_meta
     from landmark.quality import QualityGateError
     from landmark.stages.validate import CLEANING_REPORT, validate_cleaning
 
     start = time.perf_counter()
-    dataset = read_dataset(Path(data_dir), fmt)  # type: ignore[arg-type]
+    dataset = open_dataset(cfg, Path(data_dir), fmt)
     manifest, completed = complete_manifest(dataset.manifest("train"), dataset.root)
     ok = manifest[manifest["status"] == "ok"]
     ids = [str(i) for i in ok["image_id"]]

@@ -104,6 +104,7 @@ def load_image_set(source: Path, split: str, *, batch: str = "all", fmt: str = "
         FileNotFoundError: ``source`` does not exist, or an ingestion root without that split's manifest.
         ValueError / KeyError: an unreadable manifest, an unknown split or batch.
     """
+    from landmark.data.catalog import images_root
     from landmark.data.formats import read_dataset
     from landmark.data.ingest import MANIFESTS_DIR
     from landmark.data.manifest import manifest_path, read_manifest
@@ -118,9 +119,9 @@ def load_image_set(source: Path, split: str, *, batch: str = "all", fmt: str = "
         path = manifest_path(source / MANIFESTS_DIR, split)
         if not path.is_file():
             raise FileNotFoundError(f"no manifest for split {split!r} at {path}")
-        manifest, root, label = read_manifest(path), source, f"{path}"
+        manifest, root, label = read_manifest(path), images_root(source), f"{path}"
     elif source.is_dir():
-        dataset = read_dataset(source, fmt)  # type: ignore[arg-type]
+        dataset = read_dataset(source, fmt)
         manifest, root, label = dataset.manifest(split), dataset.root, f"{source} [{split}]"
     else:
         raise FileNotFoundError(f"{source} is neither a manifest file nor a directory")

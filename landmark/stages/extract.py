@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
-from collections.abc import Sequence
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from landmark.config import Config, config_to_dict, resolve_device
 from landmark.data.groundtruth import LandmarkDataset
 
 BBox = tuple[float, float, float, float]
+logger = logging.getLogger(__name__)
 
 
 def _manifest_bboxes(dataset: LandmarkDataset, split: str) -> dict[str, BBox]:
@@ -31,6 +35,17 @@ def query_bboxes(dataset: LandmarkDataset, split: str) -> dict[str, BBox]:
     return boxes
 
 
+def stale_store(store: Path, meta: Mapping[str, object]) -> bool:
+    """True when ``store`` holds descriptors written with other metadata (model, weights or extract settings)
+    than ``meta``: they are not comparable with new ones, so the split is extracted anew."""
+    from landmark.features.store import read_meta
+
+    if not (store / "store.json").is_file():
+        return False
+    stored = {k: v for k, v in read_meta(store).items() if k not in ("dim", "dtype")}
+    return stored != json.loads(json.dumps(dict(meta)))
+
+
 def extract(
     cfg: Config,
     data_dir: Path,
@@ -45,17 +60,19 @@ def extract(
 
     Test-split queries with a bounding box are cropped to it first (Revisited Oxford/Paris protocol).
     ``model_dir`` selects a trained model; without it the off-the-shelf backbone + GeM is used.
+    Incremental: only images not yet in a split's store are extracted (catalog ids are bound to their content:
+    ingestion never gives an id new bytes); a store written by another model or setting is replaced.
 
     Returns:
         split -> number of images newly extracted.
     """
     import torch
 
-    from landmark.data.formats import read_dataset
+    from landmark.data.datasets import open_dataset
     from landmark.features.global_desc import ImageItem, extract_to_store
     from landmark.models.model_dir import descriptor_model
 
-    dataset = read_dataset(Path(data_dir), fmt)  # type: ignore[arg-type]
+    dataset = open_dataset(cfg, Path(data_dir), fmt)
     chosen = list(splits) or list(dataset.splits)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -73,7 +90,11 @@ def extract(
                 ok["image_id"].astype(str), ok["width"].astype(int), ok["height"].astype(int), strict=True
             )
         ]
+        store = Path(out_dir) / split
+        if stale_store(store, meta):
+            logger.info("%s holds descriptors of another model or setting: extracting %s anew", store, split)
+            shutil.rmtree(store)
         added[split] = extract_to_store(
-            model, items, cfg.extract, device, Path(out_dir) / split, meta=meta, progress=progress
+            model, items, cfg.extract, device, store, meta=meta, progress=progress
         )
     return added

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from landmark.config import Config
+
+if TYPE_CHECKING:  # pandas loads only when the stage runs
+    from landmark.data.groundtruth import LandmarkDataset
 
 
 def iter_feature_chunks(
@@ -30,16 +33,18 @@ def build_index(
 
     The index kind follows ``cfg.index`` (IVF-PQ is trained on a seeded sample of ``train_size`` vectors); the
     feature store's metadata and its model version are recorded so a later search can refuse descriptors from
-    another model.
+    another model. Written with it (:mod:`landmark.index_labels`): the manifest labels of the indexed images and,
+    when ``features_dir/train`` holds descriptors of the same model, the labelled train set ``evaluate`` votes
+    over, so a registry version can recognise and re-rank on its own (``landmark serve``).
 
     Returns:
         The index metadata written to ``out_dir/meta.json``.
     """
-    from landmark.data.formats import read_dataset
+    from landmark.data.datasets import open_dataset
     from landmark.features.store import load_features, read_meta
     from landmark.index import model_version, resolve_kind, sample_rows, write_index
 
-    dataset = read_dataset(Path(data_dir), fmt)  # type: ignore[arg-type]
+    dataset = open_dataset(cfg, Path(data_dir), fmt)
     ids = list(dataset.ok_ids(split))
     if not ids:
         raise ValueError(f"split {split!r} of {data_dir} has no usable images to index")
@@ -64,4 +69,36 @@ def build_index(
         cfg=cfg.index,
         train_sample=sample,
         meta=meta,
+        extra=lambda tmp: write_serving_labels(tmp, dataset, split, ids, Path(features_dir), meta),
     )
+
+
+def write_serving_labels(
+    index_dir: Path,
+    dataset: LandmarkDataset,
+    split: str,
+    ids: Sequence[str],
+    features_dir: Path,
+    index_meta: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Write the indexed images' manifest labels and the labelled train set (when its descriptors come from
+    the index's model) into ``index_dir``; returns what meta.json records about them."""
+    from landmark.features.store import read_meta
+    from landmark.index import check_compatible
+    from landmark.index_labels import write_index_labels, write_labelled_set
+
+    # the one definition of evaluate's labelled train set, so serving votes over exactly the same images
+    from landmark.stages.evaluate import load_train_set
+
+    frame = dataset.manifest(split)
+    label_of = dict(zip(frame["image_id"].astype(str), frame["landmark_id"].astype(int), strict=True))
+    recorded = write_index_labels(index_dir, split, [label_of.get(i, -1) for i in ids])
+    train, note = load_train_set(dataset, features_dir)
+    if train is not None:
+        try:
+            check_compatible(index_meta, read_meta(Path(features_dir) / "train"))
+        except ValueError as exc:
+            train, note = None, f"train descriptors are not comparable with the index: {exc}"
+    if train is None or len(train.ids) == 0:
+        return {**recorded, "train_set": {"skipped": note or "no labelled train images"}}
+    return {**recorded, **write_labelled_set(index_dir, train)}

@@ -143,12 +143,12 @@ def local(
         LocalStoreError: the store was written with other settings.
         KeyError: no such split.
     """
-    from landmark.data.formats import read_dataset
+    from landmark.data.datasets import open_dataset
     from landmark.features.local_store import LocalFeatureReader, LocalFeatureWriter, stored_local_ids
     from landmark.parallel import parallel_map
 
     start = time.perf_counter()
-    dataset = read_dataset(Path(data_dir), fmt)  # type: ignore[arg-type]
+    dataset = open_dataset(cfg, Path(data_dir), fmt)
     paths = dataset.image_paths(split)
     store = Path(out_dir) / split
     done = set(stored_local_ids(store)) if store.exists() else set()

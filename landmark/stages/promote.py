@@ -10,8 +10,10 @@ written locally as ``decision.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping
+import shutil
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +22,7 @@ from landmark.config import Config, config_to_dict
 from landmark.gate import Decision, decide
 
 if TYPE_CHECKING:
-    from landmark.registry import Registry, UploadHook
+    from landmark.registry import FileEntry, Registry, UploadHook
     from landmark.storage import ObjectStore
 
 DECISION_FILE = "decision.json"
@@ -111,6 +113,17 @@ def open_registry(cfg: Config, store: ObjectStore | None = None) -> Registry:
     return Registry(store if store is not None else open_store(cfg.storage), cfg.promote.prefix)
 
 
+WEIGHTS_FILE = "model/weights.pt"
+
+
+def same_weights(candidate: Iterable[FileEntry], production: Iterable[FileEntry]) -> bool:
+    """True when both versions hold a ``model/weights.pt`` with the same sha256 (the same model, whatever its
+    index or metrics say)."""
+    ours = {e.path: e.sha256 for e in candidate}.get(WEIGHTS_FILE)
+    theirs = {e.path: e.sha256 for e in production}.get(WEIGHTS_FILE)
+    return ours is not None and ours == theirs
+
+
 def _write_decision(path: Path, record: Mapping[str, Any]) -> None:
     from landmark.data.atomic import atomic_path
 
@@ -178,6 +191,13 @@ def promote(
     # given metrics with nothing in production yet: a baseline (e.g. the pretrained model), not production
     reference = "baseline" if pointer is None and production_metrics_path is not None else "production"
     decision = decide(candidate_metrics, production_metrics, quality_passed, drift, cfg.promote, reference)
+    identical = pointer is not None and same_weights(prepared.entries, registry.manifest(pointer.version))
+    if identical:
+        decision = dataclasses.replace(
+            decision,
+            promote=False,
+            reasons=[f"candidate weights are identical to production {previous}: not registered again"],
+        )
 
     now = registry.now()
     candidate = version_id(prepared.entries, now)
@@ -195,7 +215,8 @@ def promote(
     }
     if not decision.promote:
         ident = decision_id(candidate, now)
-        summary = PromoteSummary(decision, "rejected", candidate, ident, previous, previous, decision_path)
+        outcome = "unchanged" if identical else "rejected"
+        summary = PromoteSummary(decision, outcome, candidate, ident, previous, previous, decision_path)
         registry.record_decision({**summary.record(), **base_record}, candidate, when=now)
         _write_decision(decision_path, {**summary.record(), **base_record})
         return summary
@@ -233,6 +254,45 @@ def promote(
     )
     _write_decision(decision_path, {**summary.record(), **base_record, "pruned": pruned})
     return summary
+
+
+PRODUCTION_FILE = "production.json"
+PRETRAINED_VERSION = "pretrained"
+
+
+def fetch_production(cfg: Config, out_dir: Path, *, store: ObjectStore | None = None) -> dict[str, Any]:
+    """Put the production model at ``out_dir/model`` (``out_dir/production.json`` names its version): the
+    registry's production version, downloaded and verified, or before the first promotion the pretrained
+    backbone (version ``pretrained``). Nothing is rewritten when ``out_dir`` already holds that version, so a
+    DVC stage on it changes only when production does.
+
+    Returns:
+        ``{"version": ..., "model_dir": ...}``.
+
+    Raises:
+        StorageError: the store is unreachable.
+        RegistryError: the production version is incomplete or corrupt.
+    """
+    from landmark.data.atomic import atomic_directory
+    from landmark.models.model_dir import write_pretrained_dir
+
+    out_dir = Path(out_dir)
+    pointer = open_registry(cfg, store).production()
+    version = PRETRAINED_VERSION if pointer is None else pointer.version
+    result = {"version": version, "model_dir": str(out_dir / "model")}
+    current = out_dir / PRODUCTION_FILE
+    if current.is_file() and json.loads(current.read_text()).get("version") == version:
+        return result
+    registry = open_registry(cfg, store)
+    with atomic_directory(out_dir) as tmp:
+        if pointer is None:
+            write_pretrained_dir(cfg.model, tmp / "model")
+        else:
+            registry.download(pointer.version, tmp / "version")
+            (tmp / "version" / "model").rename(tmp / "model")
+            shutil.rmtree(tmp / "version")
+        (tmp / PRODUCTION_FILE).write_text(json.dumps({"version": version}, indent=2) + "\n")
+    return result
 
 
 def rollback(cfg: Config, *, store: ObjectStore | None = None) -> RollbackSummary:

@@ -40,7 +40,7 @@ def label_set(manifest: pd.DataFrame, min_images: int) -> tuple[pd.DataFrame, li
 
 
 def training_items(
-    data_dir: Path, manifest: Path | None, fmt: str, min_images: int, what: str
+    cfg: Config, data_dir: Path, manifest: Path | None, fmt: str, min_images: int, what: str
 ) -> tuple[list[TrainItem], list[int], int]:
     """The labelled training images of ``data_dir``'s train split (or of a cleaned ``manifest``): items with
     class indices, the landmark ids those indices stand for, and how many classes were too small.
@@ -48,12 +48,12 @@ def training_items(
     Raises:
         ValueError: fewer than 2 classes with ``min_images`` images (``what`` names the training in the message).
     """
-    from landmark.data.formats import read_dataset
+    from landmark.data.datasets import open_dataset
     from landmark.data.images import read_image_size
     from landmark.data.manifest import read_manifest, resolve_uri
     from landmark.training.loop import TrainItem
 
-    dataset: LandmarkDataset = read_dataset(Path(data_dir), fmt)  # type: ignore[arg-type]
+    dataset: LandmarkDataset = open_dataset(cfg, Path(data_dir), fmt)
     frame = read_manifest(manifest) if manifest is not None else dataset.manifest("train")
     rows, labels, dropped = label_set(frame, min_images)
     if len(labels) < 2:
@@ -90,7 +90,7 @@ def train(
     from landmark.training.loop import LOG, train_global_model, training_metrics
 
     items, labels, dropped = training_items(
-        data_dir, manifest, fmt, cfg.train.min_images_per_class, "training"
+        cfg, data_dir, manifest, fmt, cfg.train.min_images_per_class, "training"
     )
     out_dir = Path(out_dir)
     work = Path(work_dir) if work_dir is not None else out_dir.with_name(out_dir.name + ".work")

@@ -47,7 +47,7 @@ def train_delf(
     from landmark.training.delf import train_delf as run_training
 
     items, labels, dropped = training_items(
-        data_dir, manifest, fmt, cfg.delf.min_images_per_class, "DELF training"
+        cfg, data_dir, manifest, fmt, cfg.delf.min_images_per_class, "DELF training"
     )
     out_dir = Path(out_dir)
     work = Path(work_dir) if work_dir is not None else out_dir.with_name(out_dir.name + ".work")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from landmark.config import Config
+from landmark.data.catalog import publish_view
 from landmark.quality import (
     QualityReport,
     cleaning_tables,
@@ -50,8 +51,13 @@ def read_table(path: Path) -> pd.DataFrame:
     raise ValueError(f"table {path} must be .parquet or .csv")
 
 
-def validate(cfg: Config, manifests_dir: Path, reports_dir: Path) -> QualityReport:
+def validate(
+    cfg: Config, manifests_dir: Path, reports_dir: Path, *, publish: Path | None = None
+) -> QualityReport:
     """Run the manifest gate on every split manifest; writes ``reports_dir/validate.json`` and Data Docs.
+
+    With ``publish``, a passing gate also writes the validated view of the catalog there (its ok rows and
+    ground truth, see :func:`landmark.data.catalog.publish_view`); a failing gate leaves the last view alone.
 
     Returns:
         The passing report.
@@ -63,7 +69,10 @@ def validate(cfg: Config, manifests_dir: Path, reports_dir: Path) -> QualityRepo
     manifests = read_raw_tables(manifests_dir)
     report = run_gate("manifest", manifest_tables(manifests, cfg.validate), reports_dir)
     write_report(report, Path(reports_dir) / MANIFEST_REPORT)
-    return require_passed(report)
+    passed = require_passed(report)
+    if publish is not None:
+        publish_view(Path(manifests_dir).parent, publish)
+    return passed
 
 
 def describe_files(manifest: pd.DataFrame, root: Path) -> pd.DataFrame:
@@ -104,9 +113,9 @@ def validate_dataset(cfg: Config, data_dir: Path, reports_dir: Path, *, fmt: str
     Raises:
         QualityGateError: a critical expectation failed.
     """
-    from landmark.data.formats import read_dataset
+    from landmark.data.datasets import open_dataset
 
-    dataset = read_dataset(Path(data_dir), fmt)  # type: ignore[arg-type]
+    dataset = open_dataset(cfg, Path(data_dir), fmt)
     manifests = {split: describe_files(dataset.manifest(split), dataset.root) for split in dataset.splits}
     report = run_gate("manifest", manifest_tables(manifests, cfg.validate), reports_dir)
     write_report(report, Path(reports_dir) / MANIFEST_REPORT)
