@@ -368,7 +368,8 @@ class IngestConfig:
     # Where images go: the DVC-tracked ``paths.ingest`` dir, the S3 store, or both.
     store: Literal["local", "s3", "both"] = "local"
     workers: int = 8  # concurrent fetches (I/O bound threads)
-    timeout_s: float = 10.0  # per HTTP request (connect and each read)
+    timeout_s: float = 10.0  # wall-clock deadline of one HTTP attempt, connect to last byte
+    min_bytes_per_s: float = 1024.0  # slower downloads are cut (retryable timeout) after 2 s; 0 = off
     retries: int = 3  # extra attempts after a timeout, connection error, 5xx/429 or cut transfer
     backoff_s: float = 0.5  # first retry delay; doubles per attempt
     max_bytes: int = 20_000_000
@@ -385,6 +386,7 @@ class IngestConfig:
     def __post_init__(self) -> None:
         _require(self.workers >= 1, "workers must be >= 1")
         _require(self.timeout_s > 0, "timeout_s must be > 0")
+        _require(self.min_bytes_per_s >= 0, f"min_bytes_per_s must be >= 0, got {self.min_bytes_per_s}")
         _require(self.retries >= 0, "retries must be >= 0")
         _require(self.backoff_s >= 0, "backoff_s must be >= 0")
         _require(self.max_bytes >= 1, "max_bytes must be >= 1")

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 SLOW_S = 3.0  # longer than the tests' fetch timeout
+DRIP_S = 1.0  # one byte per DRIP_S on the drip routes
 
 
 def make_image(seed: int, size: tuple[int, int] = (96, 72), fmt: str = "JPEG") -> bytes:
@@ -47,7 +48,9 @@ class ImageServer:
     ``/cut.jpg``: Content-Length of a full JPEG, connection closed halfway; ``/page.html``: text/html;
     ``/fake.jpg``: image/jpeg that is HTML; ``/huge.jpg``: Content-Length above any test limit;
     ``/bomb.png``: a decompression bomb; ``/flaky.jpg``: 503 once, then a good image; ``/empty.jpg``: 0 bytes;
-    ``/redirect.jpg``: a redirect to ``file:///etc/passwd``.
+    ``/redirect.jpg``: a redirect to ``file:///etc/passwd``; ``/drip.jpg``: headers at once, then a good image
+    one byte per DRIP_S; ``/driphead.jpg``: even the status line and headers one byte per DRIP_S;
+    ``/recovering/<name>``: 503 until ``recovered`` is set, then the good image.
     """
 
     images: dict[str, bytes]
@@ -57,6 +60,7 @@ class ImageServer:
     requests: Counter[str] = field(default_factory=Counter)
     stopping: threading.Event = field(default_factory=threading.Event)
     gate: threading.Event = field(default_factory=threading.Event)
+    recovered: threading.Event = field(default_factory=threading.Event)
 
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}{path}"
@@ -85,6 +89,16 @@ def _handler(server: ImageServer) -> type[BaseHTTPRequestHandler]:
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline and not server.stopping.is_set():
                 time.sleep(0.02)
+
+        def _drip(self, data: bytes) -> None:
+            """Send ``data`` one byte per DRIP_S until the client gives up or the server stops."""
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                for k in range(len(data)):
+                    if server.stopping.is_set():
+                        return
+                    self.wfile.write(data[k : k + 1])
+                    self.wfile.flush()
+                    self._wait(DRIP_S)
 
         def do_GET(self) -> None:
             path = self.path
@@ -129,6 +143,25 @@ def _handler(server: ImageServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Location", "file:///etc/passwd")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+            elif path == "/drip.jpg":
+                self.close_connection = True
+                body = server.images["a.jpg"]
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.flush()
+                self._drip(body)
+            elif path == "/driphead.jpg":
+                self.close_connection = True
+                body = server.images["a.jpg"]
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n"
+                self._drip(head.encode() + body)
+            elif path.startswith("/recovering/") and name in server.images:
+                if server.recovered.is_set():
+                    self._send(200, server.images[name], "image/jpeg")
+                else:
+                    self._send(503, b"busy", "text/plain")
             elif path == "/empty.jpg":
                 self._send(200, b"", "image/jpeg")
             else:
