@@ -372,6 +372,7 @@ class IngestConfig:
     min_bytes_per_s: float = 1024.0  # slower downloads are cut (retryable timeout) after 2 s; 0 = off
     retries: int = 3  # extra attempts after a timeout, connection error, 5xx/429 or cut transfer
     backoff_s: float = 0.5  # first retry delay; doubles per attempt
+    max_attempts: int = 3  # ingest runs that fetch an item whose failures are transient (then permanent)
     max_bytes: int = 20_000_000
     max_pixels: int = 64_000_000
     content_types: tuple[str, ...] = (
@@ -389,6 +390,7 @@ class IngestConfig:
         _require(self.min_bytes_per_s >= 0, f"min_bytes_per_s must be >= 0, got {self.min_bytes_per_s}")
         _require(self.retries >= 0, "retries must be >= 0")
         _require(self.backoff_s >= 0, "backoff_s must be >= 0")
+        _require(self.max_attempts >= 1, f"max_attempts must be >= 1, got {self.max_attempts}")
         _require(self.max_bytes >= 1, "max_bytes must be >= 1")
         _require(self.max_pixels >= 1, "max_pixels must be >= 1")
         _require(

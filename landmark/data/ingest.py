@@ -3,14 +3,18 @@
 A run (:func:`ingest_batch`) takes the items a source lists and:
 
 1. **plans** the batch: items whose (image id, url) pair is already in the split's manifest are skipped, as
-   are exact repeats inside the source, so re-ingesting the same CSV adds nothing;
+   are exact repeats inside the source, so re-ingesting the same CSV adds nothing; except items quarantined
+   for a transient reason (``retryable``: a timeout, a cut connection, a 5xx or 429) by fewer than
+   ``max_attempts`` runs: those are fetched again;
 2. **fetches, checks and stores** the rest concurrently: download (see :mod:`landmark.data.fetch`), full
    decode (truncated, corrupt, non-image, decompression-bomb files fail here), SHA-1, then a content-addressed
    put (see :mod:`landmark.data.imagestore`). Each finished item is appended to the batch journal;
 3. **commits**: the outcomes, in source order, become manifest rows with the batch id and status. A second
    row for an id already in the manifest or earlier in the batch is skipped when its bytes are identical,
    quarantined as ``duplicate_id`` when they differ; a new id whose bytes are already stored under another id
-   is quarantined as ``duplicate_content``. The manifest is written atomically, then the journal removed.
+   is quarantined as ``duplicate_content``. A retried item's row replaces its quarantined row in place (with
+   ``attempts`` one higher); a transient failure on the ``max_attempts``-th run becomes permanent. The manifest
+   is written atomically, then the journal removed.
 
 A run that dies at any point loses nothing: stored objects are content-addressed (a redo overwrites nothing),
 the journal says which items are done, and the manifest changes only in step 3. Rerunning the same source
@@ -65,6 +69,7 @@ logger = logging.getLogger(__name__)
 MANIFESTS_DIR = "manifests"
 BATCHES_DIR = "batches"
 JOURNAL_DIR = ".journal"
+DEFAULT_MAX_ATTEMPTS = 3
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -87,6 +92,7 @@ class ItemOutcome:
         sha1: hex SHA-1 of the bytes ("" when not fetched).
         width, height: decoded size after EXIF orientation (-1 when not decoded).
         ingested_at: ISO-8601 UTC time the item finished.
+        retryable: the failure is transient (another run may succeed).
     """
 
     position: int
@@ -99,6 +105,7 @@ class ItemOutcome:
     width: int = -1
     height: int = -1
     ingested_at: str = ""
+    retryable: bool = False
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> ItemOutcome:
@@ -113,9 +120,10 @@ class BatchPlan:
     Attributes:
         todo: (position, item) of every item to fetch or quarantine, in source order.
         listed: items the source listed.
-        known: items whose (image_id, url) is already in the manifest.
+        known: items whose (image_id, url) is already in the manifest and not due for a retry.
         repeated: exact repeats of an earlier (image_id, url) in the same listing.
         fingerprint: hash of ``todo``; equal plans resume the same batch.
+        retried: items of ``todo`` fetched again after a transient failure in an earlier run.
     """
 
     todo: tuple[tuple[int, SourceItem], ...]
@@ -123,6 +131,7 @@ class BatchPlan:
     known: int
     repeated: int
     fingerprint: str
+    retried: int = 0
 
 
 @dataclass
@@ -132,9 +141,11 @@ class BatchSummary:
     Attributes:
         added: new ok rows in the manifest.
         quarantined: reason code -> new quarantined rows.
-        known: skipped: already in the manifest (same id and url).
+        known: skipped: already in the manifest (same id and url) and not due for a retry.
         repeated: skipped: repeated in the source (same id and url, or same id and identical bytes).
         unchanged: skipped: an id already in the manifest served identical bytes from a new url.
+        retried: items quarantined for a transient reason by an earlier run and fetched again (their rows are
+            replaced: counted in ``added`` or ``quarantined`` like new items).
         resumed: items restored from the journal of an interrupted run instead of being fetched again.
         processed: items fetched (or quarantined without fetching) by this run.
         partial: True for the finished part of an interrupted batch committed before another source's batch.
@@ -149,6 +160,7 @@ class BatchSummary:
     known: int = 0
     repeated: int = 0
     unchanged: int = 0
+    retried: int = 0
     resumed: int = 0
     processed: int = 0
     partial: bool = False
@@ -178,31 +190,49 @@ def fingerprint_plan(todo: Sequence[tuple[int, SourceItem]]) -> str:
     return digest.hexdigest()
 
 
-def plan_batch(items: Sequence[SourceItem], manifest: pd.DataFrame) -> BatchPlan:
-    """Which items of a listing are new relative to ``manifest`` (any status), in source order."""
-    seen: set[tuple[str, str]] = set(zip(manifest["image_id"], manifest["url"], strict=True))
-    known_pairs = set(seen)
+def retry_rows(manifest: pd.DataFrame) -> pd.Series:
+    """Boolean mask of the quarantined rows whose reason is transient (``retryable``)."""
+    return (manifest["status"] == STATUS_QUARANTINED) & manifest["retryable"]
+
+
+def plan_batch(
+    items: Sequence[SourceItem], manifest: pd.DataFrame, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+) -> BatchPlan:
+    """Which items of a listing are new relative to ``manifest`` (any status), in source order.
+
+    An item already in the manifest is planned again only when its row is quarantined for a transient reason
+    and fewer than ``max_attempts`` runs have tried it.
+    """
+    pairs = list(zip(manifest["image_id"], manifest["url"], strict=True))
+    due_mask = (retry_rows(manifest) & (manifest["attempts"] < max_attempts)).to_numpy()
+    due = {pair for pair, is_due in zip(pairs, due_mask, strict=True) if is_due}
+    final = {pair for pair, is_due in zip(pairs, due_mask, strict=True) if not is_due}
+    seen: set[tuple[str, str]] = set()
     todo: list[tuple[int, SourceItem]] = []
-    known = repeated = 0
+    known = repeated = retried = 0
     for position, item in enumerate(items):
         pair = (item.image_id, item.url)
-        if pair in known_pairs:
+        if pair in final:
             known += 1
         elif pair in seen:
             repeated += 1
         else:
             seen.add(pair)
             todo.append((position, item))
+            retried += pair in due
     return BatchPlan(
         todo=tuple(todo),
         listed=len(items),
         known=known,
         repeated=repeated,
         fingerprint=fingerprint_plan(todo),
+        retried=retried,
     )
 
 
-def _row(outcome: ItemOutcome, batch_id: str, reason: str = "") -> dict[str, Any]:
+def _row(
+    outcome: ItemOutcome, batch_id: str, reason: str = "", attempts: int = 1, retryable: bool = False
+) -> dict[str, Any]:
     return {
         "image_id": outcome.image_id,
         "landmark_id": outcome.landmark_id,
@@ -215,51 +245,122 @@ def _row(outcome: ItemOutcome, batch_id: str, reason: str = "") -> dict[str, Any
         "ingested_at": outcome.ingested_at or None,
         "status": STATUS_QUARANTINED if reason else STATUS_OK,
         "reason": reason,
+        "attempts": attempts,
+        "retryable": retryable,
     }
 
 
+@dataclass
+class Resolution:
+    """How finished items change the manifest.
+
+    Attributes:
+        rows: new rows, appended in position order.
+        replaced: manifest row index -> the row of a retried item that takes its place.
+        dropped: manifest rows of retried items that turned out to be identical to an ok row (counted
+            "unchanged" or "repeated"; the item is accounted for there).
+        counts: "added", "unchanged", "repeated".
+    """
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    replaced: dict[int, dict[str, Any]] = field(default_factory=dict)
+    dropped: list[int] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def written(self) -> list[dict[str, Any]]:
+        """Every row this batch writes (new and replacing)."""
+        return [*self.rows, *self.replaced.values()]
+
+    def place(self, row: dict[str, Any] | None, previous: int | None) -> None:
+        """Append ``row``, or put it in place of manifest row ``previous``; no row drops ``previous``."""
+        if previous is None:
+            if row is not None:
+                self.rows.append(row)
+        elif row is None:
+            self.dropped.append(previous)
+        else:
+            self.replaced[previous] = row
+
+
+def _failed_row(outcome: ItemOutcome, batch_id: str, attempts: int, max_attempts: int) -> dict[str, Any]:
+    """The quarantined row of a failed item; a transient failure on the last allowed run becomes permanent."""
+    if not outcome.retryable or attempts < max_attempts:
+        return _row(outcome, batch_id, outcome.reason, attempts, outcome.retryable)
+    final = f"{outcome.reason} (gave up after {attempts} ingest runs, ingest.max_attempts={max_attempts})"
+    return _row(outcome, batch_id, final, attempts)
+
+
 def resolve_outcomes(
-    outcomes: Iterable[ItemOutcome], manifest: pd.DataFrame, batch_id: str
-) -> tuple[list[dict[str, Any]], Counter[str]]:
+    outcomes: Iterable[ItemOutcome],
+    manifest: pd.DataFrame,
+    batch_id: str,
+    *,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> Resolution:
     """Turn finished items into manifest rows, deciding duplicates in source order.
 
-    Rules: a failed item -> quarantined with its reason; an id that is already ok (in the manifest or earlier
-    in this batch) -> skipped when the bytes are identical (counted "unchanged" / "repeated"), else
-    quarantined ``duplicate_id``; bytes already stored under another ok id -> quarantined
-    ``duplicate_content``; otherwise an ok row.
-
-    Returns:
-        The new rows in position order, and counts of "added", "unchanged", "repeated".
+    Rules: a failed item -> quarantined with its reason (retryable while the failure is transient and fewer than
+    ``max_attempts`` runs have tried it); an id that is already ok (in the manifest or earlier in this batch) ->
+    skipped when the bytes are identical (counted "unchanged" / "repeated"), else quarantined ``duplicate_id``;
+    bytes already stored under another ok id -> quarantined ``duplicate_content``; otherwise an ok row. An item
+    with a retryable quarantined row in the manifest (a retry) takes that row's place, ``attempts`` one higher.
     """
     ok = manifest[manifest["status"] == STATUS_OK]
     manifest_sha = dict(zip(ok["image_id"], ok["sha1"], strict=True))
     id_sha: dict[str, str] = dict(manifest_sha)
     sha_id: dict[str, str] = {sha: image_id for image_id, sha in manifest_sha.items() if sha}
-    rows: list[dict[str, Any]] = []
-    counts: Counter[str] = Counter()
+    retries = manifest[retry_rows(manifest)]
+    previous_rows: dict[tuple[str, str], tuple[int, int]] = {
+        (image_id, url): (int(index), int(attempts))
+        for index, image_id, url, attempts in zip(
+            retries.index, retries["image_id"], retries["url"], retries["attempts"], strict=True
+        )
+    }
+    resolution = Resolution()
     for outcome in sorted(outcomes, key=lambda o: o.position):
+        previous, attempts_before = previous_rows.get((outcome.image_id, outcome.url), (None, 0))
+        attempts = attempts_before + 1
         if outcome.reason:
-            rows.append(_row(outcome, batch_id, outcome.reason))
+            resolution.place(_failed_row(outcome, batch_id, attempts, max_attempts), previous)
             continue
-        previous = id_sha.get(outcome.image_id)
-        if previous is not None:
-            if previous == outcome.sha1:
-                counts["unchanged" if outcome.image_id in manifest_sha else "repeated"] += 1
+        known_sha = id_sha.get(outcome.image_id)
+        if known_sha is not None:
+            if known_sha == outcome.sha1:
+                resolution.counts["unchanged" if outcome.image_id in manifest_sha else "repeated"] += 1
+                resolution.place(None, previous)
                 continue
             detail = (
-                f"{outcome.image_id!r} is already ingested with different content (sha1 {previous[:12]}...)"
+                f"{outcome.image_id!r} is already ingested with different content (sha1 {known_sha[:12]}...)"
             )
-            rows.append(_row(outcome, batch_id, format_reason("duplicate_id", detail)))
+            row = _row(outcome, batch_id, format_reason("duplicate_id", detail), attempts)
+            resolution.place(row, previous)
             continue
         if outcome.sha1 in sha_id:
             detail = f"same bytes as image {sha_id[outcome.sha1]!r}"
-            rows.append(_row(outcome, batch_id, format_reason("duplicate_content", detail)))
+            resolution.place(
+                _row(outcome, batch_id, format_reason("duplicate_content", detail), attempts), previous
+            )
             continue
         id_sha[outcome.image_id] = outcome.sha1
         sha_id[outcome.sha1] = outcome.image_id
-        rows.append(_row(outcome, batch_id))
-        counts["added"] += 1
-    return rows, counts
+        resolution.place(_row(outcome, batch_id, attempts=attempts), previous)
+        resolution.counts["added"] += 1
+    return resolution
+
+
+def apply_resolution(manifest: pd.DataFrame, resolution: Resolution) -> pd.DataFrame:
+    """``manifest`` with the resolution's rows replaced in place, dropped, and appended (a validated copy)."""
+    if not (resolution.rows or resolution.replaced or resolution.dropped):
+        return manifest
+    kept = manifest.drop(index=[*resolution.replaced, *resolution.dropped])
+    parts = [kept]
+    if resolution.replaced:
+        parts.append(make_manifest(list(resolution.replaced.values())).set_axis(list(resolution.replaced)))
+    if resolution.rows:
+        appended = make_manifest(resolution.rows)
+        parts.append(appended.set_axis(range(len(manifest), len(manifest) + len(appended))))
+    return make_manifest(pd.concat(parts).sort_index())
 
 
 def new_batch_id(now: datetime, fingerprint: str) -> str:
@@ -295,7 +396,10 @@ def process_item(
         data = fetcher.fetch(item)
     except FetchError as exc:
         return dataclasses.replace(
-            base, reason=format_reason(exc.code, exc.detail), ingested_at=clock().isoformat()
+            base,
+            reason=format_reason(exc.code, exc.detail),
+            retryable=exc.retryable,
+            ingested_at=clock().isoformat(),
         )
     sha1 = hashlib.sha1(data, usedforsecurity=False).hexdigest()
     try:
@@ -357,28 +461,39 @@ def _write_summary(out_dir: Path, summary: BatchSummary) -> None:
 
 
 def _commit(
-    journal: BatchJournal, manifest: pd.DataFrame, manifest_file: Path, summary: BatchSummary
+    journal: BatchJournal,
+    manifest: pd.DataFrame,
+    manifest_file: Path,
+    summary: BatchSummary,
+    max_attempts: int,
 ) -> pd.DataFrame:
     """Resolve the journal's outcomes into rows, write the manifest atomically; fills ``summary``'s counts."""
     # One outcome per position (the last, should a record ever repeat).
     outcomes = list({o.position: o for o in map(ItemOutcome.from_record, journal.records())}.values())
-    rows, counts = resolve_outcomes(outcomes, manifest, journal.header.batch_id)
-    updated = (
-        make_manifest(pd.concat([manifest, make_manifest(rows)], ignore_index=True)) if rows else manifest
-    )
-    if rows or not manifest_file.is_file():
+    resolution = resolve_outcomes(outcomes, manifest, journal.header.batch_id, max_attempts=max_attempts)
+    updated = apply_resolution(manifest, resolution)
+    if updated is not manifest or not manifest_file.is_file():
         write_manifest(updated, manifest_file)
-    summary.added = counts["added"]
-    summary.unchanged = counts["unchanged"]
-    summary.repeated += counts["repeated"]
+    summary.added = resolution.counts["added"]
+    summary.unchanged = resolution.counts["unchanged"]
+    summary.repeated += resolution.counts["repeated"]
     summary.quarantined = dict(
-        sorted(Counter(reason_code(r["reason"]) for r in rows if r["status"] == STATUS_QUARANTINED).items())
+        sorted(
+            Counter(
+                reason_code(r["reason"]) for r in resolution.written if r["status"] == STATUS_QUARANTINED
+            ).items()
+        )
     )
     return updated
 
 
 def _settle_pending(
-    journal: BatchJournal | None, plan: BatchPlan, manifest: pd.DataFrame, manifest_file: Path, out_dir: Path
+    journal: BatchJournal | None,
+    plan: BatchPlan,
+    manifest: pd.DataFrame,
+    manifest_file: Path,
+    out_dir: Path,
+    max_attempts: int,
 ) -> tuple[BatchJournal | None, pd.DataFrame]:
     """Decide what to do with a journal left by an interrupted run.
 
@@ -402,7 +517,7 @@ def _settle_pending(
     summary = BatchSummary(
         batch_id=batch_id, split=journal.header.split, source=journal.header.source, partial=True
     )
-    updated = _commit(journal, manifest, manifest_file, summary)
+    updated = _commit(journal, manifest, manifest_file, summary, max_attempts)
     summary.manifest = str(manifest_file)
     _write_summary(out_dir, summary)
     journal.remove()
@@ -419,6 +534,7 @@ def ingest_batch(
     source: str,
     workers: int,
     max_pixels: int,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     on_outcome: Callable[[ItemOutcome], None] | None = None,
     progress: bool = True,
     clock: Clock = utc_now,
@@ -434,6 +550,8 @@ def ingest_batch(
         source: a label for the source, recorded in the journal and summary.
         workers: concurrent fetches.
         max_pixels: decompression-bomb limit of the decode check.
+        max_attempts: ingest runs that may try an item whose failures are transient; the last one's failure
+            is permanent.
         on_outcome: called after each item is journaled (progress hooks, fault-injection in tests).
         progress: show a progress bar.
         clock: the time source.
@@ -442,18 +560,21 @@ def ingest_batch(
         The batch summary (also written to ``batches/<batch_id>.json``).
 
     Raises:
+        ValueError: ``max_attempts`` < 1.
         StorageError: the object store failed; finished items stay journaled for the rerun.
     """
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
     start = time.perf_counter()
     out_dir = Path(out_dir)
     manifest_file = manifest_path(out_dir / MANIFESTS_DIR, split)
     manifest = _read_or_empty(manifest_file)
-    plan = plan_batch(items, manifest)
+    plan = plan_batch(items, manifest, max_attempts=max_attempts)
     journal, manifest = _settle_pending(
-        BatchJournal.open(journal_path(out_dir, split)), plan, manifest, manifest_file, out_dir
+        BatchJournal.open(journal_path(out_dir, split)), plan, manifest, manifest_file, out_dir, max_attempts
     )
     if journal is None:
-        plan = plan_batch(items, manifest)
+        plan = plan_batch(items, manifest, max_attempts=max_attempts)
         header = JournalHeader(
             batch_id=new_batch_id(clock(), plan.fingerprint),
             split=split,
@@ -470,6 +591,7 @@ def ingest_batch(
         listed=plan.listed,
         known=plan.known,
         repeated=plan.repeated,
+        retried=plan.retried,
         resumed=len(done),
         manifest=str(manifest_file),
     )
@@ -486,7 +608,7 @@ def ingest_batch(
                 bar.update(1)
                 if on_outcome is not None:
                     on_outcome(outcome)
-        _commit(journal, manifest, manifest_file, summary)
+        _commit(journal, manifest, manifest_file, summary, max_attempts)
     summary.seconds = round(time.perf_counter() - start, 3)
     _write_summary(out_dir, summary)
     journal.remove()

@@ -3,6 +3,11 @@
 A manifest is a :class:`pandas.DataFrame` with exactly the columns of :data:`MANIFEST_DTYPES`, in that order,
 stored as one parquet file per split. Rows are never silently dropped: a row that cannot be used is kept with
 ``status == "quarantined"`` and a ``reason`` such as ``"unsafe_id: 'a/../b'"``.
+
+Ingestion bookkeeping: ``attempts`` counts the ingest runs that fetched the item (1 for rows written before the
+column existed), ``ingested_at`` is the time of the last of them, and ``retryable`` marks quarantined rows whose
+reason is transient (a timeout, a cut connection, a 5xx): the next ingest run of the same source fetches them
+again, until ``ingest.max_attempts``. Missing columns of older manifests read as their defaults.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ MANIFEST_DTYPES: dict[str, str] = {
     "bbox_y0": "float64",
     "bbox_x1": "float64",
     "bbox_y1": "float64",
+    "attempts": "int32",
+    "retryable": "bool",
 }
 MANIFEST_COLUMNS: tuple[str, ...] = tuple(MANIFEST_DTYPES)
 BBOX_COLUMNS = ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")
@@ -56,7 +63,8 @@ _STR_DEFAULTS = {
     "status": STATUS_OK,
     "reason": "",
 }
-_INT_DEFAULTS = {"landmark_id": NO_LANDMARK, "width": UNKNOWN_SIZE, "height": UNKNOWN_SIZE}
+_INT_DEFAULTS = {"landmark_id": NO_LANDMARK, "width": UNKNOWN_SIZE, "height": UNKNOWN_SIZE, "attempts": 1}
+_BOOL_DEFAULTS = {"retryable": False}
 _REASON_CODE = re.compile(r"^[a-z][a-z0-9_]*$")
 _MAX_EXAMPLES = 5
 
@@ -128,11 +136,26 @@ def _coerce_datetime(values: pd.Series, column: str) -> pd.Series:
     return stamps.astype(pd.DatetimeTZDtype(unit="ns", tz="UTC"))
 
 
+def _coerce_bool(values: pd.Series, column: str) -> pd.Series:
+    if pd.api.types.is_bool_dtype(values.dtype) and not values.isna().any():
+        return values.astype(bool)  # fast path: parquet and our own frames
+    filled = values.astype(object).where(~values.isna(), _BOOL_DEFAULTS[column])
+    bad = ~filled.map(lambda v: isinstance(v, bool | np.bool_) or (type(v) is int and v in (0, 1))).astype(
+        bool
+    )
+    if bad.any():
+        row = values.index[bad][0]
+        raise ManifestError(f"column {column!r} must hold booleans; row {row} has {values[row]!r}")
+    return filled.astype(bool)
+
+
 def _coerce_column(values: pd.Series, column: str) -> pd.Series:
     if column in _STR_DEFAULTS:
         return _coerce_str(values, column)
     if column in _INT_DEFAULTS:
         return _coerce_int(values, column)
+    if column in _BOOL_DEFAULTS:
+        return _coerce_bool(values, column)
     if column == "ingested_at":
         return _coerce_datetime(values, column)
     return _coerce_float(values, column)
@@ -144,6 +167,8 @@ def _default_column(column: str, n_rows: int) -> pd.Series:
         return pd.Series([_STR_DEFAULTS[column]] * n_rows, dtype=object)
     if column in _INT_DEFAULTS:
         return pd.Series(np.full(n_rows, _INT_DEFAULTS[column]), dtype=dtype)
+    if column in _BOOL_DEFAULTS:
+        return pd.Series(np.full(n_rows, _BOOL_DEFAULTS[column]), dtype=dtype)
     if column == "ingested_at":
         return pd.Series(pd.NaT, index=range(n_rows), dtype=dtype)
     return pd.Series(np.full(n_rows, np.nan), dtype=dtype)
@@ -190,6 +215,10 @@ def _validate(frame: pd.DataFrame) -> None:
         raise ManifestError(
             _examples(frame, ok & (frame["reason"] != ""), "ok rows must have an empty reason")
         )
+    if (ok & frame["retryable"]).any():
+        raise ManifestError(_examples(frame, ok & frame["retryable"], "ok rows cannot be retryable"))
+    if (frame["attempts"] < 1).any():
+        raise ManifestError(_examples(frame, frame["attempts"] < 1, "attempts must be >= 1"))
     unsafe = ok & ~frame["image_id"].map(is_safe_image_id).astype(bool)
     if unsafe.any():
         raise ManifestError(
@@ -223,13 +252,13 @@ def make_manifest(rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFr
     """Build a validated manifest with the fixed schema from rows or a frame.
 
     Missing optional columns get their defaults (landmark_id -1, width/height -1, strings "", status "ok",
-    ingested_at NaT, bbox NaN); values are coerced to the schema's dtypes.
+    ingested_at NaT, bbox NaN, attempts 1, retryable False); values are coerced to the schema's dtypes.
 
     Args:
         rows: mappings (one per image) or a DataFrame; ``image_id`` is required, other columns optional.
 
     Returns:
-        (N, 15) DataFrame with columns :data:`MANIFEST_COLUMNS` and a fresh RangeIndex, rows in input order.
+        (N, 17) DataFrame with columns :data:`MANIFEST_COLUMNS` and a fresh RangeIndex, rows in input order.
 
     Raises:
         ManifestError: unknown columns, values of the wrong type, a status outside {ok, quarantined}, a

@@ -160,12 +160,18 @@ def test_bad_items_are_quarantined_with_reasons_and_rerun_adds_nothing(
     assert image_server.requests["/img/e.jpg"] == 0  # an unsafe id is never fetched
     assert not journal_path(tmp_path / "out", "train").exists()
 
-    served = sum(image_server.requests.values())
+    # a rerun fetches again only the transient failures (see test_ingest_retry.py), and finds them failing again
+    transient = manifest["retryable"]
+    assert set(manifest.loc[transient, "image_id"]) == {"slow1", "cut1", "down1"}
+    served = image_server.requests.copy()
     again = ingest(cfg, str(csv), tmp_path / "out", object_store=object_store, progress=False)
-    assert again.added == 0 and again.quarantined_total == 0 and again.processed == 0
-    assert again.known == 24 and again.repeated == 0  # the repeat is known now too
-    assert sum(image_server.requests.values()) == served  # nothing fetched again
-    pd.testing.assert_frame_equal(read_manifest(tmp_path / "out" / "manifests" / "train.parquet"), manifest)
+    assert again.added == 0 and again.processed == again.retried == 3
+    assert again.quarantined == {"connection_error": 1, "timeout": 1, "truncated": 1}
+    assert again.known == 21 and again.repeated == 0  # the repeat is known now too
+    assert set(image_server.requests - served) == {"/slow.jpg", "/cut.jpg"}  # no permanent failure again
+    rerun = read_manifest(tmp_path / "out" / "manifests" / "train.parquet")
+    pd.testing.assert_frame_equal(rerun[~transient], manifest[~transient])
+    assert (rerun.loc[transient, "attempts"] == 2).all() and rerun.loc[transient, "retryable"].all()
 
 
 def slow_csv(server: ImageServer, path: Path, route: str = "slowok", names: str = "abcdefghijkl") -> Path:

@@ -6,20 +6,29 @@ import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from landmark.data.fetch import FetchError, FileFetcher, backoff_delay, content_type_allowed
 from landmark.data.imagestore import LocalImageStore, content_key, create_image_store, sniff_extension
-from landmark.data.ingest import ItemOutcome, new_batch_id, plan_batch, resolve_outcomes
+from landmark.data.ingest import (
+    ItemOutcome,
+    apply_resolution,
+    new_batch_id,
+    plan_batch,
+    resolve_outcomes,
+)
 from landmark.data.journal import BatchJournal, JournalError, JournalHeader
-from landmark.data.manifest import empty_manifest, make_manifest, reason_code
+from landmark.data.manifest import empty_manifest, make_manifest, read_manifest, reason_code
 from landmark.data.sources import SourceError, SourceItem, csv_items, detect_source_kind
 
 SHA_A = "a" * 40
 SHA_B = "b" * 40
 
 
-def outcome(position: int, image_id: str, sha1: str = "", reason: str = "", url: str = "") -> ItemOutcome:
+def outcome(
+    position: int, image_id: str, sha1: str = "", reason: str = "", url: str = "", retryable: bool = False
+) -> ItemOutcome:
     return ItemOutcome(
         position=position,
         image_id=image_id,
@@ -31,6 +40,7 @@ def outcome(position: int, image_id: str, sha1: str = "", reason: str = "", url:
         width=64 if sha1 else -1,
         height=48 if sha1 else -1,
         ingested_at="2025-01-01T00:00:00+00:00",
+        retryable=retryable,
     )
 
 
@@ -60,7 +70,9 @@ def test_resolve_applies_duplicate_rules_in_source_order() -> None:
         outcome(5, "new", SHA_B),  # repeated id with identical bytes: no row
         outcome(6, "bad", reason="http_error: 404"),
     ]
-    rows, counts = resolve_outcomes(outcomes, existing, "batch-1")
+    resolution = resolve_outcomes(outcomes, existing, "batch-1")
+    rows, counts = resolution.rows, resolution.counts
+    assert not resolution.replaced and not resolution.dropped
     summary = [(r["image_id"], r["status"], reason_code(r["reason"]) if r["reason"] else "") for r in rows]
     assert summary == [
         ("old", "quarantined", "duplicate_id"),
@@ -174,3 +186,93 @@ def test_fetch_helpers(tmp_path: Path) -> None:
 def test_empty_manifest_plans_everything() -> None:
     plan = plan_batch([SourceItem("a", "u1"), SourceItem("b", "u2")], empty_manifest())
     assert len(plan.todo) == 2 and plan.known == 0
+
+
+def retry_manifest() -> pd.DataFrame:
+    """ok a; transient failures t1 (1 run), t2 (2 runs), t3 (3 runs); permanent failure p."""
+    quarantined = {"status": "quarantined", "uri": ""}
+    return make_manifest(
+        [
+            {"image_id": "a", "url": "http://h/a", "uri": "images/a.jpg", "sha1": SHA_A},
+            {"image_id": "t1", "url": "http://h/t1", "reason": "timeout: slow", "retryable": True, **quarantined},
+            {"image_id": "p", "url": "http://h/p", "reason": "http_error: HTTP 404", **quarantined},
+            {"image_id": "t2", "url": "http://h/t2", "reason": "http_error: 503", "retryable": True,
+             "attempts": 2, **quarantined},
+            {"image_id": "t3", "url": "http://h/t3", "reason": "timeout: slow", "retryable": True,
+             "attempts": 3, **quarantined},
+        ]
+    )  # fmt: skip
+
+
+def test_plan_retries_transient_failures_until_max_attempts() -> None:
+    manifest = retry_manifest()
+    items = [SourceItem(i, f"http://h/{i}") for i in ("a", "t1", "p", "t2", "t3", "t1")]
+    plan = plan_batch(items, manifest, max_attempts=3)
+    assert [item.image_id for _, item in plan.todo] == ["t1", "t2"]
+    assert (plan.known, plan.repeated, plan.retried) == (3, 1, 2)
+    assert [item.image_id for _, item in plan_batch(items, manifest, max_attempts=2).todo] == ["t1"]
+
+
+def test_retried_rows_replace_their_quarantined_rows_in_place() -> None:
+    manifest = retry_manifest()
+    outcomes = [
+        outcome(1, "t1", SHA_B, url="http://h/t1"),  # succeeds now
+        outcome(3, "t2", reason="timeout: slow again", url="http://h/t2", retryable=True),  # third run fails
+    ]
+    resolution = resolve_outcomes(outcomes, manifest, "b2", max_attempts=3)
+    assert not resolution.rows and sorted(resolution.replaced) == [1, 3]
+    updated = apply_resolution(manifest, resolution)
+    assert list(updated["image_id"]) == ["a", "t1", "p", "t2", "t3"]  # same order, same length
+    t1, t2 = updated.iloc[1], updated.iloc[3]
+    assert (t1["status"], t1["attempts"], t1["retryable"], t1["batch_id"]) == ("ok", 2, False, "b2")
+    assert (t2["status"], t2["attempts"], t2["retryable"]) == ("quarantined", 3, False)
+    assert "gave up after 3 ingest runs" in t2["reason"] and reason_code(t2["reason"]) == "timeout"
+    untouched = [0, 2, 4]
+    pd.testing.assert_frame_equal(updated.iloc[untouched], manifest.iloc[untouched])
+
+
+def test_new_transient_failures_are_retryable_and_retries_follow_the_duplicate_rules() -> None:
+    manifest = retry_manifest()
+    outcomes = [
+        outcome(0, "n", reason="connection_error: reset", url="http://h/n", retryable=True),
+        outcome(1, "a", SHA_A, url="http://h/t1-moved"),  # not a retry: a's bytes from a new url
+        outcome(2, "t1", SHA_A, url="http://h/t1"),  # the retry serves a's bytes: duplicate_content
+    ]
+    resolution = resolve_outcomes(outcomes, manifest, "b3", max_attempts=3)
+    new = resolution.rows[0]
+    assert (new["image_id"], new["attempts"], new["retryable"]) == ("n", 1, True)
+    assert resolution.counts == {"unchanged": 1}
+    assert reason_code(resolution.replaced[1]["reason"]) == "duplicate_content"
+    assert not resolution.replaced[1]["retryable"]
+    single = resolve_outcomes(
+        [outcome(0, "t1", reason="timeout: x", url="http://h/t1", retryable=True)],
+        manifest,
+        "b",
+        max_attempts=1,
+    )
+    assert "ingest.max_attempts=1" in single.replaced[1]["reason"]
+    # a retried (id, url) of an ok id serving the same bytes is accounted for by that row: its row goes
+    mirror = make_manifest(
+        [
+            *retry_manifest().to_dict("records"),
+            {
+                "image_id": "a",
+                "url": "http://h/a2",
+                "status": "quarantined",
+                "reason": "timeout",
+                "retryable": True,
+            },
+        ]
+    )
+    same = resolve_outcomes([outcome(0, "a", SHA_A, url="http://h/a2")], mirror, "b4")
+    assert same.dropped == [5] and same.counts == {"unchanged": 1}
+    assert list(apply_resolution(mirror, same)["url"]) == list(retry_manifest()["url"])
+
+
+def test_old_manifests_without_retry_columns_read_with_defaults(tmp_path: Path) -> None:
+    frame = retry_manifest().drop(columns=["attempts", "retryable"])
+    frame.to_parquet(tmp_path / "old.parquet", index=False)
+    old = read_manifest(tmp_path / "old.parquet")
+    assert list(old["attempts"]) == [1] * 5 and not old["retryable"].any()
+    plan = plan_batch([SourceItem("t1", "http://h/t1")], old)
+    assert plan.known == 1 and not plan.todo  # unknown retryability: treated as permanent
