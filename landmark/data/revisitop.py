@@ -4,17 +4,22 @@ The ground-truth pickle holds ``imlist`` (index image names), ``qimlist`` (query
 per query with ``bbx`` [x0, y0, x1, y1] and ``easy``/``hard``/``junk`` lists of integer indices into
 ``imlist``.
 Here indices become ids. Pickles are only ever loaded through :class:`RestrictedUnpickler`, which refuses
-every global except numpy's array-reconstruction helpers, so a crafted file cannot run code.
+every global except numpy's array-reconstruction helpers, so a crafted file cannot run code, and which bounds every
+allocation a tiny file could ask for (arrays, byte strings) before it happens, so a crafted file cannot exhaust
+memory either.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import numbers
 import pickle
-from collections.abc import Sequence
+import struct
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import pandas as pd
@@ -24,9 +29,39 @@ from landmark.data.groundtruth import DatasetFormatError, LandmarkDataset, Query
 from landmark.data.ids import is_safe_image_id, validate_image_id
 from landmark.data.manifest import NO_LANDMARK, STATUS_OK, make_manifest, quarantined_row
 
+# The largest array a ground-truth pickle may build (the real ones hold a few thousand small integers).
+MAX_ARRAY_ELEMENTS = 50_000_000
+MAX_ARRAY_BYTES = 512 * 2**20
+
 
 class UnsafePickleError(DatasetFormatError):
-    """A pickle that names a global outside the allow-list (it was refused, nothing was executed)."""
+    """A pickle that names a global outside the allow-list, or asks for an oversized allocation (it was refused
+    before anything was executed or allocated)."""
+
+
+def _check_array_size(shape: Any, dtype: Any, what: str) -> None:
+    """Refuse an array of ``shape`` and ``dtype`` above :data:`MAX_ARRAY_ELEMENTS` or :data:`MAX_ARRAY_BYTES`.
+
+    Raises:
+        UnsafePickleError: too large, or a shape that is not a sequence of non-negative integers.
+    """
+    dims = (shape,) if isinstance(shape, numbers.Integral) else shape
+    if not isinstance(dims, tuple | list) or not all(
+        isinstance(d, numbers.Integral) and not isinstance(d, bool) and int(d) >= 0 for d in dims
+    ):
+        raise UnsafePickleError(f"refusing {what} with shape {shape!r:.80}: not a tuple of sizes >= 0")
+    try:
+        kind = np.dtype(dtype)
+    except (TypeError, ValueError) as exc:
+        raise UnsafePickleError(f"refusing {what} with dtype {dtype!r:.80}: {exc}") from exc
+    # a subarray dtype ('f8', (1000,)) multiplies the element count; Python ints cannot overflow
+    elements = math.prod(int(d) for d in dims) * math.prod(kind.shape)
+    size = math.prod(int(d) for d in dims) * kind.itemsize
+    if elements > MAX_ARRAY_ELEMENTS or size > MAX_ARRAY_BYTES:
+        raise UnsafePickleError(
+            f"refusing {what} of shape {tuple(int(d) for d in dims)} and dtype {kind}: {elements} elements, "
+            f"{size} bytes exceed the limits of {MAX_ARRAY_ELEMENTS} elements and {MAX_ARRAY_BYTES} bytes"
+        )
 
 
 def _bytes_from_pickle(*args: Any) -> bytes:
@@ -47,11 +82,49 @@ def _encode_from_pickle(text: Any, encoding: Any = "latin1") -> bytes:
     return _bytes_from_pickle(text, encoding)
 
 
+def _ndarray_from_pickle(
+    shape: Any,
+    dtype: Any = float,
+    buffer: Any = None,
+    offset: int = 0,
+    strides: Any = None,
+    order: Any = None,
+) -> np.ndarray:
+    """``numpy.ndarray(shape, dtype, ...)`` called by a pickle: size-checked before numpy allocates."""
+    _check_array_size(shape, dtype, "numpy.ndarray")
+    return np.ndarray(shape, dtype, buffer, offset, strides, order)
+
+
 def _reconstruct_from_pickle(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
     """numpy's ``_reconstruct`` with the empty shape numpy itself pickles (the data comes in __setstate__)."""
-    if subtype is not np.ndarray:
+    if subtype is not np.ndarray and subtype is not _ndarray_from_pickle:
         raise UnsafePickleError(f"refusing to reconstruct array subtype {subtype!r}")
+    _check_array_size((0,), dtype, "an array")
     return np.ndarray.__new__(np.ndarray, (0,), dtype)
+
+
+# numpy's own scalar constructor, whatever its module path
+_NUMPY_SCALAR = cast(Callable[..., Any], np.float64(0).__reduce__()[0])
+
+
+def _scalar_from_pickle(dtype: Any, *args: Any) -> Any:
+    """numpy's ``scalar(dtype, data)``: the dtype's item size is bounded like an array of one element."""
+    _check_array_size((1,), dtype, "a numpy scalar")
+    return _NUMPY_SCALAR(dtype, *args)
+
+
+def _frombuffer_from_pickle(buffer: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+    """numpy's protocol-5 ``_frombuffer``: a view of bytes the pickle holds, size-checked like every array."""
+    _check_array_size(shape, dtype, "an array")
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
+
+
+def _check_array_state(state: Any) -> None:
+    """Bound ``ndarray.__setstate__``'s shape before numpy allocates it (an object array of any shape is
+    allocated before its list of items is checked)."""
+    if isinstance(state, tuple) and len(state) in (4, 5):
+        shape, dtype = state[-4], state[-3]
+        _check_array_size(shape, dtype, "an array state")
 
 
 # Globals a ground-truth pickle may name: builtin containers and numpy arrays/scalars/dtypes (numpy 1 and 2
@@ -71,18 +144,43 @@ _REPLACED_GLOBALS: dict[tuple[str, str], Any] = {
         for name, value in _SAFE_BUILTINS.items()
     },
     ("_codecs", "encode"): _encode_from_pickle,
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_from_pickle,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_from_pickle,
+    ("numpy", "ndarray"): _ndarray_from_pickle,
+    **{
+        (module, "_reconstruct"): _reconstruct_from_pickle
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    },
+    **{
+        (module, "scalar"): _scalar_from_pickle
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    },
+    **{
+        (module, "_frombuffer"): _frombuffer_from_pickle
+        for module in ("numpy.core.numeric", "numpy._core.numeric")
+    },
 }
-_NUMPY_GLOBALS = frozenset(
-    {(module, "scalar") for module in ("numpy.core.multiarray", "numpy._core.multiarray")}
-    | {(module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")}
-    | {("numpy", "ndarray"), ("numpy", "dtype")}
-)
+_NUMPY_GLOBALS = frozenset({("numpy", "dtype")})
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only builtin containers and numpy array/scalar/dtype reconstruction."""
+_LOAD_BUILD: Callable[[Any], None] = pickle._Unpickler.dispatch[pickle.BUILD[0]]
+
+
+class RestrictedUnpickler(pickle._Unpickler):
+    """Unpickler that resolves only builtin containers and numpy array/scalar/dtype reconstruction.
+
+    It is the pure-Python unpickler (ground-truth files are small) because two of its opcodes need guards the C
+    one cannot take: BUILD, which hands an array its shape (numpy allocates that before checking the data), and
+    BYTEARRAY8, which allocates the size the file declares before reading it.
+    """
+
+    dispatch: ClassVar[dict[int, Callable[[Any], None]]] = dict(pickle._Unpickler.dispatch)
+    # the pure-Python unpickler's working state (set by load(); not in the type stubs)
+    stack: list[Any]
+    read: Callable[[int], bytes]
+    append: Callable[[Any], None]
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file)
+        self._size = len(file.getbuffer())
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _REPLACED_GLOBALS:
@@ -94,12 +192,30 @@ class RestrictedUnpickler(pickle.Unpickler):
             "dicts, strings, numbers and numpy arrays"
         )
 
+    def _load_build(self) -> None:
+        if isinstance(self.stack[-2], np.ndarray):
+            _check_array_state(self.stack[-1])
+        _LOAD_BUILD(self)
+
+    def _load_bytearray8(self) -> None:
+        declared = int.from_bytes(self.read(8), "little")
+        if declared > self._size:
+            raise UnsafePickleError(
+                f"refusing a bytearray of {declared} bytes declared in a {self._size}-byte file"
+            )
+        self.append(bytearray(self.read(declared)))
+
+    dispatch[pickle.BUILD[0]] = _load_build
+    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
+
 
 def load_restricted_pickle(path: str | Path) -> Any:
     """Load a pickle file through :class:`RestrictedUnpickler`.
 
     Raises:
-        UnsafePickleError: the pickle names a disallowed global (e.g. ``os.system``); nothing was executed.
+        UnsafePickleError: the pickle names a disallowed global (e.g. ``os.system``), or asks for an array or
+            byte string above the limits (:data:`MAX_ARRAY_ELEMENTS`, :data:`MAX_ARRAY_BYTES`); nothing was
+            executed or allocated.
         DatasetFormatError: the file is not a valid pickle.
     """
     data = Path(path).read_bytes()
@@ -107,7 +223,18 @@ def load_restricted_pickle(path: str | Path) -> Any:
         return RestrictedUnpickler(io.BytesIO(data)).load()
     except UnsafePickleError as exc:
         raise UnsafePickleError(f"{path}: {exc}") from exc
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,  # an unknown opcode (the pure-Python unpickler's dispatch table)
+        struct.error,  # a truncated opcode argument
+        OverflowError,
+        RecursionError,
+    ) as exc:
         raise DatasetFormatError(
             f"{path} is not a valid ground-truth pickle: {type(exc).__name__}: {exc}"
         ) from exc
@@ -126,7 +253,17 @@ def _ids(values: Any, key: str, path: Path) -> tuple[str, ...]:
     return tuple(values)
 
 
+def _refuse_nested(values: Any, where: str, path: Path) -> None:
+    """A flat list is as long as the file allows; nested lists sharing one list through the pickle memo are
+    not (ten levels of ten references to one list are 10**10 elements for ``np.asarray``): refuse them."""
+    if isinstance(values, list | tuple) and any(
+        isinstance(v, list | tuple | dict | np.ndarray) for v in values
+    ):
+        raise DatasetFormatError(f"{path}: {where} must be a flat list, got nested sequences")
+
+
 def _indices_to_ids(values: Any, where: str, db_ids: Sequence[str], path: Path) -> tuple[str, ...]:
+    _refuse_nested(values, where, path)
     array = np.asarray(values if values is not None else [])
     if array.ndim != 1 and array.size:
         raise DatasetFormatError(f"{path}: {where} must be a flat list of indices, got shape {array.shape}")
@@ -146,6 +283,7 @@ def _indices_to_ids(values: Any, where: str, db_ids: Sequence[str], path: Path) 
 def _bbox(value: Any, where: str, path: Path) -> tuple[float, float, float, float] | None:
     if value is None:
         return None
+    _refuse_nested(value, where, path)
     box = np.asarray(value, dtype=np.float64).reshape(-1)
     if box.shape != (4,):
         raise DatasetFormatError(f"{path}: {where} must be [x0, y0, x1, y1], got {value!r}")
@@ -175,7 +313,7 @@ def read_gnd(pkl_path: str | Path) -> tuple[tuple[str, ...], tuple[str, ...], tu
     db_ids = _ids(content["imlist"], "imlist", path)
     query_ids = _ids(content["qimlist"], "qimlist", path)
     if len(set(db_ids)) != len(db_ids):
-        duplicates = sorted({i for i in db_ids if db_ids.count(i) > 1})[:5]
+        duplicates = sorted(i for i, n in Counter(db_ids).items() if n > 1)[:5]  # linear: imlist may be huge
         raise DatasetFormatError(
             f"{path}: imlist has duplicate names {duplicates}; indices would be ambiguous"
         )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -235,3 +237,91 @@ def test_allocation_bombs_in_allowed_globals_are_defused(tmp_path: Path) -> None
         load_restricted_pickle(dump(tmp_path / "bytes.pkl", {"x": HugeBytes()}, protocol=2))
     loaded = load_restricted_pickle(dump(tmp_path / "array.pkl", {"x": HugeArray()}, protocol=4))
     assert loaded["x"].shape == (0,)
+
+
+class Reduces:
+    """Pickles as ``fn(*args)`` (then ``__setstate__(state)`` when a state is given): a crafted payload."""
+
+    def __init__(self, fn: object, args: tuple[object, ...], state: object = None) -> None:
+        self.fn, self.args, self.state = fn, args, state
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (self.fn, self.args) if self.state is None else (self.fn, self.args, self.state)
+
+
+_RECONSTRUCT = np.arange(1).__reduce__()[0]
+_SCALAR = np.float64(0).__reduce__()[0]
+ALLOCATION_BOMBS: dict[str, bytes] = {
+    # the issue's 265-byte file: numpy.ndarray((300000000,), dtype('O')) would allocate 2.4 GB
+    "ndarray": pickle.dumps(Reduces(np.ndarray, ((300_000_000,), np.dtype("O"))), protocol=2),
+    # an empty array given a huge shape by __setstate__: numpy allocates object arrays before checking the items
+    "array_state": pickle.dumps(
+        Reduces(_RECONSTRUCT, (np.ndarray, (0,), b"b"), (1, (300_000_000,), np.dtype("O"), False, [1, 2])),
+        protocol=2,
+    ),
+    # few elements of a huge subarray dtype
+    "subarray_dtype": pickle.dumps(Reduces(np.ndarray, ((4,), np.dtype(("f8", (50_000_000,))))), protocol=4),
+    "void_scalar": pickle.dumps(Reduces(_SCALAR, (np.dtype("V1000000000"), b"")), protocol=4),
+    # BYTEARRAY8 declaring 3 GiB: the unpickler would allocate it before reading
+    "bytearray8": b"\x80\x05\x96" + (3 * 2**30).to_bytes(8, "little") + b".",
+}
+CHILD = """
+import json, resource, sys
+from landmark.data.revisitop import UnsafePickleError, load_restricted_pickle
+vm = int(next(line for line in open("/proc/self/status") if line.startswith("VmSize")).split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + 2**30, vm + 2**30))  # a bomb that gets through fails, not the host
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+results = {}
+for path in sys.argv[1:]:
+    try:
+        load_restricted_pickle(path)
+        results[path] = "loaded"
+    except UnsafePickleError as exc:
+        results[path] = f"refused: {exc}"
+    except Exception as exc:
+        results[path] = f"{type(exc).__name__}: {exc}"
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss
+print(json.dumps({"results": results, "grown_kib": grown}))
+"""
+
+
+def test_allocation_bombs_are_refused_before_allocating(tmp_path: Path) -> None:
+    paths = {name: tmp_path / f"gnd_{name}.pkl" for name in ALLOCATION_BOMBS}
+    for name, data in ALLOCATION_BOMBS.items():
+        assert len(data) < 400, f"{name}: {len(data)} bytes"
+        paths[name].write_bytes(data)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, *map(str, paths.values())], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    for name, path in paths.items():
+        outcome = report["results"][str(path)]
+        assert outcome.startswith("refused: ") and str(path) in outcome, f"{name}: {outcome}"
+    assert "300000000 elements" in report["results"][str(paths["ndarray"])]
+    assert "declared in a" in report["results"][str(paths["bytearray8"])]
+    assert report["grown_kib"] < 50_000, f"memory grew by {report['grown_kib']} KiB while refusing"
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_arrays_within_the_limits_still_load(tmp_path: Path, protocol: int) -> None:
+    content = {
+        "easy": np.arange(1000, dtype=np.int64),
+        "bbx": np.array([1.0, 2.0, 3.0, 4.0]),
+        "s": np.int32(7),
+    }
+    loaded = load_restricted_pickle(dump(tmp_path / "ok.pkl", content, protocol=protocol))
+    np.testing.assert_array_equal(loaded["easy"], np.arange(1000))
+    assert loaded["easy"].dtype == np.int64 and loaded["s"] == 7 and loaded["bbx"].shape == (4,)
+
+
+def test_nested_index_lists_are_refused_before_np_asarray(tmp_path: Path) -> None:
+    shared: list[object] = [1]
+    for _ in range(9):  # ten levels of ten references to one list: 10**9 elements for np.asarray
+        shared = [shared] * 10
+    content = original_style_gnd()
+    content["gnd"][1]["easy"] = shared
+    path = dump(tmp_path / "gnd_nested.pkl", content)
+    assert path.stat().st_size < 2000
+    with pytest.raises(DatasetFormatError, match=r"gnd\[1\]\['easy'\] must be a flat list"):
+        read_gnd(path)
