@@ -358,6 +358,7 @@ def write_index(
     cfg: IndexConfig,
     train_sample: np.ndarray | None = None,
     meta: Mapping[str, Any] | None = None,
+    extra: Callable[[Path], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Build an index shard by shard from streamed ``(ids, vectors (n, dim))`` chunks and save it atomically.
 
@@ -371,6 +372,9 @@ def write_index(
         cfg: the ``index`` config (IVF-PQ sizes, shard size).
         train_sample: (m, dim) training vectors, required for kinds that need training.
         meta: extra metadata to record (e.g. ``feature_meta``, ``model_version``).
+        extra: writes further files into the (temporary) index directory it is given, after the shards and ids,
+            so they appear atomically with the index (e.g. the labels serving needs); what it returns is
+            recorded in ``meta.json``.
 
     Returns:
         The metadata written to ``meta.json``.
@@ -408,6 +412,8 @@ def write_index(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             **dict(meta or {}),
         }
+        if extra is not None:
+            info.update(extra(tmp))
         (tmp / META_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         _fsync_file(tmp / META_FILE)
     return info

@@ -5,7 +5,16 @@ Errors the user can fix are printed as one readable line and exit with status 1 
 ``--debug`` to see the traceback. Commands live in one module per concern and register on the shared app.
 """
 
-from landmark.cli import clean, data, local, monitoring, platform, registry, retrieval  # noqa: F401  (registers)
+from landmark.cli import (  # noqa: F401  (registers)
+    clean,
+    data,
+    local,
+    monitoring,
+    platform,
+    registry,
+    retrieval,
+    serving,
+)
 from landmark.cli._app import app
 
 __all__ = ["app"]

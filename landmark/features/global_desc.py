@@ -54,14 +54,19 @@ def _crop_size(item: ImageItem) -> tuple[int, int]:
     return x1 - x0, y1 - y0
 
 
+def resize_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
+    """Resize (H, W, 3) uint8 RGB so its long side is ``long_side``, aspect kept (area filter when shrinking)."""
+    h, w = target_shape(image.shape[1], image.shape[0], long_side)
+    shrinking = h * w < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
 def load_resized(item: ImageItem, long_side: int) -> np.ndarray:
     """Decode, crop to the bbox if any, and resize to ``long_side``: HxWx3 uint8 RGB."""
     image = decode_image(item.path)
     if item.bbox is not None:
         image = crop_to_bbox(image, item.bbox)
-    h, w = target_shape(image.shape[1], image.shape[0], long_side)
-    shrinking = h * w < image.shape[0] * image.shape[1]
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return resize_long_side(image, long_side)
 
 
 class _ImageDataset(Dataset[tuple[int, torch.Tensor]]):
@@ -107,6 +112,29 @@ def describe_batch(
     if total is None:
         raise ValueError("at least one scale is needed")
     return F.normalize(total, dim=-1)
+
+
+def describe_image(
+    model: torch.nn.Module, image: np.ndarray, cfg: ExtractConfig, device: str = "cpu"
+) -> np.ndarray:
+    """The descriptor of one decoded image, computed exactly as extraction computes a stored one.
+
+    Args:
+        model: the descriptor model, in eval mode on ``device`` (channels-last, as :func:`iter_descriptors`
+            prepares it).
+        image: (H, W, 3) uint8 RGB, e.g. from :func:`landmark.data.images.decode_image`.
+        cfg: the extraction settings the compared descriptors were made with (``image_size``, ``scales``).
+        device: where ``model`` lives.
+
+    Returns:
+        (dim,) float32, L2-normalised.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+    resized = resize_long_side(image, cfg.image_size)
+    batch = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)[None].to(device)
+    use_fp16 = cfg.fp16_on_cuda and device.startswith("cuda")
+    return describe_batch(model, batch, cfg.scales, use_fp16)[0].cpu().numpy().astype(np.float32)
 
 
 def iter_descriptors(

@@ -1,0 +1,313 @@
+"""A registry version (or a model and index on disk) loaded for answering queries.
+
+:func:`load_served_model` turns a version directory (``model/``, ``index/``, ``metrics.json``, ``MANIFEST.json``,
+as :meth:`landmark.registry.Registry.download` writes it) into a :class:`ServedModel`: the descriptor model, the
+index with its vectors, ids and labels, the labelled train set, the "no landmark" threshold from the version's
+evaluation metrics, and the retrieval / recognition config ``evaluate`` would run with that data. Steps whose
+data the version lacks are switched off with a note, exactly as ``evaluate`` skips them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import torch
+
+from landmark.config import (
+    Config,
+    ConfigError,
+    ExtractConfig,
+    IndexConfig,
+    RecognizeConfig,
+    RerankConfig,
+    section_from_dict,
+)
+from landmark.index import ShardedIndex, load_index
+from landmark.index_labels import read_index_labels, read_labelled_set
+from landmark.models.model_dir import load_model_dir
+from landmark.recognize import LabelledSet
+from landmark.registry import INDEX_PART, METRICS, MODEL_PART
+from landmark.rerank import label_steps_enabled, without_label_steps
+from landmark.stages.evaluate import applied_steps
+
+logger = logging.getLogger(__name__)
+
+NO_LOCAL_FEATURES = (
+    "spatial verification and the recognition inlier term skipped: serving extracts no local features of the "
+    "query yet"
+)
+
+
+class ServingLoadError(ValueError):
+    """A version that cannot be served: missing parts, a model and index that do not belong together."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """Everything one version needs to answer search and recognize requests (read-only once built).
+
+    Attributes:
+        version: the registry version id, or ``local:<dir>`` for a model and index on disk.
+        model: the descriptor model, in eval mode on ``device``.
+        model_id: the first 12 hex digits of the weights' sha1.
+        backbone: the model's backbone name.
+        device: where the model runs.
+        extract: the extraction settings the index descriptors were made with (queries use the same).
+        index: the saved index (first-stage search).
+        db: (n, dim) float32 index descriptors, in index position order.
+        labels: (n,) manifest landmark ids of the indexed images (-1 unknown), or None when not stored.
+        train: the labelled train descriptors ``evaluate`` votes over, or None when not stored.
+        rerank: the re-ranking config in effect (``evaluate``'s, minus steps this version has no data for).
+        recognize: the recognition config in effect (same rule).
+        index_cfg: the ``index`` config (kind of in-memory indexes built while re-ranking).
+        topk: the list length re-ranking works on (``evaluate.topk``); answers are cut from it.
+        seed: the config seed (DQE negatives, IVF-PQ training).
+        threshold: the calibrated "no landmark" threshold from the version's metrics, or None.
+        metrics: the version's evaluation metrics.
+        notes: what is switched off and why, and other caveats.
+        loaded_at: UTC time of loading (ISO 8601).
+    """
+
+    version: str
+    model: torch.nn.Module
+    model_id: str
+    backbone: str
+    device: str
+    extract: ExtractConfig
+    index: ShardedIndex
+    db: np.ndarray
+    labels: np.ndarray | None
+    train: LabelledSet | None
+    rerank: RerankConfig
+    recognize: RecognizeConfig
+    index_cfg: IndexConfig
+    topk: int
+    seed: int
+    threshold: float | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    loaded_at: str = ""
+
+    @property
+    def ids(self) -> list[str]:
+        """Image id of each index position."""
+        return self.index.ids
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready description (``/healthz``, ``--json`` output)."""
+        return {
+            "version": self.version,
+            "model": {"id": self.model_id, "backbone": self.backbone, "dim": int(self.db.shape[1])},
+            "index": {
+                "size": int(self.db.shape[0]),
+                "kind": self.index.meta.get("kind"),
+                "labelled": None if self.labels is None else int(np.sum(self.labels >= 0)),
+            },
+            "train_set": None if self.train is None else int(np.size(self.train.labels)),
+            "threshold": self.threshold,
+            "rerank_steps": applied_steps(self.rerank),
+            "notes": list(self.notes),
+            "loaded_at": self.loaded_at,
+        }
+
+
+def index_vectors(index: ShardedIndex) -> np.ndarray:
+    """(ntotal, dim) float32 vectors of a CPU index, shard by shard (exact for flat, decoded for IVF-PQ)."""
+    parts = []
+    for shard in index.shards:
+        if faiss.try_extract_index_ivf(shard) is not None:
+            faiss.extract_index_ivf(shard).make_direct_map()
+        parts.append(shard.reconstruct_n(0, shard.ntotal))
+    return np.ascontiguousarray(np.vstack(parts), dtype=np.float32)
+
+
+def extract_settings(index: ShardedIndex, fallback: ExtractConfig) -> tuple[ExtractConfig, str]:
+    """The extraction settings recorded with the index's descriptors (queries must be described alike), or
+    ``fallback`` with a note when the index does not record usable ones."""
+    raw = index.meta.get("features", {}).get("extract")
+    if not isinstance(raw, dict):
+        return (
+            fallback,
+            "the index records no extraction settings: queries use the configured extract section",
+        )
+    try:
+        return section_from_dict(ExtractConfig, raw, "index meta.json", "extract."), ""
+    except ConfigError as exc:
+        return fallback, f"unusable extraction settings in the index ({exc}): queries use the configured ones"
+
+
+def check_model_matches_index(index: ShardedIndex, weights_sha1: str) -> None:
+    """Raise :class:`ServingLoadError` when the index records descriptors of other weights than the model's."""
+    recorded = index.meta.get("features", {}).get("weights_sha1")
+    if recorded is not None and recorded != weights_sha1:
+        raise ServingLoadError(
+            f"the index was built from descriptors of weights {str(recorded)[:12]} but the model's weights are "
+            f"{weights_sha1[:12]}: model and index do not belong together"
+        )
+
+
+def calibrated_threshold(metrics: dict[str, Any]) -> float | None:
+    """The "no landmark" threshold ``evaluate`` chose (``recognition.threshold``), or None when absent."""
+    value = metrics.get("recognition", {}).get("threshold")
+    return float(value) if isinstance(value, int | float) and np.isfinite(value) else None
+
+
+def effective_config(
+    cfg: Config, train: LabelledSet | None
+) -> tuple[RerankConfig, RecognizeConfig, list[str]]:
+    """``evaluate``'s rerank / recognize config minus what this version cannot run, with the reasons."""
+    rerank, recognize, notes = cfg.rerank, cfg.recognize, []
+    if rerank.spatial or recognize.inliers:
+        rerank, recognize = replace(rerank, spatial=False), replace(recognize, inliers=False)
+        notes.append(NO_LOCAL_FEATURES)
+    if train is None and label_steps_enabled(rerank):
+        rerank = without_label_steps(rerank)
+        notes.append("sort/insert steps skipped: the version stores no labelled train set")
+    if train is None:
+        notes.append("recognition unavailable: the version stores no labelled train set")
+    return rerank, recognize, notes
+
+
+def _read_metrics(root: Path) -> dict[str, Any]:
+    path = root / METRICS
+    return _read_json_object(path) if path.is_file() else {}
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ServingLoadError(f"{path} is not valid JSON: {exc}") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def load_served_model(
+    cfg: Config,
+    model_dir: Path,
+    index_dir: Path,
+    *,
+    version: str,
+    metrics: dict[str, Any] | None = None,
+    device: str = "cpu",
+) -> ServedModel:
+    """Load a model directory and its saved index for serving.
+
+    Args:
+        cfg: the config (``rerank``, ``recognize``, ``index``, ``evaluate.topk``, ``seed``, ``extract`` as a
+            fallback).
+        model_dir: the model directory (``landmark train``, or a version's ``model/``).
+        index_dir: the index directory (``landmark index``, or a version's ``index/``).
+        version: the name answers carry (a registry version id, or ``local:<dir>``).
+        metrics: the evaluation metrics (the "no landmark" threshold); None = none known.
+        device: where the model runs ("cpu" for serving).
+
+    Raises:
+        ServingLoadError: model and index do not belong together, or files are malformed.
+        ModelDirError, FileNotFoundError, ValueError: a missing or broken model or index directory.
+    """
+    loaded = load_model_dir(Path(model_dir), device=device)
+    index = load_index(Path(index_dir), gpu="off")
+    check_model_matches_index(index, loaded.fingerprint)
+    extract, extract_note = extract_settings(index, cfg.extract)
+    db = index_vectors(index)
+    if db.shape[1] != loaded.model.dim:
+        raise ServingLoadError(
+            f"the index holds {db.shape[1]}-d vectors, the model makes {loaded.model.dim}-d ones"
+        )
+    try:
+        labels = read_index_labels(Path(index_dir), index.ntotal)
+        train = read_labelled_set(Path(index_dir))
+    except ValueError as exc:
+        raise ServingLoadError(str(exc)) from exc
+    if train is not None and train.vectors.shape[1] != db.shape[1]:
+        raise ServingLoadError(
+            f"the train set holds {train.vectors.shape[1]}-d vectors, the index {db.shape[1]}-d"
+        )
+    rerank, recognize, notes = effective_config(cfg, train)
+    notes = ([extract_note] if extract_note else []) + notes
+    if labels is None:
+        notes.append("the index stores no labels (labels.json): results show predicted landmarks only")
+    metrics = dict(metrics or {})
+    threshold = calibrated_threshold(metrics)
+    if train is not None and threshold is None:
+        notes.append("no calibrated threshold in the version's metrics: every recognition is accepted")
+    loaded.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return ServedModel(
+        version=version,
+        model=loaded.model,
+        model_id=loaded.fingerprint[:12],
+        backbone=loaded.config.backbone,
+        device=device,
+        extract=extract,
+        index=index,
+        db=db,
+        labels=labels,
+        train=train,
+        rerank=rerank,
+        recognize=recognize,
+        index_cfg=cfg.index,
+        topk=cfg.evaluate.topk,
+        seed=cfg.seed,
+        threshold=threshold,
+        metrics=metrics,
+        notes=tuple(notes),
+        loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def _require_version_dir(root: Path) -> None:
+    for part in (MODEL_PART, INDEX_PART):
+        if not (root / part).is_dir():
+            raise ServingLoadError(
+                f"{root} is not a version directory (no {part}/ in it); give a model directory with --index"
+            )
+
+
+def load_version_dir(cfg: Config, root: Path, *, version: str, device: str = "cpu") -> ServedModel:
+    """Load a version directory (``model/``, ``index/``, ``metrics.json``) for serving."""
+    root = Path(root)
+    _require_version_dir(root)
+    return load_served_model(
+        cfg, root / MODEL_PART, root / INDEX_PART, version=version, metrics=_read_metrics(root), device=device
+    )
+
+
+def load_local(
+    cfg: Config,
+    local: Path,
+    index_dir: Path | None = None,
+    *,
+    metrics_path: Path | None = None,
+    device: str = "cpu",
+) -> ServedModel:
+    """A model and index on disk, without a store.
+
+    Args:
+        cfg: the config.
+        local: a version-like directory (``model/`` + ``index/``, optional ``metrics.json``), or a model
+            directory when ``index_dir`` is given.
+        index_dir: the index directory to serve with the model directory ``local``.
+        metrics_path: evaluation metrics (the "no landmark" threshold); default: the version-like directory's
+            ``metrics.json``, none for a model directory.
+        device: where the model runs.
+    """
+    local = Path(local)
+    if metrics_path is not None and not Path(metrics_path).is_file():
+        raise FileNotFoundError(f"metrics file not found: {metrics_path}")
+    if index_dir is None:
+        _require_version_dir(local)
+        model_dir, index_dir, metrics = local / MODEL_PART, local / INDEX_PART, _read_metrics(local)
+    else:
+        model_dir, metrics = local, {}
+    if metrics_path is not None:
+        metrics = _read_json_object(Path(metrics_path))
+    return load_served_model(
+        cfg, model_dir, Path(index_dir), version=f"local:{local}", metrics=metrics, device=device
+    )
