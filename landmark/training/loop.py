@@ -8,17 +8,16 @@ replays exactly what an uninterrupted one would have done.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import csv
 import dataclasses
 import os
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -72,7 +71,7 @@ class TrainResult:
     total_steps: int
     final_loss: float
     final_accuracy: float
-    seconds: float
+    seconds: float  # training time of every attempt: a resumed run adds the time of the runs before it
     finished: bool  # False when stopped early by ``max_steps``
 
 
@@ -441,30 +440,72 @@ def _loader(dataset: TrainImages, batches: list[list[Sample]], workers: int, dev
     )
 
 
-def _log_rows(path: Path, keep_until_step: int) -> None:
-    """Drop log rows past ``keep_until_step`` (a resumed run rewrites them)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= keep_until_step]
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+class TrainLog:
+    """``train_log.csv``: one row per optimizer step, flushed as it is written, so a killed run keeps every step
+    it finished. A resumed run drops the rows past its checkpoint (it trains those steps again) and appends to
+    the same file; the ``seconds`` column counts the time of every attempt.
+    """
 
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path, self.enabled = path, enabled
+        self._stream: IO[str] | None = None
+        self._writer: csv.DictWriter[str] | None = None
 
-@contextlib.contextmanager
-def _log_writer(path: Path, enabled: bool) -> Iterator[csv.DictWriter[str] | None]:
-    if not enabled:
-        yield None
-        return
-    new = not path.exists()
-    with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
-        if new:
+    def restart(self) -> None:
+        """A fresh run: remove any earlier log."""
+        if self.enabled:
+            self.path.unlink(missing_ok=True)
+
+    def resume(self, step: int) -> float:
+        """Keep the rows up to ``step`` (the checkpoint's), atomically.
+
+        Returns:
+            The largest ``seconds`` logged by earlier attempts, dropped rows included: their time was spent.
+        """
+        if not self.enabled or not self.path.exists():
+            return 0.0
+        with open(self.path, newline="") as stream:
+            rows = [row for row in csv.DictReader(stream) if _complete_row(row)]
+        spent = max((float(row["seconds"]) for row in rows), default=0.0)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=LOG_FIELDS)
             writer.writeheader()
-        yield writer
-        fh.flush()
+            writer.writerows(row for row in rows if int(row["step"]) <= step)
+        os.replace(tmp, self.path)
+        return spent
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Append one step's row and flush it to the file."""
+        if self._writer is None or self._stream is None:
+            return
+        self._writer.writerow(row)
+        self._stream.flush()
+
+    def __enter__(self) -> TrainLog:
+        if self.enabled:
+            new = not self.path.exists()
+            self._stream = open(self.path, "a", newline="")
+            self._writer = csv.DictWriter(self._stream, fieldnames=LOG_FIELDS)
+            if new:
+                self._writer.writeheader()
+                self._stream.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stream is not None:
+            self._stream.close()
+        self._stream = self._writer = None
+
+
+def _complete_row(row: dict[str, Any]) -> bool:
+    """False for a row torn by a kill mid-write (missing or unparsable fields)."""
+    try:
+        int(row["step"])
+        float(row["seconds"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return True
 
 
 def train_global_model(
@@ -486,7 +527,8 @@ def train_global_model(
         num_classes: number of classes of the head.
         model_cfg: architecture (backbone, GeM, embedding size) and initial weights.
         train_cfg: optimisation settings.
-        work_dir: checkpoint (``checkpoint.pt``) and per-step log (``train_log.csv``).
+        work_dir: checkpoint (``checkpoint.pt``) and per-step log (``train_log.csv``, flushed per step; see
+            :class:`TrainLog`).
         seed: seeds initialisation, the epoch plans and the augmentations.
         device: ``cpu`` or ``cuda`` (AMP and channels-last only on CUDA).
         resume: continue from ``work_dir/checkpoint.pt``.
@@ -533,6 +575,7 @@ def train_global_model(
 
     key = _resume_key(train_cfg, model_cfg, num_classes, len(items))
     step, start_epoch, skip = 0, 0, 0
+    spent = 0.0  # seconds of earlier attempts
     checkpoint_path = work_dir / CHECKPOINT
     if resume and checkpoint_path.exists():
         payload = _load_checkpoint(checkpoint_path, key)
@@ -541,14 +584,24 @@ def train_global_model(
         scaler.load_state_dict(payload["scaler"])
         _set_rng_state(payload["rng"])
         step, start_epoch, skip = payload["step"], payload["epoch"], payload["step_in_epoch"]
-    if ctx.main:
-        _log_rows(work_dir / LOG, step) if resume else (work_dir / LOG).unlink(missing_ok=True)
+        spent = float(payload.get("seconds", 0.0))  # absent in checkpoints of older versions
+    train_log = TrainLog(work_dir / LOG, enabled=ctx.main)
+    if resume:
+        spent = max(spent, train_log.resume(step))
+    else:
+        train_log.restart()
 
     wrapped: nn.Module = module
     if ctx.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         wrapped = DistributedDataParallel(module, device_ids=[torch.cuda.current_device()] if cuda else None)
+
+    start = time.perf_counter()
+
+    def seconds() -> float:
+        """Training time of every attempt so far."""
+        return spent + time.perf_counter() - start
 
     def checkpoint(epoch: int, step_in_epoch: int) -> None:
         if ctx.main:
@@ -561,19 +614,19 @@ def train_global_model(
                 "step": step,
                 "epoch": epoch,
                 "step_in_epoch": step_in_epoch,
+                "seconds": seconds(),
             }
             _save_checkpoint(checkpoint_path, payload)
         if ctx.world_size > 1:
             dist.barrier()
 
     dataset = TrainImages(items, train_cfg.augmentation, seed)
-    start = time.perf_counter()
     last_loss, last_acc = float("nan"), float("nan")
     stop = train_cfg.max_steps > 0 and step >= train_cfg.max_steps
     bar = tqdm(
         total=total_steps, initial=step, desc="train", unit="step", disable=not (progress and ctx.main)
     )
-    with _log_writer(work_dir / LOG, ctx.main) as log:
+    with train_log as log:
         for epoch in range(start_epoch, train_cfg.epochs):
             if stop:
                 break
@@ -618,17 +671,16 @@ def train_global_model(
                 loss_acc = _mean_across_ranks(running, ctx).tolist()
                 last_loss, last_acc = loss_acc
                 running.zero_()
-                if log is not None:
-                    log.writerow(
-                        {
-                            "step": step,
-                            "epoch": epoch,
-                            "loss": f"{last_loss:.5f}",
-                            "accuracy": f"{last_acc:.4f}",
-                            "lr": f"{lr:.6g}",
-                            "seconds": f"{time.perf_counter() - start:.2f}",
-                        }
-                    )
+                log.write(
+                    {
+                        "step": step,
+                        "epoch": epoch,
+                        "loss": f"{last_loss:.5f}",
+                        "accuracy": f"{last_acc:.4f}",
+                        "lr": f"{lr:.6g}",
+                        "seconds": f"{seconds():.2f}",
+                    }
+                )
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{last_loss:.3f}", acc=f"{last_acc:.2f}", lr=f"{lr:.2g}")
                 stop = train_cfg.max_steps > 0 and step >= train_cfg.max_steps
@@ -653,7 +705,7 @@ def train_global_model(
         total_steps=total_steps,
         final_loss=float(last_loss),
         final_accuracy=float(last_acc),
-        seconds=time.perf_counter() - start,
+        seconds=seconds(),
         finished=step >= total_steps,
     )
 

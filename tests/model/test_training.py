@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +19,7 @@ import torch
 
 from landmark.config import ModelConfig, TrainConfig
 from landmark.models.model_dir import ModelDirError, descriptor_model, load_model_dir, save_model_dir
-from landmark.training.loop import CheckpointError, TrainItem, train_global_model
+from landmark.training.loop import CheckpointError, TrainItem, train_global_model, training_metrics
 
 MODEL = ModelConfig(backbone="efficientnet_lite0", pretrained="packaged", embedding_dim=32)
 TRAIN = TrainConfig(
@@ -161,3 +167,72 @@ def test_imprinted_head_starts_with_a_lower_loss(items: list[TrainItem], tmp_pat
         first[head_init] = _losses(work / "train_log.csv")[0][1]
     # class weights at the classes' mean embeddings: the first batch is already mostly right
     assert first["imprint"] < first["random"] - 1.0, first
+
+
+KILL_CHILD = """
+import dataclasses, json, sys
+from pathlib import Path
+from landmark.config import ModelConfig, TrainConfig
+from landmark.training.loop import TrainItem, train_global_model
+spec = json.loads(Path(sys.argv[1]).read_text())
+items = [TrainItem(Path(p), label, w, h) for p, label, w, h in spec["items"]]
+train_global_model(
+    items, 4, ModelConfig(**spec["model"]), TrainConfig(**spec["train"]), Path(spec["work"]), seed=1,
+    device="cpu", progress=False,
+)
+"""
+
+
+def _logged(log: Path) -> list[tuple[int, float]]:
+    with open(log, newline="") as fh:
+        return [(int(r["step"]), float(r["seconds"])) for r in csv.DictReader(fh)]
+
+
+def test_sigkilled_run_resumes_with_a_complete_log_and_the_time_of_both_attempts(
+    items: list[TrainItem], tmp_path: Path
+) -> None:
+    cfg = dataclasses.replace(TRAIN, epochs=3, checkpoint_every=4)  # 12 steps, checkpoints at 4 and 8
+    work = tmp_path / "work"
+    spec = {
+        "items": [[str(i.path), i.label, i.width, i.height] for i in items],
+        "model": dataclasses.asdict(MODEL),
+        "train": dataclasses.asdict(cfg),
+        "work": str(work),
+    }
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    with open(tmp_path / "child.log", "wb") as sink:  # a file, not a pipe: a full pipe would stall the child
+        child = subprocess.Popen(
+            [sys.executable, "-c", KILL_CHILD, str(tmp_path / "spec.json")], stdout=sink, stderr=sink, env=env
+        )
+    log = work / "train_log.csv"
+    try:
+        deadline = time.monotonic() + 120
+        while child.poll() is None and time.monotonic() < deadline:
+            if log.exists() and len(_logged(log)) >= 5:  # rows are on disk while the run goes on
+                break
+            time.sleep(0.02)
+        assert child.poll() is None, f"the run ended before the kill: {(tmp_path / 'child.log').read_text()}"
+        assert len(_logged(log)) >= 5, "no per-step rows on disk after 120 s"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(timeout=30)
+    killed = _logged(log)
+    assert [s for s, _ in killed] == list(range(1, len(killed) + 1)) and len(killed) < 12
+    first_attempt = killed[-1][1]
+
+    start = time.perf_counter()
+    resumed = train_global_model(
+        items, 4, MODEL, cfg, work, seed=1, device="cpu", resume=True, progress=False
+    )
+    second_attempt = time.perf_counter() - start
+    assert resumed.finished and resumed.steps == 12
+    rows = _logged(log)
+    assert [s for s, _ in rows] == list(range(1, 13))  # every step once, the killed attempt's rows kept
+    assert all(a <= b for (_, a), (_, b) in itertools.pairwise(rows))  # seconds count on across attempts
+    # train_seconds = the killed attempt's time + the resumed attempt's training time
+    assert first_attempt < resumed.seconds <= first_attempt + second_attempt
+    assert resumed.seconds - first_attempt > 0.5 * (rows[-1][1] - rows[len(killed)][1])
+    assert training_metrics(resumed)["train_seconds"] == round(resumed.seconds, 2)
