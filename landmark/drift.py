@@ -10,7 +10,7 @@ against the reference frame; the share of drifted columns is what the promotion 
 
 The two uses (see ``landmark drift --help``): ``ingest`` compares a newly ingested batch (current) with the
 training data (reference); ``retrain`` compares the evaluation (test) split (current) with the train split
-(reference). Snapshots are tagged with the use, so the dashboard draws one line per use.
+(reference). Snapshots are tagged with the use, and the dashboard gives each use its own panels.
 
 The workspace helpers create the Evidently project and its dashboard panels on first use (idempotent, under a
 file lock), add drift snapshots, and log evaluation metrics (mAP/GAP) as tiny one-row reports so the dashboard
@@ -42,7 +42,7 @@ from landmark.parallel import parallel_map
 
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
-    from evidently.sdk.models import DashboardPanelPlot
+    from evidently.sdk.models import DashboardModel, DashboardPanelPlot
     from evidently.ui.workspace import Project, Workspace
 
 IMAGE_STAT_COLUMNS: tuple[str, ...] = (
@@ -631,46 +631,87 @@ def _locked(workspace: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _panels(eval_metrics: Sequence[str]) -> list[tuple[str, DashboardPanelPlot]]:
-    """(tab, panel) for every panel of the dashboard."""
+@dataclass(frozen=True)
+class DriftPanel:
+    """One drift quantity that the dashboard plots once per use (see :func:`drift_panel_title`).
+
+    Attributes:
+        title: the quantity, e.g. :data:`PANEL_DRIFT_SHARE`.
+        metric: the Evidently metric the drift snapshot stores it in (``DriftedColumnsCount``, ``MeanValue``).
+        labels: the parameters that pick the value out of that metric (e.g. ``{"value_type": "share"}``).
+        description: the panel's subtitle.
+    """
+
+    title: str
+    metric: str
+    labels: Mapping[str, str]
+    description: str
+
+
+DRIFT_PANELS: tuple[DriftPanel, ...] = (
+    DriftPanel(
+        PANEL_DRIFT_SHARE,
+        "DriftedColumnsCount",
+        {"value_type": "share"},
+        "drifted columns / compared columns (the promotion gate bounds it: drift.max_drift_share)",
+    ),
+    DriftPanel(
+        PANEL_DRIFTED_COUNT,
+        "DriftedColumnsCount",
+        {"value_type": "count"},
+        "image statistics and embedding PCA columns that drifted",
+    ),
+    DriftPanel(
+        PANEL_DECODE_FAILURES,
+        "MeanValue",
+        {"column": DECODE_FAILED},
+        "share of current images that could not be decoded (quarantined included)",
+    ),
+)
+# Panels of earlier versions, removed from existing dashboards: one panel held both uses, and drew no point (see
+# _drift_panel).
+_RETIRED_PANELS = frozenset(p.title for p in DRIFT_PANELS)
+
+
+def drift_panel_title(quantity: str, purpose: str) -> str:
+    """The title of the panel that plots ``quantity`` (e.g. :data:`PANEL_DRIFT_SHARE`) for one use, e.g.
+    ``"Share of drifted columns (retrain: test vs train)"``."""
+    return f"{quantity} ({PURPOSE_LABELS[purpose]})"
+
+
+def _drift_panel(spec: DriftPanel, purpose: str) -> DashboardPanelPlot:
+    """The panel of one drift quantity for one use: a single series, the snapshots tagged ``drift`` + ``purpose``.
+
+    One series per panel, because Evidently 0.7's series query (``get_data_series``, behind the UI's
+    ``data_series_batch``) matches each stored value to the *first* series of the panel whose metric and labels
+    fit, and only then checks that series' tags; it also keys a line by metric and parameters, never by tags. A
+    panel with one series per use, differing only by tags, therefore dropped every value of the second use (and
+    would have merged the two uses into one line if it had not). Lines, also for counts: a zero is a visible point
+    on a line, and an invisible bar.
+    """
     from evidently.sdk.models import PanelMetric
-    from evidently.sdk.panels import bar_plot_panel, line_plot_panel
+    from evidently.sdk.panels import line_plot_panel
 
-    def per_purpose(metric: str, labels: dict[str, str]) -> list[PanelMetric]:
-        return [
-            PanelMetric(metric=metric, metric_labels=labels, tags=[DRIFT_TAG, p], legend=PURPOSE_LABELS[p])
-            for p in PURPOSES
-        ]
-
-    return [
-        (
-            DRIFT_TAB,
-            line_plot_panel(
-                PANEL_DRIFT_SHARE,
-                per_purpose("DriftedColumnsCount", {"value_type": "share"}),
-                description="drifted columns / compared columns (the promotion gate bounds it: drift.max_drift_share)",
-            ),
-        ),
-        (
-            DRIFT_TAB,
-            bar_plot_panel(
-                PANEL_DRIFTED_COUNT,
-                per_purpose("DriftedColumnsCount", {"value_type": "count"}),
-                description="image statistics and embedding PCA columns that drifted",
-                size="half",
-            ),
-        ),
-        (
-            DRIFT_TAB,
-            line_plot_panel(
-                PANEL_DECODE_FAILURES,
-                per_purpose("MeanValue", {"column": DECODE_FAILED}),
-                description="share of current images that could not be decoded (quarantined included)",
-                size="half",
-            ),
-        ),
-        (EVALUATION_TAB, line_plot_panel(PANEL_EVALUATION, _eval_series(eval_metrics))),
+    series = [
+        PanelMetric(
+            metric=spec.metric,
+            metric_labels=dict(spec.labels),
+            tags=[DRIFT_TAG, purpose],
+            legend=PURPOSE_LABELS[purpose],
+        )
     ]
+    return line_plot_panel(
+        drift_panel_title(spec.title, purpose), series, description=spec.description, size="half"
+    )
+
+
+def _panels(eval_metrics: Sequence[str]) -> list[tuple[str, DashboardPanelPlot]]:
+    """(tab, panel) for every panel of the dashboard: each drift quantity once per use (side by side, ingest
+    left), then the evaluation panel."""
+    from evidently.sdk.panels import line_plot_panel
+
+    drift = [(DRIFT_TAB, _drift_panel(spec, purpose)) for spec in DRIFT_PANELS for purpose in PURPOSES]
+    return [*drift, (EVALUATION_TAB, line_plot_panel(PANEL_EVALUATION, _eval_series(eval_metrics)))]
 
 
 def _eval_series(names: Sequence[str]) -> list[Any]:
@@ -694,14 +735,26 @@ def _open_project(workspace: Path, project: str) -> tuple[Workspace, Project]:
     return ws, created
 
 
+def _retire_panels(model: DashboardModel) -> bool:
+    """Remove the panels of earlier versions that could not show their data (:data:`_RETIRED_PANELS`) from the
+    dashboard and its tabs; True when one was there."""
+    retired = {p.id for p in model.panels if p.title in _RETIRED_PANELS}
+    if not retired:
+        return False
+    model.panels = [p for p in model.panels if p.id not in retired]
+    for tab in model.tabs:
+        tab.panels = [i for i in tab.panels if i not in retired]
+    return True
+
+
 def _ensure_dashboard(ws: Workspace, proj: Project, eval_metrics: Sequence[str]) -> None:
-    """Add the panels that are missing (by title) to their tabs, and the evaluation series that are missing (by
-    metric name) to the evaluation panel; saves the dashboard only when something changed."""
+    """Remove retired panels, add the panels that are missing (by title) to their tabs, and the evaluation series
+    that are missing (by metric name) to the evaluation panel; saves the dashboard only when something changed."""
     from evidently.sdk.models import DashboardTabModel
 
     model = ws.get_dashboard(proj.id)
+    changed = _retire_panels(model)
     titles = {p.title for p in model.panels}
-    changed = False
     for tab_title, panel in _panels(eval_metrics):
         if panel.title in titles:
             continue

@@ -117,6 +117,22 @@ def server_healthy(port: int, timeout_s: float = 1.0) -> bool:
         return False
 
 
+def server_environment(service: Service, port: int) -> dict[str, str]:
+    """The server's environment: its project-local home, and its own address as the one the UI calls.
+
+    ``--port`` alone moves the API but not the UI: the UI's API URL comes from ``PREFECT_API_URL`` or
+    ``PREFECT_SERVER_API_HOST``/``PORT`` (default 127.0.0.1:4200), so a server on another port served a UI that
+    showed the runs of whatever answered on 4200 (or nothing).
+    """
+    return service.environment(
+        {
+            "PREFECT_SERVER_API_HOST": HOST,
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_SERVER_UI_API_URL": api_url(port),
+        }
+    )
+
+
 def start_prefect_server(run_dir: str | Path, port: int, *, timeout_s: float = 90.0) -> str:
     """Start (or find running) the local Prefect server and wait for its health endpoint; returns the API URL.
 
@@ -132,7 +148,9 @@ def start_prefect_server(run_dir: str | Path, port: int, *, timeout_s: float = 9
     process = None
     if service.pid() is None:
         process = service.spawn(
-            ["server", "start", "--host", HOST, "--port", str(port)], service.environment(), service.root
+            ["server", "start", "--host", HOST, "--port", str(port)],
+            server_environment(service, port),
+            service.root,
         )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

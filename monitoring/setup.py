@@ -5,7 +5,8 @@ Usage (from the project root; ``make monitor`` runs it before ``evidently ui``):
     .venv/bin/python monitoring/setup.py [--params params.yaml] [--workspace DIR] [--project NAME]
 
 Workspace and project default to ``drift.workspace`` and ``drift.project`` in the params file. The panels are
-defined in :func:`landmark.drift.setup_monitoring`; panels that already exist (by title) are left as they are.
+defined in :func:`landmark.drift.setup_monitoring`; panels that already exist (by title) are left as they are, and
+the drift panels of earlier versions (one panel for both uses, which drew nothing for the second) are replaced.
 """
 
 from __future__ import annotations
