@@ -6,16 +6,25 @@ waits for ``/healthz``, and records the pid and ports in ``run_dir``. ``stop_sea
 (SIGKILL after a grace period), waits, and removes the pid file and the gRPC unix sockets. A restart reuses the
 same data directory, ports and credentials, so nothing stored is lost.
 
+Only the S3 API serves objects without further ado, and only to the generated credentials: the filer's and the
+volume server's HTTP ports demand JWTs signed with keys in ``security.toml`` (fresh ones at every start; weed
+reads the file from its working directory, ``run_dir``), which the S3 gateway in the same process holds and no
+one else does. Every file holding a secret is written 0600, and every start (``landmark infra up``) checks and
+fixes the modes of the existing ones. No secret is ever put on a command line (``ps`` shows those to every user).
+
 Layout of ``run_dir``::
 
     credentials.json   access/secret key (0600)     s3.json        SeaweedFS identity config (0600)
-    seaweedfs.pid      pid of the running server     seaweedfs.json ports, endpoint, pid
-    data/  logs/  sock/ (gRPC unix sockets: the server's TMPDIR)
+    security.toml      JWT signing keys (0600)       seaweedfs.json ports, endpoint, pid
+    seaweedfs.pid      pid of the running server
+    data/  logs/  sock/ (0700; sock: gRPC unix sockets, the server's TMPDIR)
 """
 
 from __future__ import annotations
 
+import configparser
 import contextlib
+import io
 import json
 import logging
 import os
@@ -32,6 +41,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from landmark.private_files import PRIVATE_DIR_MODE, ensure_private, write_private_text
 from landmark.storage import (
     CREDENTIALS_FILE_NAME,
     Credentials,
@@ -45,6 +55,10 @@ HOST = "127.0.0.1"
 PID_FILE = "seaweedfs.pid"
 STATE_FILE = "seaweedfs.json"
 S3_CONFIG_FILE = "s3.json"
+SECURITY_FILE = "security.toml"
+# weed's JWT sections: volume server writes/reads, filer writes/reads (each gets its own key)
+JWT_SECTIONS = ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
+DVC_LOCAL_CONFIG = Path(".dvc") / "config.local"
 _UNIX_SOCKET_MAX = 100  # sun_path is 108 bytes on Linux; leave room for the names weed appends
 _SERVICES = ("s3", "master", "volume", "filer", "admin")
 GRPC_OFFSET = 10000
@@ -116,6 +130,22 @@ class SeaweedLayout:
         return self.run_dir / CREDENTIALS_FILE_NAME
 
     @property
+    def security_file(self) -> Path:
+        return self.run_dir / SECURITY_FILE
+
+    @property
+    def private_paths(self) -> tuple[Path, ...]:
+        """Everything only the owner may read: secrets, stored objects, logs, sockets."""
+        return (
+            self.credentials_file,
+            self.s3_config,
+            self.security_file,
+            self.data_dir,
+            self.log_dir,
+            self.socket_dir,
+        )
+
+    @property
     def console_log(self) -> Path:
         return self.log_dir / "weed.out"
 
@@ -151,6 +181,26 @@ def s3_identity_config(credentials: Credentials, name: str = "landmark") -> dict
             }
         ]
     }
+
+
+def security_config(keys: dict[str, str], expires_after_s: int = 10) -> str:
+    """``security.toml`` text giving each JWT section of ``keys`` its signing key.
+
+    With these keys set, the filer's and the volume server's HTTP APIs answer 401 to requests without a JWT
+    signed with them; the S3 gateway (same process, same file) signs its own requests.
+    """
+    unknown = sorted(set(keys) - set(JWT_SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown JWT sections {unknown}; expected some of {JWT_SECTIONS}")
+    return "".join(
+        f'[{section}]\nkey = "{key}"\nexpires_after_seconds = {expires_after_s}\n\n'
+        for section, key in keys.items()
+    )
+
+
+def generate_jwt_keys() -> dict[str, str]:
+    """A fresh random signing key for every JWT section."""
+    return {section: secrets.token_urlsafe(32) for section in JWT_SECTIONS}
 
 
 def weed_command(binary: Path, layout: SeaweedLayout, ports: SeaweedPorts) -> list[str]:
@@ -300,12 +350,28 @@ def ensure_credentials(layout: SeaweedLayout) -> Credentials:
     else:
         credentials = generate_credentials()
         write_credentials_file(layout.credentials_file, credentials)
-    tmp = layout.s3_config.with_name(f".{layout.s3_config.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as stream:
-        json.dump(s3_identity_config(credentials), stream)
-    os.replace(tmp, layout.s3_config)
+    write_private_text(layout.s3_config, json.dumps(s3_identity_config(credentials)))
     return credentials
+
+
+def secure_files(layout: SeaweedLayout) -> list[Path]:
+    """Check the modes of ``layout``'s private files and directories and fix the ones others can access.
+
+    Returns:
+        The paths fixed.
+    """
+    return ensure_private(layout.private_paths)
+
+
+def filer_requires_auth(ports: SeaweedPorts, timeout_s: float = 2.0) -> bool:
+    """True when the filer's HTTP port refuses an unauthenticated request (401/403)."""
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{ports.filer}/", timeout=timeout_s):
+            return False
+    except urllib.error.HTTPError as exc:
+        return exc.code in (401, 403)
+    except (urllib.error.URLError, OSError):
+        return True  # nothing answers there
 
 
 def process_alive(pid: int) -> bool:
@@ -460,6 +526,7 @@ def start_seaweed(run_dir: str | Path, *, s3_port: int | None = None, timeout_s:
             (the message carries the end of its log).
     """
     layout = SeaweedLayout(Path(run_dir).resolve())
+    secure_files(layout)
     running = seaweed_status(layout.run_dir)
     if running is not None:
         if s3_port is not None and running.ports.s3 != s3_port:
@@ -467,14 +534,22 @@ def start_seaweed(run_dir: str | Path, *, s3_port: int | None = None, timeout_s:
                 f"a SeaweedFS server of {layout.run_dir} already runs on port {running.ports.s3} "
                 f"(pid {running.pid}), not {s3_port}; stop it first (`landmark infra down`)"
             )
+        if not filer_requires_auth(running.ports):
+            logger.warning(
+                "the running SeaweedFS (pid %d) serves objects on its filer port %d without credentials; "
+                "restart it (`landmark infra down && landmark infra up`) to protect it",
+                running.pid,
+                running.ports.filer,
+            )
         return running
     for directory in (layout.data_dir, layout.log_dir, layout.socket_dir):
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     if len(str(layout.socket_dir)) + 40 > _UNIX_SOCKET_MAX:
         raise InfraError(f"run dir {layout.run_dir} is too deep for unix socket paths; use a shorter path")
     _remove_sockets(layout)
     ports = choose_ports(read_state(layout.run_dir), s3_port)
     ensure_credentials(layout)
+    write_private_text(layout.security_file, security_config(generate_jwt_keys()))
     binary = find_weed_binary()
     env = {**os.environ, "TMPDIR": str(layout.socket_dir)}  # weed puts its gRPC sockets in TMPDIR
     with open(layout.console_log, "ab") as log:
@@ -605,13 +680,55 @@ def configure_dvc_remote(
 ) -> None:
     """Point DVC remote ``name`` at an S3 endpoint with these credentials.
 
-    The endpoint and the credentials go to ``.dvc/config.local`` (git-ignored by DVC), never to the committed
-    ``.dvc/config``. With ``url`` (e.g. ``s3://landmark/dvc``) the remote is (re)created first, as the default,
-    in ``.dvc/config``.
+    The endpoint and the credentials go to ``.dvc/config.local`` (git-ignored by DVC, mode 0600), written
+    directly: a secret on a ``dvc remote modify`` command line would be visible to every user. They never go to
+    the committed ``.dvc/config``. With ``url`` (e.g. ``s3://landmark/dvc``) the remote is (re)created first, as
+    the default, in ``.dvc/config`` (no secret on those command lines).
     """
     if url is not None:
         run_dvc(["remote", "add", "--force", "--default", name, url], repo)
         run_dvc(["remote", "modify", name, "region", region], repo)
-    run_dvc(["remote", "modify", "--local", name, "endpointurl", endpoint], repo)
-    run_dvc(["remote", "modify", "--local", name, "access_key_id", credentials.access_key], repo)
-    run_dvc(["remote", "modify", "--local", name, "secret_access_key", credentials.secret_key], repo)
+    write_dvc_local_remote(
+        repo,
+        name,
+        {
+            "endpointurl": endpoint,
+            "access_key_id": credentials.access_key,
+            "secret_access_key": credentials.secret_key,
+        },
+    )
+
+
+def _remote_section(parser: configparser.ConfigParser, name: str) -> str:
+    """The section of remote ``name``: DVC writes ``['remote "name"']``, people may write ``[remote "name"]``."""
+    wanted = f'remote "{name}"'
+    for section in parser.sections():
+        if section.strip("'") == wanted:
+            return section
+    return f"'{wanted}'"
+
+
+def write_dvc_local_remote(repo: str | Path, name: str, values: dict[str, str]) -> Path:
+    """Set ``values`` of remote ``name`` in ``<repo>/.dvc/config.local`` (mode 0600), keeping its other settings.
+
+    Comments in the file are not kept (the file is DVC's, written by ``dvc ... --local``).
+
+    Raises:
+        InfraError: the existing file cannot be parsed.
+    """
+    path = Path(repo) / DVC_LOCAL_CONFIG
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # DVC's keys are case-sensitive
+    if path.is_file():
+        try:
+            parser.read_string(path.read_text(), source=str(path))
+        except configparser.Error as exc:
+            raise InfraError(f"cannot update {path}: {exc}") from exc
+    section = _remote_section(parser, name)
+    if not parser.has_section(section):
+        parser.add_section(section)
+    for key, value in values.items():
+        parser.set(section, key, value)
+    text = io.StringIO()
+    parser.write(text)
+    return write_private_text(path, text.getvalue())

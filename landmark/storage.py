@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
+from landmark.private_files import write_private_text
+
 if TYPE_CHECKING:
     from minio import Minio
 
@@ -158,14 +160,8 @@ def read_credentials_file(path: str | Path) -> Credentials:
 
 def write_credentials_file(path: str | Path, credentials: Credentials) -> Path:
     """Write credentials as JSON readable by the owner only (mode 0600), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as stream:
-        json.dump({"access_key": credentials.access_key, "secret_key": credentials.secret_key}, stream)
-    os.replace(tmp, path)
-    return path
+    payload = {"access_key": credentials.access_key, "secret_key": credentials.secret_key}
+    return write_private_text(path, json.dumps(payload))
 
 
 def resolve_credentials(cfg: StorageConfig, env: Mapping[str, str]) -> Credentials:

@@ -189,13 +189,20 @@ def infra_up(
         bool, typer.Option(help="also start the local Prefect server (flows.prefect_port)")
     ] = True,
 ) -> None:
-    """Start the local SeaweedFS S3 store (generated credentials, bucket) and the local Prefect server."""
-    from landmark.infra import configure_dvc_remote, start_seaweed
+    """Start the local SeaweedFS S3 store (generated credentials, bucket) and the local Prefect server.
+
+    Every run also checks that the files holding secrets (credentials, the store's configs, .dvc/config.local)
+    are readable by their owner only, and fixes them when they are not.
+    """
+    from landmark.infra import DVC_LOCAL_CONFIG, SeaweedLayout, configure_dvc_remote, start_seaweed
+    from landmark.private_files import ensure_private
     from landmark.storage import ENV_ENDPOINT, ObjectStore, S3Settings, read_credentials_file
 
     cfg = state.config()
     directory = run_dir or Path(cfg.storage.run_dir)
     endpoint = os.environ.get(ENV_ENDPOINT) or cfg.storage.endpoint
+    for path in ensure_private([*SeaweedLayout(directory.resolve()).private_paths, DVC_LOCAL_CONFIG]):
+        out.print(f"{path} was readable by other users: mode set to owner-only", soft_wrap=True)
     info = start_seaweed(directory, s3_port=_local_port(endpoint))
     credentials = read_credentials_file(info.credentials_file)
     store = ObjectStore(S3Settings(info.endpoint, cfg.storage.bucket, cfg.storage.region, credentials))

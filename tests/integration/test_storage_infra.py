@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +30,7 @@ from landmark.storage import (
     S3Settings,
     StorageError,
     read_credentials_file,
+    write_credentials_file,
 )
 
 pytestmark = pytest.mark.integration
@@ -117,3 +125,89 @@ def test_store_errors_are_clear(object_store: ObjectStore, s3_settings: S3Settin
     with pytest.raises(StorageError, match="unreachable") as unreachable:
         down.ping()
     assert "landmark infra up" in str(unreachable.value)
+
+
+def _cmdlines_with(secret: bytes, found: dict[int, bytes], stop: threading.Event) -> None:
+    """Record every process whose command line contains ``secret`` until ``stop`` is set."""
+    while not stop.is_set():
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                args = cmdline.read_bytes()
+            except OSError:  # the process is gone
+                continue
+            if secret in args:
+                found[int(cmdline.parent.name)] = args.replace(b"\0", b" ")
+        time.sleep(0.005)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_infra_up_keeps_secrets_private_and_the_filer_closed(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    project = tmp_path / "project"
+    project.mkdir()
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=project, env=env, check=True)
+    # left by an older version: world-readable credentials and DVC local config (with a setting to keep)
+    secret = "s3cret-" + secrets.token_urlsafe(20)
+    write_credentials_file(run_dir / "credentials.json", Credentials("LMTESTACCESSKEY", secret))
+    (run_dir / "credentials.json").chmod(0o644)
+    local_config = project / ".dvc" / "config.local"
+    local_config.write_text("[core]\n    autostage = true\n")
+    local_config.chmod(0o644)
+    monkeypatch.chdir(project)
+    port = free_port_pairs(1)[0]
+
+    found: dict[int, bytes] = {}
+    stop = threading.Event()
+    watcher = threading.Thread(target=_cmdlines_with, args=(secret.encode(), found, stop), daemon=True)
+    watcher.start()
+    try:
+        up = CliRunner().invoke(
+            app,
+            ["infra", "up", "--run-dir", str(run_dir), "--no-prefect"],
+            env={ENV_ENDPOINT: f"http://127.0.0.1:{port}"},
+            terminal_width=300,
+        )
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    assert up.exit_code == 0, up.output
+    assert not found, f"the secret was on a command line: {found}"
+    assert "credentials.json was readable by other users" in up.output
+    assert "config.local was readable by other users" in up.output
+    layout = SeaweedLayout(run_dir.resolve())
+    for path in (layout.credentials_file, layout.s3_config, layout.security_file, local_config):
+        assert _mode(path) == 0o600, f"{path}: {oct(_mode(path))}"
+    assert _mode(layout.data_dir) == 0o700
+
+    # DVC reads the file written without it: the remote's endpoint and keys, and the setting kept
+    listed = subprocess.run(
+        [sys.executable, "-m", "dvc", "config", "--local", "--list"], env=env, capture_output=True, text=True
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert f"remote.local-s3.secret_access_key={secret}" in listed.stdout.splitlines()
+    assert f"remote.local-s3.endpointurl=http://127.0.0.1:{port}" in listed.stdout.splitlines()
+    assert "core.autostage=true" in listed.stdout.splitlines()
+
+    # the S3 API serves an object to the credentials; the filer and volume ports serve nothing without them
+    store = ObjectStore(
+        S3Settings(
+            f"http://127.0.0.1:{port}", "landmark", "us-east-1", Credentials("LMTESTACCESSKEY", secret)
+        )
+    )
+    store.put_bytes("private/object.txt", b"only through S3")
+    assert store.get_bytes("private/object.txt") == b"only through S3"
+    state = read_state(run_dir)
+    assert state is not None
+    for url in (
+        f"http://127.0.0.1:{state.ports.filer}/buckets/landmark/private/object.txt",
+        f"http://127.0.0.1:{state.ports.filer}/buckets/landmark/",
+        f"http://127.0.0.1:{state.ports.volume}/1,0000000100000000",
+    ):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)
+        assert refused.value.code == 401, url
