@@ -52,3 +52,36 @@ def _write_feed(world: Path, inbox: Path, days: int) -> None:
     written = write_feed(world, inbox, cfg.feed, cfg.seed, days)
     names = ", ".join(p.name for p in written) or "nothing new"
     out.print(f"inbox [bold]{inbox}[/]: wrote {names}", soft_wrap=True)
+
+
+@app.command("imc-benchmark")
+@user_errors
+def imc_benchmark(
+    imc: Annotated[
+        Path, typer.Option(help="IMC photos: <scene>/images, calibration.csv, pair_covisibility.csv")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", help="where the imc_<scene>/ sets are written")],
+    queries_per_scene: Annotated[int, typer.Option(help="queries drawn from each held-out scene")] = 20,
+    seed: Annotated[
+        int | None, typer.Option(help="seed of the query draws (default: the config's seed)")
+    ] = None,
+) -> None:
+    """Build Revisited-format sets from IMC photos with the pose-based easy/hard/junk protocol, one per scene."""
+    from rich.table import Table
+
+    from landmark.data.imc_benchmark import build_imc_sets
+
+    summaries = build_imc_sets(
+        imc, out_dir, queries_per_scene=queries_per_scene, seed=state.config().seed if seed is None else seed
+    )
+    table = Table(title=f"Revisited-format IMC sets in {out_dir}")
+    for column in ("set", "queries", "database", "distractors", "easy", "hard", "junk"):
+        table.add_column(column, justify="left" if column == "set" else "right")
+    for s in summaries:
+        table.add_row(
+            s.name, *(str(v) for v in (s.queries, s.database, s.distractors, s.easy, s.hard, s.junk))
+        )
+    out.print(table)
+    out.print(
+        f"evaluate with: landmark eval-revisitop --root {out_dir} --dataset {summaries[0].name} --out DIR"
+    )
