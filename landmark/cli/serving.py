@@ -232,16 +232,24 @@ def serve(
     local: LocalOption = None,
     index: IndexOption = None,
     metrics: MetricsOption = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="catalog or dataset whose index images the page shows (default: paths.catalog if present)"
+        ),
+    ] = None,
 ) -> None:
     """Serve search and recognition over HTTP, following the registry's production pointer.
 
     POST /search and /recognize (multipart 'image' upload, raw image body, or an allowed 'url'), GET /healthz,
-    GET /metrics (Prometheus) and GET / (a page). A promotion or rollback is served within serve.poll_s.
+    GET /metrics (Prometheus) and GET / (a page with thumbnails from --data). A promotion or rollback is served
+    within serve.poll_s.
     """
     import uvicorn
 
     from landmark.serving.api import ServingState, create_app
     from landmark.serving.service import ModelSlot, warm_up
+    from landmark.serving.thumbs import catalog_thumbnails
 
     cfg = state.config()
     source = Source(version, local, index, metrics)
@@ -253,6 +261,9 @@ def serve(
         serving.metrics.served(served.version, served.model_id, int(served.db.shape[0]))
     else:
         serving.follower = start_follower(cfg, serving)
+    catalog = data or (Path(cfg.paths.catalog) if Path(cfg.paths.catalog).is_dir() else None)
+    if catalog is not None:
+        serving.thumbnails = catalog_thumbnails(cfg, catalog)
     bind = f"{host or cfg.serve.host}:{port or cfg.serve.port}"
     current = serving.slot.get()
     console.print(

@@ -9,6 +9,8 @@ Endpoints:
 - ``GET /healthz``: the version in service, its model and index, the registry follower's state (200 while a
   version serves, 503 before the first load).
 - ``GET /metrics``: Prometheus text.
+- ``GET /``: a page to try it (:mod:`landmark.serving.page`); ``GET /thumbs/<image id>``: a JPEG thumbnail of an
+  indexed image, rendered from the catalog (when the server was given one).
 
 Every answer carries the version that produced it (``version`` in the JSON body and the ``X-Landmark-Version``
 header). Refused requests get a 4xx with ``{"error": <reason code>, "detail": ...}``; image reasons are the
@@ -47,6 +49,7 @@ from landmark.serving.query import (
     search_descriptors,
 )
 from landmark.serving.service import ModelSlot, RegistryFollower
+from landmark.serving.thumbs import Thumbnails
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,9 @@ REASON_STATUS = {
     "timeout": 422,
     "connection_error": 422,
     "missing_file": 422,
+    # thumbnails
+    "unknown_image": 404,
+    "no_catalog": 404,
     # the server's state
     "recognition_unavailable": 409,
     "no_model": 503,
@@ -94,12 +100,14 @@ class RequestRefused(Exception):
 
 @dataclass
 class ServingState:
-    """What the API serves from: the model slot, the config, metrics, and the registry follower if any."""
+    """What the API serves from: the model slot, the config, metrics, the registry follower and the catalog's
+    thumbnails (each optional)."""
 
     slot: ModelSlot
     cfg: ServeConfig
     metrics: ServingMetrics = field(default_factory=ServingMetrics)
     follower: RegistryFollower | None = None
+    thumbnails: Thumbnails | None = None
 
     def fetcher(self) -> HttpFetcher:
         return HttpFetcher(
@@ -298,6 +306,24 @@ def refusal(exc: RequestRefused, version: str | None) -> JSONResponse:
     )
 
 
+def thumbnail_bytes(state: ServingState, served: ServedModel | None, image_id: str) -> bytes:
+    """The thumbnail of an indexed image; refused for images the served index does not hold."""
+    if served is None:
+        raise RequestRefused("no_model", "no version is in service yet (see /healthz)")
+    if image_id not in served.id_set:
+        raise RequestRefused("unknown_image", f"{image_id!r} is not in the index of version {served.version}")
+    if state.thumbnails is None:
+        raise RequestRefused(
+            "no_catalog", "this server was started without a catalog (landmark serve --data)"
+        )
+    try:
+        return state.thumbnails.get(image_id)
+    except KeyError as exc:
+        raise RequestRefused("unknown_image", f"{image_id!r} is not in the catalog") from exc
+    except ImageDecodeError as exc:
+        raise RequestRefused(exc.reason, exc.detail) from exc
+
+
 def health(state: ServingState) -> tuple[int, dict[str, Any]]:
     """``/healthz``: 200 with the served version while one serves, else 503."""
     served = state.slot.get()
@@ -346,6 +372,17 @@ def create_app(state: ServingState) -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:
         return HTMLResponse(PAGE_HTML)
+
+    @app.get("/thumbs/{image_id}")
+    def thumbnail(image_id: str) -> Response:
+        """A JPEG thumbnail of an image of the served index, from the catalog."""
+        served = state.slot.get()
+        version = None if served is None else served.version
+        try:
+            data = thumbnail_bytes(state, served, image_id)
+        except RequestRefused as exc:
+            return refusal(exc, version)
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     return app
 

@@ -9,6 +9,7 @@ data the version lacks are switched off with a note, exactly as ``evaluate`` ski
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field, replace
@@ -99,6 +100,11 @@ class ServedModel:
     def ids(self) -> list[str]:
         """Image id of each index position."""
         return self.index.ids
+
+    @functools.cached_property
+    def id_set(self) -> frozenset[str]:
+        """The indexed image ids, for membership checks."""
+        return frozenset(self.index.ids)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready description (``/healthz``, ``--json`` output)."""

@@ -3,6 +3,7 @@ follower swapping versions under load (real SeaweedFS), and the CLI."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from http_images import ImageServer, make_bomb, make_image
+from PIL import Image
 from serving_world import SERVE_OVERRIDES, ServingWorld, build_serving_world, copy_version
 from typer.testing import CliRunner
 
@@ -28,6 +30,7 @@ from landmark.serving.bundle import ServedModel, load_local
 from landmark.serving.cache import verify_version_dir
 from landmark.serving.metrics import ServingMetrics
 from landmark.serving.service import ModelSlot, RegistryFollower, registry_loader
+from landmark.serving.thumbs import Thumbnails, catalog_thumbnails
 from landmark.storage import ENV_ACCESS_KEY, ENV_BUCKET, ENV_ENDPOINT, ENV_SECRET_KEY, ObjectStore, S3Settings
 
 pytestmark = pytest.mark.integration
@@ -46,16 +49,17 @@ def served(world: ServingWorld) -> ServedModel:
     return load_local(world.cfg, world.version)
 
 
-def start(served: ServedModel, cfg: ServeConfig) -> BackgroundServer:
+def start(served: ServedModel, cfg: ServeConfig, thumbnails: Thumbnails | None = None) -> BackgroundServer:
     """A server on a free port of 127.0.0.1 answering with ``served``."""
-    state = ServingState(ModelSlot(served), cfg)
+    state = ServingState(ModelSlot(served), cfg, thumbnails=thumbnails)
     state.metrics.served(served.version, served.model_id, int(served.db.shape[0]))
     return BackgroundServer(create_app(state)).start()
 
 
 @pytest.fixture(scope="module")
 def server(world: ServingWorld, served: ServedModel) -> Iterator[BackgroundServer]:
-    running = start(served, replace(world.cfg.serve, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS))
+    cfg = replace(world.cfg.serve, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+    running = start(served, cfg, catalog_thumbnails(world.cfg, world.data))
     try:
         yield running
     finally:
@@ -367,3 +371,57 @@ def test_healthz_and_metrics_name_the_version(served: ServedModel, server: Backg
         line.split()[1] for line in metrics.splitlines() if line.startswith("landmark_serving_index_size ")
     ]
     assert float(size) == served.db.shape[0]
+
+
+# --- the page -----------------------------------------------------------------------------------------------------
+
+
+def test_page_and_thumbnails(world: ServingWorld, served: ServedModel, server: BackgroundServer) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and 'id="drop"' in page.text and "/recognize?top=" in page.text
+        thumb = client.get(f"/thumbs/{served.ids[0]}")
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+        with Image.open(io.BytesIO(thumb.content)) as image:
+            assert max(image.size) <= 256
+        train_id = landmark_images(world, "train")[0][0]
+        for image_id in (train_id, "no-such-image"):  # only images of the served index
+            refused = client.get(f"/thumbs/{image_id}")
+            assert (refused.status_code, refused.json()["error"]) == (404, "unknown_image")
+
+
+@pytest.mark.skipif(
+    not (Path("/usr/bin/chromium").is_file() and Path("/usr/bin/chromedriver").is_file()),
+    reason="needs Debian's chromium and chromium-driver",
+)
+def test_the_page_in_a_headless_browser(
+    world: ServingWorld, server: BackgroundServer, tmp_path: Path
+) -> None:
+    """Pick a photo in real Chromium: the recognised landmark, the version and eight loaded thumbnails show."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1300,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    try:
+        driver.get(server.url)
+        image_id, _ = landmark_images(world, "index")[0]
+        driver.find_element(By.ID, "file").send_keys(str(world.image("index", image_id).resolve()))
+        thumbs_loaded = (
+            "const imgs = [...document.querySelectorAll('#results img')];"
+            "return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0) ? imgs.length : 0;"
+        )
+        count = WebDriverWait(driver, 60).until(lambda d: d.execute_script(thumbs_loaded))
+        answer = driver.find_element(By.ID, "answer").text
+        driver.save_screenshot(str(tmp_path / "serving_page.png"))
+        assert count == 8
+        assert "answered by version local:" in answer and ("Landmark" in answer or "No landmark" in answer)
+        assert "production version local:" in driver.find_element(By.ID, "version").text
+        assert image_id in driver.find_element(By.ID, "results").text  # the photo itself is the first result
+    finally:
+        driver.quit()
