@@ -1,12 +1,19 @@
-"""``make demo``: the full retraining flow on the synthetic default world, in a scratch copy of the project.
+"""``make demo``: two nights of the living pipeline on the synthetic world, in a scratch copy of the project.
 
 The scratch project (``build/demo/project``) is a git + DVC repository holding this project's code, ``dvc.yaml``
-and a ``params.yaml`` with the demo settings (below): the run is versioned with ``dvc commit`` + ``dvc push`` to
-the local S3 store exactly as a nightly run is, without touching this repository's ``dvc.lock``. The flow run
-appears in the Prefect UI of the local server, its drift and metrics in this project's Evidently workspace.
+and a ``params.yaml`` with the demo settings (below); its DVC remote is the local S3 store. The story:
 
-Demo settings (CPU-friendly; everything else is ``params.yaml``): single-scale extraction and 4 training
-epochs, so that the whole run fits in about 10 minutes on 2 CPU cores.
+1. **night 1**: day 0 of the synthetic feed arrives in the inbox; the ingestion flow puts it in the catalog and
+   gates it; the retraining flow cleans, trains, indexes, evaluates and gates the first candidate against the
+   pretrained backbone;
+2. **a day of ingestion**: day 1 arrives (new photos, new landmarks, and truncated files that are quarantined),
+   then day 2 (shot at night: the drift report flags it);
+3. **night 2**: the retraining flow on the grown catalog, bootstrapped from night 1's production model, with its
+   own gate decision.
+
+It prints each night's summary and what changed between them. Flow runs appear in the Prefect UI of the local
+server, drift and metrics in this project's Evidently workspace. Demo settings (CPU-friendly; everything else
+is ``params.yaml``): single-scale extraction and 3 training epochs.
 """
 
 from __future__ import annotations
@@ -23,11 +30,12 @@ from typing import Any
 import yaml
 
 from flows.common import PROJECT_ROOT, open_run
+from flows.ingest import ingest
 from flows.retrain import retrain, summary_markdown
 
 DEMO_SETTINGS: dict[str, Any] = {
     "extract": {"scales": [1.0]},
-    "train": {"epochs": 4},
+    "train": {"epochs": 3},
 }
 
 
@@ -95,16 +103,44 @@ def where_to_look(project: Path, flow_run_id: str | None, api_url: str | None) -
         if ui
         else "- Prefect UI: (temporary server; `make up` keeps one)",
         f"- Data Docs: {project}/build/reports/gx/uncommitted/data_docs/local_site/index.html",
-        f"- drift report: {project}/build/reports/drift/report.html; dashboard: `make monitor` -> http://127.0.0.1:8000",
+        f"- drift reports: {project}/build/reports/drift/report.html (test vs train), "
+        f"{project}/build/reports/drift_ingest/report.html (newest batch); dashboard: `make monitor` -> http://127.0.0.1:8000",
         f"- evaluation plots: {project}/build/eval/plots/ (precision_recall.png, results_grid.png)",
         f"- versions: `cd {project} && dvc status --cloud` ; registry: `landmark registry list`",
     ]
     return "\n".join(lines)
 
 
+def arrive(project: Path, days: int) -> list[str]:
+    """Days 0..days-1 of the synthetic feed are in the project's inbox (the world is generated once)."""
+    from landmark.config import load_config
+    from landmark.data.synthetic.feed import write_feed
+    from landmark.stages.synth import synth
+
+    cfg = load_config(project / "params.yaml")
+    world = project / cfg.paths.synth
+    if not (world / "synth_meta.parquet").is_file():
+        synth(cfg, world, progress=False)
+    return [p.name for p in write_feed(world, project / cfg.paths.inbox, cfg.feed, cfg.seed, days)]
+
+
+def changes(first: Mapping[str, Any], second: Mapping[str, Any]) -> str:
+    """What changed between two nights, in markdown."""
+    rows = [
+        ("catalog (ok images)", first.get("catalog"), second.get("catalog")),
+        ("production before the night", first.get("production"), second.get("production")),
+        ("outcome", first.get("outcome"), second.get("outcome")),
+    ]
+    after1, after2 = first.get("metrics_after", {}), second.get("metrics_after", {})
+    rows += [(f"candidate {k}", after1.get(k), v) for k, v in after2.items()]
+    lines = ["## What changed between the nights", "| | night 1 | night 2 |", "|---|---|---|"]
+    lines += [f"| {name} | {a} | {b} |" for name, a, b in rows]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="Run the retraining flow on the synthetic default (scratch project)."
+        description="Two nights of the pipeline on the synthetic feed (scratch project)."
     )
     parser.add_argument("--dir", default="build/demo", help="scratch directory (replaced)")
     args = parser.parse_args(argv)
@@ -125,11 +161,37 @@ def main(argv: Sequence[str] | None = None) -> None:
         credentials_file=run_dir / "credentials.json",
         bucket=run.cfg.storage.bucket,
     )
+    days = load_days(project)
+    print(f"# Night 1: {', '.join(arrive(project, 1))} arrived", flush=True)
+    ingest(project_dir=str(project))
     state = retrain(project_dir=str(project), return_state=True)
-    summary = state.result()  # raises the flow's error when it failed
-    print(summary_markdown(summary))
+    night1 = state.result()
+    print(summary_markdown(night1), flush=True)
+    for day in range(2, days + 1):
+        arrived = arrive(project, day)
+        result = ingest(project_dir=str(project))
+        drift = result["drift"]
+        print(
+            f"\n# Day: {', '.join(arrived)} arrived: +{result['batch'].get('added', 0)} images, quarantined "
+            f"{result['batch'].get('quarantined') or 'none'}, drift share "
+            f"{drift['drift_share']:.3f} ({'OUT OF BOUNDS' if drift and not drift['passed'] else 'within bounds'})"
+            if drift
+            else f"\n# Day: {', '.join(arrived)} arrived: nothing new for training",
+            flush=True,
+        )
+    state = retrain(project_dir=str(project), return_state=True)
+    night2 = state.result()
+    print("\n" + summary_markdown(night2))
+    print()
+    print(changes(night1, night2))
     print()
     print(where_to_look(project, str(state.state_details.flow_run_id), os.environ.get("PREFECT_API_URL")))
+
+
+def load_days(project: Path) -> int:
+    from landmark.config import load_config
+
+    return load_config(project / "params.yaml").feed.days
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -55,6 +56,13 @@ def deployment_specs(run: Run) -> list[DeploymentSpec]:
     ]
 
 
+def accepted(flow: Any, parameters: dict[str, Any]) -> dict[str, Any]:
+    """The ``parameters`` the flow's function takes (the DVC-stage flows take no ``overrides``: their config is
+    the project's params.yaml, so that dvc.lock records what ran)."""
+    names = inspect.signature(flow.fn).parameters
+    return {k: v for k, v in parameters.items() if k in names}
+
+
 def ensure_work_pool(name: str) -> None:
     """Create the local process work pool unless it exists (with the process worker's default job template)."""
     from prefect.client.orchestration import get_client
@@ -77,7 +85,8 @@ def register(
 ) -> list[UUID]:
     """Register ``specs`` on ``flows.work_pool`` (created if missing); returns the deployment ids.
 
-    Every run gets ``project_dir`` (this project, absolute) and the ``--set`` overrides given here as parameters.
+    Every run gets ``project_dir`` (this project, absolute) and, where the flow takes them, the ``--set``
+    overrides given here as parameters.
     """
     flows = run.cfg.flows
     ensure_work_pool(flows.work_pool)
@@ -86,7 +95,7 @@ def register(
         spec.flow.to_deployment(
             name=spec.name,
             schedule=Cron(spec.cron, timezone=flows.timezone) if spec.cron else None,
-            parameters=base,
+            parameters=accepted(spec.flow, base),
             entrypoint_type=EntrypointType.MODULE_PATH,
             tags=["landmark"],
         )

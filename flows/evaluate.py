@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import open_run
+from flows.common import exit_when_unreachable, open_run
 from flows.tasks import evaluate_model, headline_metrics
 
 
@@ -22,7 +22,7 @@ def evaluate_production(
 ) -> dict[str, Any]:
     """Offline mAP/GAP of the current features and index (``paths.features``/``paths.index``), as artifacts."""
     run = open_run(project_dir, params, overrides or [])
-    data_dir = run.path(data or run.cfg.paths.synth)
+    data_dir = run.path(data or run.cfg.paths.catalog)
     index_dir = run.path(run.cfg.paths.index)
     metrics = evaluate_model(
         run,
@@ -36,6 +36,7 @@ def evaluate_production(
     return headline_metrics(metrics)
 
 
+@exit_when_unreachable
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Evaluate the current features and index (once).")
     parser.add_argument("--params", default=None)

@@ -1,11 +1,13 @@
-"""The periodic ingestion flow: new batch -> validate -> version -> drift check of the batch.
+"""The periodic ingestion flow: what is new in the inbox -> catalog -> Great Expectations gate -> version ->
+drift of the new batch against the training data.
 
-The source (``flows.ingest_source``: CSV of id,url, folder, ``s3://bucket/prefix`` or a synthetic world) is
-read incrementally: images already in the manifest are skipped, so a run with nothing new adds nothing. The
-batch's drift is measured against the training data (``paths.synth``'s train split by default) and stored in the
+Both first steps are the ``ingest`` and ``validate`` stages of ``dvc.yaml`` (:mod:`flows.pipeline`): the inbox
+(``paths.inbox``: dataset directories and CSVs of URLs, one per batch) is read batch by batch, batches ingested
+before are skipped, and a passing gate publishes the validated catalog (``paths.catalog``) the nightly retraining
+reads. The newest train batch's drift is measured against the validated catalog's train split and stored in the
 monitoring workspace; it is reported, not enforced: the promotion gate is where drift blocks a model.
 
-``python -m flows.ingest [--source SRC]``, or the ``ingest/periodic`` deployment (``make schedule``).
+``python -m flows.ingest``, or the ``ingest/periodic`` deployment (``make schedule``).
 """
 
 from __future__ import annotations
@@ -16,71 +18,58 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import open_run, publish_markdown, version_and_push
-from flows.tasks import drift_check, ingest_batch, validate_manifests
+from flows.common import exit_when_unreachable, open_run, publish_markdown, version_and_push
+from flows.pipeline import read_json, run_stages, stage_outputs
+from flows.tasks import drift_check
 
 
 @flow(name="ingest", log_prints=True)
-def ingest(
-    project_dir: str | None = None,
-    params: str | None = None,
-    overrides: list[str] | None = None,
-    source: str | None = None,
-    reference: str | None = None,
-    version: bool = True,
-) -> dict[str, Any]:
-    """Ingest one batch, gate it with Great Expectations, version it with DVC and report its drift.
-
-    Args:
-        source: what to ingest (default ``flows.ingest_source``).
-        reference: the training data the batch is compared with (default ``paths.synth``).
-    """
-    run = open_run(project_dir, params, overrides or [])
+def ingest(project_dir: str | None = None, version: bool = True) -> dict[str, Any]:
+    """Ingest the new batches of the inbox, gate them, version them and report the drift of the newest one."""
+    run = open_run(project_dir, None, [])
     cfg = run.cfg
-    out_dir = run.path(cfg.paths.ingest)
-    src = source or cfg.flows.ingest_source
-    if "://" not in src:
-        src = str(run.path(src))
-    batch = ingest_batch(run, src, out_dir, cfg.flows.ingest_split)
-    quality = validate_manifests(run, out_dir / "manifests", run.path(cfg.paths.reports))
-    versions = version_and_push(run, ["ingest"]) if version else None
+    stages = run_stages(run, ["ingest", "validate"])
+    outputs = stage_outputs(run)
+    batch = read_json(outputs["ingest"]) if stages["ingest"]["ran"] else {}
+    quality = read_json(outputs["validate"])
+    ran = [name for name, result in stages.items() if result["ran"]]
+    versions = version_and_push(run, ran) if version and ran else None
     added = int(batch.get("added", 0))
-    reference_dir = run.path(reference or cfg.paths.synth)
+    new_train = [b for b in batch.get("batches", []) if b["split"] == "train" and b["added"]]
     drift: dict[str, Any] | None = None
-    if added and reference_dir.exists():
+    if new_train:
         drift = drift_check(
             run,
-            reference_dir,
-            out_dir,
+            run.path(cfg.paths.catalog),
+            run.path(cfg.paths.ingest),
             run.path(cfg.paths.reports) / "drift_ingest",
             "ingest",
-            current_split=cfg.flows.ingest_split,
+            current_split="train",
         )
+    quarantined = batch.get("quarantined", {})
     publish_markdown(
         "ingest-summary",
-        f"# Ingestion of {src}\n\n- added {added}, quarantined {sum(batch.get('quarantined', {}).values())}\n"
-        f"- data quality: {'passed' if quality['passed'] else 'FAILED'}\n"
+        f"# Ingestion of {cfg.paths.inbox}\n\n"
+        f"- inbox batches: {batch.get('inbox_batches') or 'nothing new'}\n"
+        f"- added {added}, quarantined {sum(quarantined.values())} {quarantined or ''}\n"
+        f"- data quality: {'passed' if quality.get('passed') else 'FAILED'}\n"
         + (
-            f"- drift of the batch: share {drift['drift_share']:.3f} "
+            f"- drift of the newest batch: share {drift['drift_share']:.3f} "
             f"({'within bounds' if drift['passed'] else 'OUT OF BOUNDS'})\n"
             if drift
-            else f"- drift: not checked ({'no new images' if not added else f'no training data at {reference_dir}'})\n"
+            else "- drift: not checked (no new train images)\n"
         ),
         "Ingestion run",
     )
-    return {"batch": batch, "quality": quality, "versions": versions, "drift": drift}
+    return {"batch": batch, "quality": quality, "stages": stages, "versions": versions, "drift": drift}
 
 
+@exit_when_unreachable
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run the ingestion flow once.")
-    parser.add_argument("--params", default=None)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    parser.add_argument("--source", default=None, help="default: flows.ingest_source")
+    parser = argparse.ArgumentParser(description="Run the ingestion flow once in this project.")
     parser.add_argument("--no-version", action="store_true")
     args = parser.parse_args(argv)
-    result = ingest(
-        params=args.params, overrides=args.overrides, source=args.source, version=not args.no_version
-    )
+    result = ingest(version=not args.no_version)
     print({k: v for k, v in result.items() if k != "versions"})
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import open_run, publish_markdown, version_and_push
+from flows.common import exit_when_unreachable, open_run, publish_markdown, version_and_push
 from flows.tasks import (
     build_search_index,
     evaluate_model,
@@ -32,7 +32,7 @@ def rebuild_index(
 ) -> dict[str, Any]:
     """Descriptors with the production model (pretrained backbone when none) -> FAISS index -> evaluation."""
     run = open_run(project_dir, params, overrides or [])
-    data_dir = run.path(data or run.cfg.paths.synth)
+    data_dir = run.path(data or run.cfg.paths.catalog)
     production = fetch_production(run)
     model = Path(production["model_dir"]) if production else None
     features, index_dir, eval_dir = (
@@ -55,6 +55,7 @@ def rebuild_index(
     return {"production": production, "index": meta, "metrics": headline_metrics(metrics)}
 
 
+@exit_when_unreachable
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Rebuild the index with the production model (once).")
     parser.add_argument("--params", default=None)

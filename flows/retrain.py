@@ -1,14 +1,15 @@
-"""The nightly retraining flow: validate -> bootstrap -> local features -> clean -> train -> index -> evaluate ->
-drift -> promote -> version.
+"""The nightly retraining flow: the stages of ``dvc.yaml`` from ``validate`` to ``promote``, then versioning.
 
-The bootstrap model is the production model from the registry when there is one, else the pretrained backbone.
-It serves twice: its train descriptors drive the cleaning kNN, and its evaluation on the same test set is the
-"before" the candidate must beat (a fair comparison: same data, same protocol, same night). Every stage writes
-to the paths of ``params.yaml`` (the same ones ``dvc.yaml`` uses), so the ``version`` task can ``dvc commit``
-and ``dvc push`` what the run produced.
+Each task reproduces one DVC stage (:mod:`flows.pipeline`), so the night does exactly what ``dvc repro`` does
+and ``dvc.lock`` records it. Every stage reads the validated catalog the ingestion flow keeps growing. The
+``production`` stage fetches the model in production (the pretrained backbone before the first promotion); it
+bootstraps the cleaning kNN and is evaluated on the same test split as the "before" the candidate must beat.
 
-Run it: ``python -m flows.retrain`` (add ``--set section.key=value`` overrides), or let the nightly deployment
-(``make schedule``) run it.
+A night with nothing new (no new ok rows, no param change, no code change: ``dvc status`` reports every stage
+up to date) ends at once with outcome ``unchanged`` and registers nothing.
+
+Run it: ``python -m flows.retrain`` in the project (its ``params.yaml`` is the configuration), or let the nightly
+deployment (``make schedule``) run it.
 """
 
 from __future__ import annotations
@@ -22,160 +23,175 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.common import Run, markdown_table, open_run, publish_markdown, task_runner, version_and_push
-from flows.tasks import (
-    build_search_index,
-    clean_train_set,
-    drift_check,
-    evaluate_model,
-    extract_features,
-    fetch_production,
-    local_features,
-    metrics_comparison,
-    promote_candidate,
-    synth_world,
-    train_candidate,
-    validate_data,
+from flows.common import (
+    markdown_table,
+    open_run,
+    publish_markdown,
+    publish_table,
+    task_runner,
+    version_and_push,
+)
+from flows.pipeline import changed_stages, read_json, run_stages, stage_outputs
+from flows.tasks import headline_metrics, metrics_comparison
+
+RETRAIN_STAGES = (
+    "production",
+    "bootstrap",
+    "local",
+    "baseline",
+    "clean",
+    "train",
+    "extract",
+    "index",
+    "evaluate",
+    "drift",
+    "promote",
 )
 
 
-def retrain_paths(run: Run, data: str | None) -> dict[str, Path]:
-    """Every path the flow reads or writes, from ``params.yaml`` (``data`` overrides the dataset directory)."""
-    p = run.cfg.paths
-    models = run.path(p.models)
-    return {
-        "data": run.path(data or p.synth),
-        "reports": run.path(p.reports),
-        "features_boot": run.path(p.features_boot),
-        "eval_baseline": run.path(p.eval) / "baseline",
-        "local": run.path(p.local),
-        "clean": run.path(p.clean),
-        "candidate": models / "candidate",
-        "features": run.path(p.features),
-        "index": run.path(p.index),
-        "eval": run.path(p.eval),
-        "drift": run.path(p.reports) / "drift",
-    }
-
-
 @flow(name="retrain", log_prints=True)
-def retrain(
-    project_dir: str | None = None,
-    params: str | None = None,
-    overrides: list[str] | None = None,
-    data: str | None = None,
-    version: bool = True,
-) -> dict[str, Any]:
-    """Clean, retrain, re-index, evaluate, check drift and gate the promotion of a new global model.
+def retrain(project_dir: str | None = None, version: bool = True) -> dict[str, Any]:
+    """Validate, clean, retrain, re-index, evaluate, check drift and gate the promotion of a new global model.
 
     Args:
         project_dir: the project (git + DVC repository); default: the one this file belongs to.
-        params: params file (default ``<project_dir>/params.yaml``).
-        overrides: ``section.key=value`` overrides, as ``landmark --set``.
-        data: dataset directory (default ``paths.synth``; generated when it is the synthetic default and missing).
-        version: ``dvc commit`` + ``dvc push`` the outputs at the end (``flows.dvc_push`` decides the push).
+        version: ``dvc push`` the outputs at the end (``flows.dvc_push`` decides the push).
     """
     start = time.perf_counter()
     logger = get_run_logger()
-    run = open_run(project_dir, params, overrides or [])
-    paths = retrain_paths(run, data)
-    stages_run = []
-    if not paths["data"].exists():
-        if data is not None:
-            raise FileNotFoundError(f"dataset directory {paths['data']} does not exist")
-        synth_world(run, paths["data"])
-        stages_run.append("synth")
-
-    quality = validate_data(run, paths["data"], paths["reports"])
-    production = fetch_production(run)
-    boot_model = Path(production["model_dir"]) if production else None
-    extract_features(run, paths["data"], paths["features_boot"], boot_model)
-    local = local_features(run, paths["data"], paths["local"])
-    baseline = evaluate_model(
-        run, paths["data"], paths["features_boot"], paths["eval_baseline"], None, "baseline", paths["local"]
-    )
-    cleaning = clean_train_set(run, paths["data"], paths["features_boot"], paths["local"], paths["clean"])
-    training = train_candidate(run, paths["data"], paths["clean"] / "train.parquet", paths["candidate"])
-    extract_features(run, paths["data"], paths["features"], paths["candidate"])
-    build_search_index(run, paths["data"], paths["features"], paths["index"])
-    metrics = evaluate_model(
-        run, paths["data"], paths["features"], paths["eval"], paths["index"], "candidate", paths["local"]
-    )
-    drift = drift_check(
-        run, paths["data"], paths["data"], paths["drift"], "retrain", paths["features"], paths["features"]
-    )
-    decision = promote_candidate(
-        run,
-        paths["candidate"],
-        paths["index"],
-        paths["eval"] / "metrics.json",
-        paths["reports"] / "validate.json",
-        Path(drift["drift_json"]),
-        paths["eval_baseline"] / "metrics.json",
-    )
-    stages_run += ["bootstrap", "local", "clean", "train", "extract", "index", "evaluate"]  # dvc.yaml names
-    versions = version_and_push(run, stages_run) if version else None
-
-    summary = {
-        "bootstrap": production["version"] if production else "pretrained backbone",
-        "data_quality": quality,
-        "local_features": local,
-        "cleaning": cleaning,
-        "training": training,
-        "metrics_before": baseline,
-        "metrics_after": metrics,
-        "comparison": metrics_comparison(baseline, metrics),
-        "drift": drift,
-        "decision": decision,
-        "versions": versions,
-        "seconds": round(time.perf_counter() - start, 1),
-    }
+    run = open_run(project_dir, None, [])
+    gate = run_stages(run, ["validate"])
+    pending = changed_stages(run.root, RETRAIN_STAGES)
+    if not pending and not gate["validate"]["ran"]:
+        summary = unchanged_summary(run, time.perf_counter() - start)
+        publish_markdown("retrain-summary", summary_markdown(summary), "Nightly retraining: what happened")
+        logger.info("nothing new since the last night: unchanged")
+        return summary
+    stages = {**gate, **run_stages(run, RETRAIN_STAGES)}
+    ran = [name for name, result in stages.items() if result["ran"]]
+    versions = version_and_push(run, ran) if version and ran else None
+    summary = night_summary(run, stages, versions, time.perf_counter() - start)
+    publish_artifacts(run, summary)
     publish_markdown("retrain-summary", summary_markdown(summary), "Nightly retraining: what happened")
-    logger.info("retrain finished in %.0fs: %s", summary["seconds"], decision["outcome"])
+    logger.info("retrain finished in %.0fs: %s", summary["seconds"], summary["outcome"])
     return summary
 
 
+def unchanged_summary(run: Any, seconds: float) -> dict[str, Any]:
+    """The summary of a night with nothing to do: the last night's state, outcome ``unchanged``."""
+    outputs = {name: read_json(path) for name, path in stage_outputs(run).items()}
+    serving = outputs["promotion"].get("production_after") or outputs["production"].get("version", "pretrained")
+    return {
+        "outcome": "unchanged",
+        "reason": "no new ok rows, no param change and no code change since the last night",
+        "production": serving,
+        "stages": {},
+        "seconds": round(seconds, 1),
+    }
+
+
+def night_summary(
+    run: Any, stages: dict[str, dict[str, Any]], versions: dict[str, Any] | None, seconds: float
+) -> dict[str, Any]:
+    """What the night did, from the JSON summaries its stages wrote."""
+    outputs = {name: read_json(path) for name, path in stage_outputs(run).items()}
+    decision = outputs["promotion"]
+    outcome = decision.get("outcome", "unknown") if stages.get("promote", {}).get("ran") else "unchanged"
+    return {
+        "outcome": outcome,
+        "production": outputs["production"].get("version", "pretrained"),
+        "data_quality": outputs["validate"],
+        "catalog": catalog_counts(run),
+        "cleaning": outputs["clean"],
+        "training": outputs["training"].get("train", outputs["training"]),
+        "metrics_before": headline_metrics(outputs["baseline"]),
+        "metrics_after": headline_metrics(outputs["metrics"]),
+        "comparison": metrics_comparison(outputs["baseline"], outputs["metrics"]),
+        "drift": outputs["drift"],
+        "decision": decision,
+        "stages": stages,
+        "versions": versions,
+        "seconds": round(seconds, 1),
+    }
+
+
+def catalog_counts(run: Any) -> dict[str, int]:
+    """Ok images per split of the validated catalog."""
+    from landmark.data.formats import read_dataset
+
+    catalog = run.path(run.cfg.paths.catalog)
+    if not catalog.is_dir():
+        return {}
+    dataset = read_dataset(catalog, "catalog")
+    return {split: len(dataset.ok_ids(split)) for split in dataset.splits}
+
+
+def publish_artifacts(run: Any, summary: dict[str, Any]) -> None:
+    """Tables for the Prefect UI (stages, metrics before/after) and the evaluation metrics on the dashboard."""
+    from landmark.drift import log_metrics
+
+    publish_table(
+        "stages",
+        [{"stage": k, "ran": v["ran"], "seconds": v["seconds"]} for k, v in summary["stages"].items()],
+        "DVC stages of this night (ran = inputs changed)",
+    )
+    publish_table("metrics", summary["comparison"], "Production (before) vs candidate (after)")
+    numbers = {k: float(v) for k, v in summary["metrics_after"].items() if isinstance(v, int | float)}
+    if summary["stages"].get("evaluate", {}).get("ran") and numbers:
+        log_metrics(numbers, run.path(run.cfg.drift.workspace), run.cfg.drift.project, tags=["candidate"])
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
-    """The run's story in one markdown page (also what the demo prints)."""
+    """The night's story in one markdown page (also what the demo prints)."""
+    if summary["outcome"] == "unchanged" and "decision" not in summary:
+        return "\n".join(
+            [
+                f"# Retraining run ({summary['seconds']:.0f} s): UNCHANGED",
+                f"- {summary['reason']}",
+                f"- production stays **{summary['production']}**; no model trained, no version registered",
+            ]
+        )
     cleaning = summary["cleaning"]
     drift = summary["drift"]
     decision = summary["decision"]
+    training = summary["training"]
+    ran = [name for name, result in summary["stages"].items() if result["ran"]]
     lines = [
-        f"# Retraining run ({summary['seconds']:.0f} s)",
-        f"- **bootstrap model**: {summary['bootstrap']}",
-        f"- **data quality**: {'passed' if summary['data_quality']['passed'] else 'FAILED'}",
-        f"- **cleaning**: kept {cleaning['kept']} of {cleaning['images']} train images "
-        f"({', '.join(f'{k}: {v}' for k, v in cleaning['dropped'].items()) or 'none dropped'}); "
-        f"classes {cleaning['classes_kept']} of {cleaning['classes_before']}",
-        f"- **training**: {summary['training']['steps']} steps, {summary['training']['seconds']:.0f} s",
-        f"- **drift** (test vs train): share {drift['drift_share']:.3f}, bound {drift['max_drift_share']:.3f} -> "
-        f"{'within bounds' if drift['passed'] else 'OUT OF BOUNDS'}",
-        f"- **promotion**: {decision['outcome'].upper()} (production {decision['production_before']} -> "
-        f"{decision['production_after']})",
+        f"# Retraining run ({summary['seconds']:.0f} s): {summary['outcome'].upper()}",
+        f"- **catalog** (validated, ok images): {summary['catalog']}",
+        f"- **bootstrap model** (production): {summary['production']}",
+        f"- **data quality**: {'passed' if summary['data_quality'].get('passed') else 'FAILED'}",
+        f"- **cleaning**: kept {cleaning.get('kept')} of {cleaning.get('images')} train images "
+        f"(dropped {cleaning.get('dropped_by_reason', {})}); classes {cleaning.get('classes_kept')} of "
+        f"{cleaning.get('classes_before')}",
+        f"- **training**: {training.get('steps')} steps, {training.get('train_seconds', 0):.0f} s",
+        f"- **drift** (test vs train): share {drift.get('drift_share', float('nan')):.3f}, bound "
+        f"{drift.get('max_drift_share', float('nan')):.3f} -> "
+        f"{'within bounds' if drift.get('passed') else 'OUT OF BOUNDS'}",
+        f"- **promotion**: {summary['outcome'].upper()} (production {decision.get('production_before')} -> "
+        f"{decision.get('production_after')})",
+        f"- **stages run**: {', '.join(ran) or 'none'}",
         "",
-        "## Metrics: bootstrap model (before) vs candidate (after)",
+        "## Metrics: production model (before) vs candidate (after)",
         markdown_table(summary["comparison"]),
         "",
         "## Gate reasons",
-        *[f"- {reason}" for reason in decision["reasons"]],
+        *[f"- {reason}" for reason in decision.get("reasons", [])],
     ]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run the retraining flow once (Prefect shows it in the UI).")
-    parser.add_argument("--params", default=None, help="params file (default: params.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    parser.add_argument("--data", default=None, help="dataset directory (default: paths.synth)")
-    parser.add_argument("--no-version", action="store_true", help="skip dvc commit/push")
+    parser = argparse.ArgumentParser(
+        description="Run the retraining flow once in this project (params.yaml is its configuration)."
+    )
+    parser.add_argument("--no-version", action="store_true", help="skip dvc push")
     parser.add_argument("--json", default=None, help="also write the run summary here")
     args = parser.parse_args(argv)
-    run = open_run(None, args.params, args.overrides)
+    run = open_run(None, None, [])
     runner = task_runner(run.cfg)
     flow_fn = retrain.with_options(task_runner=runner) if runner is not None else retrain
-    summary = flow_fn(
-        params=args.params, overrides=args.overrides, data=args.data, version=not args.no_version
-    )
+    summary = flow_fn(version=not args.no_version)
     print(summary_markdown(summary))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2, default=str) + "\n")

@@ -660,15 +660,11 @@ class FlowsConfig:
     retrain_cron: str = (
         "0 2 * * *"  # nightly retraining (clean -> train -> index -> evaluate -> drift -> promote)
     )
-    ingest_cron: str = "0 * * * *"  # periodic ingestion of new images from ingest_source
+    ingest_cron: str = "0 * * * *"  # periodic ingestion of what is new in paths.inbox
     timezone: str = "UTC"
     work_pool: str = (
         "landmark-local"  # a local process work pool (`make schedule` creates it and starts a worker)
     )
-    ingest_source: str = (
-        "data/synth"  # scheduled ingestion source: CSV URL, folder, s3://bucket/prefix, synth dir
-    )
-    ingest_split: str = "train"
     dask_address: str = ""  # a Dask scheduler (tcp://host:8786) to run the flow's tasks on; "" = this machine
     dvc_push: bool = True  # version each run's outputs: dvc commit + dvc push to the S3 remote
     prefect_port: int = 4200  # the local Prefect server (`landmark infra up`)

@@ -1,8 +1,11 @@
 """The Prefect flows end to end against a real Prefect API, a real SeaweedFS and real DVC with git.
 
-- the retrain flow on a tiny synthetic world: the flow run and one task run per stage end COMPLETED, the
-  artifacts exist, DVC has the outputs in the S3 remote, the registry holds the promoted model, and the flow run
-  carries the git/DVC revision labels;
+- two nights of the living loop on a tiny synthetic feed: day 0 is ingested and night 1 retrains on it; a
+  night right after it with nothing new ends ``unchanged`` and registers nothing; day 1 arrives (with truncated
+  files, quarantined) and night 2 trains, indexes and evaluates exactly the ok rows of both batches, computing
+  local features only for the new images and bootstrap descriptors anew for the new production model. Each
+  flow run and one task run per DVC stage end COMPLETED, the artifacts exist, DVC has the outputs in the S3
+  remote, the registry holds the promoted model, and the flow run carries the git/DVC revision labels;
 - a deployment with a cron schedule, registered on a process work pool of a started local Prefect server, whose
   scheduled run executes on a local worker.
 """
@@ -26,8 +29,6 @@ from landmark.infra import port_is_free
 from landmark.storage import ObjectStore, S3Settings, read_credentials_file
 
 if TYPE_CHECKING:
-    from conftest import TinyWorld
-
     from landmark.infra import SeaweedInfo
     from landmark.registry import Registry
 
@@ -68,6 +69,7 @@ TINY = {
     "verify": {"workers": 0},
     "drift": {"sample_size": 50, "embedding_components": 4, "workers": 0},
     "promote": {"min_improvement": -100.0},  # 3 training steps: promote unless absurdly worse
+    "feed": {"days": 2, "shift_day": -1, "corrupt_day": 1, "corrupt_images": 2},
 }
 
 
@@ -97,21 +99,50 @@ def prefect_api() -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class Retrained:
-    """One retraining run of the module: its project, bucket and final state."""
+class Nights:
+    """The module's story: its project, bucket, the flow states and what was on disk between them."""
 
     project: Path
     bucket: str
-    state: Any
+    night1: Any
+    unchanged: Any
+    night2: Any
+    versions_after_night1: list[str]
+    versions_after_unchanged: list[str]
+    local_shards_before_night2: dict[str, dict[str, float]]
+    boot_shards_before_night2: dict[str, float]
+
+    @property
+    def state(self) -> Any:
+        return self.night1
+
+
+def shard_times(store: Path) -> dict[str, float]:
+    """Shard file -> modification time of every shard under a feature store."""
+    return {str(p.relative_to(store)): p.stat().st_mtime for p in sorted(store.rglob("shard-*"))}
 
 
 @pytest.fixture(scope="module")
-def retrained(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedInfo, prefect_api: None) -> Retrained:
+def retrained(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedInfo, prefect_api: None) -> Nights:
+    from flows.demo import arrive
+    from flows.ingest import ingest
     from flows.retrain import retrain
 
     bucket = f"flow-{uuid.uuid4().hex[:10]}"
     project = make_project(tmp_path_factory.mktemp("retrain") / "project", seaweed, bucket)
-    return Retrained(project, bucket, retrain(project_dir=str(project), return_state=True))
+    registry = registry_of(seaweed, bucket)
+    assert arrive(project, 1) == ["day-000"]
+    ingest(project_dir=str(project))
+    night1 = retrain(project_dir=str(project), return_state=True)
+    after1 = [v.version for v in registry.list_versions()]
+    unchanged = retrain(project_dir=str(project), return_state=True)
+    after_unchanged = [v.version for v in registry.list_versions()]
+    assert arrive(project, 2) == ["day-001"]
+    ingest(project_dir=str(project))
+    local = {s: shard_times(project / "build" / "local" / s) for s in ("train", "index", "test")}
+    boot = shard_times(project / "build" / "features_boot")
+    night2 = retrain(project_dir=str(project), return_state=True)
+    return Nights(project, bucket, night1, unchanged, night2, after1, after_unchanged, local, boot)
 
 
 def registry_of(seaweed: SeaweedInfo, bucket: str) -> Registry:
@@ -123,7 +154,7 @@ def registry_of(seaweed: SeaweedInfo, bucket: str) -> Registry:
     )
 
 
-def test_retrain_flow_end_to_end(retrained: Retrained, seaweed: SeaweedInfo) -> None:
+def test_retrain_flow_end_to_end(retrained: Nights, seaweed: SeaweedInfo) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         ArtifactFilter,
@@ -147,28 +178,20 @@ def test_retrain_flow_end_to_end(retrained: Retrained, seaweed: SeaweedInfo) -> 
     for run in tasks:
         states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state_type.value)
     expected = {
-        "synth", "validate-data", "fetch-production", "extract", "evaluate", "local-features", "clean", "train",
-        "index", "drift", "promote", "version", "push",
+        "validate", "production", "bootstrap", "local", "baseline", "clean", "train", "extract", "index",
+        "evaluate", "drift", "promote", "version", "push",
     }  # fmt: skip
     assert expected <= set(states), states
     assert all(s == "COMPLETED" for values in states.values() for s in values), states
-    assert len(states["extract"]) == 2 and len(states["evaluate"]) == 2  # bootstrap/baseline and candidate
     keys = {a.key for a in artifacts}
-    assert {
-        "retrain-summary",
-        "data-quality",
-        "cleaning",
-        "promotion",
-        "versions",
-        "drift-retrain",
-    } <= keys, keys
+    assert {"retrain-summary", "stages", "metrics"} <= keys, keys
     assert flow_run.labels.get("git.revision") and flow_run.labels.get("dvc.outputs")
 
     # DVC: every output of the run is in the S3 remote (nothing left to push)
     status = sh([sys.executable, "-m", "dvc", "status", "--cloud", "--json"], project)
     assert status.strip() in ("{}", ""), status
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
-    assert {"train", "clean", "index", "evaluate"} <= set(lock)
+    assert {"train", "clean", "index", "evaluate", "production", "drift", "promote"} <= set(lock)
 
     # the registry holds the promoted model, complete, with the candidate's metrics
     assert summary["decision"]["outcome"] == "promoted", summary["decision"]
@@ -181,7 +204,93 @@ def test_retrain_flow_end_to_end(retrained: Retrained, seaweed: SeaweedInfo) -> 
     assert pointer.version == summary["decision"]["production_after"]
 
 
-def test_store_down_during_promotion_keeps_production(retrained: Retrained, seaweed: SeaweedInfo) -> None:
+def test_a_night_with_nothing_new_is_unchanged_and_registers_nothing(retrained: Nights) -> None:
+    assert retrained.unchanged.is_completed(), retrained.unchanged.message
+    summary = retrained.unchanged.result()
+    assert summary["outcome"] == "unchanged"
+    assert summary["production"] == retrained.night1.result()["decision"]["production_after"]
+    assert retrained.versions_after_unchanged == retrained.versions_after_night1
+    assert len(retrained.versions_after_night1) == 1
+
+
+def _ok_ids(project: Path) -> dict[str, set[str]]:
+    """Ok image ids per split of the raw ingestion manifests (every batch)."""
+    from landmark.data.manifest import read_manifest
+
+    ids = {}
+    for path in sorted((project / "data" / "ingest" / "manifests").glob("*.parquet")):
+        frame = read_manifest(path)
+        ids[path.stem] = set(frame.loc[frame["status"] == "ok", "image_id"])
+    return ids
+
+
+def test_night_two_uses_exactly_the_ok_rows_of_both_batches(retrained: Nights) -> None:
+    import numpy as np
+
+    from landmark.data.formats import read_dataset
+    from landmark.data.manifest import read_manifest
+    from landmark.features.store import stored_ids
+    from landmark.index import load_index
+
+    assert retrained.night2.is_completed(), retrained.night2.message
+    project = retrained.project
+    ok = _ok_ids(project)
+    manifests = {
+        p.stem: read_manifest(p) for p in (project / "data" / "ingest" / "manifests").glob("*.parquet")
+    }
+    batches = {s: set(m["batch_id"]) for s, m in manifests.items()}
+    assert all(len(b) == 2 for b in batches.values()), batches  # one batch per day and split
+    truncated = manifests["train"].loc[manifests["train"]["reason"].str.startswith("truncated"), "image_id"]
+    assert len(truncated) == 2  # feed.corrupt_images of day 1, quarantined
+    catalog = read_dataset(project / "build" / "catalog")
+    assert {s: set(catalog.ok_ids(s)) for s in catalog.splits} == ok
+    assert not set(truncated) & set(catalog.ok_ids("train"))
+    # training set: the cleaned manifest covers every ok train row of both batches (kept or quarantined by clean)
+    cleaned = read_manifest(project / "build" / "clean" / "train.parquet")
+    assert set(cleaned["image_id"]) == ok["train"]
+    # index: exactly the ok index images
+    index = load_index(project / "build" / "index")
+    assert set(index.ids) == ok["index"]
+    # evaluation: one ranking column per query the catalog's ground truth keeps
+    ranks = np.load(project / "build" / "eval" / "ranks.npy")
+    assert ranks.shape == (len(ok["index"]), len(catalog.retrieval))
+    assert {q.query_id for q in catalog.retrieval} <= ok["test"]
+    summary = retrained.night2.result()
+    assert summary["catalog"] == {s: len(v) for s, v in ok.items()}
+    assert summary["production"] == retrained.night1.result()["decision"]["production_after"]
+    # local features (same extractor): shards written before night 2 are untouched, the new shards hold
+    # exactly the images that arrived with day 1
+    night1_ids = _night1_ids(retrained)
+    for split, before in retrained.local_shards_before_night2.items():
+        store = project / "build" / "local" / split
+        after = shard_times(store)
+        assert all(after[name] == mtime for name, mtime in before.items()), split
+        assert set(stored_ids_local(store)) == ok[split]
+        assert len(stored_ids_local(store)) == len(ok[split])  # nothing computed twice
+        assert night1_ids[split] < ok[split]
+    # bootstrap descriptors: production changed (night 1 promoted), so every split was extracted anew
+    boot = shard_times(project / "build" / "features_boot")
+    assert not set(boot.items()) & set(retrained.boot_shards_before_night2.items())
+    assert set(stored_ids(project / "build" / "features_boot" / "train")) == ok["train"]
+
+
+def _night1_ids(retrained: Nights) -> dict[str, set[str]]:
+    """Ids of the local-feature shards that existed before night 2 (their ids files are unchanged since)."""
+    ids: dict[str, set[str]] = {}
+    for split, shards in retrained.local_shards_before_night2.items():
+        store = retrained.project / "build" / "local" / split
+        names = [n for n in shards if n.endswith(".ids.txt")]
+        ids[split] = {line for n in names for line in (store / n).read_text().splitlines() if line}
+    return ids
+
+
+def stored_ids_local(store: Path) -> list[str]:
+    from landmark.features.local_store import stored_local_ids
+
+    return list(stored_local_ids(store))
+
+
+def test_store_down_during_promotion_keeps_production(retrained: Nights, seaweed: SeaweedInfo) -> None:
     """The store is down when the promote task runs: the flow fails naming the store, production still names the
     complete version it named before, and once the store is back the same promotion completes."""
     from prefect import flow
@@ -224,10 +333,9 @@ def test_store_down_during_promotion_keeps_production(retrained: Retrained, seaw
     assert again.result()["production_after"] == before.version
 
 
-def test_cron_deployment_runs_on_a_local_worker(
-    tmp_path: Path, seaweed: SeaweedInfo, tiny_world: TinyWorld
-) -> None:
+def test_cron_deployment_runs_on_a_local_worker(tmp_path: Path, seaweed: SeaweedInfo) -> None:
     """`flows.deploy.register` + `prefect_services.start_worker`: a every-minute schedule fires, the worker runs it."""
+    from flows.demo import arrive
     from landmark.prefect_services import (
         api_url,
         start_prefect_server,
@@ -237,6 +345,7 @@ def test_cron_deployment_runs_on_a_local_worker(
     )
 
     project = make_project(tmp_path / "project", seaweed, f"sched-{uuid.uuid4().hex[:10]}")
+    arrive(project, 1)
     run_dir = tmp_path / "services"
     port = next(p for p in range(4310, 4400) if port_is_free(p))
     script = f"""
@@ -246,7 +355,7 @@ from flows.deploy import DeploymentSpec, register
 from flows.ingest import ingest
 run = open_run({str(project)!r}, None, [])
 ids = register(run, [DeploymentSpec(ingest, "every-minute", "* * * * *")],
-               parameters={{"source": {str(tiny_world.root)!r}, "reference": {str(tiny_world.root)!r}, "version": False}})
+               parameters={{"version": False}})
 print(ids[0])
 """
     env_api = api_url(port)
