@@ -8,21 +8,28 @@ remote, and the git revision and the DVC output hashes recorded as labels of the
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import re
 import subprocess
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+import httpx
+import urllib3
 import yaml
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.settings import get_current_settings
 
 from landmark.config import Config, load_config
 from landmark.infra import run_dvc
+from landmark.storage import StorageError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -213,3 +220,89 @@ def label_flow_run(labels: Mapping[str, str]) -> None:
 
     with get_client(sync_client=True) as client:
         client.update_flow_run_labels(UUID(run_id), dict(labels))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Entry points: a service that cannot be reached is one line, not a traceback
+
+P = ParamSpec("P")
+R = TypeVar("R")
+PREFECT_START = "start it with `make up`, or unset PREFECT_API_URL to run the flow on a temporary server"
+STORE_START = "start it with `make up` (`landmark infra up`)"
+_PREFECT_DOWN = re.compile(r"^Failed to reach API at (\S+)")
+_STORE_DOWN = re.compile(r"object store at (\S+) is unreachable")
+_CONNECT_ERRORS = (
+    ConnectionError,
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    urllib3.exceptions.ConnectTimeoutError,
+)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions that caused it (``__cause__``, else ``__context__``), each once."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _could_not_connect(exc: BaseException) -> bool:
+    """True when ``exc`` comes from a connection that could not be made (refused, timed out, no route)."""
+    for error in _causes(exc):
+        if isinstance(error, _CONNECT_ERRORS):  # urllib3's NewConnectionError is a ConnectTimeoutError
+            return True
+        reason = error.reason if isinstance(error, urllib3.exceptions.MaxRetryError) else None
+        if reason is not None and _could_not_connect(reason):
+            return True
+    return False
+
+
+def _request_url(error: httpx.RequestError) -> str:
+    try:
+        return str(error.request.url)
+    except RuntimeError:  # an error raised without its request
+        return ""
+
+
+def unreachable_service(exc: BaseException) -> str | None:
+    """One line naming the service ``exc`` could not reach, its URL and the command that starts it.
+
+    Recognised: the Prefect API (``PREFECT_API_URL`` set, server down) and the S3 object store. Returns None for
+    any other error (it is not hidden).
+    """
+    api = get_current_settings().api.url or ""
+    for error in _causes(exc):
+        found = _PREFECT_DOWN.match(str(error)) if isinstance(error, RuntimeError) else None
+        if found:
+            return f"Prefect server unreachable at {found.group(1)}: {PREFECT_START}"
+        if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+            url = _request_url(error)
+            if api and url.startswith(api.rstrip("/")):
+                return f"Prefect server unreachable at {api}: {PREFECT_START}"
+        if isinstance(error, StorageError) and _could_not_connect(error):
+            store = _STORE_DOWN.search(str(error))
+            return (
+                f"S3 object store unreachable at {store.group(1) if store else 'its endpoint'}: {STORE_START}"
+            )
+    return None
+
+
+def exit_when_unreachable(main: Callable[P, R]) -> Callable[P, R]:
+    """Decorate a flow entry point's ``main``: when a service it needs cannot be reached, the process ends with
+    exit status 1 and one line on stderr (:func:`unreachable_service`) instead of a traceback."""
+
+    @functools.wraps(main)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return main(*args, **kwargs)
+        except Exception as exc:
+            message = unreachable_service(exc)
+            if message is None:
+                raise
+            print(f"error: {message}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    return wrapper

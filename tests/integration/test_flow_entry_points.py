@@ -1,0 +1,76 @@
+"""Flow entry points with a service down: one line naming the service, its URL and how to start it; exit 1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.common import PREFECT_START, STORE_START, exit_when_unreachable, unreachable_service
+from landmark.storage import Credentials, ObjectStore, S3Settings, StorageError
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["flows.ingest", "--no-version"], ["flows.evaluate"], ["flows.rebuild_index", "--no-version"]],
+    ids=lambda c: c[0],
+)
+def test_a_flow_with_the_prefect_server_down_ends_in_one_line(tmp_path: Path, command: list[str]) -> None:
+    api = f"http://127.0.0.1:{closed_port()}/api"
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": api,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "TMPDIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == f"error: Prefect server unreachable at {api}/: {PREFECT_START}"
+    )
+
+
+def test_an_unreachable_store_is_named_and_other_errors_are_not_hidden(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    store = ObjectStore(
+        S3Settings(endpoint, "landmark", "us-east-1", Credentials("key", "secret"), retries=0)
+    )
+
+    @exit_when_unreachable
+    def main() -> None:
+        store.ping()
+
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == f"error: S3 object store unreachable at {endpoint}: {STORE_START}\n"
+
+    @exit_when_unreachable
+    def fails() -> None:
+        raise StorageError(f"cannot upload x: object store at {endpoint} denied access (AccessDenied)")
+
+    with pytest.raises(StorageError, match="denied access"):  # reachable, refused: the real error stays
+        fails()
+    assert unreachable_service(ValueError("Failed to reach API at http://x/")) is None
