@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from flows.common import PROJECT_ROOT, open_run
+from flows.common import PROJECT_ROOT, exit_when_unreachable, open_run
 from flows.ingest import ingest
 from flows.retrain import retrain, summary_markdown
 
@@ -138,6 +138,7 @@ def changes(first: Mapping[str, Any], second: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@exit_when_unreachable
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Two nights of the pipeline on the synthetic feed (scratch project)."

@@ -29,7 +29,7 @@ from prefect import deploy
 from prefect.deployments.runner import EntrypointType
 from prefect.schedules import Cron
 
-from flows.common import Run, open_run
+from flows.common import Run, exit_when_unreachable, open_run
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,7 @@ def register(
     return list(cast(list[UUID], ids))
 
 
+@exit_when_unreachable
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Register the scheduled deployments (and start a local worker)."

@@ -24,6 +24,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.common import (
+    exit_when_unreachable,
     markdown_table,
     open_run,
     publish_markdown,
@@ -80,7 +81,9 @@ def retrain(project_dir: str | None = None, version: bool = True) -> dict[str, A
 def unchanged_summary(run: Any, seconds: float) -> dict[str, Any]:
     """The summary of a night with nothing to do: the last night's state, outcome ``unchanged``."""
     outputs = {name: read_json(path) for name, path in stage_outputs(run).items()}
-    serving = outputs["promotion"].get("production_after") or outputs["production"].get("version", "pretrained")
+    serving = outputs["promotion"].get("production_after") or outputs["production"].get(
+        "version", "pretrained"
+    )
     return {
         "outcome": "unchanged",
         "reason": "no new ok rows, no param change and no code change since the last night",
@@ -181,6 +184,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@exit_when_unreachable
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Run the retraining flow once in this project (params.yaml is its configuration)."

@@ -72,6 +72,7 @@ def open_source(
             backoff_s=limits.backoff_s,
             max_bytes=limits.max_bytes,
             content_types=limits.content_types,
+            min_bytes_per_s=limits.min_bytes_per_s,
         )
         yield csv_items(source), fetcher, str(Path(source).resolve())
     elif kind == "folder":
@@ -147,6 +148,7 @@ def ingest(
             source=label,
             workers=cfg.ingest.workers,
             max_pixels=cfg.ingest.max_pixels,
+            max_attempts=cfg.ingest.max_attempts,
             on_outcome=on_outcome,
             progress=progress,
         )
