@@ -253,12 +253,16 @@ class StoreVerifier:
     """A :class:`landmark.rerank.Verifier` over local feature stores: inlier counts of query vs candidates.
 
     Several stores (e.g. one per split: test queries, index candidates, train neighbours) are searched in order.
+    With ``query_store``, queries are read from it alone (e.g. features of cropped queries whose ids are also
+    database ids, as in Revisited Oxford/Paris) and candidates from the other stores.
     """
 
     def __init__(
         self,
         store: str | Path | LocalFeatureReader | Sequence[str | Path | LocalFeatureReader],
         config: VerifyConfig,
+        *,
+        query_store: str | Path | LocalFeatureReader | None = None,
     ) -> None:
         stores: list[str | Path | LocalFeatureReader] = (
             list(store) if isinstance(store, list | tuple) else [store]  # type: ignore[list-item]
@@ -266,6 +270,11 @@ class StoreVerifier:
         if not stores:
             raise ValueError("StoreVerifier needs at least one local feature store")
         self.readers = [s if isinstance(s, LocalFeatureReader) else LocalFeatureReader(s) for s in stores]
+        self.query_reader = (
+            query_store
+            if query_store is None or isinstance(query_store, LocalFeatureReader)
+            else LocalFeatureReader(query_store)
+        )
         self.config = config
 
     def load(self, image_id: str) -> LocalFeatures:
@@ -285,7 +294,7 @@ class StoreVerifier:
         Raises:
             LocalStoreError: an id without stored features.
         """
-        query = self.load(query_id)
+        query = self.load(query_id) if self.query_reader is None else self.query_reader.load(query_id)
         pairs = [(query, self.load(c)) for c in candidate_ids]
         return verify_pairs(pairs, self.config)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -147,12 +148,42 @@ def eval_revisitop(
             help="re-ranking step, repeatable: dba, qe (alpha-QE), dqe or none (default: the config's)"
         ),
     ] = None,
+    spatial: Annotated[
+        bool,
+        typer.Option(
+            help="then re-rank the top rerank.spatial_top by spatial-verification inliers (local features of "
+            "the database and the cropped queries with local.backend, extracted once and cached)"
+        ),
+    ] = False,
+    local_cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="local features of the database images, shared between runs (default: <out>/local)"
+        ),
+    ] = None,
+    features_cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="global descriptors of the database images, shared between runs of one model "
+            "(default: <out>/features)"
+        ),
+    ] = None,
 ) -> None:
     """Evaluate on a Revisited Oxford/Paris-format benchmark: ranks.npy (n_db, n_queries) + metrics.json."""
     from landmark.stages.evaluate import eval_revisitop as run_eval_revisitop
 
     cfg = state.config()
-    metrics = run_eval_revisitop(cfg, root, dataset, out_dir, model=model, rerank_steps=rerank)
+    metrics = run_eval_revisitop(
+        cfg,
+        root,
+        dataset,
+        out_dir,
+        model=model,
+        rerank_steps=rerank,
+        spatial=spatial,
+        local_cache=local_cache,
+        features_cache=features_cache,
+    )
     out.print(metrics_table(metrics))
     out.print(f"ranks and metrics written to [bold]{out_dir}[/]")
 
@@ -202,6 +233,13 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="continue from the last checkpoint in the work directory")
     ] = False,
+    auto_resume: Annotated[
+        bool,
+        typer.Option(
+            help="resume a checkpoint a killed run left when it still fits the data and config, else start over "
+            "(what the pipeline uses)"
+        ),
+    ] = False,
     fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
 ) -> None:
     """Fine-tune the global model (ArcFace/CosFace + GeM); torchrun-ready for several devices."""
@@ -209,9 +247,21 @@ def train(
 
     cfg = state.config()
     target = out_dir or Path(cfg.paths.models) / "candidate"
-    summary = run_train(
-        cfg, data or Path(cfg.paths.catalog), target, manifest=manifest, work_dir=work, resume=resume, fmt=fmt
-    )
+    from landmark.training.loop import CheckpointError
+
+    dataset = data or Path(cfg.paths.catalog)
+    work_dir = work or target.with_name(target.name + ".work")
+    resume = resume or (auto_resume and (work_dir / "checkpoint.pt").is_file())
+    try:
+        summary = run_train(
+            cfg, dataset, target, manifest=manifest, work_dir=work_dir, resume=resume, fmt=fmt
+        )
+    except CheckpointError as exc:
+        if not auto_resume:
+            raise
+        out.print(f"discarding the checkpoint of an earlier run: {exc}", markup=False, soft_wrap=True)
+        shutil.rmtree(work_dir, ignore_errors=True)
+        summary = run_train(cfg, dataset, target, manifest=manifest, work_dir=work_dir, fmt=fmt)
     if summary.model_dir is not None:
         out.print(
             f"trained {summary.steps} steps on {summary.images} images / {summary.classes} classes "

@@ -475,6 +475,52 @@ def rerank_for_steps(base: RerankConfig, steps: Sequence[str] | None) -> RerankC
     return replace(base, dba="dba" in steps, qe=qe, **off)  # type: ignore[arg-type]
 
 
+def revisitop_local_verifier(
+    cfg: Config,
+    dataset_dir: Path,
+    db_names: Sequence[str],
+    truths: Sequence[QueryTruth],
+    db_store: Path,
+    query_store: Path,
+    *,
+    progress: bool = True,
+) -> tuple[Verifier, dict[str, Any]]:
+    """Local features (``cfg.local``) of a Revisited-format benchmark's database images and of its queries cropped
+    to their bbx, each extracted into its store unless already there (keyed by image id), and a spatial verifier
+    over them (``cfg.verify``): queries come from ``query_store``, candidates from ``db_store``.
+
+    Returns:
+        The verifier and what was extracted (for metrics.json).
+    """
+    from landmark.config import resolve_device
+    from landmark.data.revisitop import image_uri
+    from landmark.features.local_extract import LocalItem, extract_local_to_store
+    from landmark.verify import StoreVerifier
+
+    device = resolve_device(cfg.device)
+    runs = {
+        name: extract_local_to_store(
+            items, store, cfg.local, device=device, desc=f"local {name}", progress=progress
+        )
+        for name, items, store in (
+            ("database", [LocalItem(i, dataset_dir / image_uri(i)) for i in db_names], db_store),
+            (
+                "queries",
+                [LocalItem(t.query_id, dataset_dir / image_uri(t.query_id), t.bbox) for t in truths],
+                query_store,
+            ),
+        )
+    }
+    report = {
+        "backend": cfg.local.backend,
+        "image_size": cfg.local.image_size,
+        "max_features": cfg.local.max_features,
+        "stores": {"database": str(db_store), "queries": str(query_store)},
+        "extracted": {name: run.extracted for name, run in runs.items()},
+    }
+    return StoreVerifier([db_store], cfg.verify, query_store=query_store), report
+
+
 def eval_revisitop(
     cfg: Config,
     root: Path,
@@ -483,6 +529,9 @@ def eval_revisitop(
     *,
     model: Path | None = None,
     rerank_steps: Sequence[str] | None = None,
+    spatial: bool = False,
+    local_cache: Path | None = None,
+    features_cache: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate retrieval on ``root/name`` (``gnd_<name>.pkl`` + ``jpg/``) with the configured model.
@@ -492,13 +541,23 @@ def eval_revisitop(
     and ``out_dir/metrics.json`` (easy/medium/hard mAP and mP@k in percent).
 
     Args:
-        cfg: the config (``model``, ``extract``, ``rerank``, ``index``, ``evaluate``).
+        cfg: the config (``model``, ``extract``, ``rerank``, ``index``, ``evaluate``; with ``spatial`` also
+            ``local`` and ``verify``).
         root: directory holding ``<name>/``.
         name: dataset name, e.g. "roxford5k".
         out_dir: output directory.
         model: a trained model directory (``landmark train``), or a checkpoint file used as
             ``model.pretrained`` (timm backbone weights); None = the off-the-shelf pretrained backbone + GeM.
         rerank_steps: re-ranking steps (see :func:`rerank_for_steps`); None = the config's (DBA/QE only).
+        spatial: after them, re-rank the top ``rerank.spatial_top`` by spatial-verification inliers (the same
+            step as :func:`evaluate`), with local features (``local.backend``) of the database images and of the
+            cropped queries.
+        local_cache: local feature root for the database images (``<local_cache>/index``, keyed by image id, so
+            benchmarks over the same images share it); default ``out_dir/local``. Cropped queries always go to
+            ``out_dir/local/queries``.
+        features_cache: global descriptor root for the database images (``<features_cache>/index``, keyed by
+            image id; one model per root); default ``out_dir/features``. Cropped queries always go to
+            ``out_dir/features/test``.
         progress: show extraction progress.
 
     Returns:
@@ -518,25 +577,42 @@ def eval_revisitop(
         else:
             raise FileNotFoundError(f"--model {model}: neither a model directory nor a checkpoint file")
     rerank = rerank_for_steps(cfg.rerank, rerank_steps)  # bad steps fail before any extraction
+    rerank = replace(rerank, spatial=spatial)
     path = gnd_path(root, name)
     if not path.is_file():
         raise FileNotFoundError(f"no revisitop ground truth at {path}")
     db_names, query_names, truths = read_gnd(path)
     dataset_dir = Path(root) / name
     out_dir = Path(out_dir)
-    extract(
-        cfg,
-        dataset_dir,
-        out_dir / "features",
-        splits=("index", "test"),
-        fmt="revisitop",
-        model_dir=model_dir,
-        progress=progress,
-    )
-    _, db = load_features(out_dir / "features" / "index", db_names)
+    db_features = Path(features_cache) if features_cache is not None else out_dir / "features"
+    for split, store_root in (("index", db_features), ("test", out_dir / "features")):
+        extract(
+            cfg,
+            dataset_dir,
+            store_root,
+            splits=(split,),
+            fmt="revisitop",
+            model_dir=model_dir,
+            progress=progress,
+        )
+    _, db = load_features(db_features / "index", db_names)
     _, queries = load_features(out_dir / "features" / "test", query_names)
+    verifier, spatial_report = None, None
+    if spatial:
+        db_local = (Path(local_cache) if local_cache is not None else out_dir / "local") / "index"
+        verifier, spatial_report = revisitop_local_verifier(
+            cfg, dataset_dir, db_names, truths, db_local, out_dir / "local" / "queries", progress=progress
+        )
     result = run_retrieval(
-        queries, db, rerank, top=min(cfg.evaluate.topk, len(db_names)), index_cfg=cfg.index, seed=cfg.seed
+        queries,
+        db,
+        rerank,
+        top=min(cfg.evaluate.topk, len(db_names)),
+        index_cfg=cfg.index,
+        seed=cfg.seed,
+        verifier=verifier,
+        query_ids=query_names,
+        db_ids=db_names,
     )
     ranks = result.full_ranking().T.astype(np.int64)
     metrics: dict[str, Any] = {
@@ -547,8 +623,13 @@ def eval_revisitop(
         "model": {"dir": str(model_dir)}
         if model_dir
         else {"backbone": cfg.model.backbone, "pretrained": cfg.model.pretrained},
-        "rerank": {"steps": applied_steps(rerank)},
+        "rerank": {
+            "steps": applied_steps(rerank),
+            "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
+        },
     }
+    if spatial_report is not None:
+        metrics["rerank"]["spatial"] = {**spatial_report, "top": rerank.spatial_top}
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / "ranks.npy", ranks)
     _write_json(out_dir / "metrics.json", metrics)

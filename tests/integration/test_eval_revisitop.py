@@ -8,6 +8,9 @@ an independent re-implementation of the protocol computed from ranks.npy.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,8 @@ from typer.testing import CliRunner
 
 from landmark.cli import app
 from landmark.data.groundtruth import QueryTruth
+from landmark.data.imc import read_imc_cameras, write_imc_cameras
+from landmark.data.imc_benchmark import build_imc_sets
 from landmark.data.revisitop import gnd_path, write_gnd
 
 FAST = [
@@ -137,3 +142,93 @@ def test_bad_arguments_are_one_line_errors(tiny_revisitop: Path, tmp_path: Path)
     assert bad_step.exit_code == 1 and "unknown re-ranking step" in bad_step.output
     bad_model = runner.invoke(app, [*FAST, *args, "--dataset", "tiny", "--model", str(tmp_path / "none.pth")])
     assert bad_model.exit_code == 1 and "checkpoint" in bad_model.output
+
+
+# --- spatial verification on a small set built from the shared IMC photos --------------------------------------
+
+CHECK_TOOL = Path(__file__).resolve().parents[2].parent / "shared" / "tools" / "check_revisitop_out.py"
+SPATIAL_FAST = [
+    *FAST,
+    "--set",
+    "local.image_size=320",
+    "--set",
+    "local.workers=0",
+    "--set",
+    "local.max_features=600",
+]
+
+
+def mini_imc(source: Path, target: Path, scenes: tuple[str, ...], per_scene: int) -> Path:
+    """An IMC layout of the ``per_scene`` photos of each scene whose optical axes are closest to its first camera's
+    (so the subset has easy and hard pairs), with their calibration and covisibility rows."""
+    for scene in scenes:
+        cameras = read_imc_cameras(source / scene)
+        first = next(iter(cameras.values())).R[2]
+        keep = sorted(cameras, key=lambda i: -float(cameras[i].R[2] @ first))[:per_scene]
+        (target / scene / "images").mkdir(parents=True)
+        for image_id in keep:
+            os.link(
+                source / scene / "images" / f"{image_id}.jpg", target / scene / "images" / f"{image_id}.jpg"
+            )
+        write_imc_cameras(target / scene, {i: cameras[i] for i in keep})
+        pairs = source / scene / "pair_covisibility.csv"
+        if pairs.is_file():
+            lines = pairs.read_text().splitlines()
+            wanted = {f"{a}-{b}" for a in keep for b in keep}
+            rows = [line for line in lines[1:] if line.split(",", 1)[0] in wanted]
+            (target / scene / "pair_covisibility.csv").write_text("\n".join([lines[0], *rows]) + "\n")
+    return target
+
+
+@pytest.fixture(scope="module")
+def imc_set(imc_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("imc_mini")
+    mini = mini_imc(imc_root, base / "imc", ("brandenburg_gate", "sagrada_familia"), per_scene=10)
+    build_imc_sets(mini, base / "sets", queries_per_scene=2, seed=0)
+    return base / "sets"
+
+
+def check_with_tool(gnd: Path, out: Path) -> None:
+    if not CHECK_TOOL.is_file():
+        pytest.skip(f"checker not found at {CHECK_TOOL}")
+    checked = subprocess.run(
+        [sys.executable, str(CHECK_TOOL), str(gnd), str(out)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_spatial_reranking_on_imc_set(imc_set: Path, tmp_path: Path) -> None:
+    name = "imc_sagrada_familia"
+    gnd = gnd_path(imc_set, name)
+    common = ["eval-revisitop", "--root", str(imc_set), "--dataset", name, "--rerank", "none"]
+    plain = runner.invoke(app, [*SPATIAL_FAST, *common, "--out", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    cache = [
+        "--local-cache",
+        str(tmp_path / "local"),
+        "--features-cache",
+        str(tmp_path / "plain" / "features"),
+    ]
+    spatial = runner.invoke(
+        app, [*SPATIAL_FAST, *common, "--out", str(tmp_path / "spatial"), "--spatial", *cache]
+    )
+    assert spatial.exit_code == 0, spatial.output
+    for out in ("plain", "spatial"):
+        check_with_tool(gnd, tmp_path / out)
+    before = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    after = json.loads((tmp_path / "spatial" / "metrics.json").read_text())
+    assert after["rerank"]["steps"] == ["spatial"]
+    assert after["rerank"]["spatial"]["extracted"] == {"database": 18, "queries": 2}
+    # 64-px global descriptors rank these real photos poorly; verified inliers must not make it worse
+    assert not np.array_equal(
+        np.load(tmp_path / "plain" / "ranks.npy"), np.load(tmp_path / "spatial" / "ranks.npy")
+    )
+    assert after["revisitop"]["medium"]["mAP"] >= before["revisitop"]["medium"]["mAP"]
+    # a second run verifies again but extracts nothing: local features are cached by image id
+    again = runner.invoke(
+        app, [*SPATIAL_FAST, *common, "--out", str(tmp_path / "spatial"), "--spatial", *cache]
+    )
+    assert again.exit_code == 0, again.output
+    rerun = json.loads((tmp_path / "spatial" / "metrics.json").read_text())
+    assert rerun["rerank"]["spatial"]["extracted"] == {"database": 0, "queries": 0}
+    assert rerun["revisitop"] == after["revisitop"]  # seeded verification: the same ranking

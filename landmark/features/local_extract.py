@@ -1,0 +1,213 @@
+"""Local features of image files into a local feature store (resumable), with optional query crops.
+
+Shared by the ``local`` stage (a dataset split) and ``eval-revisitop --spatial`` (a benchmark's database and its
+cropped queries): each image is decoded, cropped to its box if it has one, resized so its long side is
+``LocalConfig.image_size``, described by the configured backend, and its keypoint locations are mapped back to
+the ORIGINAL image's pixels (crop offset included). Work goes through :func:`landmark.parallel.parallel_map`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from landmark.config import LocalConfig
+from landmark.data.images import bbox_pixels, decode_image
+from landmark.features.local import LocalExtractor, LocalFeatures, create_local_extractor
+from landmark.features.local_store import (
+    LocalFeatureWriter,
+    LocalStoreError,
+    read_local_meta,
+    stored_local_ids,
+)
+from landmark.parallel import parallel_map
+
+BBox = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class LocalItem:
+    """One image to describe: the store key, the file and an optional crop box (x0, y0, x1, y1) in pixels."""
+
+    key: str
+    path: Path
+    bbox: BBox | None = None
+
+
+def backend_params(cfg: LocalConfig, device: str = "cpu") -> dict[str, object]:
+    """Keyword arguments of ``create_local_extractor(cfg.backend, ...)``.
+
+    Images are resized to ``cfg.image_size`` here, so SIFT is told not to resize again; the DELF backends get
+    their model directory (our torch DELF also the device).
+    """
+    if cfg.backend == "sift":
+        return {"max_features": cfg.max_features, "max_side": 0}
+    params: dict[str, object] = {"model_dir": cfg.model, "max_features": cfg.max_features}
+    if cfg.backend == "delf":
+        params["device"] = device
+    return params
+
+
+def store_meta(cfg: LocalConfig) -> dict[str, object]:
+    """What a store records about its features; appending with other settings is refused."""
+    return {"backend": cfg.backend, "model": cfg.model, "image_size": cfg.image_size,
+            "max_features": cfg.max_features}  # fmt: skip
+
+
+def check_store_settings(store: Path, cfg: LocalConfig) -> None:
+    """Refuse to resume a store written with other local-feature settings (its features would not match).
+
+    Raises:
+        LocalStoreError: naming the settings that differ.
+    """
+    meta = read_local_meta(store)
+    wanted = store_meta(cfg)
+    changed = sorted(k for k in wanted if meta.get(k) != wanted[k])
+    if changed:
+        raise LocalStoreError(
+            f"{store} holds local features written with a different {', '.join(changed)} "
+            f"({', '.join(f'{k}={meta.get(k)!r}' for k in changed)}); remove it or choose another --out"
+        )
+
+
+@functools.lru_cache(maxsize=2)
+def _extractor(backend: str, params: tuple[tuple[str, object], ...]) -> LocalExtractor:
+    """One extractor per worker process and settings (a DELF model loads once, not per image)."""
+    return create_local_extractor(backend, **dict(params))
+
+
+def resize_long_side(image: np.ndarray, long_side: int) -> tuple[np.ndarray, float, float]:
+    """Resize so the longer side is ``long_side`` (0 = unchanged); returns the image and the x, y factors
+    original / resized that map locations back."""
+    import cv2
+
+    h, w = image.shape[:2]
+    if long_side == 0 or max(h, w) == long_side:
+        return image, 1.0, 1.0
+    scale = long_side / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    method = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, (nw, nh), interpolation=method), w / nw, h / nh
+
+
+ExtractTask = tuple[str, str, str, tuple[tuple[str, object], ...], int, BBox | None]
+
+
+def extract_image(task: ExtractTask) -> tuple[str, LocalFeatures]:
+    """Local features of one image file in original-image pixels: ``(key, features)``.
+
+    ``task`` = (key, image path, backend, backend params as sorted items, long side, crop box or None); module
+    level so a process pool can pickle it. A crop is taken before resizing and its offset added back.
+    """
+    key, path, backend, params, long_side, bbox = task
+    return key, _describe(decode_image(path, name=key), backend, params, long_side, bbox)
+
+
+def local_features(
+    image: np.ndarray, cfg: LocalConfig, *, device: str = "cpu", bbox: BBox | None = None
+) -> LocalFeatures:
+    """Local features of a decoded (H, W, 3) uint8 image exactly as the ``local`` stage stores them: resized to
+    ``cfg.image_size``, locations and scales in original-image pixels (e.g. a query at serving time)."""
+    params = tuple(sorted(backend_params(cfg, device).items()))
+    return _describe(image, cfg.backend, params, cfg.image_size, bbox)
+
+
+def _describe(
+    image: np.ndarray,
+    backend: str,
+    params: tuple[tuple[str, object], ...],
+    long_side: int,
+    bbox: BBox | None,
+) -> LocalFeatures:
+    x0 = y0 = 0
+    if bbox is not None:
+        x0, y0, x1, y1 = bbox_pixels(bbox, image.shape[1], image.shape[0])
+        image = np.ascontiguousarray(image[y0:y1, x0:x1])
+    resized, fx, fy = resize_long_side(image, long_side)
+    feats = _extractor(backend, params)(resized)
+    # pixel centres sit at integer coordinates: map centre-to-centre back to the original image
+    locations = (
+        (feats.locations + 0.5) * np.array([fx, fy], np.float32) - 0.5 + np.array([x0, y0], np.float32)
+    )
+    return LocalFeatures(
+        locations=locations,
+        scales=feats.scales * np.float32((fx + fy) / 2),
+        scores=feats.scores,
+        descriptors=feats.descriptors,
+    )
+
+
+@dataclass(frozen=True)
+class LocalExtraction:
+    """What :func:`extract_local_to_store` did: items asked for, already stored, newly extracted, keypoints."""
+
+    items: int
+    already_stored: int
+    extracted: int
+    keypoints: int
+
+
+def extract_local_to_store(
+    items: Sequence[LocalItem],
+    store: Path,
+    cfg: LocalConfig,
+    *,
+    device: str = "cpu",
+    shard_size: int = 256,
+    limit: int | None = None,
+    desc: str = "local",
+    progress: bool = True,
+) -> LocalExtraction:
+    """Extract the items whose key is not yet in the store at ``store`` (resumable, keyed by ``item.key``).
+
+    Args:
+        items: images to describe (keys unique).
+        store: local feature store directory.
+        cfg: backend, model, image size, features, workers.
+        device: torch device of the DELF backend (a GPU DELF extracts in this process: CUDA does not survive a
+            fork).
+        shard_size: images per shard (a killed run loses at most one shard's work).
+        limit: extract at most this many missing items (the next run resumes).
+        desc: progress-bar label.
+        progress: show a progress bar.
+
+    Raises:
+        LocalStoreError: the store was written with other settings.
+        ValueError: repeated keys.
+    """
+    keys = [item.key for item in items]
+    if len(set(keys)) != len(keys):
+        repeated = sorted({k for k in keys if keys.count(k) > 1})[:5]
+        raise ValueError(f"local feature keys must be unique, repeated: {repeated}")
+    done = set(stored_local_ids(store)) if store.exists() else set()
+    if done:
+        check_store_settings(store, cfg)
+    todo = [item for item in items if item.key not in done]
+    if limit is not None:
+        todo = todo[: max(limit, 0)]
+    params = tuple(sorted(backend_params(cfg, device).items()))
+    workers = 0 if cfg.backend == "delf" and device == "cuda" else cfg.workers
+    tasks: list[ExtractTask] = [
+        (item.key, str(item.path), cfg.backend, params, cfg.image_size, item.bbox) for item in todo
+    ]
+    keypoints = 0
+    writer: LocalFeatureWriter | None = None
+    try:
+        for key, feats in parallel_map(extract_image, tasks, workers=workers, desc=desc, progress=progress):
+            if writer is None:
+                writer = LocalFeatureWriter(store, feats.dim, shard_size=shard_size, meta=store_meta(cfg))
+            writer.add(key, feats)
+            keypoints += len(feats)
+    finally:
+        if writer is not None:
+            writer.flush()  # what was extracted before an error or a kill is complete and valid
+    return LocalExtraction(
+        items=len(items),
+        already_stored=sum(1 for k in keys if k in done),
+        extracted=len(todo),
+        keypoints=keypoints,
+    )
