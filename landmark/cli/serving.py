@@ -38,6 +38,14 @@ MetricsOption = Annotated[
     Path | None,
     typer.Option("--metrics", help="evaluation metrics.json with the 'no landmark' threshold (with --local)"),
 ]
+LocalFeaturesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--local-features",
+        help="local feature stores index/ and train/ (`landmark local`) for rerank.spatial / recognize.inliers "
+        "(default: paths.local)",
+    ),
+]
 ImagesArgument = Annotated[list[Path], typer.Argument(help="image files to query with", show_default=False)]
 JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON document instead of tables")]
 
@@ -50,6 +58,7 @@ class Source:
     local: Path | None = None
     index: Path | None = None
     metrics: Path | None = None
+    local_features: Path | None = None
 
     def check(self) -> None:
         if self.local is None and (self.index is not None or self.metrics is not None):
@@ -82,12 +91,13 @@ def open_served(cfg: Config, source: Source) -> ServedModel:
     from landmark.stages.promote import open_registry
 
     source.check()
+    local_dir = source.local_features or Path(cfg.paths.local)
     if source.local is not None:
-        return load_local(cfg, source.local, source.index, metrics_path=source.metrics)
+        return load_local(cfg, source.local, source.index, metrics_path=source.metrics, local_dir=local_dir)
     registry = open_registry(cfg)
     version = source.version or production_version(cfg)
     root = cached_version(registry, version, Path(cfg.serve.cache))
-    return load_version_dir(cfg, root, version=version)
+    return load_version_dir(cfg, root, version=version, local_dir=local_dir)
 
 
 def read_image(path: Path, cfg: Config) -> Any:
@@ -109,7 +119,9 @@ def answer_files(
 ) -> list[dict[str, Any]]:
     """One JSON-ready answer per image (an ``error`` and ``reason`` for images that do not decode)."""
     from landmark.data.images import ImageDecodeError
-    from landmark.serving.query import describe_query, recognize_descriptors, search_descriptors
+    from landmark.serving.query import describe_query
+    from landmark.serving.query import recognize as recognize_queries
+    from landmark.serving.query import search as search_queries
 
     answers = []
     for path in images:
@@ -120,9 +132,9 @@ def answer_files(
             answers.append({**entry, "error": exc.reason, "detail": exc.detail})
             continue
         if recognize:
-            entry.update(recognize_descriptors(served, query)[0].to_dict())
+            entry.update(recognize_queries(served, [query])[0].to_dict())
         else:
-            entry["results"] = [h.to_dict() for h in search_descriptors(served, query, top)[0]]
+            entry["results"] = [h.to_dict() for h in search_queries(served, [query], top)[0]]
         answers.append(entry)
     return answers
 
@@ -193,10 +205,11 @@ def search(
     local: LocalOption = None,
     index: IndexOption = None,
     metrics: MetricsOption = None,
+    local_features: LocalFeaturesOption = None,
 ) -> None:
     """Search the production index (or --version / --local) with image files: rank, image id, landmark, score."""
     cfg = state.config()
-    served = open_served(cfg, Source(version, local, index, metrics))
+    served = open_served(cfg, Source(version, local, index, metrics, local_features))
     answers = answer_files(cfg, served, images, top=top or cfg.serve.top, recognize=False)
     print_answers(answers, as_json=as_json, recognize=False)
 
@@ -211,10 +224,11 @@ def recognize(
     local: LocalOption = None,
     index: IndexOption = None,
     metrics: MetricsOption = None,
+    local_features: LocalFeaturesOption = None,
 ) -> None:
     """Recognise the landmark in image files, or "no landmark" below the calibrated threshold."""
     cfg = state.config()
-    served = open_served(cfg, Source(version, local, index, metrics))
+    served = open_served(cfg, Source(version, local, index, metrics, local_features))
     answers = answer_files(cfg, served, images, top=1, recognize=True)
     print_answers(answers, as_json=as_json, recognize=True)
 
@@ -232,6 +246,7 @@ def serve(
     local: LocalOption = None,
     index: IndexOption = None,
     metrics: MetricsOption = None,
+    local_features: LocalFeaturesOption = None,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -252,7 +267,7 @@ def serve(
     from landmark.serving.thumbs import catalog_thumbnails
 
     cfg = state.config()
-    source = Source(version, local, index, metrics)
+    source = Source(version, local, index, metrics, local_features)
     serving = ServingState(ModelSlot(), cfg.serve)
     if source.local is not None or source.version is not None:
         served = open_served(cfg, source)
@@ -260,7 +275,7 @@ def serve(
         serving.slot.swap(served)
         serving.metrics.served(served.version, served.model_id, int(served.db.shape[0]))
     else:
-        serving.follower = start_follower(cfg, serving)
+        serving.follower = start_follower(cfg, serving, local_features or Path(cfg.paths.local))
     catalog = data or (Path(cfg.paths.catalog) if Path(cfg.paths.catalog).is_dir() else None)
     if catalog is not None:
         serving.thumbnails = catalog_thumbnails(cfg, catalog)
@@ -280,7 +295,7 @@ def serve(
             serving.follower.stop()
 
 
-def start_follower(cfg: Config, serving: ServingState) -> RegistryFollower:
+def start_follower(cfg: Config, serving: ServingState, local_dir: Path | None) -> RegistryFollower:
     """A registry follower for ``serving`` (its first poll done here, so a production version serves at once)."""
     from landmark.serving.service import RegistryFollower, cache_pruner, registry_loader
     from landmark.stages.promote import open_registry
@@ -295,7 +310,7 @@ def start_follower(cfg: Config, serving: ServingState) -> RegistryFollower:
     follower = RegistryFollower(
         serving.slot,
         read_pointer,
-        registry_loader(cfg, registry, cache),
+        registry_loader(cfg, registry, cache, local_dir),
         cfg.serve.poll_s,
         metrics=serving.metrics,
         on_swap=cache_pruner(cache, cfg.serve.keep_versions),

@@ -45,8 +45,8 @@ from landmark.serving.query import (
     RecognitionUnavailableError,
     decode_query,
     describe_query,
-    recognize_descriptors,
-    search_descriptors,
+    recognize,
+    search,
 )
 from landmark.serving.service import ModelSlot, RegistryFollower
 from landmark.serving.thumbs import Thumbnails
@@ -235,7 +235,7 @@ def query_bytes(state: ServingState, query: QueryInput) -> bytes:
 def answer_search(served: ServedModel, data: bytes, name: str, top: int, cfg: ServeConfig) -> dict[str, Any]:
     """Decode, describe and search one image with ``served`` (a single version from start to end)."""
     image = decode_image_or_refuse(data, name, cfg)
-    hits = search_descriptors(served, describe_query(served, image), max(top, 1))[0] if top else []
+    hits = search(served, [describe_query(served, image)], top)[0] if top else []
     return {
         "version": served.version,
         "model_id": served.model_id,
@@ -251,7 +251,7 @@ def answer_recognize(
     image = decode_image_or_refuse(data, name, cfg)
     query = describe_query(served, image)
     try:
-        recognition = recognize_descriptors(served, query)[0]
+        recognition = recognize(served, [query])[0]
     except RecognitionUnavailableError as exc:
         raise RequestRefused("recognition_unavailable", str(exc)) from exc
     body: dict[str, Any] = {
@@ -261,7 +261,7 @@ def answer_recognize(
         **recognition.to_dict(),
     }
     if top:
-        body["results"] = [h.to_dict() for h in search_descriptors(served, query, top)[0]]
+        body["results"] = [h.to_dict() for h in search(served, [query], top)[0]]
     return body
 
 

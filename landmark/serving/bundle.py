@@ -26,6 +26,7 @@ from landmark.config import (
     ConfigError,
     ExtractConfig,
     IndexConfig,
+    LocalConfig,
     RecognizeConfig,
     RerankConfig,
     section_from_dict,
@@ -37,13 +38,11 @@ from landmark.recognize import LabelledSet
 from landmark.registry import INDEX_PART, METRICS, MODEL_PART
 from landmark.rerank import label_steps_enabled, without_label_steps
 from landmark.stages.evaluate import applied_steps
+from landmark.verify import StoreVerifier
 
 logger = logging.getLogger(__name__)
 
-NO_LOCAL_FEATURES = (
-    "spatial verification and the recognition inlier term skipped: serving extracts no local features of the "
-    "query yet"
-)
+SKIPPED_SPATIAL = "spatial verification skipped"  # evaluate's note when it ran without local features
 
 
 class ServingLoadError(ValueError):
@@ -71,6 +70,9 @@ class ServedModel:
         topk: the list length re-ranking works on (``evaluate.topk``); answers are cut from it.
         seed: the config seed (DQE negatives, IVF-PQ training).
         threshold: the calibrated "no landmark" threshold from the version's metrics, or None.
+        verifier: spatial verification against the stored local features of the index (and train) images, or
+            None when ``rerank.spatial`` / ``recognize.inliers`` are off or the local features are missing.
+        local: how query local features are extracted (the ``local`` section the stores were written with).
         metrics: the version's evaluation metrics.
         notes: what is switched off and why, and other caveats.
         loaded_at: UTC time of loading (ISO 8601).
@@ -92,6 +94,8 @@ class ServedModel:
     topk: int
     seed: int
     threshold: float | None
+    verifier: StoreVerifier | None = None
+    local: LocalConfig = field(default_factory=LocalConfig)
     metrics: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     loaded_at: str = ""
@@ -119,6 +123,7 @@ class ServedModel:
             "train_set": None if self.train is None else int(np.size(self.train.labels)),
             "threshold": self.threshold,
             "rerank_steps": applied_steps(self.rerank),
+            "recognition_inliers": self.recognize.inliers,
             "notes": list(self.notes),
             "loaded_at": self.loaded_at,
         }
@@ -166,19 +171,66 @@ def calibrated_threshold(metrics: dict[str, Any]) -> float | None:
 
 
 def effective_config(
-    cfg: Config, train: LabelledSet | None
+    cfg: Config, train: LabelledSet | None, verifier_note: str
 ) -> tuple[RerankConfig, RecognizeConfig, list[str]]:
-    """``evaluate``'s rerank / recognize config minus what this version cannot run, with the reasons."""
+    """``evaluate``'s rerank / recognize config minus what this version cannot run, with the reasons (the
+    same rules as ``evaluate``: no local features -> no spatial step and no inlier term; no train set -> no
+    sort/insert steps)."""
     rerank, recognize, notes = cfg.rerank, cfg.recognize, []
-    if rerank.spatial or recognize.inliers:
+    if verifier_note:
         rerank, recognize = replace(rerank, spatial=False), replace(recognize, inliers=False)
-        notes.append(NO_LOCAL_FEATURES)
+        notes.append(f"{SKIPPED_SPATIAL}: {verifier_note}")
     if train is None and label_steps_enabled(rerank):
         rerank = without_label_steps(rerank)
         notes.append("sort/insert steps skipped: the version stores no labelled train set")
     if train is None:
         notes.append("recognition unavailable: the version stores no labelled train set")
     return rerank, recognize, notes
+
+
+def open_local_verifier(
+    cfg: Config, local_dir: Path | None, index_ids: list[str], train: LabelledSet | None
+) -> tuple[StoreVerifier | None, str]:
+    """The spatial verifier ``rerank.spatial`` / ``recognize.inliers`` ask for, over the local feature stores
+    ``local_dir/index`` and ``local_dir/train`` (``landmark local``), and why there is none: neither is switched
+    on, a store is missing, was written with other ``local`` settings, or lacks images of this version."""
+    from landmark.features.local_extract import store_meta
+    from landmark.features.local_store import LocalFeatureReader, read_local_meta
+
+    needed = {"index": index_ids} if cfg.rerank.spatial else {}
+    if cfg.recognize.inliers:
+        needed["train"] = list(train.ids) if train is not None else []
+    if not needed:
+        return None, ""
+    if local_dir is None:
+        return None, "no local feature stores given (landmark serve --local-features DIR)"
+    readers = []
+    for split, ids in needed.items():
+        root = Path(local_dir) / split
+        if not root.is_dir():
+            return None, f"no local features of {split} in {local_dir} (run `landmark local --split {split}`)"
+        meta, wanted = read_local_meta(root), store_meta(cfg.local)
+        if any(meta.get(k) != v for k, v in wanted.items()):
+            return None, f"{root} was written with other local settings than the config's local section"
+        reader = LocalFeatureReader(root)
+        missing = sum(1 for i in ids if i not in reader)
+        if missing:
+            return None, f"{root} lacks local features of {missing} of the version's {split} images"
+        readers.append(reader)
+    return StoreVerifier(readers, cfg.verify), ""
+
+
+def threshold_note(metrics: dict[str, Any], recognize: RecognizeConfig) -> str:
+    """A caveat when evaluation calibrated the threshold without the inlier term (it noted that it skipped
+    spatial verification) but serving adds it: the confidences are then on a higher scale than calibrated."""
+    notes = metrics.get("rerank", {}).get("notes", []) if "recognition" in metrics else []
+    calibrated_without = any(SKIPPED_SPATIAL in str(n) for n in notes)
+    if calibrated_without and recognize.inliers:
+        return (
+            "the threshold was calibrated without the recognition inlier term (evaluation had no local "
+            "features) and serving adds it: more images pass it than the target false-positive rate allows"
+        )
+    return ""
 
 
 def _read_metrics(root: Path) -> dict[str, Any]:
@@ -201,6 +253,7 @@ def load_served_model(
     *,
     version: str,
     metrics: dict[str, Any] | None = None,
+    local_dir: Path | None = None,
     device: str = "cpu",
 ) -> ServedModel:
     """Load a model directory and its saved index for serving.
@@ -212,6 +265,7 @@ def load_served_model(
         index_dir: the index directory (``landmark index``, or a version's ``index/``).
         version: the name answers carry (a registry version id, or ``local:<dir>``).
         metrics: the evaluation metrics (the "no landmark" threshold); None = none known.
+        local_dir: local feature stores (``index/``, ``train/``) for spatial verification and the inlier term.
         device: where the model runs ("cpu" for serving).
 
     Raises:
@@ -236,7 +290,8 @@ def load_served_model(
         raise ServingLoadError(
             f"the train set holds {train.vectors.shape[1]}-d vectors, the index {db.shape[1]}-d"
         )
-    rerank, recognize, notes = effective_config(cfg, train)
+    verifier, verifier_note = open_local_verifier(cfg, local_dir, index.ids, train)
+    rerank, recognize, notes = effective_config(cfg, train, verifier_note)
     notes = ([extract_note] if extract_note else []) + notes
     if labels is None:
         notes.append("the index stores no labels (labels.json): results show predicted landmarks only")
@@ -244,6 +299,8 @@ def load_served_model(
     threshold = calibrated_threshold(metrics)
     if train is not None and threshold is None:
         notes.append("no calibrated threshold in the version's metrics: every recognition is accepted")
+    caveat = threshold_note(metrics, recognize)
+    notes += [caveat] if caveat else []
     loaded.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return ServedModel(
         version=version,
@@ -262,6 +319,8 @@ def load_served_model(
         topk=cfg.evaluate.topk,
         seed=cfg.seed,
         threshold=threshold,
+        verifier=verifier if (rerank.spatial or recognize.inliers) else None,
+        local=cfg.local,
         metrics=metrics,
         notes=tuple(notes),
         loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -276,12 +335,20 @@ def _require_version_dir(root: Path) -> None:
             )
 
 
-def load_version_dir(cfg: Config, root: Path, *, version: str, device: str = "cpu") -> ServedModel:
+def load_version_dir(
+    cfg: Config, root: Path, *, version: str, local_dir: Path | None = None, device: str = "cpu"
+) -> ServedModel:
     """Load a version directory (``model/``, ``index/``, ``metrics.json``) for serving."""
     root = Path(root)
     _require_version_dir(root)
     return load_served_model(
-        cfg, root / MODEL_PART, root / INDEX_PART, version=version, metrics=_read_metrics(root), device=device
+        cfg,
+        root / MODEL_PART,
+        root / INDEX_PART,
+        version=version,
+        metrics=_read_metrics(root),
+        local_dir=local_dir,
+        device=device,
     )
 
 
@@ -291,6 +358,7 @@ def load_local(
     index_dir: Path | None = None,
     *,
     metrics_path: Path | None = None,
+    local_dir: Path | None = None,
     device: str = "cpu",
 ) -> ServedModel:
     """A model and index on disk, without a store.
@@ -302,6 +370,7 @@ def load_local(
         index_dir: the index directory to serve with the model directory ``local``.
         metrics_path: evaluation metrics (the "no landmark" threshold); default: the version-like directory's
             ``metrics.json``, none for a model directory.
+        local_dir: local feature stores for spatial verification (see :func:`load_served_model`).
         device: where the model runs.
     """
     local = Path(local)
@@ -315,5 +384,11 @@ def load_local(
     if metrics_path is not None:
         metrics = _read_json_object(Path(metrics_path))
     return load_served_model(
-        cfg, model_dir, Path(index_dir), version=f"local:{local}", metrics=metrics, device=device
+        cfg,
+        model_dir,
+        Path(index_dir),
+        version=f"local:{local}",
+        metrics=metrics,
+        local_dir=local_dir,
+        device=device,
     )

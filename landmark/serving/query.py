@@ -2,6 +2,9 @@
 
 - decoding: :func:`landmark.data.images.decode_image` (the pipeline's safe decoder, same reason codes);
 - the descriptor: :func:`landmark.features.global_desc.describe_image` (extraction's resize and multi-scale);
+- the local features (when spatial verification is on): :func:`landmark.features.local_extract.local_features`
+  (the ``local`` stage's extraction), verified against the stored features of the candidates with
+  :func:`landmark.verify.verify_pairs`;
 - search: :func:`landmark.rerank.run_retrieval` over the version's index and train set, with ``evaluate``'s list
   length (``evaluate.topk``), then cut to the requested number of results;
 - recognition: :func:`landmark.recognize.knn_recognition`, rejected as "no landmark" at or below the threshold
@@ -10,6 +13,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,9 +21,12 @@ import numpy as np
 
 from landmark.data.images import ImageDecodeError, decode_image
 from landmark.features.global_desc import describe_image
+from landmark.features.local import LocalFeatures
+from landmark.features.local_extract import local_features
 from landmark.recognize import knn_recognition
 from landmark.rerank import run_retrieval
 from landmark.serving.bundle import ServedModel
+from landmark.verify import StoreVerifier, verify_pairs
 
 
 class RecognitionUnavailableError(ValueError):
@@ -90,17 +97,65 @@ def decode_query(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "<
     return decode_image(data, max_pixels=max_pixels, name=name)
 
 
-def describe_query(served: ServedModel, image: np.ndarray) -> np.ndarray:
-    """The (1, dim) float32 descriptor of a decoded image, made like the index's descriptors."""
-    return describe_image(served.model, image, served.extract, served.device)[None]
+@dataclass(frozen=True)
+class Query:
+    """A described query image.
+
+    Attributes:
+        vector: (dim,) float32 L2-normalised global descriptor.
+        local: its local features (only when the served version verifies spatially).
+    """
+
+    vector: np.ndarray
+    local: LocalFeatures | None = None
 
 
-def search_descriptors(served: ServedModel, queries: np.ndarray, top: int) -> list[list[SearchHit]]:
-    """The top results of each query descriptor, re-ranked as ``evaluate`` re-ranks.
+def describe_query(served: ServedModel, image: np.ndarray) -> Query:
+    """Describe a decoded image like the index images were: global descriptor, and local features when
+    ``served`` verifies spatially."""
+    vector = describe_image(served.model, image, served.extract, served.device)
+    local = local_features(image, served.local) if served.verifier is not None else None
+    return Query(vector, local)
+
+
+@dataclass(frozen=True)
+class QueryVerifier:
+    """A :class:`landmark.recognize.Verifier` for queries that are not in any store: their local features come
+    from memory (keyed by query id), the candidates' from the version's stores."""
+
+    queries: dict[str, LocalFeatures]
+    stored: StoreVerifier
+
+    def __call__(self, query_id: str, candidate_ids: Sequence[str]) -> np.ndarray:
+        query = self.queries[query_id]
+        return verify_pairs([(query, self.stored.load(c)) for c in candidate_ids], self.stored.config)
+
+
+def _verification(served: ServedModel, queries: Sequence[Query]) -> tuple[QueryVerifier | None, list[str]]:
+    """The verifier and query ids of a batch (none when the version does not verify)."""
+    if served.verifier is None:
+        return None, []
+    ids = [f"query-{i}" for i in range(len(queries))]
+    local = {}
+    for query_id, query in zip(ids, queries, strict=True):
+        if query.local is None:
+            raise ValueError("spatial verification needs the queries' local features (see describe_query)")
+        local[query_id] = query.local
+    return QueryVerifier(local, served.verifier), ids
+
+
+def _vectors(queries: Sequence[Query]) -> np.ndarray:
+    if not queries:
+        raise ValueError("no queries")
+    return np.vstack([q.vector.reshape(1, -1) for q in queries]).astype(np.float32)
+
+
+def search(served: ServedModel, queries: Sequence[Query], top: int) -> list[list[SearchHit]]:
+    """The top results of each query, re-ranked as ``evaluate`` re-ranks.
 
     Args:
         served: the loaded version.
-        queries: (n, dim) L2-normalised descriptors.
+        queries: described query images.
         top: results per query (at most ``served.topk``, the list re-ranking works on).
 
     Returns:
@@ -108,14 +163,17 @@ def search_descriptors(served: ServedModel, queries: np.ndarray, top: int) -> li
     """
     if not 1 <= top <= served.topk:
         raise ValueError(f"top must be in [1, {served.topk}] (evaluate.topk), got {top}")
+    verifier, query_ids = _verification(served, queries)
     result = run_retrieval(
-        np.asarray(queries, np.float32),
+        _vectors(queries),
         served.db,
         served.rerank,
         top=served.topk,
         index_cfg=served.index_cfg,
         seed=served.seed,
         train=served.train,
+        verifier=verifier,
+        query_ids=query_ids,
         db_ids=served.ids,
         first_stage=served.index,
     )
@@ -151,8 +209,9 @@ def _landmark_of(
     return None, None
 
 
-def recognize_descriptors(served: ServedModel, queries: np.ndarray) -> list[Recognition]:
-    """Recognise each query descriptor by kNN voting over the version's train set, with rejection.
+def recognize(served: ServedModel, queries: Sequence[Query]) -> list[Recognition]:
+    """Recognise each query by kNN voting over the version's train set (plus the inlier term when the version
+    verifies spatially), with rejection.
 
     Raises:
         RecognitionUnavailableError: the version stores no labelled train set.
@@ -162,8 +221,15 @@ def recognize_descriptors(served: ServedModel, queries: np.ndarray) -> list[Reco
             f"version {served.version} cannot recognise: it stores no labelled train set (rebuild its index with "
             "train features present)"
         )
+    verifier, query_ids = _verification(served, queries)
     prediction = knn_recognition(
-        np.asarray(queries, np.float32), served.train, served.recognize, served.index_cfg, seed=served.seed
+        _vectors(queries),
+        served.train,
+        served.recognize,
+        served.index_cfg,
+        seed=served.seed,
+        verifier=verifier if served.recognize.inliers else None,
+        query_ids=query_ids if served.recognize.inliers else (),
     )
     return [
         _decide(int(label), float(conf), served.threshold)

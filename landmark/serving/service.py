@@ -26,7 +26,7 @@ from landmark.registry import Registry
 from landmark.serving.bundle import ServedModel, load_version_dir
 from landmark.serving.cache import cached_version, prune_cache
 from landmark.serving.metrics import ServingMetrics
-from landmark.serving.query import describe_query, recognize_descriptors, search_descriptors
+from landmark.serving.query import describe_query, recognize, search
 
 logger = logging.getLogger(__name__)
 
@@ -71,17 +71,20 @@ def warm_up(served: ServedModel) -> None:
     pays one-off costs (allocations, lazy inits) outside a request."""
     blank = np.full((64, 64, 3), 127, dtype=np.uint8)
     query = describe_query(served, blank)
-    search_descriptors(served, query, 1)
+    search(served, [query], 1)
     if served.train is not None:
-        recognize_descriptors(served, query)
+        recognize(served, [query])
 
 
-def registry_loader(cfg: Config, registry: Registry, cache_root: Path) -> Loader:
-    """A loader that fetches a version into the cache (verified), loads it and warms it up."""
+def registry_loader(
+    cfg: Config, registry: Registry, cache_root: Path, local_dir: Path | None = None
+) -> Loader:
+    """A loader that fetches a version into the cache (verified), loads it (with the local feature stores under
+    ``local_dir`` for spatial verification, when they cover it) and warms it up."""
 
     def load(version: str) -> ServedModel:
         root = cached_version(registry, version, cache_root)
-        served = load_version_dir(cfg, root, version=version)
+        served = load_version_dir(cfg, root, version=version, local_dir=local_dir)
         warm_up(served)
         return served
 

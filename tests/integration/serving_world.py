@@ -44,6 +44,9 @@ SERVE_OVERRIDES = [
     "evaluate.topk=20",
     "evaluate.grid_queries=0",
     "serve.top=5",
+    "local.image_size=128",
+    "local.max_features=300",
+    "local.workers=0",
 ]
 
 
@@ -93,3 +96,12 @@ def copy_version(world: ServingWorld, dest: Path, *, tweak: str) -> Path:
     metrics["tweak"] = tweak
     (dest / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return dest
+
+
+def add_local_features(world: ServingWorld, out: Path) -> Path:
+    """SIFT local features of the index and train images (``landmark local``) under ``out``."""
+    from landmark.stages.local import local
+
+    for split in ("index", "train"):
+        local(world.cfg, world.data, out, split=split, progress=False)
+    return out

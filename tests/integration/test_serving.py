@@ -16,7 +16,7 @@ import httpx
 import pytest
 from http_images import ImageServer, make_bomb, make_image
 from PIL import Image
-from serving_world import SERVE_OVERRIDES, ServingWorld, build_serving_world, copy_version
+from serving_world import SERVE_OVERRIDES, ServingWorld, add_local_features, build_serving_world, copy_version
 from typer.testing import CliRunner
 
 from landmark.cli import app as cli_app
@@ -26,7 +26,7 @@ from landmark.features.store import load_features
 from landmark.recognize import knn_recognition
 from landmark.registry import Registry
 from landmark.serving.api import VERSION_HEADER, BackgroundServer, ServingState, create_app
-from landmark.serving.bundle import ServedModel, load_local
+from landmark.serving.bundle import ServedModel, load_local, threshold_note
 from landmark.serving.cache import verify_version_dir
 from landmark.serving.metrics import ServingMetrics
 from landmark.serving.service import ModelSlot, RegistryFollower, registry_loader
@@ -357,6 +357,43 @@ def test_cli_search_and_recognize_from_the_registry(
         cli_app, [*args, "search", "--version", "20250101T000000000000Z-000000000000", path], env=env
     )
     assert missing.exit_code == 1 and "missing or incomplete" in missing.output
+
+
+def test_cli_spatial_verification_with_local_features(world: ServingWorld, tmp_path: Path) -> None:
+    """With rerank.spatial and recognize.inliers on and the index/train local features given, results carry
+    inliers (the query image itself verifies best) and the recognition uses the inlier term."""
+    local_dir = add_local_features(world, tmp_path / "local")
+    image_id, _ = landmark_images(world, "index")[0]
+    path = str(world.image("index", image_id))
+    spatial = [*cli_args(), "--set", "rerank.spatial=true", "--set", "recognize.inliers=true"]
+    base = ["--json", "--local", str(world.version), "--local-features", str(local_dir), path]
+    runner = CliRunner()
+    found = runner.invoke(cli_app, [*spatial, "search", "--top", "4", *base])
+    assert found.exit_code == 0, found.output
+    [answer] = json.loads(found.stdout)
+    hits = answer["results"]
+    assert hits[0]["image_id"] == image_id and all(isinstance(h["inliers"], int) for h in hits)
+    assert hits[0]["inliers"] == max(h["inliers"] for h in hits) > 10
+    recognized = runner.invoke(cli_app, [*spatial, "recognize", *base])
+    assert recognized.exit_code == 0, recognized.output
+    [answer] = json.loads(recognized.stdout)
+    assert answer["confidence"] > 1.0  # similarities plus inlier terms of the best label's neighbours
+    served = load_local(
+        replace(
+            world.cfg,
+            rerank=replace(world.cfg.rerank, spatial=True),
+            recognize=replace(world.cfg.recognize, inliers=True),
+        ),
+        world.version,
+        local_dir=local_dir,
+    )
+    assert served.verifier is not None and "spatial" in served.summary()["rerank_steps"]
+    assert not any("calibrated without" in n for n in served.notes)  # evaluation did not skip verification
+    skipped = {"recognition": {}, "rerank": {"notes": ["spatial verification skipped: no local features"]}}
+    assert "calibrated without" in threshold_note(skipped, served.recognize)
+    without = load_local(replace(world.cfg, rerank=replace(world.cfg.rerank, spatial=True)), world.version)
+    assert without.verifier is None and not without.rerank.spatial
+    assert any("spatial verification skipped" in n for n in without.notes)
 
 
 def test_healthz_and_metrics_name_the_version(served: ServedModel, server: BackgroundServer) -> None:
