@@ -20,7 +20,7 @@ PAGE_HTML = """<!doctype html>
   body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 70rem; color: #222; padding: 0 1rem; }
   h1 { font-size: 1.5rem; margin-bottom: .2rem; }
   #version { color: #666; font-size: .9rem; }
-  #drop { border: 2px dashed #999; border-radius: 8px; padding: 1.5rem; text-align: center; margin: 1rem 0;
+  #drop { display: block; border: 2px dashed #999; border-radius: 8px; padding: 1.5rem; text-align: center; margin: 1rem 0;
           background: #fafafa; cursor: pointer; }
   #drop.over { background: #e8f0fe; border-color: #3367d6; }
   #query { max-height: 12rem; margin-top: .8rem; display: none; }
@@ -54,7 +54,7 @@ async function showVersion() {
   try {
     const health = await (await fetch("/healthz")).json();
     document.getElementById("version").textContent = health.version
-      ? `production version ${health.version} - model ${health.model_id} - ${health.index_size} images indexed`
+      ? `serving version ${health.version} - model ${health.model_id} - ${health.index_size} images indexed`
       : "no model in service yet";
   } catch (err) {
     document.getElementById("version").textContent = "server unreachable";

@@ -458,7 +458,7 @@ def test_the_page_in_a_headless_browser(
         driver.save_screenshot(str(tmp_path / "serving_page.png"))
         assert count == 8
         assert "answered by version local:" in answer and ("Landmark" in answer or "No landmark" in answer)
-        assert "production version local:" in driver.find_element(By.ID, "version").text
+        assert "serving version local:" in driver.find_element(By.ID, "version").text
         assert image_id in driver.find_element(By.ID, "results").text  # the photo itself is the first result
     finally:
         driver.quit()
