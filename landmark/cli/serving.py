@@ -46,7 +46,9 @@ LocalFeaturesOption = Annotated[
         "(default: paths.local)",
     ),
 ]
-ImagesArgument = Annotated[list[Path], typer.Argument(help="image files to query with", show_default=False)]
+ImagesArgument = Annotated[
+    list[Path], typer.Argument(help="image files to query with", metavar="IMAGE", show_default=False)
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON document instead of tables")]
 
 
