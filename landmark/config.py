@@ -282,10 +282,43 @@ class RerankConfig:
     sort_step: bool = True
     insert_step: bool = True
     insert_threshold: float = 0.4  # insert index images whose label confidence (score / label_k) exceeds this
+    # DBA/QE neighbour count per row from its similarity profile (dba_n / qe_n become caps): neighbours with
+    # similarity >= adaptive_ratio * top-1 similarity or >= adaptive_floor (> 1: off), at least adaptive_min_n
+    adaptive_n: bool = False
+    adaptive_ratio: float = 0.9
+    adaptive_floor: float = 1.1
+    adaptive_min_n: int = 1  # (capped at dba_n / qe_n)
+    # re-rank the first graph_top results over the graph of the query and those results (after QE)
+    graph: Literal["none", "k_reciprocal", "diffusion", "superglobal"] = "none"
+    graph_top: int = 100
+    kr_k1: int = 20  # k-reciprocal (Zhong et al. 2017): k of the reciprocal sets
+    kr_k2: int = 6  # local query expansion over the k2 nearest
+    kr_lambda: float = 0.3  # weight of the original distance beside the Jaccard distance
+    diffusion_k: int = 10  # diffusion (Iscen et al. 2017): mutual kNN graph
+    diffusion_gamma: float = 3.0  # edge weight = similarity ** gamma
+    diffusion_alpha: float = 0.99
+    diffusion_iters: int = 20  # conjugate-gradient iterations
+    superglobal_k: int = 9  # SuperGlobal (Shao et al. 2023): each result and its k - 1 nearest other results
+    superglobal_beta: float = 0.15  # neighbour weight = beta * similarity (the result itself: 1)
+    superglobal_qe: bool = True  # also the max-pooled expanded query over the k best refined results
 
     def __post_init__(self) -> None:
-        for name in ("dba_n", "qe_n", "spatial_top", "label_k"):
+        for name in (
+            "dba_n", "qe_n", "spatial_top", "label_k", "graph_top", "kr_k1", "kr_k2", "diffusion_k",
+            "diffusion_iters", "superglobal_k",
+        ):  # fmt: skip
             _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        _require(self.adaptive_min_n >= 0, f"adaptive_min_n must be >= 0, got {self.adaptive_min_n}")
+        _require(
+            0.0 <= self.adaptive_ratio <= 1.0, f"adaptive_ratio must be in [0, 1], got {self.adaptive_ratio}"
+        )
+        _require(0.0 <= self.kr_lambda <= 1.0, f"kr_lambda must be in [0, 1], got {self.kr_lambda}")
+        _require(self.diffusion_gamma > 0, f"diffusion_gamma must be > 0, got {self.diffusion_gamma}")
+        _require(
+            0.0 <= self.diffusion_alpha < 1.0,
+            f"diffusion_alpha must be in [0, 1), got {self.diffusion_alpha}",
+        )
+        _require(self.superglobal_beta >= 0, f"superglobal_beta must be >= 0, got {self.superglobal_beta}")
         for name in ("dba_alpha", "qe_alpha", "dqe_regularization"):
             _require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         _require(self.dqe_negatives >= 1, f"dqe_negatives must be >= 1, got {self.dqe_negatives}")

@@ -12,7 +12,11 @@ Large-scale Landmark Retrieval", CVPR-W 2020):
      index images (negatives, which at index scale are almost surely irrelevant); its weight vector, L2
      normalised, is the new query. The classifier here is a class-balanced least-squares SVM solved in the dual
      (an (n+1+r)-square system per query), deterministic and cheap.
-   Then the expanded queries are searched again.
+   Then the expanded queries are searched again. With ``adaptive_n`` DBA and QE take a neighbour count per
+   row from its similarity profile (:func:`adaptive_counts`; ``dba_n``/``qe_n`` are then caps).
+   Optionally (``graph``), the first ``graph_top`` results are re-ranked over the graph of the query and those
+   results: k-reciprocal neighbours (Zhong et al., CVPR 2017), diffusion (Iscen et al., CVPR 2017) or
+   SuperGlobal's refinement (Shao et al., ICCV 2023; its scale-GeM part needs the model and is not here).
 3. Spatial verification of the top ``spatial_top`` results through a :class:`Verifier` (inlier counts), the
    verified ones moved first by inlier count.
 4. The two-stage discriminative re-ranking: labels predicted for queries and index images by kNN soft voting
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -365,6 +369,427 @@ def complete_ranking(head: np.ndarray, full: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Neighbourhood re-ranking beyond DBA/QE: adaptive neighbour counts, k-reciprocal, diffusion, SuperGlobal
+
+
+def adaptive_counts(
+    sims: np.ndarray, idx: np.ndarray, n_max: int, ratio: float, floor: float, n_min: int = 1
+) -> np.ndarray:
+    """Neighbours to use per row, read from its similarity profile.
+
+    Neighbour j (best first) is taken while its similarity is ``>= ratio * s_0`` (a fraction of the top-1
+    similarity) or ``>= floor`` (an absolute similarity; > 1 switches it off): the count is the length of the
+    leading run of taken neighbours, raised to ``n_min`` and capped at ``n_max`` and at the valid neighbours.
+
+    Args:
+        sims: similarities to the neighbours, shape (n_rows, t), best first.
+        idx: neighbour positions, shape (n_rows, t); -1 = missing (ends the run).
+        n_max: the most neighbours per row, >= 0.
+        ratio: fraction of the top-1 similarity, in [0, 1].
+        floor: absolute similarity above which a neighbour is always taken.
+        n_min: the fewest neighbours per row (when that many are valid), in [0, n_max].
+
+    Returns:
+        (n_rows,) int64 counts.
+    """
+    sims, idx = np.asarray(sims, np.float64), np.asarray(idx, np.int64)
+    if sims.shape != idx.shape or sims.ndim != 2:
+        raise ValueError(f"sims and idx must both be (n_rows, t), got {sims.shape} and {idx.shape}")
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"ratio must be in [0, 1], got {ratio}")
+    if not 0 <= n_min <= n_max:
+        raise ValueError(f"need 0 <= n_min <= n_max, got n_min={n_min}, n_max={n_max}")
+    sims, idx = sims[:, :n_max], idx[:, :n_max]
+    valid = idx >= 0
+    if sims.shape[1] == 0:
+        return np.zeros(sims.shape[0], np.int64)
+    threshold = np.minimum(ratio * sims[:, :1], floor)
+    taken = valid & (sims >= threshold)
+    run = np.cumprod(taken, axis=1).sum(axis=1)
+    leading_valid = np.cumprod(valid, axis=1).sum(axis=1)
+    return np.minimum(np.maximum(run, n_min), leading_valid).astype(np.int64)
+
+
+def truncate_neighbours(idx: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``idx`` with every position after the first ``counts[i]`` of row i set to -1 (missing).
+
+    Args:
+        idx: (n_rows, t) neighbour positions.
+        counts: (n_rows,) neighbours kept per row, >= 0.
+
+    Returns:
+        (n_rows, t) int64 positions.
+    """
+    idx, counts = np.asarray(idx, np.int64), np.asarray(counts, np.int64).reshape(-1)
+    if idx.ndim != 2 or counts.shape != (idx.shape[0],):
+        raise ValueError(f"counts must be ({idx.shape[0]},) for idx {idx.shape}, got {counts.shape}")
+    if counts.size and counts.min() < 0:
+        raise ValueError(f"counts must be >= 0, got {counts.min()}")
+    keep = np.arange(idx.shape[1])[None, :] < counts[:, None]
+    return np.where(keep, idx, -1)
+
+
+def _check_square(sims: np.ndarray) -> np.ndarray:
+    sims = np.asarray(sims, np.float64)
+    if sims.ndim != 2 or sims.shape[0] != sims.shape[1] or sims.shape[0] == 0:
+        raise ValueError(f"sims must be a non-empty square (n, n) matrix, got shape {sims.shape}")
+    return sims
+
+
+def neighbour_order(sims: np.ndarray) -> np.ndarray:
+    """Each node's nodes by similarity, itself first, then best first (ties by position), shape (n, n)."""
+    sims = _check_square(sims)
+    key = np.where(np.eye(sims.shape[0], dtype=bool), np.inf, sims)
+    return np.argsort(-key, axis=1, kind="stable").astype(np.int64)
+
+
+def knn_membership(order: np.ndarray, k: int) -> np.ndarray:
+    """(n, n) bool: ``m[p, g]`` when g is among p's k nearest other nodes or is p (the first k + 1 of ``order``).
+
+    Args:
+        order: (n, n) from :func:`neighbour_order`.
+        k: neighbours besides the node itself, >= 0 (capped at n - 1).
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    n = order.shape[0]
+    member = np.zeros((n, n), dtype=bool)
+    np.put_along_axis(member, order[:, : min(k, n - 1) + 1], True, axis=1)
+    return member
+
+
+def k_reciprocal_sets(sims: np.ndarray, k1: int) -> np.ndarray:
+    """The expanded k-reciprocal sets R*(p, k1) of Zhong et al. (CVPR 2017), as an (n, n) bool matrix.
+
+    R(p, k) = {g in N(p, k) : p in N(g, k)} with N(p, k) = p and its k nearest other nodes. R*(p, k1) adds
+    R(q, round(k1 / 2)) of every q in R(p, k1) whose half set overlaps R(p, k1) in more than 2/3 of its members.
+
+    Args:
+        sims: (n, n) pairwise similarities.
+        k1: neighbours of the reciprocal sets, >= 1.
+
+    Returns:
+        (n, n) bool, row p = R*(p, k1) (it always holds p).
+    """
+    if k1 < 1:
+        raise ValueError(f"k1 must be >= 1, got {k1}")
+    order = neighbour_order(sims)
+    near = knn_membership(order, k1)
+    recip = near & near.T
+    half_near = knn_membership(order, int(np.around(k1 / 2)))
+    half = half_near & half_near.T
+    overlap = recip.astype(np.int64) @ half.T.astype(np.int64)  # |R(p, k1) & R(q, k1/2)|
+    grows = recip & (overlap > 2.0 / 3.0 * half.sum(axis=1)[None, :])
+    return recip | ((grows.astype(np.int64) @ half.astype(np.int64)) > 0)
+
+
+def k_reciprocal_distances(sims: np.ndarray, k1: int, k2: int, lambda_: float) -> np.ndarray:
+    """Zhong et al.'s re-ranking distance: Jaccard distance of k-reciprocal encodings mixed with the original.
+
+    With d(p, g) = |x_p - x_g|^2 = 2 - 2 s(p, g) (unit vectors): V_p has weight exp(-d(p, g)) on each g in
+    R*(p, k1) (:func:`k_reciprocal_sets`), 0 elsewhere, normalised to sum 1; local query expansion replaces V_p
+    by the mean of V_g over p's k2 nearest nodes (p itself included, so k2 = 1 is none); then
+    d_J(p, g) = 1 - sum_j min(V_pj, V_gj) / sum_j max(V_pj, V_gj) and d* = (1 - lambda) d_J + lambda d.
+
+    Args:
+        sims: (n, n) pairwise similarities of unit vectors.
+        k1: k of the reciprocal sets, >= 1.
+        k2: nodes averaged by the local query expansion, >= 1.
+        lambda_: weight of the original distance, in [0, 1].
+
+    Returns:
+        (n, n) distances d* (lower = closer).
+    """
+    sims = _check_square(sims)
+    if k2 < 1:
+        raise ValueError(f"k2 must be >= 1, got {k2}")
+    if not 0.0 <= lambda_ <= 1.0:
+        raise ValueError(f"lambda_ must be in [0, 1], got {lambda_}")
+    dist = np.maximum(2.0 - 2.0 * sims, 0.0)
+    weights = np.where(k_reciprocal_sets(sims, k1), np.exp(-dist), 0.0)
+    weights /= weights.sum(axis=1, keepdims=True)
+    order = neighbour_order(sims)
+    encoding = weights[order[:, : min(k2, sims.shape[0])]].mean(axis=1)
+    jaccard = np.empty_like(dist)
+    for p in range(sims.shape[0]):
+        shared = np.minimum(encoding[p], encoding).sum(axis=1)
+        union = np.maximum(encoding[p], encoding).sum(axis=1)
+        jaccard[p] = 1.0 - shared / union
+    return (1.0 - lambda_) * jaccard + lambda_ * dist
+
+
+def mutual_knn_affinity(sims: np.ndarray, k: int, gamma: float) -> np.ndarray:
+    """Iscen et al.'s truncated graph: a_ij = max(s_ij, 0)^gamma when i and j are among each other's k nearest
+    other nodes, else 0 (zero diagonal).
+
+    Args:
+        sims: (n, n) pairwise similarities.
+        k: neighbours per node, >= 1.
+        gamma: similarity exponent, > 0.
+
+    Returns:
+        (n, n) symmetric affinities.
+    """
+    sims = _check_square(sims)
+    if k < 1 or gamma <= 0:
+        raise ValueError(f"need k >= 1 and gamma > 0, got k={k}, gamma={gamma}")
+    near = knn_membership(neighbour_order(sims), k)
+    mutual = near & near.T
+    np.fill_diagonal(mutual, False)
+    return np.where(mutual, np.power(np.maximum(sims, 0.0), gamma), 0.0)
+
+
+def conjugate_gradient(
+    matrix: np.ndarray, rhs: np.ndarray, max_iter: int = 20, tol: float = 1e-6
+) -> np.ndarray:
+    """Solve ``matrix @ x = rhs`` for a symmetric positive definite matrix by conjugate gradient from x = 0.
+
+    Args:
+        matrix: (n, n) symmetric positive definite.
+        rhs: (n,) right-hand side.
+        max_iter: the most iterations, >= 1 (n iterations solve it exactly in exact arithmetic).
+        tol: stop when the residual norm is <= tol * |rhs|.
+
+    Returns:
+        (n,) the solution.
+    """
+    matrix, rhs = _check_square(matrix), np.asarray(rhs, np.float64).reshape(-1)
+    if rhs.shape != (matrix.shape[0],):
+        raise ValueError(f"rhs must be ({matrix.shape[0]},), got {rhs.shape}")
+    if max_iter < 1 or tol < 0:
+        raise ValueError(f"need max_iter >= 1 and tol >= 0, got max_iter={max_iter}, tol={tol}")
+    x = np.zeros_like(rhs)
+    residual = rhs.copy()
+    direction = residual.copy()
+    norm2 = float(residual @ residual)
+    stop = (tol * float(np.linalg.norm(rhs))) ** 2
+    for _ in range(max_iter):
+        if norm2 <= stop:
+            break
+        step_vec = matrix @ direction
+        curvature = float(direction @ step_vec)
+        if curvature <= 0:
+            raise ValueError("matrix is not positive definite along a search direction")
+        step = norm2 / curvature
+        x += step * direction
+        residual -= step * step_vec
+        new_norm2 = float(residual @ residual)
+        direction = residual + (new_norm2 / norm2) * direction
+        norm2 = new_norm2
+    return x
+
+
+def diffusion_scores(
+    sims: np.ndarray, k: int, gamma: float, alpha: float, source: int = 0, max_iter: int = 20
+) -> np.ndarray:
+    """Diffusion from one node over the truncated kNN graph (Iscen et al., CVPR 2017).
+
+    Solves ``(I - alpha S) f = e_source`` by conjugate gradient, with S = D^-1/2 A D^-1/2 the symmetrically
+    normalised :func:`mutual_knn_affinity` (a node without edges has a zero row). Nodes the source cannot reach
+    score 0.
+
+    Args:
+        sims: (n, n) pairwise similarities of the graph's nodes.
+        k, gamma: the graph (:func:`mutual_knn_affinity`).
+        alpha: diffusion weight, in [0, 1).
+        source: the node diffused from (the query).
+        max_iter: conjugate-gradient iterations.
+
+    Returns:
+        (n,) diffusion scores (higher = closer to the source).
+    """
+    if not 0.0 <= alpha < 1.0:
+        raise ValueError(f"alpha must be in [0, 1), got {alpha}")
+    affinity = mutual_knn_affinity(sims, k, gamma)
+    n = affinity.shape[0]
+    if not 0 <= source < n:
+        raise ValueError(f"source must be a node in [0, {n}), got {source}")
+    degree = affinity.sum(axis=1)
+    inv_sqrt = np.where(degree > 0, 1.0 / np.sqrt(np.where(degree > 0, degree, 1.0)), 0.0)
+    normalised = inv_sqrt[:, None] * affinity * inv_sqrt[None, :]
+    rhs = np.zeros(n)
+    rhs[source] = 1.0
+    return conjugate_gradient(np.eye(n) - alpha * normalised, rhs, max_iter=max_iter)
+
+
+def superglobal_refine(candidates: np.ndarray, k: int, beta: float) -> np.ndarray:
+    """SuperGlobal's database-side refinement (Shao et al., ICCV 2023), within a candidate list.
+
+    Each candidate becomes the weighted mean of itself (weight 1) and its k - 1 nearest other candidates
+    (weight ``beta * max(s, 0)``): ``(x + beta * sum_j s_j x_j) / (1 + beta * sum_j s_j)``. Not re-normalised, as
+    in the paper's code.
+
+    Args:
+        candidates: (m, d) descriptors of a query's retrieved images.
+        k: the candidate and its neighbours, >= 1 (capped at m).
+        beta: neighbour weight, >= 0.
+
+    Returns:
+        (m, d) refined descriptors, float64.
+    """
+    candidates = np.asarray(candidates, np.float64)
+    if candidates.ndim != 2 or candidates.shape[0] == 0:
+        raise ValueError(f"candidates must be a non-empty (m, d) array, got shape {candidates.shape}")
+    if k < 1 or beta < 0:
+        raise ValueError(f"need k >= 1 and beta >= 0, got k={k}, beta={beta}")
+    sims = candidates @ candidates.T
+    near = neighbour_order(sims)[:, : min(k, candidates.shape[0])]
+    weights = beta * np.maximum(np.take_along_axis(sims, near, axis=1), 0.0)
+    weights[:, 0] = 1.0  # the candidate itself
+    return np.einsum("mk,mkd->md", weights, candidates[near]) / weights.sum(axis=1, keepdims=True)
+
+
+def superglobal_scores(
+    query: np.ndarray, candidates: np.ndarray, k: int, beta: float, expand_query: bool = True
+) -> np.ndarray:
+    """SuperGlobal's re-ranking scores of one query's candidates (its refinement part; the scale-GeM part
+    needs the model and is not here).
+
+    ``s1_j = q . r_j`` against the refined candidates r (:func:`superglobal_refine`). With ``expand_query``, the
+    expanded query is the element-wise maximum of the k best refined candidates by s1, and the score is
+    ``(s1_j + q+ . r_j) / 2``.
+
+    Args:
+        query: (d,) query descriptor.
+        candidates: (m, d) its retrieved images' descriptors.
+        k, beta: see :func:`superglobal_refine` (k also counts the candidates pooled into the query).
+        expand_query: add the max-pooled query expansion.
+
+    Returns:
+        (m,) scores (higher = better).
+    """
+    query = np.asarray(query, np.float64).reshape(-1)
+    refined = superglobal_refine(candidates, k, beta)
+    if query.shape != (refined.shape[1],):
+        raise ValueError(f"query must be ({refined.shape[1]},), got {query.shape}")
+    scores = refined @ query
+    if not expand_query:
+        return scores
+    best = np.argsort(-scores, kind="stable")[: min(k, refined.shape[0])]
+    expanded = refined[best].max(axis=0)
+    return (scores + refined @ expanded) / 2.0
+
+
+def rerank_heads(
+    queries: np.ndarray,
+    db: np.ndarray,
+    ranked: np.ndarray,
+    top: int,
+    scorer: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """Re-order each query's first ``top`` results by a score over its local neighbourhood (the rest keep place).
+
+    Args:
+        queries: (n_queries, d).
+        db: (n_db, d).
+        ranked: (n_queries, t) database positions, best first, -1 padded.
+        top: leading results re-ranked, >= 1.
+        scorer: (query (d,), candidates (m, d)) -> (m,) scores, higher first; ties keep the original order.
+
+    Returns:
+        (n_queries, t) re-ranked positions.
+    """
+    queries, db, ranked = np.asarray(queries), np.asarray(db), np.asarray(ranked, np.int64)
+    if ranked.ndim != 2 or ranked.shape[0] != queries.shape[0]:
+        raise ValueError(f"ranked must be ({queries.shape[0]}, t), got {ranked.shape}")
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    out = ranked.copy()
+    for q in range(ranked.shape[0]):
+        head = ranked[q, :top]
+        head = head[head >= 0]
+        if head.size < 2:
+            continue
+        scores = np.asarray(scorer(queries[q], db[head]), np.float64)
+        out[q, : head.size] = head[np.argsort(-scores, kind="stable")]
+    return out
+
+
+def _with_query(query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """(m + 1, m + 1) similarities of the query (node 0) and its candidates."""
+    nodes = np.vstack([np.asarray(query, np.float64)[None, :], np.asarray(candidates, np.float64)])
+    return nodes @ nodes.T
+
+
+def k_reciprocal_rerank(
+    queries: np.ndarray, db: np.ndarray, ranked: np.ndarray, top: int, k1: int, k2: int, lambda_: float
+) -> np.ndarray:
+    """k-reciprocal re-ranking (:func:`k_reciprocal_distances`) of each query's top results, over the graph of
+    the query and those results; shapes as :func:`rerank_heads`."""
+
+    def scorer(query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        return -k_reciprocal_distances(_with_query(query, candidates), k1, k2, lambda_)[0, 1:]
+
+    return rerank_heads(queries, db, ranked, top, scorer)
+
+
+def diffusion_rerank(
+    queries: np.ndarray,
+    db: np.ndarray,
+    ranked: np.ndarray,
+    top: int,
+    k: int,
+    gamma: float,
+    alpha: float,
+    max_iter: int = 20,
+) -> np.ndarray:
+    """Diffusion re-ranking (:func:`diffusion_scores` from the query node) of each query's top results, over
+    the graph of the query and those results; shapes as :func:`rerank_heads`."""
+
+    def scorer(query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        sims = _with_query(query, candidates)
+        return diffusion_scores(sims, k, gamma, alpha, source=0, max_iter=max_iter)[1:]
+
+    return rerank_heads(queries, db, ranked, top, scorer)
+
+
+def superglobal_rerank(
+    queries: np.ndarray,
+    db: np.ndarray,
+    ranked: np.ndarray,
+    top: int,
+    k: int,
+    beta: float,
+    expand_query: bool = True,
+) -> np.ndarray:
+    """SuperGlobal-style re-ranking (:func:`superglobal_scores`) of each query's top results; shapes as
+    :func:`rerank_heads`."""
+
+    def scorer(query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        return superglobal_scores(query, candidates, k, beta, expand_query)
+
+    return rerank_heads(queries, db, ranked, top, scorer)
+
+
+def graph_rerank(queries: np.ndarray, db: np.ndarray, ranked: np.ndarray, cfg: RerankConfig) -> np.ndarray:
+    """The neighbourhood re-ranking ``cfg.graph`` names over the first ``cfg.graph_top`` results ("none":
+    ``ranked`` unchanged); shapes as :func:`rerank_heads`."""
+    if cfg.graph == "k_reciprocal":
+        return k_reciprocal_rerank(queries, db, ranked, cfg.graph_top, cfg.kr_k1, cfg.kr_k2, cfg.kr_lambda)
+    if cfg.graph == "diffusion":
+        return diffusion_rerank(
+            queries, db, ranked, cfg.graph_top, cfg.diffusion_k, cfg.diffusion_gamma, cfg.diffusion_alpha,
+            cfg.diffusion_iters,
+        )  # fmt: skip
+    if cfg.graph == "superglobal":
+        return superglobal_rerank(
+            queries, db, ranked, cfg.graph_top, cfg.superglobal_k, cfg.superglobal_beta, cfg.superglobal_qe
+        )
+    if cfg.graph == "none":
+        return ranked
+    raise ValueError(f"unknown graph re-ranking {cfg.graph!r}")
+
+
+def expansion_neighbours(sims: np.ndarray, idx: np.ndarray, n: int, cfg: RerankConfig) -> np.ndarray:
+    """The neighbours DBA/QE average in: the first ``n``, or with ``cfg.adaptive_n`` a count per row from
+    :func:`adaptive_counts` (``n`` the cap), the rest set to -1; shape as ``idx`` (n_rows, t)."""
+    if not cfg.adaptive_n:
+        return np.asarray(idx, np.int64)
+    counts = adaptive_counts(sims, idx, n, cfg.adaptive_ratio, cfg.adaptive_floor, min(cfg.adaptive_min_n, n))
+    return truncate_neighbours(idx, counts)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The whole re-ranking pipeline
 
 
@@ -418,7 +843,8 @@ def run_retrieval(
     db_ids: Sequence[str] = (),
     first_stage: ShardedIndex | None = None,
 ) -> RetrievalResult:
-    """Search and re-rank: DBA -> QE/DQE -> spatial verification -> sort-step -> insert-step -> cut to top.
+    """Search and re-rank: DBA -> QE/DQE -> graph re-ranking (``cfg.graph``) -> spatial verification ->
+    sort-step -> insert-step -> cut to top.
 
     Args:
         queries: (n_queries, d) L2-normalised query descriptors.
@@ -458,24 +884,31 @@ def run_retrieval(
         raise ValueError(f"first_stage holds {index.ntotal} vectors, db has {db.shape[0]}")
     lap("index")
     if cfg.dba:
-        dba_sims, dba_idx = index.search(db, cfg.dba_n + 1)
+        dba_sims, dba_idx = drop_self(*index.search(db, cfg.dba_n + 1))
+        dba_idx = expansion_neighbours(dba_sims, dba_idx, cfg.dba_n, cfg)
         db = database_side_augmentation(db, dba_sims, dba_idx, cfg.dba_n, cfg.dba_alpha)
         # the augmented descriptors are searched through a fresh index of the same kind
         index = build_in_memory(db, index_cfg, seed=seed)
         lap("dba")
-    depth = max(top, cfg.qe_n, cfg.spatial_top if cfg.spatial else 1)
+    depth = max(
+        top, cfg.qe_n, cfg.spatial_top if cfg.spatial else 1, cfg.graph_top if cfg.graph != "none" else 1
+    )
     sims, ranked = index.search(queries, depth)
     lap("search")
     if cfg.qe != "none":
+        expand_idx = expansion_neighbours(sims, ranked, cfg.qe_n, cfg)
         if cfg.qe == "alpha":
-            queries = alpha_query_expansion(queries, db, sims, ranked, cfg.qe_n, cfg.qe_alpha)
+            queries = alpha_query_expansion(queries, db, sims, expand_idx, cfg.qe_n, cfg.qe_alpha)
         else:
             negatives = dqe_negatives(db.shape[0], cfg.dqe_negatives, seed)
             queries = discriminative_query_expansion(
-                queries, db, ranked, cfg.qe_n, negatives, cfg.dqe_regularization
+                queries, db, expand_idx, cfg.qe_n, negatives, cfg.dqe_regularization
             )
         sims, ranked = index.search(queries, depth)
         lap("qe")
+    if cfg.graph != "none":
+        ranked = graph_rerank(queries, db, ranked, cfg)
+        lap(cfg.graph)
     inliers = None
     if cfg.spatial and verifier is not None:
         ranked, inliers = spatial_rerank(
