@@ -478,9 +478,10 @@ def k_reciprocal_sets(sims: np.ndarray, k1: int) -> np.ndarray:
     recip = near & near.T
     half_near = knn_membership(order, int(np.around(k1 / 2)))
     half = half_near & half_near.T
-    overlap = recip.astype(np.int64) @ half.T.astype(np.int64)  # |R(p, k1) & R(q, k1/2)|
+    # counts as float32 products (BLAS; exact below 2**24): overlap[p, q] = |R(p, k1) & R(q, k1/2)|
+    overlap = recip.astype(np.float32) @ half.T.astype(np.float32)
     grows = recip & (overlap > 2.0 / 3.0 * half.sum(axis=1)[None, :])
-    return recip | ((grows.astype(np.int64) @ half.astype(np.int64)) > 0)
+    return recip | ((grows.astype(np.float32) @ half.astype(np.float32)) > 0)
 
 
 def k_reciprocal_distances(sims: np.ndarray, k1: int, k2: int, lambda_: float) -> np.ndarray:
@@ -627,12 +628,13 @@ def superglobal_refine(candidates: np.ndarray, k: int, beta: float) -> np.ndarra
     Returns:
         (m, d) refined descriptors, float64.
     """
-    candidates = np.asarray(candidates, np.float64)
+    candidates = _floating(candidates)
     if candidates.ndim != 2 or candidates.shape[0] == 0:
         raise ValueError(f"candidates must be a non-empty (m, d) array, got shape {candidates.shape}")
     if k < 1 or beta < 0:
         raise ValueError(f"need k >= 1 and beta >= 0, got k={k}, beta={beta}")
-    sims = candidates @ candidates.T
+    sims = (candidates @ candidates.T).astype(np.float64)  # in the input's precision: float32 is much faster
+    candidates = candidates.astype(np.float64)
     near = neighbour_order(sims)[:, : min(k, candidates.shape[0])]
     weights = beta * np.maximum(np.take_along_axis(sims, near, axis=1), 0.0)
     weights[:, 0] = 1.0  # the candidate itself
@@ -705,10 +707,17 @@ def rerank_heads(
     return out
 
 
+def _floating(x: np.ndarray) -> np.ndarray:
+    """``x`` as a float array, float32 kept (its products are much faster than float64's), else float64."""
+    x = np.asarray(x)
+    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
+
+
 def _with_query(query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """(m + 1, m + 1) similarities of the query (node 0) and its candidates."""
-    nodes = np.vstack([np.asarray(query, np.float64)[None, :], np.asarray(candidates, np.float64)])
-    return nodes @ nodes.T
+    """(m + 1, m + 1) float64 similarities of the query (node 0) and its candidates, computed in the inputs'
+    precision."""
+    nodes = np.vstack([_floating(query).reshape(1, -1), _floating(candidates)])
+    return (nodes @ nodes.T).astype(np.float64)
 
 
 def k_reciprocal_rerank(
