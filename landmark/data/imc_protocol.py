@@ -12,8 +12,8 @@ pair (i, j) of one scene:
   to the mean viewing direction ``d_i + d_j``, divided by the scene radius (the median distance of the scene's
   centres from their coordinate-wise median; SfM units are arbitrary). Moving along the viewing direction
   changes scale but keeps the view; moving sideways moves the view off the subject;
-- ``covisibility``: the IMC ``pair_covisibility.csv`` value (share of each image covered by 3D points the two
-  photos both see, 0..1) where the scene has one; unknown (NaN) elsewhere. Where it is known it is the overlap
+- ``covisibility``: the IMC ``pair_covisibility.csv`` value (the dataset's estimate of the pair's overlap from
+  its 3D reconstruction, 0..1) where the scene has one; unknown (NaN) elsewhere. Where it is known it is the overlap
   evidence and ``lateral`` is not used; where it is unknown ``lateral`` stands in for it.
 
 Classes (the defaults of :class:`OverlapThresholds`; all limits inclusive):
