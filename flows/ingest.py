@@ -1,11 +1,13 @@
-"""The periodic ingestion flow: what is new in the inbox -> catalog -> Great Expectations gate -> version ->
-drift of the new batch against the training data.
+"""The periodic ingestion flow: what is new in the inbox -> catalog -> Great Expectations gate -> descriptors of
+the new images with the production model -> version -> drift of the new batch against the data before it.
 
-Both first steps are the ``ingest`` and ``validate`` stages of ``dvc.yaml`` (:mod:`flows.pipeline`): the inbox
-(``paths.inbox``: dataset directories and CSVs of URLs, one per batch) is read batch by batch, batches ingested
-before are skipped, and a passing gate publishes the validated catalog (``paths.catalog``) the nightly retraining
-reads. The newest train batch's drift is measured against the validated catalog's train split and stored in the
-monitoring workspace; it is reported, not enforced: the promotion gate is where drift blocks a model.
+The steps are stages of ``dvc.yaml`` (:mod:`flows.pipeline`): ``ingest`` reads the inbox (``paths.inbox``:
+dataset directories and CSVs of URLs, one per batch) batch by batch, skipping batches ingested before;
+``validate`` gates the catalog and publishes the validated view (``paths.catalog``) the nightly retraining reads;
+``production`` + ``bootstrap`` extract descriptors of the new images with the production model (incremental:
+the night finds them done). The newest train batch is compared with the catalog's train images that were there
+before it, on image statistics and on those descriptors, and stored in the monitoring workspace; drift is
+reported, not enforced: the promotion gate is where drift blocks a model.
 
 ``python -m flows.ingest``, or the ``ingest/periodic`` deployment (``make schedule``).
 """
@@ -22,13 +24,15 @@ from flows.common import exit_when_unreachable, open_run, publish_markdown, vers
 from flows.pipeline import read_json, run_stages, stage_outputs
 from flows.tasks import drift_check
 
+INGEST_STAGES = ("ingest", "validate", "production", "bootstrap")
+
 
 @flow(name="ingest", log_prints=True)
 def ingest(project_dir: str | None = None, version: bool = True) -> dict[str, Any]:
     """Ingest the new batches of the inbox, gate them, version them and report the drift of the newest one."""
     run = open_run(project_dir, None, [])
     cfg = run.cfg
-    stages = run_stages(run, ["ingest", "validate"])
+    stages = run_stages(run, INGEST_STAGES)
     outputs = stage_outputs(run)
     batch = read_json(outputs["ingest"]) if stages["ingest"]["ran"] else {}
     quality = read_json(outputs["validate"])
@@ -44,6 +48,8 @@ def ingest(project_dir: str | None = None, version: bool = True) -> dict[str, An
             run.path(cfg.paths.ingest),
             run.path(cfg.paths.reports) / "drift_ingest",
             "ingest",
+            reference_features=run.path(cfg.paths.features_boot),
+            current_features=run.path(cfg.paths.features_boot),
             current_split="train",
         )
     quarantined = batch.get("quarantined", {})

@@ -22,6 +22,7 @@ from flows.common import Run
 from landmark.infra import run_dvc
 
 STAGE_TIMEOUT_S = 24 * 3600.0  # a GLDv2-size training night; DVC itself has no timeout
+OUTPUT_LINES = 30
 
 
 def lock_entry(root: Path, stage: str) -> dict[str, Any]:
@@ -44,10 +45,13 @@ def changed_stages(root: Path, stages: Sequence[str]) -> list[str]:
 def _run_stage(run: Run, stage: str) -> dict[str, Any]:
     before = lock_entry(run.root, stage)
     start = time.perf_counter()
-    run_dvc(["repro", "--single-item", stage], run.root, timeout_s=STAGE_TIMEOUT_S)
+    result = run_dvc(["repro", "--single-item", stage], run.root, timeout_s=STAGE_TIMEOUT_S)
     ran = lock_entry(run.root, stage) != before
     seconds = round(time.perf_counter() - start, 1)
-    get_run_logger().info("stage %s: %s in %.1fs", stage, "ran" if ran else "up to date, skipped", seconds)
+    logger = get_run_logger()
+    logger.info("stage %s: %s in %.1fs", stage, "ran" if ran else "up to date, skipped", seconds)
+    if ran:  # what the stage's command printed (progress bars go to stderr and are left out)
+        logger.info("%s", "\n".join(result.stdout.strip().splitlines()[-OUTPUT_LINES:]))
     return {"stage": stage, "ran": ran, "seconds": seconds}
 
 

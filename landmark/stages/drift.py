@@ -133,6 +133,24 @@ def load_image_set(source: Path, split: str, *, batch: str = "all", fmt: str = "
     return ImageSet(label, rows, Path(root))
 
 
+def without_images_of(reference: ImageSet, current: ImageSet) -> ImageSet:
+    """``reference`` without the images ``current`` holds: a new batch is compared with the data that was there
+    before it (the catalog it was just added to holds it too), never with itself.
+
+    Raises:
+        ValueError: nothing is left on the reference side.
+    """
+    mask = reference.manifest["image_id"].isin(set(current.manifest["image_id"]))
+    if not mask.any():
+        return reference
+    if mask.all():
+        raise ValueError(
+            f"{reference.label}: every reference image is also a current one; nothing to compare"
+        )
+    rows = reference.manifest[~mask].reset_index(drop=True)
+    return ImageSet(f"{reference.label} without the current images", rows, reference.root)
+
+
 def feature_store_dir(root: Path, split: str) -> Path:
     """``root`` when it is a feature store, else ``root/<split>`` (the layout ``landmark extract`` writes).
 
@@ -211,6 +229,7 @@ def drift(
     split = current_split or DEFAULT_CURRENT_SPLIT[purpose]
     ref_set = load_image_set(reference, reference_split, fmt=fmt)
     cur_set = load_image_set(current, split, batch=current_batch or DEFAULT_CURRENT_BATCH[purpose], fmt=fmt)
+    ref_set = without_images_of(ref_set, cur_set)
     # different seeds: when both sides are the same table, the samples are still independent draws
     ref_rows = sample_rows(ref_set.manifest, c.sample_size, cfg.seed)
     cur_rows = sample_rows(cur_set.manifest, c.sample_size, cfg.seed + 1)

@@ -110,7 +110,7 @@ class Nights:
     versions_after_night1: list[str]
     versions_after_unchanged: list[str]
     local_shards_before_night2: dict[str, dict[str, float]]
-    boot_shards_before_night2: dict[str, float]
+    boot_shards_after_night1: dict[str, float]
 
     @property
     def state(self) -> Any:
@@ -137,10 +137,10 @@ def retrained(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedInfo, pr
     after1 = [v.version for v in registry.list_versions()]
     unchanged = retrain(project_dir=str(project), return_state=True)
     after_unchanged = [v.version for v in registry.list_versions()]
-    assert arrive(project, 2) == ["day-001"]
-    ingest(project_dir=str(project))
     local = {s: shard_times(project / "build" / "local" / s) for s in ("train", "index", "test")}
     boot = shard_times(project / "build" / "features_boot")
+    assert arrive(project, 2) == ["day-001"]
+    ingest(project_dir=str(project))  # also extracts the new images with the production model (night 1's)
     night2 = retrain(project_dir=str(project), return_state=True)
     return Nights(project, bucket, night1, unchanged, night2, after1, after_unchanged, local, boot)
 
@@ -201,7 +201,9 @@ def test_retrain_flow_end_to_end(retrained: Nights, seaweed: SeaweedInfo) -> Non
     registry = registry_of(seaweed, retrained.bucket)
     pointer = registry.production()
     assert pointer is not None and registry.is_complete(pointer.version)
-    assert pointer.version == summary["decision"]["production_after"]
+    night2 = retrained.night2.result()["decision"]
+    assert pointer.version == night2["production_after"]  # night 2 promoted after night 1
+    assert night2["production_before"] == summary["decision"]["production_after"]
 
 
 def test_a_night_with_nothing_new_is_unchanged_and_registers_nothing(retrained: Nights) -> None:
@@ -268,9 +270,11 @@ def test_night_two_uses_exactly_the_ok_rows_of_both_batches(retrained: Nights) -
         assert set(stored_ids_local(store)) == ok[split]
         assert len(stored_ids_local(store)) == len(ok[split])  # nothing computed twice
         assert night1_ids[split] < ok[split]
-    # bootstrap descriptors: production changed (night 1 promoted), so every split was extracted anew
+    # bootstrap descriptors: production changed (night 1 promoted), so every split was extracted anew (by the
+    # ingestion of day 1, which the night found done)
     boot = shard_times(project / "build" / "features_boot")
-    assert not set(boot.items()) & set(retrained.boot_shards_before_night2.items())
+    assert not set(boot.items()) & set(retrained.boot_shards_after_night1.items())
+    assert not summary["stages"]["bootstrap"]["ran"]
     assert set(stored_ids(project / "build" / "features_boot" / "train")) == ok["train"]
 
 
@@ -288,6 +292,39 @@ def stored_ids_local(store: Path) -> list[str]:
     from landmark.features.local_store import stored_local_ids
 
     return list(stored_local_ids(store))
+
+
+def render(command: str, params: dict[str, Any]) -> str:
+    """A dvc.yaml command with its ``${section.key}`` references filled in from params.yaml."""
+    import re
+
+    def value(match: re.Match[str]) -> str:
+        node: Any = params
+        for part in match.group(1).split("."):
+            node = node[part]
+        return str(node)
+
+    return re.sub(r"\$\{([a-z_.]+)\}", value, " ".join(command.split()))
+
+
+def test_dvc_repro_after_the_nights_runs_nothing_and_the_lock_holds_the_commands(retrained: Nights) -> None:
+    """The flows ran the stages of dvc.yaml: `dvc repro` afterwards only (re)creates the world the demo wrote
+    outside DVC (the same bytes), reruns nothing else, and a second `dvc repro` runs nothing at all."""
+    assert retrained.night2.is_completed(), retrained.night2.message
+    project = retrained.project
+    first = sh([sys.executable, "-m", "dvc", "repro"], project)
+    assert "Running stage 'synth'" in first
+    assert [line for line in first.splitlines() if line.startswith("Running stage")] == [
+        "Running stage 'synth':"
+    ], first
+    second = sh([sys.executable, "-m", "dvc", "repro"], project)
+    assert "Running stage" not in second, second
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    assert set(lock) == set(stages)
+    for name, stage in stages.items():
+        assert " ".join(lock[name]["cmd"].split()) == render(stage["cmd"], params), name
 
 
 def test_store_down_during_promotion_keeps_production(retrained: Nights, seaweed: SeaweedInfo) -> None:

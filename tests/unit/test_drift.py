@@ -358,3 +358,17 @@ def test_snapshots_and_metrics_land_in_the_workspace(
     with pytest.raises(ValueError, match="finite number"):
         log_metrics({"recognition.GAP": float("nan")}, workspace, "landmark")
     assert workspace_runs(tmp_path / "nowhere", "landmark") == []
+
+
+def test_a_new_batch_is_compared_with_the_images_before_it() -> None:
+    from landmark.stages.drift import ImageSet, without_images_of
+
+    catalog = ImageSet("catalog", pd.DataFrame({"image_id": ["a", "b", "c", "d"]}), Path("."))
+    batch = ImageSet("batch", pd.DataFrame({"image_id": ["c", "d"]}), Path("."))
+    before = without_images_of(catalog, batch)
+    assert before.manifest["image_id"].tolist() == ["a", "b"]
+    assert "without the current images" in before.label
+    other = ImageSet("other", pd.DataFrame({"image_id": ["x"]}), Path("."))
+    assert without_images_of(catalog, other) is catalog
+    with pytest.raises(ValueError, match="every reference image is also a current one"):
+        without_images_of(batch, catalog)
