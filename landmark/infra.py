@@ -653,7 +653,11 @@ def run_dvc(
     """
     # stage commands call `landmark`: find the one of this interpreter's environment even when it is not on PATH
     bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+    }
     result = subprocess.run(
         [sys.executable, "-m", "dvc", *args],
         cwd=cwd,

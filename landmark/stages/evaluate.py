@@ -330,14 +330,14 @@ def evaluate(
     Returns:
         The metrics written to metrics.json.
     """
-    from landmark.data.formats import read_dataset
+    from landmark.data.datasets import open_dataset
     from landmark.features.store import load_features
     from landmark.rerank import label_steps_enabled, run_retrieval, without_label_steps
 
     verifier_note = ""
     if verifier is None:
         verifier, verifier_note = local_verifier(cfg, local_dir)
-    dataset = read_dataset(Path(data_dir), fmt)  # type: ignore[arg-type]
+    dataset = open_dataset(cfg, Path(data_dir), fmt)
     if not (dataset.retrieval or dataset.retrieval_solution or dataset.recognition_solution):
         raise ValueError(f"{data_dir} has no ground truth (gnd_*.pkl or solution CSVs): nothing to evaluate")
     db_ids, db = load_features(Path(features_dir) / "index", dataset.ok_ids("index"))

@@ -3,11 +3,10 @@ across views of the same facet but not across landmarks."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import itertools
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
