@@ -46,6 +46,8 @@ RETRAIN_STAGES = (
     "index",
     "evaluate",
     "drift",
+    "golden_production",
+    "golden_candidate",
     "promote",
 )
 
@@ -139,9 +141,20 @@ def publish_artifacts(run: Any, summary: dict[str, Any]) -> None:
         "DVC stages of this night (ran = inputs changed)",
     )
     publish_table("metrics", summary["comparison"], "Production (before) vs candidate (after)")
+    golden = summary["decision"].get("golden", [])
+    publish_table("golden", golden, "Golden real-photo sets: production vs candidate (mAP, points)")
     numbers = {k: float(v) for k, v in summary["metrics_after"].items() if isinstance(v, int | float)}
+    numbers |= golden_numbers(golden)
     if summary["stages"].get("evaluate", {}).get("ran") and numbers:
         log_metrics(numbers, run.path(run.cfg.drift.workspace), run.cfg.drift.project, tags=["candidate"])
+
+
+def golden_numbers(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The candidate's golden mAPs and its worst loss to production, as dashboard metrics."""
+    numbers = {f"golden.{r['set']}.{r['protocol']}": float(r["candidate"]) for r in rows}
+    if rows:
+        numbers["golden.worst_delta"] = min(float(r["delta"]) for r in rows)
+    return numbers
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
@@ -177,6 +190,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "",
         "## Metrics: production model (before) vs candidate (after)",
         markdown_table(summary["comparison"]),
+        "",
+        "## Real photos: golden sets, production vs candidate (mAP)",
+        markdown_table(decision.get("golden", [])),
         "",
         "## Gate reasons",
         *[f"- {reason}" for reason in decision.get("reasons", [])],

@@ -52,6 +52,8 @@ class PathsConfig:
     catalog: str = "build/catalog"  # the validated view of the catalog: what every stage after validate reads
     image_cache: str = "build/image_cache"  # catalog images streamed from the S3 store, by content hash
     production: str = "build/production"  # the production model the night bootstraps from
+    imc: str = "../shared/data/imc2022-landmarks"  # real photos with camera poses: the "imc" golden sets
+    golden: str = "build/golden"  # golden benchmark sets built from them, and results cached per model
 
 
 @dataclass(frozen=True)
@@ -489,8 +491,17 @@ class PromoteConfig:
     require_quality: bool = True  # a failed data-quality report blocks promotion
     max_drift_share: float | None = None  # None: the bound (and verdict) stored in drift.json
     keep_versions: int = 5  # complete versions kept (production + rollback history + newest); 0 = keep all
+    golden: tuple[str, ...] = ("imc",)  # real-photo benchmarks: "imc" (built from paths.imc) or DIR/NAME sets
+    golden_tolerance: float = 1.0  # points of medium or hard mAP a candidate may lose on any golden set
+    golden_queries: int = 20  # queries per held-out scene of the "imc" sets
 
     def __post_init__(self) -> None:
+        _require(
+            0.0 <= self.golden_tolerance <= 100.0,
+            f"golden_tolerance must be in [0, 100], got {self.golden_tolerance}",
+        )
+        _require(self.golden_queries >= 1, f"golden_queries must be >= 1, got {self.golden_queries}")
+        _require(len(set(self.golden)) == len(self.golden), f"golden has duplicates: {list(self.golden)}")
         _require(
             bool(self.prefix)
             and not self.prefix.startswith("/")

@@ -35,6 +35,7 @@ class Decision:
         production: production's values, or None when there is no production model.
         drift_share: the drift report's share of drifted features.
         drift_bound: the bound it was compared with.
+        golden: set / protocol / production / candidate / delta rows of the golden real-photo sets.
     """
 
     promote: bool
@@ -44,6 +45,7 @@ class Decision:
     production: dict[str, float] | None = None
     drift_share: float | None = None
     drift_bound: float | None = None
+    golden: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line: the verdict and, when rejected, the sentences of the failed checks."""
@@ -61,6 +63,7 @@ class Decision:
             "production": None if self.production is None else dict(self.production),
             "drift_share": self.drift_share,
             "drift_bound": self.drift_bound,
+            "golden": [dict(row) for row in self.golden],
         }
 
 
@@ -140,6 +143,50 @@ def _drift_reason(share: float, bound: float, verdict: bool | None) -> tuple[boo
     return True, f"drift: share {share:.3f} <= bound {bound:.3f}: ok"
 
 
+def golden_checks(
+    candidate: Mapping[str, Any], production: Mapping[str, Any], tolerance: float
+) -> list[tuple[bool, str]]:
+    """One gate check per golden set production was scored on: the candidate may lose at most ``tolerance``
+    points of medium and of hard mAP (pure; the reasons name the set, both values and the loss)."""
+    checks: list[tuple[bool, str]] = []
+    for name, theirs in sorted(production.get("sets", {}).items()):
+        ours = candidate.get("sets", {}).get(name)
+        if ours is None:
+            checks.append((False, f"golden {name}: the candidate was not scored on it"))
+            continue
+        losses = {p: round(float(ours[p]) - float(theirs[p]), 3) for p in ("medium", "hard")}
+        ok = all(delta >= -tolerance - 1e-9 for delta in losses.values())
+        values = ", ".join(
+            f"{p} {float(ours[p]):.1f} vs {float(theirs[p]):.1f} ({losses[p]:+.1f})"
+            for p in ("medium", "hard")
+        )
+        verdict = "ok" if ok else f"loses more than {tolerance:g} points on real photos"
+        checks.append((ok, f"golden {name}: {values}: {verdict}"))
+    if not checks:
+        notes = "; ".join([*production.get("notes", []), *candidate.get("notes", [])]) or "none configured"
+        checks.append((True, f"golden: no golden set ({notes}): ok"))
+    return checks
+
+
+def golden_summary(candidate: Mapping[str, Any], production: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Rows set / protocol / production / candidate / delta, for tables and dashboards."""
+    rows = []
+    for name, theirs in sorted(production.get("sets", {}).items()):
+        ours = candidate.get("sets", {}).get(name, {})
+        for protocol in ("medium", "hard"):
+            if protocol in ours:
+                rows.append(
+                    {
+                        "set": name,
+                        "protocol": protocol,
+                        "production": theirs[protocol],
+                        "candidate": ours[protocol],
+                        "delta": round(float(ours[protocol]) - float(theirs[protocol]), 3),
+                    }
+                )
+    return rows
+
+
 def decide(
     candidate_metrics: Mapping[str, Any],
     production_metrics: Mapping[str, Any] | None,
@@ -147,6 +194,7 @@ def decide(
     drift: Mapping[str, Any],
     cfg: PromoteConfig,
     reference: str = "production",
+    golden: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
 ) -> Decision:
     """Decide whether the candidate replaces production (pure: no I/O).
 
@@ -160,6 +208,8 @@ def decide(
         cfg: the ``promote`` config (metrics, margin, quality requirement, drift bound).
         reference: what ``production_metrics`` are, in the reasons (e.g. "baseline" for the pretrained model
             evaluated before the first promotion).
+        golden: (candidate, production) ``golden.json`` contents (:mod:`landmark.stages.golden`): the candidate
+            may lose at most ``cfg.golden_tolerance`` points of medium or hard mAP on each golden set.
 
     Returns:
         The decision, with one reason per check (quality, each metric, drift).
@@ -183,6 +233,8 @@ def decide(
             checks.append(_metric_reason(m, candidate[m], production[m], cfg.min_improvement, reference))
     share, bound, verdict = drift_bound(drift, cfg)
     checks.append(_drift_reason(share, bound, verdict))
+    if golden is not None:
+        checks += golden_checks(golden[0], golden[1], cfg.golden_tolerance)
     return Decision(
         promote=all(ok for ok, _ in checks),
         reasons=[sentence for _, sentence in checks],
@@ -191,4 +243,5 @@ def decide(
         production=production,
         drift_share=share,
         drift_bound=bound,
+        golden=golden_summary(golden[0], golden[1]) if golden is not None else [],
     )

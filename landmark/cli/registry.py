@@ -30,6 +30,27 @@ def _human_bytes(n: int) -> str:
 
 @app.command()
 @user_errors
+def golden(
+    model: Annotated[
+        Path, typer.Option(help="model directory (a trained model, or <paths.production>/model)")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", help="output directory (golden.json + one dir per set)")],
+) -> None:
+    """Score a model on the golden real-photo benchmarks (promote.golden) the promotion gate protects."""
+    from landmark.stages.golden import golden as run_golden
+
+    cfg = state.config()
+    result = run_golden(cfg, model, out_dir)
+    for name, scores in result["sets"].items():
+        cached = " (cached)" if name in result["cached"] else ""
+        out.print(f"{name}: medium {scores['medium']:.1f}, hard {scores['hard']:.1f}{cached}", soft_wrap=True)
+    for note in result["notes"]:
+        out.print(note, markup=False, soft_wrap=True)
+    out.print(f"written to [bold]{out_dir / 'golden.json'}[/]")
+
+
+@app.command()
+@user_errors
 @service_errors
 def production(
     out_dir: Annotated[
@@ -61,6 +82,13 @@ def promote(
             help="production re-evaluated on the same set (default: metrics stored with production)",
         ),
     ] = None,
+    golden: Annotated[
+        Path | None,
+        typer.Option(help="the candidate's golden.json (landmark golden); needs --golden-production"),
+    ] = None,
+    golden_production: Annotated[
+        Path | None, typer.Option(help="production's golden.json on the same golden sets")
+    ] = None,
     out_file: Annotated[
         Path | None, typer.Option("--out", help="decision file (default: decision.json next to --metrics)")
     ] = None,
@@ -80,6 +108,8 @@ def promote(
         quality,
         drift,
         production_metrics_path=production_metrics,
+        golden_path=golden,
+        production_golden_path=golden_production,
         out=out_file,
     )
     decision = summary.decision

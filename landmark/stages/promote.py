@@ -140,6 +140,8 @@ def promote(
     drift_path: Path,
     *,
     production_metrics_path: Path | None = None,
+    golden_path: Path | None = None,
+    production_golden_path: Path | None = None,
     out: Path | None = None,
     store: ObjectStore | None = None,
     on_uploaded: UploadHook | None = None,
@@ -155,6 +157,9 @@ def promote(
         drift_path: the drift report JSON (``drift_share``; ``max_drift_share`` and ``passed``).
         production_metrics_path: production re-evaluated on the same evaluation set; default: the metrics
             stored with the production version in the registry.
+        golden_path, production_golden_path: the candidate's and production's ``golden.json``
+            (``landmark golden``); given together, the gate rejects a candidate that loses more than
+            ``promote.golden_tolerance`` points of medium or hard mAP on any golden real-photo set.
         out: the local decision file (default: ``decision.json`` next to ``metrics_path``).
         store: the object store (default: from ``cfg.storage`` and the environment).
         on_uploaded: called after each uploaded key (progress; tests use it to stop the store mid-upload).
@@ -190,7 +195,19 @@ def promote(
         production_metrics = None
     # given metrics with nothing in production yet: a baseline (e.g. the pretrained model), not production
     reference = "baseline" if pointer is None and production_metrics_path is not None else "production"
-    decision = decide(candidate_metrics, production_metrics, quality_passed, drift, cfg.promote, reference)
+    if (golden_path is None) != (production_golden_path is None):
+        raise ValueError("pass the golden results of both the candidate and production, or neither")
+    golden = (
+        (
+            read_json_file(golden_path, "candidate golden results"),
+            read_json_file(production_golden_path, "production golden results"),
+        )
+        if golden_path is not None and production_golden_path is not None
+        else None
+    )
+    decision = decide(
+        candidate_metrics, production_metrics, quality_passed, drift, cfg.promote, reference, golden
+    )
     identical = pointer is not None and same_weights(prepared.entries, registry.manifest(pointer.version))
     if identical:
         decision = dataclasses.replace(
@@ -210,6 +227,8 @@ def promote(
             "quality": str(quality_path),
             "drift": str(drift_path),
             "production_metrics": str(production_metrics_path) if production_metrics_path else "registry",
+            "golden": str(golden_path) if golden_path else None,
+            "production_golden": str(production_golden_path) if production_golden_path else None,
         },
         "config": config_to_dict(cfg.promote),
     }

@@ -176,3 +176,23 @@ def test_negative_margin_tolerates_a_bounded_regression() -> None:
 def test_reasons_name_what_the_candidate_is_compared_with() -> None:
     decision = decide(metrics(71.2, 60.5), metrics(70.0, 60.0), True, DRIFT_OK, CFG, reference="baseline")
     assert decision.reasons[1].startswith("revisitop.medium.mAP: candidate 71.200 vs baseline 70.000 (+1.200")
+
+
+def test_golden_checks_by_hand() -> None:
+    from landmark.gate import golden_checks, golden_summary
+
+    production = {"sets": {"a": {"medium": 80.0, "hard": 60.0}, "b": {"medium": 90.0, "hard": 70.0}}}
+    candidate = {"sets": {"a": {"medium": 79.5, "hard": 61.0}, "b": {"medium": 90.0, "hard": 68.0}}}
+    checks = golden_checks(candidate, production, tolerance=1.0)
+    assert [ok for ok, _ in checks] == [True, False]
+    assert checks[0][1] == "golden a: medium 79.5 vs 80.0 (-0.5), hard 61.0 vs 60.0 (+1.0): ok"
+    assert checks[1][1].endswith("hard 68.0 vs 70.0 (-2.0): loses more than 1 points on real photos")
+    rows = golden_summary(candidate, production)
+    assert [(r["set"], r["protocol"], r["delta"]) for r in rows] == [
+        ("a", "medium", -0.5),
+        ("a", "hard", 1.0),
+        ("b", "medium", 0.0),
+        ("b", "hard", -2.0),
+    ]
+    missing = golden_checks({"sets": {}}, production, tolerance=1.0)
+    assert missing[0] == (False, "golden a: the candidate was not scored on it")
