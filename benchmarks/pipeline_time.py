@@ -68,13 +68,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
+    from landmark.config import load_config
     from landmark.infra import start_seaweed, stop_seaweed
 
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     seaweed = start_seaweed(args.work / "s3")
     try:
-        settings = deep_update(deep_update({}, DEMO_SETTINGS), parse_sets(args.sets))
+        imc = str((PROJECT_ROOT / load_config(PROJECT_ROOT / "params.yaml").paths.imc).resolve())
+        base = deep_update({"paths": {"imc": imc}}, DEMO_SETTINGS)
+        settings = deep_update(base, parse_sets(args.sets))
         project = scratch_project(
             args.work / "project",
             settings,

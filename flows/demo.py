@@ -203,8 +203,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     base.mkdir(parents=True)
     run_dir = Path(run.cfg.storage.run_dir)
     settings = deep_update(
-        {"drift": {"workspace": str(run.path(run.cfg.drift.workspace))}}, DEMO_SETTINGS
-    )  # one dashboard for every run
+        {
+            "drift": {"workspace": str(run.path(run.cfg.drift.workspace))},  # one dashboard for every run
+            "paths": {"imc": str(run.path(run.cfg.paths.imc))},  # the golden real photos, wherever they are
+        },
+        DEMO_SETTINGS,
+    )
     project = scratch_project(
         base / "project",
         settings,

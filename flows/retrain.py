@@ -142,7 +142,15 @@ def publish_artifacts(run: Any, summary: dict[str, Any]) -> None:
     )
     publish_table("metrics", summary["comparison"], "Production (before) vs candidate (after)")
     golden = summary["decision"].get("golden", [])
-    publish_table("golden", golden, "Golden real-photo sets: production vs candidate (mAP, points)")
+    golden_reasons = [r for r in summary["decision"].get("reasons", []) if r.startswith("golden")]
+    publish_markdown(
+        "golden",
+        "## Real photos: golden sets, production vs candidate (mAP)\n\n"
+        + markdown_table(golden)
+        + "\n\n"
+        + "\n".join(f"- {r}" for r in golden_reasons),
+        "Golden real-photo sets: the gate's check that real users' results do not get worse",
+    )
     numbers = {k: float(v) for k, v in summary["metrics_after"].items() if isinstance(v, int | float)}
     numbers |= golden_numbers(golden)
     if summary["stages"].get("evaluate", {}).get("ran") and numbers:

@@ -68,7 +68,8 @@ TINY = {
     "local": {"image_size": 192, "workers": 0},
     "verify": {"workers": 0},
     "drift": {"sample_size": 50, "embedding_components": 4, "workers": 0},
-    "promote": {"min_improvement": -100.0},  # 3 training steps: promote unless absurdly worse
+    # 3 training steps: promote unless absurdly worse; no golden sets (tests/integration/test_golden_gate.py)
+    "promote": {"min_improvement": -100.0, "golden": []},
     "feed": {"days": 2, "shift_day": -1, "corrupt_day": 1, "corrupt_images": 2},
 }
 
@@ -179,12 +180,12 @@ def test_retrain_flow_end_to_end(retrained: Nights, seaweed: SeaweedInfo) -> Non
         states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state_type.value)
     expected = {
         "validate", "production", "bootstrap", "local", "baseline", "clean", "train", "extract", "index",
-        "evaluate", "drift", "promote", "version", "push",
+        "evaluate", "drift", "golden_production", "golden_candidate", "promote", "version", "push",
     }  # fmt: skip
     assert expected <= set(states), states
     assert all(s == "COMPLETED" for values in states.values() for s in values), states
     keys = {a.key for a in artifacts}
-    assert {"retrain-summary", "stages", "metrics"} <= keys, keys
+    assert {"retrain-summary", "stages", "metrics", "golden"} <= keys, keys
     assert flow_run.labels.get("git.revision") and flow_run.labels.get("dvc.outputs")
 
     # DVC: every output of the run is in the S3 remote (nothing left to push)
