@@ -159,6 +159,12 @@ def day_line(arrived: Sequence[str], result: Mapping[str, Any]) -> str:
     if drift:
         verdict = "within bounds" if drift["passed"] else "OUT OF BOUNDS"
         line += f"; drift of the new train images: share {drift['drift_share']:.3f} ({verdict})"
+    refresh = result.get("refresh") or {}
+    if refresh.get("outcome") == "refreshed":
+        line += (
+            f"; index refreshed without retraining: {refresh['index_size']} images served by "
+            f"{refresh['production_after']}"
+        )
     return line
 
 

@@ -5,7 +5,8 @@ The steps are stages of ``dvc.yaml`` (:mod:`flows.pipeline`): ``ingest`` reads t
 dataset directories and CSVs of URLs, one per batch) batch by batch, skipping batches ingested before;
 ``validate`` gates the catalog and publishes the validated view (``paths.catalog``) the nightly retraining reads;
 ``production`` + ``bootstrap`` extract descriptors of the new images with the production model (incremental:
-the night finds them done). The newest train batch is compared with the catalog's train images that were there
+the night finds them done); ``index_production`` + ``refresh`` index them and publish production's model with
+that index as a new registry version, so new index images are served without retraining. The newest train batch is compared with the catalog's train images that were there
 before it, on image statistics and on those descriptors, and stored in the monitoring workspace; drift is
 reported, not enforced: the promotion gate is where drift blocks a model.
 
@@ -24,7 +25,7 @@ from flows.common import exit_when_unreachable, open_run, publish_markdown, vers
 from flows.pipeline import read_json, run_stages, stage_outputs
 from flows.tasks import drift_check
 
-INGEST_STAGES = ("ingest", "validate", "production", "bootstrap")
+INGEST_STAGES = ("ingest", "validate", "production", "bootstrap", "index_production", "refresh")
 
 
 @flow(name="ingest", log_prints=True)
@@ -41,7 +42,8 @@ def ingest(project_dir: str | None = None, version: bool = True) -> dict[str, An
     added = int(batch.get("added", 0))
     new_train = [b for b in batch.get("batches", []) if b["split"] == "train" and b["added"]]
     drift: dict[str, Any] | None = None
-    if new_train:
+    earlier = catalog_train_images(run) - sum(int(b["added"]) for b in new_train)
+    if new_train and earlier > 0:  # the first batch has nothing before it to be compared with
         drift = drift_check(
             run,
             run.path(cfg.paths.catalog),
@@ -52,6 +54,9 @@ def ingest(project_dir: str | None = None, version: bool = True) -> dict[str, An
             current_features=run.path(cfg.paths.features_boot),
             current_split="train",
         )
+    refresh = (
+        read_json(run.path(cfg.paths.reports) / "index_refresh.json") if stages["refresh"]["ran"] else {}
+    )
     quarantined = batch.get("quarantined", {})
     publish_markdown(
         "ingest-summary",
@@ -59,15 +64,34 @@ def ingest(project_dir: str | None = None, version: bool = True) -> dict[str, An
         f"- inbox batches: {batch.get('inbox_batches') or 'nothing new'}\n"
         f"- added {added}, quarantined {sum(quarantined.values())} {quarantined or ''}\n"
         f"- data quality: {'passed' if quality.get('passed') else 'FAILED'}\n"
+        + (f"- index: {refresh['outcome']} ({'; '.join(refresh['reasons'])})\n" if refresh else "")
         + (
             f"- drift of the newest batch: share {drift['drift_share']:.3f} "
             f"({'within bounds' if drift['passed'] else 'OUT OF BOUNDS'})\n"
             if drift
-            else "- drift: not checked (no new train images)\n"
+            else f"- drift: not checked ({'no new train images' if not new_train else 'the first batch'})\n"
         ),
         "Ingestion run",
     )
-    return {"batch": batch, "quality": quality, "stages": stages, "versions": versions, "drift": drift}
+    return {
+        "batch": batch,
+        "quality": quality,
+        "stages": stages,
+        "versions": versions,
+        "drift": drift,
+        "refresh": refresh,
+    }
+
+
+def catalog_train_images(run: Any) -> int:
+    """Ok train images of the validated catalog (0 before the first gate passed)."""
+    from landmark.data.catalog import is_catalog, read_catalog
+
+    catalog = run.path(run.cfg.paths.catalog)
+    if not is_catalog(catalog):
+        return 0
+    dataset = read_catalog(catalog)
+    return len(dataset.ok_ids("train")) if "train" in dataset.splits else 0
 
 
 @exit_when_unreachable

@@ -43,6 +43,7 @@ class PathsConfig:
     ingest: str = "data/ingest"  # ingested images (local store), manifests, batch summaries
     reports: str = "build/reports"  # ingest/validate summaries and the Great Expectations Data Docs
     index: str = "build/index"  # the FAISS index of the index split
+    index_production: str = "build/index_production"  # the production model's index of the grown catalog
     features_boot: str = (
         "build/features_boot"  # bootstrap global descriptors of the train split (cleaning kNN)
     )

@@ -49,6 +49,28 @@ def golden(
     out.print(f"written to [bold]{out_dir / 'golden.json'}[/]")
 
 
+@app.command("refresh-index")
+@user_errors
+@service_errors
+def refresh_index(
+    model: Annotated[Path, typer.Option(help="production's model directory (<paths.production>/model)")],
+    index: Annotated[
+        Path, typer.Option(help="an index built from that model's descriptors (landmark index)")
+    ],
+    out_file: Annotated[Path, typer.Option("--out", help="where the refresh record goes (JSON)")],
+) -> None:
+    """Serve new index images without retraining: publish production's model with the new index and switch."""
+    from landmark.stages.promote import refresh_index as run_refresh
+
+    cfg = state.config()
+    record = run_refresh(cfg, model, index, out=out_file)
+    out.print(
+        f"index {record['outcome']}: production {record['production_before']} -> {record['production_after']}"
+    )
+    for reason in record["reasons"]:
+        out.print(f"  {escape(reason)}", soft_wrap=True)
+
+
 @app.command()
 @user_errors
 @service_errors

@@ -275,6 +275,64 @@ def promote(
     return summary
 
 
+def refresh_index(
+    cfg: Config, model_dir: Path, index_dir: Path, *, out: Path, store: ObjectStore | None = None
+) -> dict[str, Any]:
+    """Serve new index images without retraining: publish production's own model with ``index_dir`` (built
+    from its descriptors of the grown catalog) as a new registry version and switch production to it.
+
+    Nothing happens (and ``out`` says why) before the first promotion, when the index holds no new image, or
+    when ``model_dir`` is not production's model (the index would not match the weights that serve it).
+
+    Returns:
+        The record written to ``out``: ``outcome`` (``refreshed`` or ``skipped``), reasons, versions.
+
+    Raises:
+        StorageError: the store failed (production still names the previous complete version).
+    """
+    from landmark.index import load_index
+    from landmark.registry import decision_id, prepare_version
+
+    registry = open_registry(cfg, store)
+    pointer = registry.production()
+    record: dict[str, Any] = {
+        "outcome": "skipped",
+        "production_before": None if pointer is None else pointer.version,
+    }
+    if pointer is None:
+        record["reasons"] = ["no production version yet: the first promotion publishes an index"]
+    else:
+        metrics = registry.metrics(pointer.version)
+        prepared = prepare_version(Path(model_dir), Path(index_dir), metrics)
+        served = {e.path: e.sha256 for e in registry.manifest(pointer.version)}
+        mine = {e.path: e.sha256 for e in prepared.entries}
+        new_size = load_index(index_dir).ntotal
+        if not same_weights(prepared.entries, registry.manifest(pointer.version)):
+            record["reasons"] = [
+                f"{model_dir} is not the model of production {pointer.version}: not refreshed"
+            ]
+        elif all(served.get(path) == digest for path, digest in mine.items() if path.startswith("index/")):
+            record["reasons"] = [
+                f"production {pointer.version} already serves this index ({new_size} images)"
+            ]
+        else:
+            now = registry.now()
+            version = registry.version_for(prepared)
+            registry.publish_prepared(prepared, version=version)
+            ident = decision_id(version, now)
+            registry.switch(version, decision=ident, keep_history=cfg.promote.keep_versions)
+            record.update(
+                outcome="refreshed",
+                production_after=version,
+                index_size=new_size,
+                reasons=[f"index refresh: production's model with {new_size} index images, no retraining"],
+            )
+            registry.record_decision({**record, "decided_at": now.isoformat()}, version, when=now)
+    record.setdefault("production_after", record["production_before"])
+    _write_decision(Path(out), record)
+    return record
+
+
 PRODUCTION_FILE = "production.json"
 PRETRAINED_VERSION = "pretrained"
 

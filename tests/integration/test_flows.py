@@ -112,6 +112,7 @@ class Nights:
     versions_after_unchanged: list[str]
     local_shards_before_night2: dict[str, dict[str, float]]
     boot_shards_after_night1: dict[str, float]
+    day1: dict[str, Any]
 
     @property
     def state(self) -> Any:
@@ -141,9 +142,9 @@ def retrained(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedInfo, pr
     local = {s: shard_times(project / "build" / "local" / s) for s in ("train", "index", "test")}
     boot = shard_times(project / "build" / "features_boot")
     assert arrive(project, 2) == ["day-001"]
-    ingest(project_dir=str(project))  # also extracts the new images with the production model (night 1's)
+    day1 = ingest(project_dir=str(project))  # also extracts the new images with production (night 1's model)
     night2 = retrain(project_dir=str(project), return_state=True)
-    return Nights(project, bucket, night1, unchanged, night2, after1, after_unchanged, local, boot)
+    return Nights(project, bucket, night1, unchanged, night2, after1, after_unchanged, local, boot, day1)
 
 
 def registry_of(seaweed: SeaweedInfo, bucket: str) -> Registry:
@@ -204,7 +205,16 @@ def test_retrain_flow_end_to_end(retrained: Nights, seaweed: SeaweedInfo) -> Non
     assert pointer is not None and registry.is_complete(pointer.version)
     night2 = retrained.night2.result()["decision"]
     assert pointer.version == night2["production_after"]  # night 2 promoted after night 1
-    assert night2["production_before"] == summary["decision"]["production_after"]
+    # between the nights, day 1's index images were served with night 1's model (an index refresh)
+    refresh = retrained.day1["refresh"]
+    assert refresh["outcome"] == "refreshed", refresh
+    assert refresh["production_before"] == summary["decision"]["production_after"]
+    assert night2["production_before"] == refresh["production_after"]
+    weights = {
+        v: {e.path: e.sha256 for e in registry.manifest(v)}["model/weights.pt"] for v in pointer.history
+    }
+    assert weights[refresh["production_after"]] == weights[refresh["production_before"]]
+    assert refresh["index_size"] == len(_ok_ids(project)["index"])
 
 
 def test_a_night_with_nothing_new_is_unchanged_and_registers_nothing(retrained: Nights) -> None:
