@@ -8,9 +8,10 @@ the first principal axes of the *reference* descriptors (``emb_pc01``...) and th
 slower embedding-drift methods. Evidently's ``DataDriftPreset`` then tests every column of the current frame
 against the reference frame; the share of drifted columns is what the promotion gate bounds.
 
-The two uses (see ``landmark drift --help``): ``ingest`` compares a newly ingested batch (current) with the
+The three uses (see ``landmark drift --help``): ``ingest`` compares a newly ingested batch (current) with the
 training data (reference); ``retrain`` compares the evaluation (test) split (current) with the train split
-(reference). Snapshots are tagged with the use, and the dashboard gives each use its own panels.
+(reference); ``serving`` compares the last window of served queries (the query log of ``landmark serve``) with the
+train split. Snapshots are tagged with the use, and the dashboard gives each use its own panels.
 
 The workspace helpers create the Evidently project and its dashboard panels on first use (idempotent, under a
 file lock), add drift snapshots, and log evaluation metrics (mAP/GAP) as tiny one-row reports so the dashboard
@@ -66,8 +67,12 @@ DRIFT_JSON = "drift.json"
 REPORT_HTML = "report.html"
 EVIDENTLY_JSON = "evidently.json"
 
-PURPOSES: tuple[str, ...] = ("ingest", "retrain")
-PURPOSE_LABELS = {"ingest": "ingest: new batch vs train", "retrain": "retrain: test vs train"}
+PURPOSES: tuple[str, ...] = ("ingest", "retrain", "serving")
+PURPOSE_LABELS = {
+    "ingest": "ingest: new batch vs train",
+    "retrain": "retrain: test vs train",
+    "serving": "serving: live queries vs train",
+}
 DRIFT_TAG = "drift"
 EVALUATION_TAG = "evaluation"
 DRIFT_TAB = "Drift"
@@ -128,10 +133,34 @@ def _grid(rgb: np.ndarray, max_pixels: int) -> np.ndarray:
     return rgb[::step, ::step]
 
 
-def _failed_row(ref: ImageRef, failure: str, file_bytes: float = math.nan) -> dict[str, Any]:
+def failed_row(image_id: str, failure: str, file_bytes: float = math.nan) -> dict[str, Any]:
+    """The statistics row of an image that could not be decoded: ``decode_failed`` 1, the reason code in
+    ``failure``, NaN pixel statistics (``file_bytes`` kept when known)."""
     row: dict[str, Any] = dict.fromkeys(IMAGE_STAT_COLUMNS, math.nan)
-    row.update(image_id=ref.image_id, file_bytes=file_bytes, decode_failed=1.0, failure=failure)
+    row.update(image_id=image_id, file_bytes=file_bytes, decode_failed=1.0, failure=failure)
     return row
+
+
+def decoded_row(image_id: str, rgb: np.ndarray, file_bytes: float) -> dict[str, Any]:
+    """The statistics row (:data:`IMAGE_STAT_COLUMNS` plus ``image_id`` and ``failure``) of a decoded image.
+
+    Args:
+        image_id: the row's id.
+        rgb: (H, W, 3) uint8, as :func:`landmark.data.images.decode_image` returns it.
+        file_bytes: size of the encoded file.
+    """
+    height, width = rgb.shape[:2]
+    return {
+        "image_id": image_id,
+        "width": float(width),
+        "height": float(height),
+        "aspect": width / height,
+        "megapixels": width * height / 1e6,
+        **pixel_stats(_grid(rgb, STATS_MAX_PIXELS)),
+        "file_bytes": float(file_bytes),
+        "decode_failed": 0.0,
+        "failure": "",
+    }
 
 
 def describe_image(ref: ImageRef, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
@@ -141,28 +170,17 @@ def describe_image(ref: ImageRef, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[
     the pixel statistics (its byte size is kept when the file exists).
     """
     if ref.path is None:
-        return _failed_row(ref, ref.failure or "unavailable")
+        return failed_row(ref.image_id, ref.failure or "unavailable")
     path = Path(ref.path)
     try:
         file_bytes = float(path.stat().st_size)
     except OSError:
-        return _failed_row(ref, "unreadable")
+        return failed_row(ref.image_id, "unreadable")
     try:
         rgb = decode_image(path, max_pixels=max_pixels, name=ref.image_id)
     except ImageDecodeError as exc:
-        return _failed_row(ref, exc.reason, file_bytes)
-    height, width = rgb.shape[:2]
-    return {
-        "image_id": ref.image_id,
-        "width": float(width),
-        "height": float(height),
-        "aspect": width / height,
-        "megapixels": width * height / 1e6,
-        **pixel_stats(_grid(rgb, STATS_MAX_PIXELS)),
-        "file_bytes": file_bytes,
-        "decode_failed": 0.0,
-        "failure": "",
-    }
+        return failed_row(ref.image_id, exc.reason, file_bytes)
+    return decoded_row(ref.image_id, rgb, file_bytes)
 
 
 @dataclass(frozen=True)
@@ -706,8 +724,8 @@ def _drift_panel(spec: DriftPanel, purpose: str) -> DashboardPanelPlot:
 
 
 def _panels(eval_metrics: Sequence[str]) -> list[tuple[str, DashboardPanelPlot]]:
-    """(tab, panel) for every panel of the dashboard: each drift quantity once per use (side by side, ingest
-    left), then the evaluation panel."""
+    """(tab, panel) for every panel of the dashboard: each drift quantity once per use (ingest, retrain, serving
+    in a row), then the evaluation panel."""
     from evidently.sdk.panels import line_plot_panel
 
     drift = [(DRIFT_TAB, _drift_panel(spec, purpose)) for spec in DRIFT_PANELS for purpose in PURPOSES]

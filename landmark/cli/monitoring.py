@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from landmark.cli._app import app, out, state, user_errors
+from landmark.config import Config
 
 if TYPE_CHECKING:
     from landmark.drift import DriftResult
@@ -31,21 +32,36 @@ def columns_table(result: DriftResult) -> Table:
     return table
 
 
+def default_current(cfg: Config, purpose: str) -> Path:
+    """The current side when ``--current`` is not given: the query log (serving) or the catalog (retrain).
+
+    Raises:
+        ValueError: ingest has no default (the new batch's ingestion root or manifest).
+    """
+    if purpose == "serving":
+        return Path(cfg.serve.log_dir)
+    if purpose == "retrain":
+        return Path(cfg.paths.catalog)
+    raise ValueError(f"give --current for purpose {purpose!r}: the new batch's ingestion root or manifest")
+
+
 @app.command()
 @user_errors
 def drift(
     reference: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            help="reference images: a dataset dir, an ingestion root or a manifest .parquet (training data)"
+            help="reference images: a dataset dir, an ingestion root or a manifest .parquet (training data; "
+            "default: paths.catalog)"
         ),
-    ],
+    ] = None,
     current: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            help="current images: the new batch (ingest) or the evaluation dataset (retrain); same kinds"
+            help="current images: the new batch (ingest) or the evaluation dataset (retrain; default: "
+            "paths.catalog), same kinds; the query log for serving (default: serve.log_dir)"
         ),
-    ],
+    ] = None,
     out_dir: Annotated[
         Path | None,
         typer.Option(
@@ -55,7 +71,8 @@ def drift(
     purpose: Annotated[
         str,
         typer.Option(
-            help="ingest: newest batch vs training data; retrain: test split vs train split (sets the defaults below)"
+            help="ingest: newest batch vs training data; retrain: test split vs train split; serving: the last "
+            "serve.log_window logged queries vs the train split (sets the defaults below)"
         ),
     ] = "retrain",
     reference_split: Annotated[str, typer.Option(help="split of the reference dataset")] = "train",
@@ -70,10 +87,18 @@ def drift(
         ),
     ] = None,
     reference_features: Annotated[
-        Path | None, typer.Option(help="feature store of the reference side (or its parent holding <split>/)")
+        Path | None,
+        typer.Option(
+            help="feature store of the reference side (or its parent holding <split>/); for serving, the "
+            "descriptors of the serving model (e.g. paths.features_boot)"
+        ),
     ] = None,
     current_features: Annotated[
-        Path | None, typer.Option(help="feature store of the current side (or its parent holding <split>/)")
+        Path | None,
+        typer.Option(
+            help="feature store of the current side (or its parent holding <split>/); not for serving (the "
+            "query log holds the descriptors)"
+        ),
     ] = None,
     workspace: Annotated[
         Path | None, typer.Option(help="Evidently workspace (default: drift.workspace)")
@@ -91,8 +116,8 @@ def drift(
     target = out_dir or Path(cfg.paths.reports) / f"drift-{purpose}"
     summary = run_drift(
         cfg,
-        reference,
-        current,
+        reference or Path(cfg.paths.catalog),
+        current or default_current(cfg, purpose),
         target,
         purpose=purpose,
         reference_split=reference_split,

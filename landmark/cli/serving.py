@@ -260,7 +260,8 @@ def serve(
 
     POST /search and /recognize (multipart 'image' upload, raw image body, or an allowed 'url'), GET /healthz,
     GET /metrics (Prometheus) and GET / (a page with thumbnails from --data). A promotion or rollback is served
-    within serve.poll_s.
+    within serve.poll_s. Each query's image statistics and descriptor go to the query log (serve.log_dir), which
+    `landmark drift --purpose serving` compares with the training data.
     """
     import uvicorn
 
@@ -288,6 +289,7 @@ def serve(
         f"http://{bind}",
         soft_wrap=True,
     )
+    start_helpers(cfg, serving)
     try:
         uvicorn.run(
             create_app(serving), host=host or cfg.serve.host, port=port or cfg.serve.port, log_level="info"
@@ -295,6 +297,27 @@ def serve(
     finally:
         if serving.follower is not None:
             serving.follower.stop()
+        stop_helpers(serving)
+
+
+def start_helpers(cfg: Config, serving: ServingState) -> None:
+    """The query log (``serve.log``) and the describe batcher (``serve.batch_max`` > 1), started."""
+    from landmark.serving.batcher import DescribeBatcher
+    from landmark.serving.query_log import QueryLog
+
+    if cfg.serve.log:
+        serving.query_log = QueryLog.from_config(cfg.serve).start()
+        console.print(f"query log: {cfg.serve.log_dir}", soft_wrap=True)
+    if cfg.serve.batch_max > 1:
+        serving.batcher = DescribeBatcher(cfg.serve.batch_max, cfg.serve.batch_wait_ms / 1000).start()
+
+
+def stop_helpers(serving: ServingState) -> None:
+    """Write the rest of the query log and stop the batcher."""
+    if serving.query_log is not None:
+        serving.query_log.close()
+    if serving.batcher is not None:
+        serving.batcher.stop()
 
 
 def start_follower(cfg: Config, serving: ServingState, local_dir: Path | None) -> RegistryFollower:

@@ -5,5 +5,8 @@
 - :mod:`~landmark.serving.query`: decode, describe, search, recognise (``evaluate``'s code, per image);
 - :mod:`~landmark.serving.service`: the served version's slot and the registry follower (atomic swaps);
 - :mod:`~landmark.serving.api`: the FastAPI app (``/search``, ``/recognize``, ``/healthz``, ``/metrics``, ``/``);
-- :mod:`~landmark.serving.metrics`: its Prometheus metrics.
+- :mod:`~landmark.serving.metrics`: its Prometheus metrics;
+- :mod:`~landmark.serving.query_log`: the bounded, rotated log of served queries (statistics and descriptors), which
+  ``landmark drift --purpose serving`` compares with the training data;
+- :mod:`~landmark.serving.batcher`: concurrent queries described in shared forward passes (``serve.batch_max``).
 """

@@ -15,6 +15,10 @@ Endpoints:
 Every answer carries the version that produced it (``version`` in the JSON body and the ``X-Landmark-Version``
 header). Refused requests get a 4xx with ``{"error": <reason code>, "detail": ...}``; image reasons are the
 pipeline decoder's (:data:`landmark.data.images.DECODE_REASONS`), URL reasons the ingest fetcher's.
+
+With a :class:`~landmark.serving.query_log.QueryLog`, every query image that reached the decoder is logged (its
+statistics, its descriptor, or the decoder's reason); with a :class:`~landmark.serving.batcher.DescribeBatcher`,
+concurrent queries share the model's forward passes.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -38,16 +43,20 @@ from landmark.config import ServeConfig
 from landmark.data.fetch import FetchError, HttpFetcher
 from landmark.data.images import ImageDecodeError
 from landmark.data.sources import SourceItem
+from landmark.drift import decoded_row, failed_row
+from landmark.serving.batcher import DescribeBatcher
 from landmark.serving.bundle import ServedModel
 from landmark.serving.metrics import CONTENT_TYPE, ServingMetrics
 from landmark.serving.page import PAGE_HTML
 from landmark.serving.query import (
+    Query,
     RecognitionUnavailableError,
     decode_query,
     describe_query,
     recognize,
     search,
 )
+from landmark.serving.query_log import LoggedQuery, QueryLog, new_query_id
 from landmark.serving.service import ModelSlot, RegistryFollower
 from landmark.serving.thumbs import Thumbnails
 
@@ -100,14 +109,16 @@ class RequestRefused(Exception):
 
 @dataclass
 class ServingState:
-    """What the API serves from: the model slot, the config, metrics, the registry follower and the catalog's
-    thumbnails (each optional)."""
+    """What the API serves from: the model slot, the config, metrics, the registry follower, the catalog's
+    thumbnails, the query log and the describe batcher (each optional)."""
 
     slot: ModelSlot
     cfg: ServeConfig
     metrics: ServingMetrics = field(default_factory=ServingMetrics)
     follower: RegistryFollower | None = None
     thumbnails: Thumbnails | None = None
+    query_log: QueryLog | None = None
+    batcher: DescribeBatcher | None = None
 
     def fetcher(self) -> HttpFetcher:
         return HttpFetcher(
@@ -232,10 +243,9 @@ def query_bytes(state: ServingState, query: QueryInput) -> bytes:
         raise RequestRefused(exc.code, exc.detail) from exc
 
 
-def answer_search(served: ServedModel, data: bytes, name: str, top: int, cfg: ServeConfig) -> dict[str, Any]:
-    """Decode, describe and search one image with ``served`` (a single version from start to end)."""
-    image = decode_image_or_refuse(data, name, cfg)
-    hits = search(served, [describe_query(served, image)], top)[0] if top else []
+def answer_search(served: ServedModel, image: np.ndarray, query: Query, top: int) -> dict[str, Any]:
+    """Search with one described image and ``served`` (a single version from start to end)."""
+    hits = search(served, [query], top)[0] if top else []
     return {
         "version": served.version,
         "model_id": served.model_id,
@@ -244,12 +254,8 @@ def answer_search(served: ServedModel, data: bytes, name: str, top: int, cfg: Se
     }
 
 
-def answer_recognize(
-    served: ServedModel, data: bytes, name: str, top: int, cfg: ServeConfig
-) -> dict[str, Any]:
-    """Recognise one image with ``served`` (and search it when ``top`` > 0)."""
-    image = decode_image_or_refuse(data, name, cfg)
-    query = describe_query(served, image)
+def answer_recognize(served: ServedModel, image: np.ndarray, query: Query, top: int) -> dict[str, Any]:
+    """Recognise one described image with ``served`` (and search it when ``top`` > 0)."""
     try:
         recognition = recognize(served, [query])[0]
     except RecognitionUnavailableError as exc:
@@ -265,14 +271,55 @@ def answer_recognize(
     return body
 
 
+Answer = Callable[[ServedModel, np.ndarray, Query, int], dict[str, Any]]
+
+
+def answer_query(
+    state: ServingState, endpoint: str, served: ServedModel, data: bytes, name: str, top: int, answer: Answer
+) -> dict[str, Any]:
+    """Decode and describe one image (in a shared forward pass with a batcher), log it, and answer it with
+    ``served``; an image the decoder refuses is logged with the decoder's reason."""
+    query_id = new_query_id()
+    try:
+        image = decode_image_or_refuse(data, name, state.cfg)
+    except RequestRefused as exc:
+        log_query(state, endpoint, served, failed_row(query_id, exc.reason, float(len(data))), None, data)
+        raise
+    describe = None if state.batcher is None else state.batcher.describe
+    query = describe_query(served, image, describe)
+    log_query(state, endpoint, served, decoded_row(query_id, image, len(data)), query.vector, data)
+    return answer(served, image, query, top)
+
+
+def log_query(
+    state: ServingState,
+    endpoint: str,
+    served: ServedModel,
+    stats: dict[str, Any],
+    descriptor: np.ndarray | None,
+    data: bytes,
+) -> None:
+    """Append one query to the query log (when the server keeps one)."""
+    if state.query_log is None:
+        return
+    state.query_log.append(
+        LoggedQuery(
+            query_id=str(stats["image_id"]),
+            endpoint=endpoint,
+            version=served.version,
+            model_id=served.model_id,
+            stats=stats,
+            descriptor=descriptor,
+            image=data,
+        )
+    )
+
+
 def decode_image_or_refuse(data: bytes, name: str, cfg: ServeConfig) -> Any:
     try:
         return decode_query(data, max_bytes=cfg.max_bytes, max_pixels=cfg.max_pixels, name=name)
     except ImageDecodeError as exc:
         raise RequestRefused(exc.reason, exc.detail) from exc
-
-
-Answer = Callable[[ServedModel, bytes, str, int, ServeConfig], dict[str, Any]]
 
 
 async def handle_query(
@@ -288,7 +335,7 @@ async def handle_query(
         top = parse_top(request.query_params.get("top"), default_top, served)
         query = await read_query_input(request, state.cfg)
         data = await run_in_threadpool(query_bytes, state, query)
-        body = await run_in_threadpool(answer, served, data, query.name, top, state.cfg)
+        body = await run_in_threadpool(answer_query, state, endpoint, served, data, query.name, top, answer)
     except RequestRefused as exc:
         state.metrics.observe(endpoint, exc.status, time.perf_counter() - start, exc.reason)
         return refusal(exc, version)

@@ -10,10 +10,17 @@ What reference and current are, per use (``purpose``):
   same dataset. Run after ``landmark evaluate``: the promotion gate bounds its drift share, so a model is not
   promoted on an evaluation set that no longer resembles its training data.
 
+- ``serving``: current = the last ``serve.log_window`` queries of the query log ``landmark serve`` writes
+  (``serve.log_dir``: their image statistics and descriptors), reference = the train split of the catalog. Run
+  nightly: it says whether what users ask looks like what the model was trained on.
+
 A side is a dataset directory (any supported format; ``split`` picks the manifest), an ingestion root (its
-``manifests/<split>.parquet``) or a manifest parquet file. Images are sampled (seeded) up to
-``drift.sample_size`` per side. With feature stores for both sides (``landmark extract`` output: the store
-itself or its parent holding ``<split>/``), the descriptors' PCA columns join the image statistics.
+``manifests/<split>.parquet``) or a manifest parquet file; the current side of ``serving`` is a query log
+directory. Images are sampled (seeded) up to ``drift.sample_size`` per side. With feature stores for both sides
+(``landmark extract`` output: the store itself or its parent holding ``<split>/``), the descriptors' PCA columns
+join the image statistics. For ``serving`` the query log holds the current descriptors: with a reference store,
+the descriptors are compared when the store was written by the model that described the logged queries (its
+``weights_sha1`` starts with their ``model_id``); queries of other models are left out of that comparison.
 
 Outputs under ``out_dir``: ``drift.json`` (the :class:`~landmark.drift.DriftResult`, read by the promotion
 gate), ``report.html`` (Evidently's interactive report), ``evidently.json``; the snapshot goes to the Evidently
@@ -23,7 +30,7 @@ workspace (``drift.workspace``) unless ``workspace`` is switched off.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,8 +39,25 @@ import numpy as np
 import pandas as pd
 
 from landmark.config import Config
-from landmark.drift import DriftResult
+from landmark.drift import (
+    FAILURE_COLUMN,
+    IMAGE_STAT_COLUMNS,
+    PURPOSES,
+    DriftResult,
+    add_to_workspace,
+    drift_frame,
+    drift_report,
+    embedding_frame,
+    fit_embedding_pca,
+    image_stats,
+    manifest_images,
+    sample_rows,
+    save_report,
+)
+from landmark.features.store import read_meta
+from landmark.serving.query_log import QueryWindow, read_window
 
+SERVING = "serving"
 DEFAULT_CURRENT_SPLIT: dict[str, str] = {"ingest": "train", "retrain": "test"}
 DEFAULT_CURRENT_BATCH: dict[str, str] = {"ingest": "latest", "retrain": "all"}
 
@@ -175,6 +199,167 @@ def load_side_features(store: Path, ids: list[str]) -> tuple[list[str], np.ndarr
     return load_features(store, wanted)
 
 
+@dataclass(frozen=True)
+class Frames:
+    """The two frames a drift report compares, what they are, and notes on what was (not) compared."""
+
+    reference: pd.DataFrame
+    current: pd.DataFrame
+    reference_label: str
+    current_label: str
+    embedding_columns: int = 0
+    notes: tuple[str, ...] = ()
+
+
+def with_embeddings(
+    frames: Frames,
+    ref_ids: list[str],
+    ref_x: np.ndarray,
+    cur_ids: list[str],
+    cur_x: np.ndarray,
+    components: int,
+) -> Frames:
+    """``frames`` with the PCA columns of both sides' descriptors (axes fitted on the reference side)."""
+    pca = fit_embedding_pca(ref_x, components)
+    n_embedding = pca.components.shape[0]
+    note = (
+        f"embeddings: {n_embedding} PCA axes of the reference descriptors "
+        f"({100 * float(pca.explained_variance_ratio.sum()):.1f}% of their variance) + residual; "
+        f"{len(ref_ids)} reference and {len(cur_ids)} current images have descriptors"
+    )
+    return Frames(
+        drift_frame(frames.reference, embedding_frame(ref_ids, ref_x, pca)),
+        drift_frame(frames.current, embedding_frame(cur_ids, cur_x, pca)),
+        frames.reference_label,
+        frames.current_label,
+        n_embedding,
+        (*frames.notes, note),
+    )
+
+
+def reference_stats(
+    cfg: Config, reference: Path, split: str, *, fmt: str, progress: bool, current: ImageSet | None = None
+) -> tuple[ImageSet, pd.DataFrame]:
+    """The reference side's image set (without ``current``'s images) and the statistics of its sample."""
+    ref_set = load_image_set(reference, split, fmt=fmt)
+    if current is not None:
+        ref_set = without_images_of(ref_set, current)
+    rows = sample_rows(ref_set.manifest, cfg.drift.sample_size, cfg.seed)
+    stats = image_stats(
+        manifest_images(rows, ref_set.root),
+        workers=cfg.drift.workers,
+        max_pixels=cfg.ingest.max_pixels,
+        progress=progress,
+    )
+    return ref_set, stats
+
+
+def image_set_frames(
+    cfg: Config,
+    reference: Path,
+    current: Path,
+    *,
+    purpose: str,
+    reference_split: str,
+    current_split: str | None,
+    current_batch: str | None,
+    reference_features: Path | None,
+    current_features: Path | None,
+    fmt: str,
+    progress: bool,
+) -> Frames:
+    """The frames of ``ingest`` and ``retrain``: two image sets, with both sides' feature stores when given."""
+    if (reference_features is None) != (current_features is None):
+        raise ValueError(
+            "pass feature stores for both sides (--reference-features and --current-features) or none"
+        )
+    c = cfg.drift
+    split = current_split or DEFAULT_CURRENT_SPLIT[purpose]
+    cur_set = load_image_set(current, split, batch=current_batch or DEFAULT_CURRENT_BATCH[purpose], fmt=fmt)
+    ref_set, ref_stats = reference_stats(
+        cfg, reference, reference_split, fmt=fmt, progress=progress, current=cur_set
+    )
+    # different seeds: when both sides are the same table, the samples are still independent draws
+    cur_rows = sample_rows(cur_set.manifest, c.sample_size, cfg.seed + 1)
+    cur_stats = image_stats(
+        manifest_images(cur_rows, cur_set.root),
+        workers=c.workers,
+        max_pixels=cfg.ingest.max_pixels,
+        progress=progress,
+    )
+    frames = Frames(ref_stats, cur_stats, ref_set.label, cur_set.label)
+    if reference_features is None or current_features is None:
+        return frames
+    if c.embedding_components == 0:
+        return replace(frames, notes=("feature stores ignored: drift.embedding_components is 0",))
+    ref_ids, ref_x = load_side_features(
+        feature_store_dir(reference_features, reference_split), list(ref_stats.index)
+    )
+    cur_ids, cur_x = load_side_features(feature_store_dir(current_features, split), list(cur_stats.index))
+    return with_embeddings(frames, ref_ids, ref_x, cur_ids, cur_x, c.embedding_components)
+
+
+def window_stats(window: QueryWindow, size: int, seed: int) -> pd.DataFrame:
+    """The image statistics of at most ``size`` logged queries (sampled with ``seed``), indexed by query id like
+    :func:`landmark.drift.image_stats` frames are by image id."""
+    table = window.stats[[*IMAGE_STAT_COLUMNS, FAILURE_COLUMN]].rename_axis("image_id").reset_index()
+    return sample_rows(table, size, seed).set_index("image_id")
+
+
+def matching_model(window: QueryWindow, weights_sha1: str) -> str | None:
+    """The model id of the logged queries that the reference descriptors' weights belong to, if any."""
+    if not weights_sha1:
+        return None
+    return next((m for m in window.models() if m and weights_sha1.startswith(m)), None)
+
+
+def serving_frames(
+    cfg: Config,
+    reference: Path,
+    log_dir: Path,
+    *,
+    reference_split: str,
+    reference_features: Path | None,
+    current_features: Path | None,
+    fmt: str,
+    progress: bool,
+) -> Frames:
+    """The frames of ``serving``: the train split of the catalog against the last window of logged queries,
+    with descriptors on both sides when the reference store was written by the queries' model."""
+    if current_features is not None:
+        raise ValueError(
+            "--current-features does not apply to the serving drift: the query log holds the queries' descriptors"
+        )
+    window = read_window(Path(log_dir), cfg.serve.log_window)
+    if len(window.stats) < 2:
+        raise ValueError(
+            f"the query log {log_dir} holds {len(window.stats)} query; the serving drift needs at least 2"
+        )
+    ref_set, ref_stats = reference_stats(cfg, reference, reference_split, fmt=fmt, progress=progress)
+    cur_stats = window_stats(window, cfg.drift.sample_size, cfg.seed + 1)
+    label = f"query log {log_dir}: the last {len(window.stats)} queries ({', '.join(window.files)})"
+    frames = Frames(ref_stats, cur_stats, ref_set.label, label)
+    if reference_features is None:
+        return frames
+    if cfg.drift.embedding_components == 0:
+        return replace(frames, notes=("feature store ignored: drift.embedding_components is 0",))
+    store = feature_store_dir(reference_features, reference_split)
+    weights = str(read_meta(store).get("weights_sha1", ""))
+    model = matching_model(window, weights)
+    cur_ids, cur_x = window.descriptors(model) if model is not None else ([], np.zeros((0, 0)))
+    keep = [i for i, query_id in enumerate(cur_ids) if query_id in cur_stats.index]
+    if len(keep) < 2:
+        note = (
+            f"descriptors not compared: {store} holds descriptors of weights {weights[:12] or '(unrecorded)'}, "
+            f"the sampled queries were described by {', '.join(window.models()) or 'no model'}"
+        )
+        return replace(frames, notes=(note,))
+    ref_ids, ref_x = load_side_features(store, list(ref_stats.index))
+    return with_embeddings(
+        frames, ref_ids, ref_x, [cur_ids[i] for i in keep], cur_x[keep], cfg.drift.embedding_components
+    )
+
+
 def drift(
     cfg: Config,
     reference: Path,
@@ -192,91 +377,71 @@ def drift(
     fmt: str = "auto",
     progress: bool = False,
 ) -> DriftSummary:
-    """Compare ``current`` with ``reference`` (see the module docstring for the two purposes), write the reports
-    and store the snapshot in the Evidently workspace.
+    """Compare ``current`` with ``reference`` (see the module docstring for the three purposes), write the
+    reports and store the snapshot in the Evidently workspace.
 
     Args:
+        current: the current images (``ingest``, ``retrain``) or the query log directory (``serving``).
         current_split: default ``train`` for ingest (the split the batch was ingested into), ``test`` for
-            retrain.
+            retrain; unused by serving.
         current_batch: ``latest``, ``all`` or a batch id; default ``latest`` for ingest, ``all`` for retrain.
-        reference_features, current_features: feature stores; both or neither.
+        reference_features, current_features: feature stores; both or neither (serving: the reference store
+            only).
         workspace: default ``drift.workspace``; ``log_to_workspace=False`` stores nothing there.
 
     Raises:
         ValueError: an unknown purpose, features for one side only, nothing to compare.
         FileNotFoundError: a missing input.
     """
-    from landmark.drift import (
-        add_to_workspace,
-        drift_frame,
-        drift_report,
-        embedding_frame,
-        fit_embedding_pca,
-        image_stats,
-        manifest_images,
-        sample_rows,
-        save_report,
-    )
-
-    if purpose not in DEFAULT_CURRENT_SPLIT:
-        raise ValueError(f"purpose must be one of {sorted(DEFAULT_CURRENT_SPLIT)}, got {purpose!r}")
-    if (reference_features is None) != (current_features is None):
-        raise ValueError(
-            "pass feature stores for both sides (--reference-features and --current-features) or none"
-        )
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
     start = time.perf_counter()
-    c = cfg.drift
-    split = current_split or DEFAULT_CURRENT_SPLIT[purpose]
-    ref_set = load_image_set(reference, reference_split, fmt=fmt)
-    cur_set = load_image_set(current, split, batch=current_batch or DEFAULT_CURRENT_BATCH[purpose], fmt=fmt)
-    ref_set = without_images_of(ref_set, cur_set)
-    # different seeds: when both sides are the same table, the samples are still independent draws
-    ref_rows = sample_rows(ref_set.manifest, c.sample_size, cfg.seed)
-    cur_rows = sample_rows(cur_set.manifest, c.sample_size, cfg.seed + 1)
-    max_pixels = cfg.ingest.max_pixels
-    ref_stats = image_stats(
-        manifest_images(ref_rows, ref_set.root), workers=c.workers, max_pixels=max_pixels, progress=progress
-    )
-    cur_stats = image_stats(
-        manifest_images(cur_rows, cur_set.root), workers=c.workers, max_pixels=max_pixels, progress=progress
-    )
-    notes: list[str] = []
-    ref_frame, cur_frame, n_embedding = ref_stats, cur_stats, 0
-    if reference_features is not None and current_features is not None:
-        if c.embedding_components == 0:
-            notes.append("feature stores ignored: drift.embedding_components is 0")
-        else:
-            ref_ids, ref_x = load_side_features(
-                feature_store_dir(reference_features, reference_split), list(ref_stats.index)
-            )
-            cur_ids, cur_x = load_side_features(
-                feature_store_dir(current_features, split), list(cur_stats.index)
-            )
-            pca = fit_embedding_pca(ref_x, c.embedding_components)
-            n_embedding = pca.components.shape[0]
-            ref_frame = drift_frame(ref_stats, embedding_frame(ref_ids, ref_x, pca))
-            cur_frame = drift_frame(cur_stats, embedding_frame(cur_ids, cur_x, pca))
-            notes.append(
-                f"embeddings: {n_embedding} PCA axes of the reference descriptors "
-                f"({100 * float(pca.explained_variance_ratio.sum()):.1f}% of their variance) + residual; "
-                f"{len(ref_ids)} reference and {len(cur_ids)} current images have descriptors"
-            )
-    metadata = {"purpose": purpose, "reference": ref_set.label, "current": cur_set.label}
+    if purpose == SERVING:
+        frames = serving_frames(
+            cfg,
+            reference,
+            current,
+            reference_split=reference_split,
+            reference_features=reference_features,
+            current_features=current_features,
+            fmt=fmt,
+            progress=progress,
+        )
+    else:
+        frames = image_set_frames(
+            cfg,
+            reference,
+            current,
+            purpose=purpose,
+            reference_split=reference_split,
+            current_split=current_split,
+            current_batch=current_batch,
+            reference_features=reference_features,
+            current_features=current_features,
+            fmt=fmt,
+            progress=progress,
+        )
+    metadata = {"purpose": purpose, "reference": frames.reference_label, "current": frames.current_label}
     result, snapshot = drift_report(
-        ref_frame, cur_frame, c, timestamp=datetime.now(UTC), tags=[purpose], metadata=metadata
+        frames.reference,
+        frames.current,
+        cfg.drift,
+        timestamp=datetime.now(UTC),
+        tags=[purpose],
+        metadata=metadata,
     )
     files = {name: str(path) for name, path in save_report(result, snapshot, Path(out_dir)).items()}
     snapshot_id: str | None = None
-    target = Path(workspace) if workspace is not None else Path(c.workspace)
+    target = Path(workspace) if workspace is not None else Path(cfg.drift.workspace)
     if log_to_workspace:
-        snapshot_id = add_to_workspace(snapshot, target, c.project)[0]
+        snapshot_id = add_to_workspace(snapshot, target, cfg.drift.project)[0]
     return DriftSummary(
         result=result,
         purpose=purpose,
         files=files,
         snapshot_id=snapshot_id,
         workspace=str(target) if log_to_workspace else None,
-        embedding_columns=n_embedding,
+        embedding_columns=frames.embedding_columns,
         seconds=time.perf_counter() - start,
-        notes=tuple(notes),
+        notes=frames.notes,
     )

@@ -1,17 +1,22 @@
-"""A monitoring workspace filled the way the flows fill it: ``landmark.stages.drift.drift`` for both uses (ingest:
-a brighter, larger new batch with decode failures; retrain: test vs train of the tiny world) and
-``landmark.drift.log_metrics`` for an evaluation, plus what each panel of the dashboard must therefore show."""
+"""A monitoring workspace filled the way the flows fill it: ``landmark.stages.drift.drift`` for every use (ingest:
+a brighter, larger new batch with decode failures; retrain: test vs train of the tiny world; serving: a query
+log of the test photos and one upload that did not decode) and ``landmark.drift.log_metrics`` for an evaluation,
+plus what each panel of the dashboard must therefore show, and the dashboard's lines as ``evidently ui`` serves
+them."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from landmark.config import Config, DriftConfig
 from landmark.data.formats import read_dataset
+from landmark.data.images import decode_image
 from landmark.data.manifest import make_manifest, quarantined_row, write_manifest
 from landmark.drift import (
     DECODE_FAILED,
@@ -19,10 +24,16 @@ from landmark.drift import (
     EVALUATION_TAG,
     PURPOSES,
     DriftResult,
+    decoded_row,
+    failed_row,
     log_metrics,
     setup_monitoring,
 )
+from landmark.serving.query_log import LoggedQuery, QueryLog
 from landmark.stages.drift import drift
+
+if TYPE_CHECKING:
+    from evidently.sdk.models import DashboardModel, PanelMetric
 
 PROJECT = "landmark"
 EVALUATION = {"revisitop.medium.mAP": 61.25, "recognition.GAP": 48.5}
@@ -81,8 +92,21 @@ def ingestion_root(world: Path, root: Path, n_new: int = 10) -> Path:
     return root
 
 
+def query_log(world: Path, root: Path) -> Path:
+    """A query log as ``landmark serve`` writes it: the test photos (no descriptors) and one upload the decoder
+    refused, in files of 4 rows."""
+    log = QueryLog(root, rotate_rows=4, keep_files=10, flush_s=60.0)
+    for i, path in enumerate(read_dataset(world).image_paths("test").values()):
+        data = path.read_bytes()
+        stats = decoded_row(f"q{i}", decode_image(data), len(data))
+        log.append(LoggedQuery(f"q{i}", "search", "v1", "model", stats))
+    log.append(LoggedQuery("bad", "search", "v1", "model", failed_row("bad", "not_an_image", 20.0)))
+    log.close()
+    return root
+
+
 def fill_workspace(world: Path, workdir: Path, *, legacy_panels: bool = False) -> MonitoredWorkspace:
-    """Run the drift stage for both uses and log one evaluation into ``workdir/workspace``.
+    """Run the drift stage for every use and log one evaluation into ``workdir/workspace``.
 
     Args:
         legacy_panels: first save a dashboard with the panel layout of earlier versions (one panel holding both
@@ -104,6 +128,14 @@ def fill_workspace(world: Path, workdir: Path, *, legacy_panels: bool = False) -
         "retrain": drift(
             cfg, world, world, workdir / "retrain-report", purpose="retrain", workspace=workspace
         ).result,
+        "serving": drift(
+            cfg,
+            world,
+            query_log(world, workdir / "queries"),
+            workdir / "serving-report",
+            purpose="serving",
+            workspace=workspace,
+        ).result,
     }
     log_metrics(EVALUATION, workspace, PROJECT, tags=["candidate"])
     return MonitoredWorkspace(
@@ -121,7 +153,8 @@ def save_legacy_dashboard(workspace: Path) -> None:
 
     def both_uses(metric: str, labels: dict[str, str]) -> list[PanelMetric]:
         return [
-            PanelMetric(metric=metric, metric_labels=labels, tags=[DRIFT_TAG, p], legend=p) for p in PURPOSES
+            PanelMetric(metric=metric, metric_labels=labels, tags=[DRIFT_TAG, p], legend=p)
+            for p in ("ingest", "retrain")
         ]
 
     panels = [
@@ -133,3 +166,39 @@ def save_legacy_dashboard(workspace: Path) -> None:
     project = ws.create_project(PROJECT)
     tab = DashboardTabModel(title="Drift", panels=[p.id for p in panels])
     ws.save_dashboard(project.id, DashboardModel(tabs=[tab], panels=panels))
+
+
+@dataclass(frozen=True)
+class Line:
+    """One series of a panel as the UI draws it: the panel series (legend, tags...) it belongs to, its values."""
+
+    series: PanelMetric
+    values: list[float | None]
+
+
+async def _dashboard_lines(workspace: Path, project_id: str) -> tuple[DashboardModel, dict[str, list[Line]]]:
+    """The dashboard and, per panel title, its lines: what ``evidently ui`` serves for this workspace."""
+    from uuid import UUID
+
+    from evidently.ui.service.base import SeriesFilter
+    from evidently.ui.service.storage.local import create_local_project_manager
+    from evidently.ui.service.type_aliases import ZERO_UUID
+
+    manager = create_local_project_manager(str(workspace), autorefresh=False)
+    project = UUID(project_id)
+    dashboard = await manager.get_project_dashboard(ZERO_UUID, project)
+    lines: dict[str, list[Line]] = {}
+    for panel in dashboard.panels:
+        # the body the UI's panel component posts to /api/v2/snapshots/{project}/data_series_batch
+        filters = [
+            SeriesFilter(metric=v.metric, tags=v.tags, metadata=v.metadata, metric_labels=v.metric_labels)
+            for v in panel.values
+        ]
+        response = await manager.get_data_series(ZERO_UUID, project, filters, None, None)
+        lines[panel.title] = [Line(panel.values[s.filter_index], list(s.values)) for s in response.series]
+    return dashboard, lines
+
+
+def dashboard_lines(workspace: Path, project_id: str) -> tuple[DashboardModel, dict[str, list[Line]]]:
+    """The dashboard of a workspace's project and its lines, per panel title (see :func:`_dashboard_lines`)."""
+    return asyncio.run(_dashboard_lines(workspace, project_id))

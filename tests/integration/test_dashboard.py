@@ -1,17 +1,15 @@
-"""The Evidently dashboard shows what it promises: after the drift stage ran for both uses and an evaluation was
+"""The Evidently dashboard shows what it promises: after the drift stage ran for every use and an evaluation was
 logged, every panel has a point with the value written, read back through the code path of ``evidently ui``
 (the project dashboard, then each panel's series as the UI's ``data_series_batch`` endpoint computes them)."""
 
 from __future__ import annotations
 
-import asyncio
 import math
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from monitoring_world import MonitoredWorkspace
+from monitoring_world import Line, MonitoredWorkspace
+from monitoring_world import dashboard_lines as workspace_lines
 
 from landmark.drift import (
     DRIFT_PANELS,
@@ -25,17 +23,9 @@ from landmark.drift import (
 )
 
 if TYPE_CHECKING:
-    from evidently.sdk.models import DashboardModel, PanelMetric
+    from evidently.sdk.models import DashboardModel
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass(frozen=True)
-class Line:
-    """One series of a panel as the UI draws it: the panel series (legend, tags...) it belongs to, its values."""
-
-    series: PanelMetric
-    values: list[float | None]
 
 
 @pytest.fixture
@@ -44,31 +34,8 @@ def monitored(monitored_workspace: MonitoredWorkspace) -> MonitoredWorkspace:
     return monitored_workspace
 
 
-async def _dashboard_lines(workspace: Path, project_id: str) -> tuple[DashboardModel, dict[str, list[Line]]]:
-    """The dashboard and, per panel title, its lines: what ``evidently ui`` serves for this workspace."""
-    from uuid import UUID
-
-    from evidently.ui.service.base import SeriesFilter
-    from evidently.ui.service.storage.local import create_local_project_manager
-    from evidently.ui.service.type_aliases import ZERO_UUID
-
-    manager = create_local_project_manager(str(workspace), autorefresh=False)
-    project = UUID(project_id)
-    dashboard = await manager.get_project_dashboard(ZERO_UUID, project)
-    lines: dict[str, list[Line]] = {}
-    for panel in dashboard.panels:
-        # the body the UI's panel component posts to /api/v2/snapshots/{project}/data_series_batch
-        filters = [
-            SeriesFilter(metric=v.metric, tags=v.tags, metadata=v.metadata, metric_labels=v.metric_labels)
-            for v in panel.values
-        ]
-        response = await manager.get_data_series(ZERO_UUID, project, filters, None, None)
-        lines[panel.title] = [Line(panel.values[s.filter_index], list(s.values)) for s in response.series]
-    return dashboard, lines
-
-
 def dashboard_lines(monitored: MonitoredWorkspace) -> tuple[DashboardModel, dict[str, list[Line]]]:
-    return asyncio.run(_dashboard_lines(monitored.path, monitored.project_id))
+    return workspace_lines(monitored.path, monitored.project_id)
 
 
 def test_every_panel_draws_the_values_written(monitored: MonitoredWorkspace) -> None:
@@ -93,7 +60,7 @@ def test_every_panel_draws_the_values_written(monitored: MonitoredWorkspace) -> 
     assert [p.title for p in dashboard.panels] == [*expected_titles, PANEL_EVALUATION]
 
 
-def test_the_two_uses_are_told_apart(monitored: MonitoredWorkspace) -> None:
+def test_the_uses_are_told_apart(monitored: MonitoredWorkspace) -> None:
     """The ingest batch drifts and the test split does not, so their panels must show different values."""
     ingest, retrain = monitored.drift["ingest"], monitored.drift["retrain"]
     assert ingest.drift_share > retrain.drift_share

@@ -326,8 +326,8 @@ def test_snapshots_and_metrics_land_in_the_workspace(
     assert setup_monitoring(workspace, "landmark") == project_id  # idempotent: same project, same panels
     ws = Workspace(str(workspace))
     panels = ws.get_dashboard(project_id).panels
-    # 3 drift quantities x 2 uses (Evidently 0.7 draws one use per panel) + the evaluation panel
-    assert len(panels) == 7 and len({p.title for p in panels}) == 7
+    # 3 drift quantities x 3 uses (Evidently 0.7 draws one use per panel) + the evaluation panel
+    assert len(panels) == 10 and len({p.title for p in panels}) == 10
     for tab in ws.get_dashboard(project_id).tabs:
         assert len(tab.panels) == len(set(tab.panels))  # no panel shown twice
 
