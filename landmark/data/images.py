@@ -56,6 +56,11 @@ class ImageDecodeError(ValueError):
         self.detail = detail
         super().__init__(f"cannot decode image {name!r} ({reason}): {detail}")
 
+    def __reduce__(self) -> tuple[type[ImageDecodeError], tuple[str, str, str]]:
+        # the default pickling passes only the message to __init__, so an error raised in a worker process
+        # (process pool, DataLoader) could not be rebuilt in the parent and lost the file's name
+        return type(self), (self.name, self.reason, self.detail)
+
 
 def _source_name(source: ImageSource, name: str | None) -> str:
     if name is not None:
@@ -341,7 +346,9 @@ def crop_to_bbox(image: np.ndarray, bbox: tuple[float, float, float, float]) -> 
     return np.array(image[y0:y1, x0:x1], order="C", copy=True)
 
 
-def bbox_pixels(bbox: tuple[float, float, float, float], width: int, height: int) -> tuple[int, int, int, int]:
+def bbox_pixels(
+    bbox: tuple[float, float, float, float], width: int, height: int
+) -> tuple[int, int, int, int]:
     """Integer pixel box (x0, y0, x1, y1) that :func:`crop_to_bbox` cuts from a ``width`` x ``height`` image.
 
     Raises:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
 import struct
 import time
 import tracemalloc
@@ -218,6 +219,14 @@ def test_decode_error_is_a_value_error_with_known_reasons() -> None:
     assert issubclass(ImageDecodeError, ValueError)
     with pytest.raises(ValueError, match="unknown image decode reason"):
         ImageDecodeError("x", "bogus", "detail")
+
+
+def test_decode_error_pickles_with_its_fields() -> None:
+    # process pools and DataLoader workers send errors back pickled; the file name must survive the trip
+    error = pickle.loads(pickle.dumps(ImageDecodeError("dir/cut.jpg", "truncated", "EOFError")))
+    assert isinstance(error, ImageDecodeError)
+    assert (error.name, error.reason, error.detail) == ("dir/cut.jpg", "truncated", "EOFError")
+    assert "dir/cut.jpg" in str(error)
 
 
 def test_read_image_size_without_exif() -> None:
