@@ -142,12 +142,15 @@ class ExtractConfig:
     batch_size: int = 16
     workers: int = 2
     fp16_on_cuda: bool = True
+    # undecodable images are skipped and listed in <split>/quarantined.json; a split fails above this share
+    max_bad_share: float = 0.01
 
     def __post_init__(self) -> None:
         _require(32 <= self.image_size <= 4096, "image_size must be in [32, 4096]")
         _require(len(self.scales) >= 1 and all(s > 0 for s in self.scales), "scales must be positive")
         _require(self.batch_size >= 1, "batch_size must be >= 1")
         _require(self.workers >= 0, "workers must be >= 0")
+        _require(0.0 <= self.max_bad_share <= 1.0, f"max_bad_share must be in [0, 1]: {self.max_bad_share}")
 
 
 @dataclass(frozen=True)
@@ -196,9 +199,12 @@ class TrainConfig:
     )
     amp: bool = True  # mixed precision, only ever on CUDA
     workers: int = 2
+    # undecodable images are skipped (listed in the model's quarantined.json); training fails above this share
+    max_bad_share: float = 0.01
 
     def __post_init__(self) -> None:
         _require(self.scale > 0, "scale must be > 0")
+        _require(0.0 <= self.max_bad_share <= 1.0, f"max_bad_share must be in [0, 1]: {self.max_bad_share}")
         _require(0 <= self.margin < 1.5, "margin must be in [0, 1.5)")
         _require(self.lr > 0 and self.head_lr_multiplier > 0, "lr and head_lr_multiplier must be > 0")
         _require(0 <= self.momentum < 1, "momentum must be in [0, 1)")
@@ -538,9 +544,12 @@ class LocalConfig:
     image_size: int = 384  # long side the image is resized to before extraction (0 = original size)
     max_features: int = 1000  # keypoints kept per image, strongest first
     workers: int = 2  # processes over images (0 = in this process)
+    # undecodable images are skipped and listed in <split>/quarantined.json; a split fails above this share
+    max_bad_share: float = 0.01
 
     def __post_init__(self) -> None:
         _require(bool(self.backend), "backend must name a local-feature backend, e.g. sift")
+        _require(0.0 <= self.max_bad_share <= 1.0, f"max_bad_share must be in [0, 1]: {self.max_bad_share}")
         _require(
             self.backend == "sift" or bool(self.model),
             f"model must be the model directory of the {self.backend!r} backend",

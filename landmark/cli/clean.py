@@ -28,7 +28,9 @@ def local(
         int | None, typer.Option(help="extract at most this many missing images (the next run resumes)")
     ] = None,
 ) -> None:
-    """Extract local features (local.backend: sift, delf, ...) of a split into a resumable store."""
+    """Extract local features (local.backend: sift, delf, ...) of a split into a resumable store; undecodable
+    images are skipped and listed in <out>/<split>/quarantined.json (the split fails above local.max_bad_share)."""
+    from landmark.data.bad_images import reason_counts
     from landmark.stages.local import local as run_local
 
     cfg = state.config()
@@ -45,6 +47,12 @@ def local(
         f"({summary.already_stored} already stored), {summary.mean_keypoints:.0f} keypoints/image, "
         f"{summary.bytes_per_image / 1024:.0f} KiB/image on disk, in {summary.seconds:.1f}s"
     )
+    if summary.bad_images:
+        out.print(
+            f"skipped {len(summary.bad_images)} undecodable {split} images {reason_counts(summary.bad_images)}, "
+            f"listed in {summary.quarantine}",
+            markup=False, soft_wrap=True,
+        )  # fmt: skip
     out.print(f"local features in [bold]{summary.store}[/]")
 
 
@@ -84,4 +92,10 @@ def clean(
         f"{summary.classes_kept} of {summary.classes_before}; verified {summary.unique_pairs} unique pairs "
         f"for {summary.directed_pairs} neighbour checks in {summary.seconds:.1f}s; cleaning gate passed"
     )
+    if summary.undecodable:
+        out.print(
+            f"left out {sum(summary.undecodable.values())} images extract/local could not decode "
+            f"{summary.undecodable} (quarantined with their reason in the cleaned manifest)",
+            markup=False, soft_wrap=True,
+        )  # fmt: skip
     out.print(f"cleaned manifest, reports and Data Docs in [bold]{summary.out_dir}[/]")

@@ -30,7 +30,9 @@ def extract(
         Path | None, typer.Option(help="trained model directory (default: off-the-shelf backbone + GeM)")
     ] = None,
 ) -> None:
-    """Extract multi-scale global descriptors into memory-mapped shards (resumable)."""
+    """Extract multi-scale global descriptors into memory-mapped shards (resumable); undecodable images are
+    skipped and listed in <out>/<split>/quarantined.json (the split fails above extract.max_bad_share)."""
+    from landmark.data.bad_images import QUARANTINE_FILE, reason_counts
     from landmark.stages.extract import extract as run_extract
 
     cfg = state.config()
@@ -44,7 +46,14 @@ def extract(
         model_dir=model,
     )
     seconds = time.perf_counter() - start
-    out.print(f"extracted {sum(added.values())} new descriptors {added} in {seconds:.1f}s")
+    out.print(f"extracted {sum(added.values())} new descriptors {dict(added)} in {seconds:.1f}s")
+    for name, bad in added.bad_images.items():
+        if bad:
+            out.print(
+                f"{name}: skipped {len(bad)} undecodable images {reason_counts(bad)}, listed in "
+                f"{(out_dir or Path(cfg.paths.features)) / name / QUARANTINE_FILE}",
+                markup=False, soft_wrap=True,
+            )  # fmt: skip
 
 
 @app.command()
@@ -242,7 +251,9 @@ def train(
     ] = False,
     fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
 ) -> None:
-    """Fine-tune the global model (ArcFace/CosFace + GeM); torchrun-ready for several devices."""
+    """Fine-tune the global model (ArcFace/CosFace + GeM); torchrun-ready for several devices. Undecodable images
+    are left out and listed in <out>/quarantined.json (training fails above train.max_bad_share)."""
+    from landmark.data.bad_images import QUARANTINE_FILE, reason_counts
     from landmark.stages.train import train as run_train
 
     cfg = state.config()
@@ -268,4 +279,10 @@ def train(
             f"({summary.dropped_classes} classes dropped) in {summary.seconds:.0f}s: "
             f"loss {summary.final_loss:.3f}, accuracy {summary.final_accuracy:.2f}"
         )
+        if summary.bad_images:
+            out.print(
+                f"left out {len(summary.bad_images)} undecodable images {reason_counts(summary.bad_images)}, "
+                f"listed in {summary.model_dir / QUARANTINE_FILE}",
+                markup=False, soft_wrap=True,
+            )  # fmt: skip
         out.print(f"model written to [bold]{summary.model_dir}[/]")

@@ -9,7 +9,7 @@ mean is L2-normalised again.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +20,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from landmark.config import ExtractConfig
-from landmark.data.images import bbox_pixels, crop_to_bbox, decode_image, read_image_size
+from landmark.data.images import ImageDecodeError, bbox_pixels, crop_to_bbox, decode_image, read_image_size
 from landmark.features.store import FeatureWriter, stored_ids
 
 BBox = tuple[float, float, float, float]
+# called with an image that cannot be decoded and the error; None: the error is raised
+OnBadImage = Callable[["ImageItem", ImageDecodeError], None]
 
 
 @dataclass(frozen=True)
@@ -69,16 +71,35 @@ def load_resized(item: ImageItem, long_side: int) -> np.ndarray:
     return resize_long_side(image, long_side)
 
 
-class _ImageDataset(Dataset[tuple[int, torch.Tensor]]):
+Loaded = tuple[int, torch.Tensor | ImageDecodeError]
+
+
+class _ImageDataset(Dataset[Loaded]):
+    """Item i -> (i, CHW uint8 tensor), or (i, the decode error): a bad file is reported, not raised, so one
+    image cannot stop a DataLoader worker (whose exceptions reach the parent as a traceback text only)."""
+
     def __init__(self, items: Sequence[ImageItem], long_side: int) -> None:
         self.items, self.long_side = items, long_side
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
-        image = load_resized(self.items[i], self.long_side)
+    def __getitem__(self, i: int) -> Loaded:
+        try:
+            image = load_resized(self.items[i], self.long_side)
+        except ImageDecodeError as exc:
+            return i, exc
         return i, torch.from_numpy(image).permute(2, 0, 1)
+
+
+def _collate(
+    samples: Sequence[Loaded],
+) -> tuple[list[int], torch.Tensor | None, list[tuple[int, ImageDecodeError]]]:
+    """A batch of one shape: (indices of the decoded items, their (n, 3, H, W) stack or None, failures)."""
+    good = [(i, x) for i, x in samples if isinstance(x, torch.Tensor)]
+    bad = [(i, x) for i, x in samples if isinstance(x, ImageDecodeError)]
+    stacked = torch.stack([x for _, x in good]) if good else None
+    return [i for i, _ in good], stacked, bad
 
 
 def shape_batches(shapes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
@@ -153,27 +174,64 @@ def image_tensor(image: np.ndarray, cfg: ExtractConfig) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)
 
 
+def _readable_shapes(
+    items: Sequence[ImageItem], long_side: int, on_bad: OnBadImage | None
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """Positions of the items whose header reads, and their resized (h, w); the others go to ``on_bad``."""
+    positions, shapes = [], []
+    for i, item in enumerate(items):
+        try:
+            shapes.append(target_shape(*_crop_size(item), long_side))
+        except ImageDecodeError as exc:
+            _report(item, exc, on_bad)
+            continue
+        positions.append(i)
+    return positions, shapes
+
+
+def _report(item: ImageItem, error: ImageDecodeError, on_bad: OnBadImage | None) -> None:
+    if on_bad is None:
+        raise error
+    on_bad(item, error)
+
+
 def iter_descriptors(
-    model: torch.nn.Module, items: Sequence[ImageItem], cfg: ExtractConfig, device: str, progress: bool = True
+    model: torch.nn.Module,
+    items: Sequence[ImageItem],
+    cfg: ExtractConfig,
+    device: str,
+    progress: bool = True,
+    *,
+    on_bad: OnBadImage | None = None,
 ) -> Iterator[tuple[list[str], np.ndarray]]:
-    """Yield (ids, descriptors (n, dim) float32) batch by batch, over ``items``."""
+    """Yield (ids, descriptors (n, dim) float32) batch by batch, over ``items``.
+
+    An image that cannot be decoded (its header, or its pixels in a loader worker) is passed to ``on_bad`` with
+    the :class:`ImageDecodeError` and left out; without ``on_bad`` the error is raised here, naming the file.
+    The other images' descriptors do not depend on it (batches hold images of one shape, no padding).
+    """
     from tqdm.auto import tqdm
 
-    shapes = [target_shape(*_crop_size(item), cfg.image_size) for item in items]
-    batches = shape_batches(shapes, cfg.batch_size)
+    positions, shapes = _readable_shapes(items, cfg.image_size, on_bad)
+    batches = [[positions[j] for j in batch] for batch in shape_batches(shapes, cfg.batch_size)]
     loader = DataLoader(
         _ImageDataset(items, cfg.image_size),
         batch_sampler=batches,
         num_workers=cfg.workers,
+        collate_fn=_collate,
         pin_memory=device.startswith("cuda"),
     )
     use_fp16 = cfg.fp16_on_cuda and device.startswith("cuda")
     model.eval().to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     with tqdm(total=len(items), desc="extract", unit="img", disable=not progress) as bar:
-        for idx, images in loader:
-            desc = describe_batch(model, images.to(device, non_blocking=True), cfg.scales, use_fp16)
-            yield [items[int(i)].image_id for i in idx], desc.cpu().numpy().astype(np.float32)
-            bar.update(len(idx))
+        bar.update(len(items) - len(positions))
+        for idx, images, failed in loader:
+            for i, error in failed:
+                _report(items[i], error, on_bad)
+            if images is not None:
+                desc = describe_batch(model, images.to(device, non_blocking=True), cfg.scales, use_fp16)
+                yield [items[i].image_id for i in idx], desc.cpu().numpy().astype(np.float32)
+            bar.update(len(idx) + len(failed))
 
 
 def extract_to_store(
@@ -185,12 +243,19 @@ def extract_to_store(
     *,
     meta: Mapping[str, object] | None = None,
     progress: bool = True,
+    on_bad: OnBadImage | None = None,
 ) -> int:
-    """Extract descriptors for the items not yet in the store at ``out_dir``; returns how many were added."""
+    """Extract descriptors for the items not yet in the store at ``out_dir``; returns how many were added.
+
+    Undecodable images go to ``on_bad`` and are not stored (see :func:`iter_descriptors`); a later run tries
+    them again.
+    """
     done = set(stored_ids(out_dir)) if out_dir.exists() else set()
     todo = [item for item in items if item.image_id not in done]
     dim = int(getattr(model, "dim"))  # noqa: B009
+    added = 0
     with FeatureWriter(out_dir, dim, shard_size=max(cfg.batch_size * 32, 256), meta=meta) as writer:
-        for ids, desc in iter_descriptors(model, todo, cfg, device, progress=progress):
+        for ids, desc in iter_descriptors(model, todo, cfg, device, progress=progress, on_bad=on_bad):
             writer.add(ids, desc)
-    return len(todo)
+            added += len(ids)
+    return added

@@ -9,14 +9,14 @@ the ORIGINAL image's pixels (crop offset included). Work goes through :func:`lan
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from landmark.config import LocalConfig
-from landmark.data.images import bbox_pixels, decode_image
+from landmark.data.images import ImageDecodeError, bbox_pixels, decode_image
 from landmark.features.local import LocalExtractor, LocalFeatures, create_local_extractor
 from landmark.features.local_store import (
     LocalFeatureWriter,
@@ -104,7 +104,16 @@ def extract_image(task: ExtractTask) -> tuple[str, LocalFeatures]:
     level so a process pool can pickle it. A crop is taken before resizing and its offset added back.
     """
     key, path, backend, params, long_side, bbox = task
-    return key, _describe(decode_image(path, name=key), backend, params, long_side, bbox)
+    return key, _describe(decode_image(path), backend, params, long_side, bbox)
+
+
+def extract_image_or_error(task: ExtractTask) -> tuple[str, LocalFeatures | ImageDecodeError]:
+    """:func:`extract_image`, with a file that cannot be decoded returned as its error instead of raised: one
+    bad image must not end a worker's chunk of work (the error still names the file)."""
+    try:
+        return extract_image(task)
+    except ImageDecodeError as exc:
+        return task[0], exc
 
 
 def local_features(
@@ -151,6 +160,10 @@ class LocalExtraction:
     keypoints: int
 
 
+# called with an image that cannot be decoded and the error; None: the error is raised
+OnBadLocalItem = Callable[[LocalItem, ImageDecodeError], None]
+
+
 def extract_local_to_store(
     items: Sequence[LocalItem],
     store: Path,
@@ -161,8 +174,12 @@ def extract_local_to_store(
     limit: int | None = None,
     desc: str = "local",
     progress: bool = True,
+    on_bad: OnBadLocalItem | None = None,
 ) -> LocalExtraction:
     """Extract the items whose key is not yet in the store at ``store`` (resumable, keyed by ``item.key``).
+
+    An image that cannot be decoded is passed to ``on_bad`` with its :class:`ImageDecodeError` and not stored
+    (a later run tries it again); without ``on_bad`` the error is raised here, naming the file.
 
     Args:
         items: images to describe (keys unique).
@@ -194,20 +211,29 @@ def extract_local_to_store(
     tasks: list[ExtractTask] = [
         (item.key, str(item.path), cfg.backend, params, cfg.image_size, item.bbox) for item in todo
     ]
-    keypoints = 0
+    by_key = {item.key: item for item in todo}
+    keypoints = extracted = 0
     writer: LocalFeatureWriter | None = None
     try:
-        for key, feats in parallel_map(extract_image, tasks, workers=workers, desc=desc, progress=progress):
+        for key, feats in parallel_map(
+            extract_image_or_error, tasks, workers=workers, desc=desc, progress=progress
+        ):
+            if isinstance(feats, ImageDecodeError):
+                if on_bad is None:
+                    raise feats
+                on_bad(by_key[key], feats)
+                continue
             if writer is None:
                 writer = LocalFeatureWriter(store, feats.dim, shard_size=shard_size, meta=store_meta(cfg))
             writer.add(key, feats)
             keypoints += len(feats)
+            extracted += 1
     finally:
         if writer is not None:
             writer.flush()  # what was extracted before an error or a kill is complete and valid
     return LocalExtraction(
         items=len(items),
         already_stored=sum(1 for k in keys if k in done),
-        extracted=len(todo),
+        extracted=extracted,
         keypoints=keypoints,
     )

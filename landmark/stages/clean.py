@@ -4,7 +4,8 @@
 Outputs in ``out_dir``:
 
 - ``train.parquet``: the train manifest with the same schema and every row; dropped images are quarantined with
-  the reason ``clean_<code>: ...`` (``clean_unverified``, ``clean_small_class``, ``clean_no_label``), so
+  the reason ``clean_<code>: ...`` (``clean_unverified``, ``clean_small_class``, ``clean_no_label``), and images
+  that ``extract`` or ``local`` could not decode (their ``quarantined.json``) with their decode reason, so
   training (ok rows only) skips them and nothing is silently lost;
 - ``dropped.parquet``: the dropped rows alone, with ``clean_reason``, ``candidates``, ``verified`` and
   ``max_inliers`` next to the manifest columns;
@@ -29,6 +30,7 @@ import pandas as pd
 
 from landmark.clean import CleaningResult, clean_train_set
 from landmark.config import Config, VerifyConfig, config_to_dict
+from landmark.data.bad_images import quarantine_bad_images, read_quarantine, reason_counts
 from landmark.features.local import LocalFeatures
 from landmark.features.local_store import LocalFeatureReader, LocalStoreError
 
@@ -53,6 +55,7 @@ class CleanSummary:
     directed_pairs: int
     gate_passed: bool
     seconds: float
+    undecodable: dict[str, int] = dataclasses.field(default_factory=dict)  # reason code -> images left out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -238,7 +241,8 @@ def clean(
     progress: bool = True,
 ) -> CleanSummary:
     """Clean ``data_dir``'s train split with global descriptors from ``features_dir/train`` and local features
-    from ``local_dir/train``; write the outputs of the module docstring and run the cleaning gate.
+    from ``local_dir/train``; write the outputs of the module docstring and run the cleaning gate. Images those
+    stages skipped as undecodable are quarantined with their reason and left out of the verification.
 
     Raises:
         FeatureStoreError: train images without global descriptors (run ``landmark extract --split train``).
@@ -256,12 +260,15 @@ def clean(
 
     start = time.perf_counter()
     dataset = open_dataset(cfg, Path(data_dir), fmt)
+    boot_root = Path(features_dir) / "train"
     manifest, completed = complete_manifest(dataset.manifest("train"), dataset.root)
+    # images extract or local could not decode have no features: quarantined with their reason, not verified
+    undecodable = read_quarantine(boot_root) + read_quarantine(Path(local_dir) / "train")
+    manifest = quarantine_bad_images(manifest, undecodable)
     ok = manifest[manifest["status"] == "ok"]
     ids = [str(i) for i in ok["image_id"]]
     labels = ok["landmark_id"].to_numpy(np.int64)
 
-    boot_root = Path(features_dir) / "train"
     boot_meta = read_meta(boot_root)
     _, descriptors = load_features(boot_root, ids)
     reader = LocalFeatureReader(Path(local_dir) / "train")
@@ -285,6 +292,8 @@ def clean(
         cfg, result, manifest, bootstrap_identity(boot_meta), {**reader.meta, "store": str(reader.root)}
     )
     summary["manifest_rows_completed"] = completed
+    left_out = reason_counts({b.image_id: b for b in reversed(undecodable)}.values())
+    summary["undecodable_left_out"] = left_out
     gate_error: QualityGateError | None = None
     try:
         validate_cleaning(cfg, out / CLEANED_MANIFEST, out / CLASS_REPORT, out)
@@ -309,4 +318,5 @@ def clean(
         directed_pairs=result.directed_pairs,
         gate_passed=True,
         seconds=seconds,
+        undecodable=left_out,
     )

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landmark.config import Config, RerankConfig
+from landmark.data.bad_images import skipped_note, usable_ids
 from landmark.data.groundtruth import LandmarkDataset, QueryTruth
 from landmark.recognize import LabelledSet, LabelPrediction
 
@@ -168,7 +169,8 @@ def _percent(num: int, den: int) -> float | None:
 
 
 def load_train_set(dataset: LandmarkDataset, features_dir: Path) -> tuple[LabelledSet | None, str]:
-    """The labelled train descriptors, or None with the reason (no train split, or no train features)."""
+    """The labelled train descriptors (images extraction skipped as undecodable left out), or None with the
+    reason (no train split, or no train features)."""
     from landmark.features.store import load_features
 
     if "train" not in dataset.splits:
@@ -177,9 +179,18 @@ def load_train_set(dataset: LandmarkDataset, features_dir: Path) -> tuple[Labell
     if not store.is_dir():
         return None, f"no train features at {store} (run `landmark extract --split train`)"
     frame = dataset.manifest("train")
-    usable = frame[(frame["status"] == "ok") & (frame["landmark_id"] >= 0)]
+    described, _ = usable_ids(dataset, "train", features_dir)
+    usable = frame[
+        (frame["status"] == "ok") & (frame["landmark_id"] >= 0) & frame["image_id"].isin(described)
+    ]
     ids, vectors = load_features(store, list(usable["image_id"].astype(str)))
     return LabelledSet(vectors, usable["landmark_id"].to_numpy(np.int64), tuple(ids)), ""
+
+
+def _skipped_images(dataset: LandmarkDataset, features_dir: Path) -> dict[str, list[str]]:
+    """Split -> ok images left out of the evaluation because extraction could not decode them."""
+    splits = [s for s in ("index", "test", "train") if s in dataset.splits]
+    return {split: usable_ids(dataset, split, features_dir)[1] for split in splits}
 
 
 def open_saved_index(
@@ -340,11 +351,17 @@ def evaluate(
     dataset = open_dataset(cfg, Path(data_dir), fmt)
     if not (dataset.retrieval or dataset.retrieval_solution or dataset.recognition_solution):
         raise ValueError(f"{data_dir} has no ground truth (gnd_*.pkl or solution CSVs): nothing to evaluate")
-    db_ids, db = load_features(Path(features_dir) / "index", dataset.ok_ids("index"))
-    test_ids, queries = load_features(Path(features_dir) / "test", dataset.ok_ids("test"))
+    db_ids, db = load_features(Path(features_dir) / "index", usable_ids(dataset, "index", features_dir)[0])
+    test_ids, queries = load_features(
+        Path(features_dir) / "test", usable_ids(dataset, "test", features_dir)[0]
+    )
     train, train_note = load_train_set(dataset, features_dir)
     rerank_cfg = cfg.rerank
     notes: list[str] = []
+    skipped = _skipped_images(dataset, features_dir)
+    if skipped_note(skipped):
+        notes.append(skipped_note(skipped))
+        logger.warning("evaluate: %s", skipped_note(skipped))
     if train is None and label_steps_enabled(rerank_cfg):
         rerank_cfg = without_label_steps(rerank_cfg)
         notes.append(f"sort/insert steps skipped: {train_note}")
@@ -371,6 +388,7 @@ def evaluate(
     metrics: dict[str, Any] = {
         "n_database": len(db_ids),
         "n_test": len(test_ids),
+        "undecodable_left_out": {split: len(ids) for split, ids in skipped.items()},
         "rerank": {
             "steps": applied_steps(rerank_cfg),
             "notes": notes,
@@ -384,10 +402,12 @@ def evaluate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     position = {q: i for i, q in enumerate(test_ids)}
-    if dataset.retrieval:
-        rows = [position[t.query_id] for t in dataset.retrieval]
+    # a query extraction skipped as undecodable has no descriptor: left out (counted in undecodable_left_out)
+    truths = [t for t in dataset.retrieval if t.query_id in position]
+    if truths:
+        rows = [position[t.query_id] for t in truths]
         full = _full_ranking(result, rows)
-        gnd = gnd_indices(dataset.retrieval, db_ids)
+        gnd = gnd_indices(truths, db_ids)
         ranks = full.T.copy()
         metrics["revisitop"] = revisitop_metrics(ranks, gnd, cfg.evaluate.kappas)
         metrics["n_queries"] = len(rows)
@@ -401,9 +421,7 @@ def evaluate(
         metrics.setdefault("n_queries", metrics["gldv2_retrieval"]["queries"])
     metrics["recognition"] = _recognition(cfg, dataset, train, train_note, queries, test_ids, verifier)
     if plots and cfg.evaluate.grid_queries > 0:
-        grid_ids = [t.query_id for t in dataset.retrieval] or [
-            q for q in test_ids if dataset.retrieval_solution.get(q)
-        ]
+        grid_ids = [t.query_id for t in truths] or [q for q in test_ids if dataset.retrieval_solution.get(q)]
         if grid_ids:
             write_result_grid(
                 dataset,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,9 +10,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landmark.config import Config
+from landmark.data.bad_images import skipped_note, usable_ids
 
 if TYPE_CHECKING:  # pandas loads only when the stage runs
     from landmark.data.groundtruth import LandmarkDataset
+
+logger = logging.getLogger(__name__)
 
 
 def iter_feature_chunks(
@@ -45,7 +49,9 @@ def build_index(
     from landmark.index import model_version, resolve_kind, sample_rows, write_index
 
     dataset = open_dataset(cfg, Path(data_dir), fmt)
-    ids = list(dataset.ok_ids(split))
+    ids, skipped = usable_ids(dataset, split, Path(features_dir))
+    if skipped:
+        logger.warning("index: %s", skipped_note({split: skipped}))
     if not ids:
         raise ValueError(f"split {split!r} of {data_dir} has no usable images to index")
     store = Path(features_dir) / split
@@ -60,6 +66,7 @@ def build_index(
         "features": feature_meta,
         "split": split,
         "dataset": str(data_dir),
+        "undecodable_left_out": len(skipped),
     }
     return write_index(
         out_dir,

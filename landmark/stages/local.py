@@ -1,19 +1,35 @@
 """Stage ``local``: local features (SIFT or DELF, ``local.backend``) of a split's usable images into a local
-feature store at ``<out>/<split>/`` (resumable: ids already in complete shards are skipped)."""
+feature store at ``<out>/<split>/`` (resumable: ids already in complete shards are skipped). An image that cannot
+be decoded is skipped and recorded in ``<out>/<split>/quarantined.json`` (:mod:`landmark.data.bad_images`)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from landmark.config import Config, resolve_device
+from landmark.data.bad_images import (
+    BadImage,
+    check_bad_share,
+    merge_bad_images,
+    read_quarantine,
+    reason_counts,
+    write_quarantine,
+)
+from landmark.data.datasets import open_dataset
+from landmark.data.images import ImageDecodeError
 from landmark.features.local_extract import LocalItem, extract_local_to_store
+from landmark.features.local_store import LocalFeatureReader, stored_local_ids
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class LocalSummary:
-    """What one run did: images of the split, how many were already stored, newly extracted, time taken."""
+    """What one run did: images of the split, how many were already stored, newly extracted, time taken, and
+    the split's images skipped as undecodable (earlier runs' records of images not tried again included)."""
 
     store: Path
     images: int
@@ -22,6 +38,8 @@ class LocalSummary:
     mean_keypoints: float  # over the newly extracted images (0 when none)
     bytes_per_image: float  # whole store on disk
     seconds: float
+    bad_images: tuple[BadImage, ...] = ()
+    quarantine: Path | None = None  # the record of ``bad_images``, None when there are none
 
 
 def local(
@@ -38,7 +56,8 @@ def local(
     """Extract local features of every ok image of ``split`` not yet stored in ``out_dir/<split>``.
 
     Args:
-        cfg: ``local`` (backend, model, image size, features, workers) and ``device`` (torch DELF).
+        cfg: ``local`` (backend, model, image size, features, workers, max_bad_share) and ``device`` (torch
+            DELF).
         data_dir: dataset root (any supported format).
         out_dir: local feature root; the store is ``out_dir/<split>``.
         split: which split.
@@ -50,14 +69,20 @@ def local(
     Raises:
         LocalStoreError: the store was written with other settings.
         KeyError: no such split.
+        TooManyBadImagesError: more than ``local.max_bad_share`` of the split's images cannot be decoded (the
+            good ones are stored and the bad ones recorded first).
     """
-    from landmark.data.datasets import open_dataset
-    from landmark.features.local_store import LocalFeatureReader
-
     start = time.perf_counter()
     dataset = open_dataset(cfg, Path(data_dir), fmt)
     paths = dataset.image_paths(split)
     store = Path(out_dir) / split
+    new: list[BadImage] = []
+
+    def skip(item: LocalItem, error: ImageDecodeError) -> None:
+        new.append(BadImage.from_error(item.key, split, error))
+        logger.info("local %s: skipped %s: %s", split, item.key, error)
+
+    earlier = read_quarantine(store)
     run = extract_local_to_store(
         [LocalItem(image_id, Path(path)) for image_id, path in paths.items()],
         store,
@@ -67,14 +92,25 @@ def local(
         limit=limit,
         desc=f"local {split}",
         progress=progress,
+        on_bad=skip,
     )
-    bytes_per_image = LocalFeatureReader(store).bytes_per_image() if store.exists() else 0.0
+    stored = stored_local_ids(store) if store.exists() else []
+    bad = merge_bad_images(earlier, new, set(stored), set(paths))
+    quarantine = write_quarantine(store, bad, stage="local", images=len(paths))
+    if bad:
+        logger.warning(
+            "local %s: %d images skipped as undecodable %s, listed in %s",
+            split, len(bad), reason_counts(bad), quarantine,
+        )  # fmt: skip
+    check_bad_share(f"local {split}", "local.max_bad_share", cfg.local.max_bad_share, bad, len(paths))
     return LocalSummary(
         store=store,
         images=run.items,
         already_stored=run.already_stored,
         extracted=run.extracted,
         mean_keypoints=run.keypoints / run.extracted if run.extracted else 0.0,
-        bytes_per_image=bytes_per_image,
+        bytes_per_image=LocalFeatureReader(store).bytes_per_image() if stored else 0.0,
         seconds=time.perf_counter() - start,
+        bad_images=tuple(bad),
+        quarantine=quarantine,
     )

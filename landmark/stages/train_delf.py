@@ -40,6 +40,8 @@ def train_delf(
 
     Raises:
         ValueError: fewer than 2 classes with ``delf.min_images_per_class`` images, or too few images.
+        TooManyBadImagesError: more than ``train.max_bad_share`` of the images cannot be decoded (fewer are left
+            out, see :func:`landmark.stages.train.training_items`).
     """
     from landmark.models.delf_dir import save_delf_dir
     from landmark.stages.train import training_items
@@ -47,7 +49,7 @@ def train_delf(
     from landmark.training.delf import train_delf as run_training
 
     items, labels, dropped = training_items(
-        cfg, data_dir, manifest, fmt, cfg.delf.min_images_per_class, "DELF training"
+        cfg, data_dir, manifest, fmt, cfg.delf.min_images_per_class, "DELF training", workers=cfg.delf.workers
     )
     out_dir = Path(out_dir)
     work = Path(work_dir) if work_dir is not None else out_dir.with_name(out_dir.name + ".work")

@@ -168,9 +168,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def _resume_key(
     train_cfg: TrainConfig, model_cfg: ModelConfig, num_classes: int, num_items: int
 ) -> dict[str, Any]:
-    # Everything that changes the optimisation trajectory must match; max_steps and workers may differ, and so
-    # may wise_alpha (applied after the last step: resuming a finished run re-ensembles it without training).
-    free = ("max_steps", "workers", "wise_alpha")
+    # Everything that changes the optimisation trajectory must match; max_steps, workers and max_bad_share (the
+    # items are checked by their number) may differ, and so may wise_alpha (applied after the last step:
+    # resuming a finished run re-ensembles it without training).
+    free = ("max_steps", "workers", "wise_alpha", "max_bad_share")
     train = {k: v for k, v in config_to_dict(train_cfg).items() if k not in free}
     return {"train": train, "model": config_to_dict(model_cfg), "classes": num_classes, "items": num_items}
 
