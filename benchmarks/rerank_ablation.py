@@ -206,7 +206,9 @@ def diagnostics(
     _, q_nn = search(index, queries, 1)
     _, d_nn = drop_self(*search(index, db, 2))
     lm_q, lm_d = q_truth >= 0, truth >= 0
-    labels_only = replace(cfg.rerank, dba=False, qe="none", sort_step=True, insert_step=False)
+    labels_only = replace(
+        cfg.rerank, dba=False, qe="none", spatial=False, graph="none", sort_step=True, insert_step=False
+    )
     result = run_retrieval(
         queries, db, labels_only, top=cfg.evaluate.topk, index_cfg=cfg.index, seed=cfg.seed, train=train
     )

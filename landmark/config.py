@@ -275,10 +275,10 @@ class RerankConfig:
     then the two-stage discriminative re-ranking (sort-step, insert-step) from kNN label predictions."""
 
     dba: bool = True  # database-side augmentation of the index descriptors
-    dba_n: int = 1  # neighbours averaged into each index descriptor (besides itself)
+    dba_n: int = 10  # neighbours averaged into each index descriptor (with adaptive_n: the most)
     dba_alpha: float = 3.0  # neighbour weight = similarity ** alpha
     qe: Literal["none", "alpha", "dqe"] = "alpha"  # alpha-QE, discriminative QE, or none
-    qe_n: int = 1  # top results expanded into the query
+    qe_n: int = 10  # top results expanded into the query (with adaptive_n the most)
     qe_alpha: float = 3.0
     dqe_negatives: int = 200  # DQE: fixed random (seeded) negative set size
     dqe_regularization: float = 1.0  # DQE: ridge term of the least-squares SVM
@@ -292,9 +292,10 @@ class RerankConfig:
     insert_step: bool = True
     insert_threshold: float = 0.4  # insert index images whose label confidence (score / label_k) exceeds this
     # DBA/QE neighbour count per row from its similarity profile (dba_n / qe_n become caps): neighbours with
-    # similarity >= adaptive_ratio * top-1 similarity or >= adaptive_floor (> 1: off), at least adaptive_min_n
-    adaptive_n: bool = False
-    adaptive_ratio: float = 0.9
+    # similarity >= adaptive_ratio * top-1 similarity or >= adaptive_floor (> 1: off), at least adaptive_min_n.
+    # On by default: the rule of benchmarks/rerank_ablation.py (held-out IMC scenes) chose it over n = 1
+    adaptive_n: bool = True
+    adaptive_ratio: float = 0.8
     adaptive_floor: float = 1.1
     adaptive_min_n: int = 1  # (capped at dba_n / qe_n)
     # re-rank the first graph_top results over the graph of the query and those results (after QE)

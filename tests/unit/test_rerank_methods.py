@@ -399,9 +399,14 @@ def test_run_retrieval_applies_the_graph_step(
     assert "k_reciprocal" not in plain.seconds and plain.ranked.shape == (1, len(db))
 
 
-def test_new_methods_are_off_by_default() -> None:
-    cfg = load_config(None).rerank
-    assert cfg.graph == "none" and not cfg.adaptive_n
+def test_defaults_are_the_ablation_choice_in_code_and_params() -> None:
+    # benchmarks/rerank_ablation.py's rule chose adaptive DBA/alpha-QE (at most 10, ratio 0.8), no graph step
+    from pathlib import Path
+
+    params = Path(__file__).resolve().parents[2] / "params.yaml"
+    for cfg in (load_config(None).rerank, load_config(params).rerank):
+        assert cfg.adaptive_n and (cfg.dba_n, cfg.qe_n, cfg.adaptive_ratio) == (10, 10, 0.8)
+        assert cfg.graph == "none"
 
 
 @pytest.mark.parametrize(
