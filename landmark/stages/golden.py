@@ -35,7 +35,7 @@ def model_key(cfg: Config, model_dir: Path) -> str:
             digest.update(name.encode())
             digest.update(hashlib.sha1(path.read_bytes(), usedforsecurity=False).digest())
     settings = {
-        "extract": config_to_dict(cfg.extract),
+        "extract": {"image_size": cfg.extract.image_size, "scales": list(cfg.extract.scales)},
         "rerank": config_to_dict(cfg.rerank),
         "kappas": list(cfg.evaluate.kappas),
         "seed": cfg.seed,
