@@ -1,13 +1,13 @@
 """Serving speed: p50/p95 latency and requests/s of ``POST /search`` over real HTTP on 127.0.0.1.
 
-    nice -n 10 python benchmarks/serve_speed.py [--big 100000] [--requests 40] [--skip-big] [--skip-spatial]
+    nice -n 10 python benchmarks/serve_speed.py [--big 100000] [--requests 80] [--skip-big] [--skip-spatial]
 
 Each setting starts ``landmark serve --local <version> --host 127.0.0.1`` in a subprocess (query log on, as in
 production) and runs bounded request loops from 1 and from 4 concurrent clients (threads of this process, each
 its own connection, uploading test-split photos as multipart); latencies are client-side, requests/s is requests
 over the wall time of the loop. Settings:
 
-- **demo**: the demo's world and extraction (the synthetic world of params.yaml, ``extract.scales=[1.0]`` as in
+- **demo**: the demo's world and extraction (the synthetic world of params.yaml, the ``extract`` settings of
   ``flows/demo.py``); the model is the packaged backbone + GeM + the 512-d neck (untrained: speed only); the index
   with its labels and train set, so the re-ranking of ``evaluate`` runs per request (DBA, alpha-QE, sort/insert
   steps); without and with spatial verification of the top ``rerank.spatial_top`` (SIFT stores of index and
@@ -15,12 +15,11 @@ over the wall time of the loop. Settings:
 - **big**: ``--big`` random unit vectors in a flat index written with ``landmark.index.write_index`` (no labels,
   no train set: the search-only path), queried with the same model; ``rerank.dba`` is off there, because
   ``run_retrieval`` augments the whole database on every request (its cost per request is measured in-process
-  at smaller sizes, ``dba_per_request_s``);
-- **batching**: each non-spatial setting again with the describe micro-batcher (``serve.batch_max``, once per
-  ``serve.batch_wait_ms`` of ``--batch-waits``); the 4-client loops also with photos of one size only (the
-  batcher shares a forward pass between images of one resized shape).
+  at smaller sizes, ``dba_per_request_s``).
 
-Writes benchmarks/results/serve_speed.json.
+Writes benchmarks/results/serve_speed.json. (A micro-batcher describing concurrent queries in one forward pass
+was measured with this benchmark at commit 80b35ab and removed: no gain on 2 CPU cores, see
+benchmarks/results/serve_batching.json.)
 """
 
 from __future__ import annotations
@@ -45,13 +44,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, config_parser, write_result
 
+from flows.demo import DEMO_SETTINGS
 from landmark.config import Config, load_config
+from landmark.data.formats import read_dataset
 from landmark.index import build_in_memory, write_index
 from landmark.models.global_model import create_global_model
 from landmark.models.model_dir import load_model_dir, save_model_dir
 from landmark.rerank import run_retrieval
 
-DEMO_OVERRIDES = ["extract.scales=[1.0]", "index.gpu='off'"]  # flows/demo.py DEMO_SETTINGS + CPU
+# the demo's extraction (flows/demo.py) and a CPU index
+DEMO_OVERRIDES = [*(f"extract.{k}={v}" for k, v in DEMO_SETTINGS["extract"].items()), "index.gpu='off'"]
 WARMUP = 3
 
 
@@ -80,15 +82,16 @@ def build_demo(cfg: Config, work: Path, spatial: bool) -> tuple[Path, Path, Path
     from landmark.stages.local import local
     from landmark.stages.synth import synth
 
-    data, version = work / "synth", work / "version"
+    pixels = f"{cfg.extract.image_size}px"  # descriptors and index depend on the extraction size
+    data, version, features = work / "synth", work / f"version-{pixels}", work / f"features-{pixels}"
     if not (data / "gnd_synth.pkl").exists():
         synth(cfg, data)
     model_dir = version / "model"
     if not model_dir.is_dir():
         save_model_dir(model_dir, create_global_model(cfg.model), cfg.model, [], {})
     if not (version / "index" / "meta.json").exists():
-        extract(cfg, data, work / "features", splits=("index", "train"), model_dir=model_dir, progress=False)
-        build_index(cfg, data, work / "features", version / "index")
+        extract(cfg, data, features, splits=("index", "train"), model_dir=model_dir, progress=False)
+        build_index(cfg, data, features, version / "index")
     local_dir = work / "local" if spatial else None
     if local_dir is not None:
         for split in ("index", "train"):
@@ -99,7 +102,7 @@ def build_demo(cfg: Config, work: Path, spatial: bool) -> tuple[Path, Path, Path
 def build_big(cfg: Config, demo_version: Path, work: Path, size: int) -> Path:
     """A version with ``size`` random unit vectors (the demo model's dimension) in a flat index, no labels and
     no train set; cached in ``work``."""
-    version = work / f"big-{size}"
+    version = work / f"big-{size}-{cfg.extract.image_size}px"
     if (version / "index" / "meta.json").exists():
         return version
     loaded = load_model_dir(demo_version / "model")
@@ -228,10 +231,8 @@ def measure(url: str, images: Sequence[bytes], clients: int, per_client: int, in
 
 @dataclass(frozen=True)
 class Loop:
-    """One measured loop: which query images, how many concurrent clients, searches per client (in total over
-    the rounds)."""
+    """One measured loop: how many concurrent clients, searches per client (in total over the rounds)."""
 
-    queries: str  # "mixed" (every test photo) or "one shape" (the photos of the commonest size)
     clients: int
     per_client: int
 
@@ -241,7 +242,7 @@ def run_group(
     loops: Sequence[Loop],
     base: Sequence[str],
     work: Path,
-    images: dict[str, list[bytes]],
+    images: Sequence[bytes],
     rounds: int,
 ) -> list[dict[str, Any]]:
     """Settings compared with each other: all their servers up at once (an idle server costs no CPU), each loop
@@ -258,13 +259,10 @@ def run_group(
             for j, loop in enumerate(loops):
                 for i, url in enumerate(urls):
                     per_round = max(1, loop.per_client // rounds)
-                    measure(url, images[loop.queries], loop.clients, per_round, timings[i][j])
+                    measure(url, images, loop.clients, per_round, timings[i][j])
     results = []
     for setting, served, per_loop in zip(group, health, timings, strict=True):
-        runs = [
-            {"queries": loop.queries, "clients": loop.clients, **t.summary()}
-            for loop, t in zip(loops, per_loop, strict=True)
-        ]
+        runs = [{"clients": loop.clients, **t.summary()} for loop, t in zip(loops, per_loop, strict=True)]
         for run in runs:
             print(f"[{setting.name}] {run}", flush=True)
         results.append(
@@ -308,10 +306,6 @@ def main() -> None:
     parser.add_argument(
         "--requests", type=int, default=80, help="searches of the 1-client loop (non-spatial)"
     )
-    parser.add_argument("--batch-max", type=int, default=4, help="serve.batch_max of the batching runs")
-    parser.add_argument(
-        "--batch-waits", default="0,5", help="serve.batch_wait_ms of the batching runs, one run each"
-    )
     parser.add_argument("--rounds", type=int, default=4, help="rounds alternating the compared settings")
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--skip-spatial", action="store_true")
@@ -324,60 +318,37 @@ def main() -> None:
     start = time.perf_counter()
     data, demo, local_dir = build_demo(cfg, work, spatial=not args.skip_spatial)
     built_s = time.perf_counter() - start
-    from landmark.data.formats import read_dataset
-
     photos = sorted(read_dataset(data).image_paths("test").values())
-    mixed = [p.read_bytes() for p in photos]
-    sizes = [image_size(b) for b in mixed]
-    commonest = Counter(sizes).most_common(1)[0][0]
-    images = {
-        "mixed": mixed,
-        "one shape": [b for b, size in zip(mixed, sizes, strict=True) if size == commonest],
-    }
+    images = [p.read_bytes() for p in photos]
+    sizes = Counter(image_size(b) for b in images)
     base = ["--params", str(args.params), *(a for o in overrides for a in ("--set", o))]
     plain = ("rerank.spatial=false", "recognize.inliers=false")
-    waits = [float(w) for w in args.batch_waits.split(",") if w]
-    batches = {
-        f"+batch{args.batch_max}-wait{w:g}ms": (
-            f"serve.batch_max={args.batch_max}",
-            f"serve.batch_wait_ms={w}",
-        )
-        for w in waits
-    }
     n, quarter = args.requests, max(args.requests // 4, 5)
-    demo_loops = [Loop("mixed", 1, n), Loop("mixed", 4, quarter), Loop("one shape", 4, quarter)]
-    demo_group = [Setting("demo", demo, plain)]
-    demo_group += [Setting(f"demo{k}", demo, plain + b) for k, b in batches.items()]
-    results = run_group(demo_group, demo_loops, base, work, images, args.rounds)
+    loops = [Loop(1, n), Loop(4, quarter)]
+    results = run_group([Setting("demo", demo, plain)], loops, base, work, images, args.rounds)
     if local_dir is not None:
         spatial = Setting("demo+spatial", demo, ("rerank.spatial=true", "recognize.inliers=false"), local_dir)
-        spatial_loops = [Loop("mixed", 1, max(n // 4, 5)), Loop("mixed", 4, max(n // 8, 3))]
+        spatial_loops = [Loop(1, max(n // 4, 5)), Loop(4, max(n // 8, 3))]
         results += run_group([spatial], spatial_loops, base, work, images, 1)
     if not args.skip_big:
         big = build_big(cfg, demo, work, args.big)
-        big_overrides = (*plain, "rerank.dba=false")
-        big_group = [Setting(f"big-{args.big}", big, big_overrides)]
-        big_group += [Setting(f"big-{args.big}{k}", big, big_overrides + b) for k, b in batches.items()]
-        big_loops = [Loop("mixed", 1, n), Loop("mixed", 4, quarter)]
-        results += run_group(big_group, big_loops, base, work, images, args.rounds)
+        big_setting = Setting(f"big-{args.big}", big, (*plain, "rerank.dba=false"))
+        results += run_group([big_setting], loops, base, work, images, args.rounds)
     dim = int(load_model_dir(demo / "model").model.dim)
     dba = dba_per_request(cfg, dim, (5_000, 10_000, 20_000))
-    shapes = {f"{w}x{h}": count for (w, h), count in Counter(sizes).most_common()}
     write_result(
         "serve_speed",
         {
             "endpoint": "POST /search?top=10 (multipart upload), query log on",
             "queries": {
                 "split": "test",
-                "mixed": len(images["mixed"]),
-                "one shape": f"{len(images['one shape'])} photos of {commonest[0]}x{commonest[1]}",
-                "sizes": shapes,
+                "photos": len(images),
+                "sizes": {f"{w}x{h}": count for (w, h), count in sizes.most_common()},
             },
             "extract": {"image_size": cfg.extract.image_size, "scales": list(cfg.extract.scales)},
             "model": {"backbone": cfg.model.backbone, "dim": dim},
             "warmup_requests": WARMUP,
             "rounds": args.rounds,
-            "batching": {"batch_max": args.batch_max, "batch_wait_ms": waits},
             "build_s": round(built_s, 1),
             "results": results,
             "dba_per_request_s": dba,

@@ -752,8 +752,6 @@ class ServeConfig:
     allow_urls: bool = False  # let /search and /recognize fetch an image URL (the server makes the request)
     url_hosts: tuple[str, ...] = ()  # hosts such URLs may name; empty = any host once allow_urls is on
     url_timeout_s: float = 10.0
-    batch_max: int = 1  # queries described in one forward pass (1 = no micro-batching)
-    batch_wait_ms: float = 5.0  # how long the first query of a batch waits for others
     log: bool = True  # append each query's image statistics and descriptor to the query log
     log_dir: str = "build/serving/queries"  # the query log: numbered parquet (statistics) + npy (descriptors)
     log_rotate_rows: int = 5000  # rows per numbered file; a full file is closed and the next one started
@@ -772,10 +770,6 @@ class ServeConfig:
         _require(self.max_bytes >= 1, f"max_bytes must be >= 1, got {self.max_bytes}")
         _require(self.max_pixels >= 1, f"max_pixels must be >= 1, got {self.max_pixels}")
         _require(self.url_timeout_s > 0, f"url_timeout_s must be > 0, got {self.url_timeout_s}")
-        _require(1 <= self.batch_max <= 256, f"batch_max must be in [1, 256], got {self.batch_max}")
-        _require(
-            0 <= self.batch_wait_ms <= 1000, f"batch_wait_ms must be in [0, 1000], got {self.batch_wait_ms}"
-        )
         _require(bool(self.log_dir.strip()), "log_dir must be a directory path")
         _require(self.log_rotate_rows >= 1, f"log_rotate_rows must be >= 1, got {self.log_rotate_rows}")
         _require(self.log_keep_files >= 1, f"log_keep_files must be >= 1, got {self.log_keep_files}")

@@ -289,7 +289,7 @@ def serve(
         f"http://{bind}",
         soft_wrap=True,
     )
-    start_helpers(cfg, serving)
+    start_query_log(cfg, serving)
     try:
         uvicorn.run(
             create_app(serving), host=host or cfg.serve.host, port=port or cfg.serve.port, log_level="info"
@@ -297,27 +297,22 @@ def serve(
     finally:
         if serving.follower is not None:
             serving.follower.stop()
-        stop_helpers(serving)
+        stop_query_log(serving)
 
 
-def start_helpers(cfg: Config, serving: ServingState) -> None:
-    """The query log (``serve.log``) and the describe batcher (``serve.batch_max`` > 1), started."""
-    from landmark.serving.batcher import DescribeBatcher
+def start_query_log(cfg: Config, serving: ServingState) -> None:
+    """The query log (``serve.log``), started."""
     from landmark.serving.query_log import QueryLog
 
     if cfg.serve.log:
         serving.query_log = QueryLog.from_config(cfg.serve).start()
         console.print(f"query log: {cfg.serve.log_dir}", soft_wrap=True)
-    if cfg.serve.batch_max > 1:
-        serving.batcher = DescribeBatcher(cfg.serve.batch_max, cfg.serve.batch_wait_ms / 1000).start()
 
 
-def stop_helpers(serving: ServingState) -> None:
-    """Write the rest of the query log and stop the batcher."""
+def stop_query_log(serving: ServingState) -> None:
+    """Write the rest of the query log."""
     if serving.query_log is not None:
         serving.query_log.close()
-    if serving.batcher is not None:
-        serving.batcher.stop()
 
 
 def start_follower(cfg: Config, serving: ServingState, local_dir: Path | None) -> RegistryFollower:

@@ -150,28 +150,12 @@ def describe_image(
     Returns:
         (dim,) float32, L2-normalised.
     """
-    batch = image_tensor(image, cfg)[None].to(device)
-    use_fp16 = cfg.fp16_on_cuda and device.startswith("cuda")
-    return describe_batch(model, batch, cfg.scales, use_fp16)[0].cpu().numpy().astype(np.float32)
-
-
-def image_tensor(image: np.ndarray, cfg: ExtractConfig) -> torch.Tensor:
-    """A decoded image resized as extraction resizes it, as the model's input layout.
-
-    Args:
-        image: (H, W, 3) uint8 RGB.
-        cfg: the extraction settings (``image_size``: the long side after resizing).
-
-    Returns:
-        (3, h, w) uint8; images of equal (h, w) can be stacked into one :func:`describe_batch` call.
-
-    Raises:
-        ValueError: not an (H, W, 3) uint8 array.
-    """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
     resized = resize_long_side(image, cfg.image_size)
-    return torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)
+    batch = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)[None].to(device)
+    use_fp16 = cfg.fp16_on_cuda and device.startswith("cuda")
+    return describe_batch(model, batch, cfg.scales, use_fp16)[0].cpu().numpy().astype(np.float32)
 
 
 def _readable_shapes(

@@ -7,6 +7,5 @@
 - :mod:`~landmark.serving.api`: the FastAPI app (``/search``, ``/recognize``, ``/healthz``, ``/metrics``, ``/``);
 - :mod:`~landmark.serving.metrics`: its Prometheus metrics;
 - :mod:`~landmark.serving.query_log`: the bounded, rotated log of served queries (statistics and descriptors), which
-  ``landmark drift --purpose serving`` compares with the training data;
-- :mod:`~landmark.serving.batcher`: concurrent queries described in shared forward passes (``serve.batch_max``).
+  ``landmark drift --purpose serving`` compares with the training data.
 """

@@ -17,8 +17,7 @@ header). Refused requests get a 4xx with ``{"error": <reason code>, "detail": ..
 pipeline decoder's (:data:`landmark.data.images.DECODE_REASONS`), URL reasons the ingest fetcher's.
 
 With a :class:`~landmark.serving.query_log.QueryLog`, every query image that reached the decoder is logged (its
-statistics, its descriptor, or the decoder's reason); with a :class:`~landmark.serving.batcher.DescribeBatcher`,
-concurrent queries share the model's forward passes.
+statistics, its descriptor, or the decoder's reason).
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ from landmark.data.fetch import FetchError, HttpFetcher
 from landmark.data.images import ImageDecodeError
 from landmark.data.sources import SourceItem
 from landmark.drift import decoded_row, failed_row
-from landmark.serving.batcher import DescribeBatcher
 from landmark.serving.bundle import ServedModel
 from landmark.serving.metrics import CONTENT_TYPE, ServingMetrics
 from landmark.serving.page import PAGE_HTML
@@ -110,7 +108,7 @@ class RequestRefused(Exception):
 @dataclass
 class ServingState:
     """What the API serves from: the model slot, the config, metrics, the registry follower, the catalog's
-    thumbnails, the query log and the describe batcher (each optional)."""
+    thumbnails and the query log (each optional)."""
 
     slot: ModelSlot
     cfg: ServeConfig
@@ -118,7 +116,6 @@ class ServingState:
     follower: RegistryFollower | None = None
     thumbnails: Thumbnails | None = None
     query_log: QueryLog | None = None
-    batcher: DescribeBatcher | None = None
 
     def fetcher(self) -> HttpFetcher:
         return HttpFetcher(
@@ -277,16 +274,15 @@ Answer = Callable[[ServedModel, np.ndarray, Query, int], dict[str, Any]]
 def answer_query(
     state: ServingState, endpoint: str, served: ServedModel, data: bytes, name: str, top: int, answer: Answer
 ) -> dict[str, Any]:
-    """Decode and describe one image (in a shared forward pass with a batcher), log it, and answer it with
-    ``served``; an image the decoder refuses is logged with the decoder's reason."""
+    """Decode and describe one image, log it, and answer it with ``served``; an image the decoder refuses is
+    logged with the decoder's reason."""
     query_id = new_query_id()
     try:
         image = decode_image_or_refuse(data, name, state.cfg)
     except RequestRefused as exc:
         log_query(state, endpoint, served, failed_row(query_id, exc.reason, float(len(data))), None, data)
         raise
-    describe = None if state.batcher is None else state.batcher.describe
-    query = describe_query(served, image, describe)
+    query = describe_query(served, image)
     log_query(state, endpoint, served, decoded_row(query_id, image, len(data)), query.vector, data)
     return answer(served, image, query, top)
 

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -110,24 +110,10 @@ class Query:
     local: LocalFeatures | None = None
 
 
-GlobalDescriber = Callable[[ServedModel, np.ndarray], np.ndarray]
-
-
-def describe_query(served: ServedModel, image: np.ndarray, describe: GlobalDescriber | None = None) -> Query:
+def describe_query(served: ServedModel, image: np.ndarray) -> Query:
     """Describe a decoded image like the index images were: global descriptor, and local features when
-    ``served`` verifies spatially.
-
-    Args:
-        served: the version answering.
-        image: (H, W, 3) uint8 RGB.
-        describe: computes the global descriptor (e.g. :meth:`landmark.serving.batcher.DescribeBatcher.describe`,
-            which shares forward passes between requests); default: extraction's
-            :func:`~landmark.features.global_desc.describe_image`, alone.
-    """
-    if describe is None:
-        vector = describe_image(served.model, image, served.extract, served.device)
-    else:
-        vector = describe(served, image)
+    ``served`` verifies spatially."""
+    vector = describe_image(served.model, image, served.extract, served.device)
     local = local_features(image, served.local) if served.verifier is not None else None
     return Query(vector, local)
 

@@ -214,10 +214,11 @@ class QueryLog:
 
     def _write(self, segment: _Segment, rows: int) -> None:
         """Write the first ``rows`` rows of ``segment`` (descriptors, images, then statistics)."""
-        with self._lock:  # a consistent copy: appends may continue meanwhile
-            table = pd.DataFrame(segment.rows[:rows], columns=list(LOG_COLUMNS))
+        # a consistent copy under the lock (appends continue meanwhile); the tables are built outside it
+        with self._lock:
             part = _Segment(segment.number, segment.rows[:rows], segment.vectors[:rows], dim=segment.dim)
             images = list(segment.images)
+        table = pd.DataFrame(part.rows, columns=list(LOG_COLUMNS))
         stem = file_stem(self.root, segment.number)
         matrix = part.matrix()
         _replace_atomically(stem.with_suffix(VECTORS_SUFFIX), lambda p: _save_npy(p, matrix))

@@ -1,14 +1,12 @@
 """Live traffic is monitored: queries served over real HTTP on 127.0.0.1 land in the query log (statistics as the
 drift report computes them, descriptors as extraction computes them, no image bytes), the serving drift compares
 the logged window with the train split (descriptors too, when the model matches) and its dashboard panels draw
-the values, read back through Evidently's API. Concurrent queries through the describe batcher get the answers
-they get alone."""
+the values, read back through Evidently's API."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,6 @@ from landmark.drift import (
 )
 from landmark.features.global_desc import describe_image as describe_global
 from landmark.serving.api import BackgroundServer, ServingState, create_app
-from landmark.serving.batcher import DescribeBatcher
 from landmark.serving.bundle import ServedModel, load_local
 from landmark.serving.query_log import QueryLog, numbered_files, read_window
 from landmark.serving.service import ModelSlot
@@ -198,38 +195,3 @@ def test_cli_serving_drift_compares_descriptors_only_of_the_same_model(
     assert not [c for c in written["columns"] if c["column"].startswith("emb_")]
     wrong = runner.invoke(cli_app, [*args, "--current-features", str(world.features)])
     assert wrong.exit_code == 1 and "query log holds" in wrong.output
-
-
-def test_batched_concurrent_answers_equal_single_answers(world: ServingWorld, served: ServedModel) -> None:
-    photos = query_photos(world)[:8]
-    batcher = DescribeBatcher(max_batch=8, wait_s=0.05).start()
-    plain, batched = serve(served, world), serve(served, world, batcher=batcher)
-    answers: dict[str, list[Any]] = {"plain": [None] * len(photos), "batched": [None] * len(photos)}
-
-    def ask(url: str, key: str, indices: list[int]) -> None:
-        with httpx.Client(base_url=url, timeout=60) as client:
-            for i in indices:
-                files = {"image": ("q.jpg", photos[i].read_bytes(), "image/jpeg")}
-                answers[key][i] = client.post("/recognize?top=5", files=files).json()
-
-    try:
-        ask(plain.url, "plain", list(range(len(photos))))
-        threads = [
-            threading.Thread(target=ask, args=(batched.url, "batched", list(range(c, len(photos), 4))))
-            for c in range(4)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
-    finally:
-        plain.stop()
-        batched.stop()
-        batcher.stop()
-    assert batcher.described == len(photos) and batcher.passes < len(photos)  # some passes were shared
-    for alone, together in zip(answers["plain"], answers["batched"], strict=True):
-        assert [r["image_id"] for r in together["results"]] == [r["image_id"] for r in alone["results"]]
-        assert [r["score"] for r in together["results"]] == pytest.approx(
-            [r["score"] for r in alone["results"]], abs=1e-4
-        )
-        assert (together["predicted"], together["accepted"]) == (alone["predicted"], alone["accepted"])
