@@ -33,7 +33,7 @@ from flows.common import (
     version_and_push,
 )
 from flows.pipeline import changed_stages, read_json, run_stages, stage_outputs
-from flows.tasks import headline_metrics, metrics_comparison
+from flows.tasks import drift_check, headline_metrics, metrics_comparison
 
 RETRAIN_STAGES = (
     "production",
@@ -64,20 +64,39 @@ def retrain(project_dir: str | None = None, version: bool = True) -> dict[str, A
     logger = get_run_logger()
     run = open_run(project_dir, None, [])
     gate = run_stages(run, ["validate"])
+    serving = serving_drift(run)  # live traffic changes even on a night with nothing new to learn from
     pending = changed_stages(run.root, RETRAIN_STAGES)
     if not pending and not gate["validate"]["ran"]:
-        summary = unchanged_summary(run, time.perf_counter() - start)
+        summary = {**unchanged_summary(run, time.perf_counter() - start), "serving_drift": serving}
         publish_markdown("retrain-summary", summary_markdown(summary), "Nightly retraining: what happened")
         logger.info("nothing new since the last night: unchanged")
         return summary
     stages = {**gate, **run_stages(run, RETRAIN_STAGES)}
     ran = [name for name, result in stages.items() if result["ran"]]
     versions = version_and_push(run, ran) if version and ran else None
-    summary = night_summary(run, stages, versions, time.perf_counter() - start)
+    summary = {**night_summary(run, stages, versions, time.perf_counter() - start), "serving_drift": serving}
     publish_artifacts(run, summary)
     publish_markdown("retrain-summary", summary_markdown(summary), "Nightly retraining: what happened")
     logger.info("retrain finished in %.0fs: %s", summary["seconds"], summary["outcome"])
     return summary
+
+
+def serving_drift(run: Any) -> dict[str, Any] | None:
+    """Drift of the day's served queries (the query log of ``landmark serve``) against the catalog's train split,
+    with the production model's descriptors; None when nothing was served."""
+    from landmark.serving.query_log import numbered_files, read_window
+
+    log = run.path(run.cfg.serve.log_dir)
+    if not numbered_files(log) or len(read_window(log, run.cfg.serve.log_window).stats) < 2:
+        return None
+    return drift_check(
+        run,
+        run.path(run.cfg.paths.catalog),
+        log,
+        run.path(run.cfg.paths.reports) / "drift_serving",
+        "serving",
+        reference_features=run.path(run.cfg.paths.features_boot),
+    )
 
 
 def unchanged_summary(run: Any, seconds: float) -> dict[str, Any]:
