@@ -163,6 +163,8 @@ def day_line(arrived: Sequence[str], result: Mapping[str, Any]) -> str:
         verdict = "within bounds" if drift["passed"] else "OUT OF BOUNDS"
         line += f"; drift of the new train images: share {drift['drift_share']:.3f} ({verdict})"
     refresh = result.get("refresh") or {}
+    if refresh.get("outcome") == "version 0":
+        line += f"; the pretrained backbone serves {refresh['index_size']} images as {refresh['production_after']}"
     if refresh.get("outcome") == "refreshed":
         line += (
             f"; index refreshed without retraining: {refresh['index_size']} images served by "

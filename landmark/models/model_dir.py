@@ -153,11 +153,15 @@ PRETRAINED_FILE = "pretrained.json"
 
 
 def write_pretrained_dir(model_cfg: ModelConfig, path: Path) -> Path:
-    """A model directory standing for the off-the-shelf backbone + GeM (the model before any promotion): only
-    ``pretrained.json``, the model config (weights come from ``model.pretrained``, e.g. the installed package).
-    :func:`descriptor_model` reads it."""
+    """The off-the-shelf backbone + GeM (no neck) as a complete model directory: version 0, what serves before
+    the first promotion. Its weights are the backbone's ``model.pretrained`` weights (e.g. the installed
+    package's); ``pretrained.json`` marks it."""
     cfg = dataclasses.replace(model_cfg, embedding_dim=0)
     with atomic_directory(path) as tmp:
+        save_model_dir(tmp / "model", create_global_model(cfg), cfg, [], {"version": 0})
+        for item in (tmp / "model").iterdir():
+            item.rename(tmp / item.name)
+        (tmp / "model").rmdir()
         (tmp / PRETRAINED_FILE).write_text(json.dumps(config_to_dict(cfg), indent=2, sort_keys=True) + "\n")
     return Path(path)
 
@@ -167,13 +171,10 @@ def descriptor_model(
 ) -> tuple[GlobalDescriptor, dict[str, Any]]:
     """The descriptor model to extract with, and metadata identifying it.
 
-    With ``model_dir`` the trained model is loaded; without it (or with a directory written by
-    :func:`write_pretrained_dir`) the off-the-shelf backbone with GeM pooling (no neck: a randomly initialised
-    projection would only add noise) is used, as for bootstrap descriptors.
+    With ``model_dir`` the model directory is loaded (a trained model, or version 0 written by
+    :func:`write_pretrained_dir`); without it the off-the-shelf backbone with GeM pooling (no neck: a randomly
+    initialised projection would only add noise) is used.
     """
-    if model_dir is not None and (Path(model_dir) / PRETRAINED_FILE).is_file():
-        model_cfg = section_from_dict(ModelConfig, _read_json(Path(model_dir) / PRETRAINED_FILE), "model")
-        model_dir = None  # version 0: the off-the-shelf backbone the file describes
     if model_dir is not None:
         loaded = load_model_dir(model_dir)
         return loaded.model, {"model_dir": str(model_dir), "weights_sha1": loaded.fingerprint}

@@ -275,14 +275,40 @@ def promote(
     return summary
 
 
+def _publish_version_zero(
+    cfg: Config, registry: Registry, model_dir: Path, index_dir: Path
+) -> dict[str, Any]:
+    """Register the model in production before any promotion (the pretrained backbone, version 0) with its
+    index, and point production at it, so that production always names a registered, servable model."""
+    from landmark.index import load_index
+    from landmark.registry import decision_id, prepare_version
+
+    size = load_index(index_dir).ntotal
+    prepared = prepare_version(model_dir, index_dir, {"version": 0, "index_size": size})
+    now = registry.now()
+    version = registry.version_for(prepared)
+    registry.publish_prepared(prepared, version=version)
+    ident = decision_id(version, now)
+    registry.switch(version, decision=ident, keep_history=cfg.promote.keep_versions)
+    record = {
+        "outcome": "version 0",
+        "production_after": version,
+        "index_size": size,
+        "reasons": [f"version 0: the model in production before any promotion, with {size} index images"],
+    }
+    registry.record_decision({**record, "decided_at": now.isoformat()}, version, when=now)
+    return record
+
+
 def refresh_index(
     cfg: Config, model_dir: Path, index_dir: Path, *, out: Path, store: ObjectStore | None = None
 ) -> dict[str, Any]:
     """Serve new index images without retraining: publish production's own model with ``index_dir`` (built
     from its descriptors of the grown catalog) as a new registry version and switch production to it.
 
-    Nothing happens (and ``out`` says why) before the first promotion, when the index holds no new image, or
-    when ``model_dir`` is not production's model (the index would not match the weights that serve it).
+    Before any version exists, ``model_dir`` (the pretrained backbone the ``production`` stage wrote) is
+    registered as version 0 with the index. Nothing happens (and ``out`` says why) when the index holds no new
+    image, or when ``model_dir`` is not production's model (the index would not match the weights that serve it).
 
     Returns:
         The record written to ``out``: ``outcome`` (``refreshed`` or ``skipped``), reasons, versions.
@@ -300,7 +326,7 @@ def refresh_index(
         "production_before": None if pointer is None else pointer.version,
     }
     if pointer is None:
-        record["reasons"] = ["no production version yet: the first promotion publishes an index"]
+        record.update(_publish_version_zero(cfg, registry, Path(model_dir), Path(index_dir)))
     else:
         metrics = registry.metrics(pointer.version)
         prepared = prepare_version(Path(model_dir), Path(index_dir), metrics)

@@ -113,6 +113,7 @@ class Nights:
     local_shards_before_night2: dict[str, dict[str, float]]
     boot_shards_after_night1: dict[str, float]
     day1: dict[str, Any]
+    day0: dict[str, Any]
 
     @property
     def state(self) -> Any:
@@ -134,7 +135,7 @@ def retrained(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedInfo, pr
     project = make_project(tmp_path_factory.mktemp("retrain") / "project", seaweed, bucket)
     registry = registry_of(seaweed, bucket)
     assert arrive(project, 1) == ["day-000"]
-    ingest(project_dir=str(project))
+    day0 = ingest(project_dir=str(project))  # registers the pretrained backbone with its index: version 0
     night1 = retrain(project_dir=str(project), return_state=True)
     after1 = [v.version for v in registry.list_versions()]
     unchanged = retrain(project_dir=str(project), return_state=True)
@@ -144,7 +145,9 @@ def retrained(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedInfo, pr
     assert arrive(project, 2) == ["day-001"]
     day1 = ingest(project_dir=str(project))  # also extracts the new images with production (night 1's model)
     night2 = retrain(project_dir=str(project), return_state=True)
-    return Nights(project, bucket, night1, unchanged, night2, after1, after_unchanged, local, boot, day1)
+    return Nights(
+        project, bucket, night1, unchanged, night2, after1, after_unchanged, local, boot, day1, day0
+    )
 
 
 def registry_of(seaweed: SeaweedInfo, bucket: str) -> Registry:
@@ -197,9 +200,11 @@ def test_retrain_flow_end_to_end(retrained: Nights, seaweed: SeaweedInfo) -> Non
 
     # the registry holds the promoted model, complete, with the candidate's metrics
     assert summary["decision"]["outcome"] == "promoted", summary["decision"]
-    assert any(
-        " vs baseline " in reason for reason in summary["decision"]["reasons"]
-    )  # pretrained, first run
+    # production before night 1: version 0 (the pretrained backbone) that day 0's ingestion registered
+    day0 = retrained.day0["refresh"]
+    assert day0["outcome"] == "version 0" and day0["index_size"] > 0, day0
+    assert summary["decision"]["production_before"] == day0["production_after"]
+    assert any(" vs production " in reason for reason in summary["decision"]["reasons"])
     registry = registry_of(seaweed, retrained.bucket)
     pointer = registry.production()
     assert pointer is not None and registry.is_complete(pointer.version)
@@ -223,7 +228,7 @@ def test_a_night_with_nothing_new_is_unchanged_and_registers_nothing(retrained: 
     assert summary["outcome"] == "unchanged"
     assert summary["production"] == retrained.night1.result()["decision"]["production_after"]
     assert retrained.versions_after_unchanged == retrained.versions_after_night1
-    assert len(retrained.versions_after_night1) == 1
+    assert len(retrained.versions_after_night1) == 2  # version 0 and night 1's model
 
 
 def _ok_ids(project: Path) -> dict[str, set[str]]:
