@@ -22,7 +22,7 @@ from typing import Any
 from prefect import flow
 
 from flows.common import exit_when_unreachable, open_run, publish_markdown, version_and_push
-from flows.pipeline import read_json, run_stages, stage_outputs
+from flows.pipeline import catalog_counts, read_json, run_stages, stage_outputs
 from flows.tasks import drift_check
 
 INGEST_STAGES = ("ingest", "validate", "production", "bootstrap", "index_production", "refresh")
@@ -42,7 +42,7 @@ def ingest(project_dir: str | None = None, version: bool = True) -> dict[str, An
     added = int(batch.get("added", 0))
     new_train = [b for b in batch.get("batches", []) if b["split"] == "train" and b["added"]]
     drift: dict[str, Any] | None = None
-    earlier = catalog_train_images(run) - sum(int(b["added"]) for b in new_train)
+    earlier = catalog_counts(run).get("train", 0) - sum(int(b["added"]) for b in new_train)
     if new_train and earlier > 0:  # the first batch has nothing before it to be compared with
         drift = drift_check(
             run,
@@ -81,17 +81,6 @@ def ingest(project_dir: str | None = None, version: bool = True) -> dict[str, An
         "drift": drift,
         "refresh": refresh,
     }
-
-
-def catalog_train_images(run: Any) -> int:
-    """Ok train images of the validated catalog (0 before the first gate passed)."""
-    from landmark.data.catalog import is_catalog, read_catalog
-
-    catalog = run.path(run.cfg.paths.catalog)
-    if not is_catalog(catalog):
-        return 0
-    dataset = read_catalog(catalog)
-    return len(dataset.ok_ids("train")) if "train" in dataset.splits else 0
 
 
 @exit_when_unreachable

@@ -88,3 +88,14 @@ def stage_outputs(run: Run) -> Mapping[str, Path]:
         "drift": run.path(p.reports) / "drift" / "drift.json",
         "promotion": run.path(p.reports) / "promotion.json",
     }
+
+
+def catalog_counts(run: Run) -> dict[str, int]:
+    """Ok images per split of the validated catalog (empty before the first gate passed)."""
+    from landmark.data.catalog import is_catalog, read_catalog
+
+    catalog = run.path(run.cfg.paths.catalog)
+    if not is_catalog(catalog):
+        return {}
+    dataset = read_catalog(catalog)
+    return {split: len(dataset.ok_ids(split)) for split in dataset.splits}

@@ -32,7 +32,7 @@ from flows.common import (
     task_runner,
     version_and_push,
 )
-from flows.pipeline import changed_stages, read_json, run_stages, stage_outputs
+from flows.pipeline import catalog_counts, changed_stages, read_json, run_stages, stage_outputs
 from flows.tasks import drift_check, headline_metrics, metrics_comparison
 
 RETRAIN_STAGES = (
@@ -137,17 +137,6 @@ def night_summary(
         "versions": versions,
         "seconds": round(seconds, 1),
     }
-
-
-def catalog_counts(run: Any) -> dict[str, int]:
-    """Ok images per split of the validated catalog."""
-    from landmark.data.formats import read_dataset
-
-    catalog = run.path(run.cfg.paths.catalog)
-    if not catalog.is_dir():
-        return {}
-    dataset = read_dataset(catalog, "catalog")
-    return {split: len(dataset.ok_ids(split)) for split in dataset.splits}
 
 
 def publish_artifacts(run: Any, summary: dict[str, Any]) -> None:

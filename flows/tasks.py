@@ -1,4 +1,6 @@
-"""Prefect tasks: each calls one ``landmark`` stage function and publishes what it measured as artifacts.
+"""Prefect tasks that call ``landmark`` stage functions in-process, for the on-demand flows (rebuild-index,
+evaluate) and the drift checks; the retraining and ingestion flows run the stages of ``dvc.yaml`` instead
+(:mod:`flows.pipeline`).
 
 Retries only where another attempt can help: talking to the object store (fetching the production model,
 pushing versions). Stages over local data get none: a corrupt image or a failed quality gate fails the same way
@@ -8,79 +10,19 @@ across runs (inputs on disk change under the same arguments).
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import Run, flatten, publish_markdown, publish_table
 
-if TYPE_CHECKING:
-    from landmark.quality import QualityReport
-
 
 def _stage_task(name: str, retries: int = 0) -> Any:
     return task(name=name, retries=retries, retry_delay_seconds=5, cache_policy=NO_CACHE)
-
-
-@_stage_task("synth")
-def synth_world(run: Run, out_dir: Path) -> dict[str, Any]:
-    """Generate the synthetic landmark world (only when the dataset directory does not exist yet)."""
-    from landmark.stages.synth import synth
-
-    result = synth(run.cfg, out_dir, progress=False)
-    return {"out": str(out_dir), "images": int(getattr(result, "images", 0) or 0)}
-
-
-@_stage_task("ingest", retries=2)
-def ingest_batch(run: Run, source: str, out_dir: Path, split: str) -> dict[str, Any]:
-    """One incremental batch from ``source`` into ``out_dir``. Retried: fetches fail on flaky networks and
-    stores, and ingestion resumes from its journal, so another attempt only finishes what is missing."""
-    from landmark.stages.ingest import ingest
-
-    result = ingest(run.cfg, source, out_dir, split=split, progress=False)
-    summary = asdict(result) if not isinstance(result, dict) else result
-    publish_table(
-        "ingest",
-        [{k: v for k, v in summary.items() if isinstance(v, int | str | float)}],
-        "Ingested batch: counts",
-    )
-    return summary
-
-
-def _quality_gate(gate: Callable[[], QualityReport], reports_dir: Path) -> dict[str, Any]:
-    """Run a GX gate, publish its summary (passed or failed) as the ``data-quality`` artifact, re-raise failures."""
-    from landmark.quality import QualityGateError
-
-    try:
-        report = gate()
-    except QualityGateError as exc:
-        publish_markdown(
-            "data-quality", f"## Data quality: FAILED\n\n```\n{exc.report.summary()}\n```", "GX gate"
-        )
-        raise
-    publish_markdown("data-quality", f"## Data quality: passed\n\n```\n{report.summary()}\n```", "GX gate")
-    return {"passed": report.passed, "report": str(reports_dir / "validate.json")}
-
-
-@_stage_task("validate-manifests")
-def validate_manifests(run: Run, manifests_dir: Path, reports_dir: Path) -> dict[str, Any]:
-    """Great Expectations manifest gate on the ingestion manifests; a failed critical expectation fails the flow."""
-    from landmark.stages.validate import validate
-
-    return _quality_gate(lambda: validate(run.cfg, manifests_dir, reports_dir), reports_dir)
-
-
-@_stage_task("validate-data")
-def validate_data(run: Run, data_dir: Path, reports_dir: Path) -> dict[str, Any]:
-    """Great Expectations manifest gate on every split of the dataset (sizes and hashes read from the files)."""
-    from landmark.stages.validate import validate_dataset
-
-    return _quality_gate(lambda: validate_dataset(run.cfg, data_dir, reports_dir), reports_dir)
 
 
 @_stage_task("fetch-production", retries=2)
@@ -128,53 +70,6 @@ def local_features(run: Run, data_dir: Path, out_dir: Path) -> dict[str, Any]:
 
 
 LOCAL_SPLITS = ("train", "index", "test")
-
-
-@_stage_task("clean")
-def clean_train_set(
-    run: Run, data_dir: Path, features_dir: Path, local_dir: Path, out_dir: Path
-) -> dict[str, Any]:
-    """DELF/SIFT-verified cleaning of the train split + the GX cleaning gate."""
-    from landmark.stages.clean import clean
-
-    summary = clean(run.cfg, data_dir, features_dir, local_dir, out_dir, progress=False)
-    result = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(summary).items()}
-    rows = [
-        {
-            "images": summary.images,
-            "kept": summary.kept,
-            **{f"dropped: {k}": v for k, v in summary.dropped.items()},
-        },
-    ]
-    publish_table("cleaning", rows, "Cleaning: images kept and dropped by reason")
-    return result
-
-
-@_stage_task("train")
-def train_candidate(run: Run, data_dir: Path, manifest: Path, out_dir: Path) -> dict[str, Any]:
-    """Train the candidate global model on the cleaned manifest.
-
-    A checkpoint left by an interrupted run is resumed; one that no longer matches the data or config (e.g. new
-    images arrived since) is discarded and training starts over. The checkpoint directory is removed after
-    success so that the next night starts fresh.
-    """
-    from landmark.stages.train import train
-    from landmark.training.loop import CheckpointError
-
-    work = out_dir.with_name(out_dir.name + ".work")
-    resume = (work / "checkpoint.pt").is_file()
-    try:
-        summary = train(
-            run.cfg, data_dir, out_dir, manifest=manifest, work_dir=work, resume=resume, progress=False
-        )
-    except CheckpointError as exc:
-        get_run_logger().warning("discarding the checkpoint of an earlier run: %s", exc)
-        shutil.rmtree(work, ignore_errors=True)
-        summary = train(run.cfg, data_dir, out_dir, manifest=manifest, work_dir=work, progress=False)
-    shutil.rmtree(work, ignore_errors=True)
-    result = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(summary).items()}
-    result["resumed"] = resume
-    return result
 
 
 @_stage_task("index")

@@ -21,6 +21,7 @@ left without positives is dropped (its landmark's index photos have not arrived 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -131,6 +132,15 @@ def merge_groundtruth(root: str | Path, dataset: LandmarkDataset) -> dict[str, i
         _write_table(merged, path)
         counts[name.removesuffix(".parquet")] = len(merged)
     return counts
+
+
+def groundtruth_counts(root: str | Path) -> dict[str, int]:
+    """Rows in the catalog's ground-truth tables (``retrieval``, ``solution``; 0 for a missing table)."""
+    truth_dir = Path(root) / GROUNDTRUTH_DIR
+    return {
+        name.removesuffix(".parquet"): len(_read_table(truth_dir / name, columns))
+        for name, columns in ((RETRIEVAL_FILE, RETRIEVAL_COLUMNS), (SOLUTION_FILE, SOLUTION_COLUMNS))
+    }
 
 
 def _ids(value: Any) -> tuple[str, ...]:
@@ -321,14 +331,4 @@ def localize_remote_images(
             tmp.write_bytes(data)
     if not todo and all(manifests[s] is dataset.manifests[s] for s in manifests):
         return dataset
-    return LandmarkDataset(
-        root=dataset.root,
-        manifests=manifests,
-        retrieval=dataset.retrieval,
-        retrieval_solution=dataset.retrieval_solution,
-        recognition_solution=dataset.recognition_solution,
-        usage=dataset.usage,
-        recognition_usage=dataset.recognition_usage,
-        label_names=dataset.label_names,
-        issues=dataset.issues,
-    )
+    return dataclasses.replace(dataset, manifests=manifests)

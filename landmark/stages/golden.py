@@ -44,7 +44,7 @@ def model_key(cfg: Config, model_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def imc_sets(cfg: Config, *, progress: bool = False) -> tuple[list[tuple[Path, str]], str]:
+def imc_sets(cfg: Config) -> tuple[list[tuple[Path, str]], str]:
     """The ``imc`` golden sets as (root, name), built under ``<paths.golden>/sets`` unless already built from the
     same photos with the same settings; ``([], note)`` when there are no IMC photos."""
     from landmark.data.imc_benchmark import build_imc_sets
@@ -64,7 +64,7 @@ def imc_sets(cfg: Config, *, progress: bool = False) -> tuple[list[tuple[Path, s
     return [(root, str(name)) for name in built["sets"]], ""
 
 
-def golden_sets(cfg: Config, *, progress: bool = False) -> tuple[list[tuple[Path, str]], list[str]]:
+def golden_sets(cfg: Config) -> tuple[list[tuple[Path, str]], list[str]]:
     """(root, name) of every golden set of ``promote.golden``, and notes on those that are not there."""
     from landmark.data.revisitop import gnd_path
 
@@ -72,7 +72,7 @@ def golden_sets(cfg: Config, *, progress: bool = False) -> tuple[list[tuple[Path
     notes: list[str] = []
     for spec in cfg.promote.golden:
         if spec == IMC:
-            found, note = imc_sets(cfg, progress=progress)
+            found, note = imc_sets(cfg)
             sets += found
             notes += [note] if note else []
             continue
@@ -108,7 +108,7 @@ def golden(cfg: Config, model_dir: Path, out_dir: Path, *, progress: bool = True
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model directory {model_dir} not found")
-    sets, notes = golden_sets(cfg, progress=progress)
+    sets, notes = golden_sets(cfg)
     key = model_key(cfg, model_dir)
     names = [name for _, name in sets]
     cache = Path(cfg.paths.golden) / "results" / f"{key}.json"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from landmark.config import Config
 from landmark.data.atomic import atomic_path
-from landmark.data.catalog import merge_groundtruth
+from landmark.data.catalog import groundtruth_counts, merge_groundtruth
 from landmark.data.fetch import FileFetcher, HttpFetcher, ObjectFetcher
 from landmark.data.formats import detect_format, read_dataset
 from landmark.data.groundtruth import DatasetFormatError
@@ -305,11 +305,5 @@ def ingest_source(
         _write_record(out_dir, record)  # after each batch: a killed run resumes with the next one
         report.inbox_batches.append(entry.name)
     if not report.groundtruth:
-        report.groundtruth = merge_groundtruth(out_dir, _empty_dataset(out_dir))
+        report.groundtruth = groundtruth_counts(out_dir)
     return report
-
-
-def _empty_dataset(root: Path) -> Any:
-    from landmark.data.groundtruth import LandmarkDataset
-
-    return LandmarkDataset(root=root, manifests={})

@@ -22,7 +22,7 @@ from landmark.config import Config, config_to_dict
 from landmark.gate import Decision, decide
 
 if TYPE_CHECKING:
-    from landmark.registry import FileEntry, Registry, UploadHook
+    from landmark.registry import FileEntry, PreparedVersion, Registry, UploadHook
     from landmark.storage import ObjectStore
 
 DECISION_FILE = "decision.json"
@@ -275,29 +275,26 @@ def promote(
     return summary
 
 
-def _publish_version_zero(
-    cfg: Config, registry: Registry, model_dir: Path, index_dir: Path
+def _publish_and_switch(
+    cfg: Config, registry: Registry, prepared: PreparedVersion, record: dict[str, Any]
 ) -> dict[str, Any]:
-    """Register the model in production before any promotion (the pretrained backbone, version 0) with its
-    index, and point production at it, so that production always names a registered, servable model."""
-    from landmark.index import load_index
-    from landmark.registry import decision_id, prepare_version
+    """Upload a prepared version, point production at it and log ``record`` as the decision; returns
+    ``record`` with ``production_after``."""
+    from landmark.registry import decision_id
 
-    size = load_index(index_dir).ntotal
-    prepared = prepare_version(model_dir, index_dir, {"version": 0, "index_size": size})
     now = registry.now()
     version = registry.version_for(prepared)
     registry.publish_prepared(prepared, version=version)
-    ident = decision_id(version, now)
-    registry.switch(version, decision=ident, keep_history=cfg.promote.keep_versions)
-    record = {
-        "outcome": "version 0",
-        "production_after": version,
-        "index_size": size,
-        "reasons": [f"version 0: the model in production before any promotion, with {size} index images"],
-    }
-    registry.record_decision({**record, "decided_at": now.isoformat()}, version, when=now)
-    return record
+    registry.switch(version, decision=decision_id(version, now), keep_history=cfg.promote.keep_versions)
+    done = {**record, "production_after": version}
+    registry.record_decision({**done, "decided_at": now.isoformat()}, version, when=now)
+    return done
+
+
+def same_index(candidate: Iterable[FileEntry], production: Iterable[FileEntry]) -> bool:
+    """True when every index file of ``candidate`` is in ``production`` with the same sha256."""
+    served = {e.path: e.sha256 for e in production}
+    return all(served.get(e.path) == e.sha256 for e in candidate if e.path.startswith("index/"))
 
 
 def refresh_index(
@@ -307,54 +304,49 @@ def refresh_index(
     from its descriptors of the grown catalog) as a new registry version and switch production to it.
 
     Before any version exists, ``model_dir`` (the pretrained backbone the ``production`` stage wrote) is
-    registered as version 0 with the index. Nothing happens (and ``out`` says why) when the index holds no new
-    image, or when ``model_dir`` is not production's model (the index would not match the weights that serve it).
+    registered as version 0 with the index, so that production always names a registered, servable model.
+    Nothing happens (and ``out`` says why) when the index holds no new image, or when ``model_dir`` is not
+    production's model (the index would not match the weights that serve it).
 
     Returns:
-        The record written to ``out``: ``outcome`` (``refreshed`` or ``skipped``), reasons, versions.
+        The record written to ``out``: ``outcome`` (``version 0``, ``refreshed`` or ``skipped``), reasons,
+        versions.
 
     Raises:
         StorageError: the store failed (production still names the previous complete version).
     """
-    from landmark.index import load_index
-    from landmark.registry import decision_id, prepare_version
+    from landmark.index import read_index_meta
+    from landmark.registry import prepare_version
 
     registry = open_registry(cfg, store)
     pointer = registry.production()
-    record: dict[str, Any] = {
-        "outcome": "skipped",
-        "production_before": None if pointer is None else pointer.version,
-    }
+    before = None if pointer is None else pointer.version
+    size = int(read_index_meta(index_dir)["ntotal"])
+    record: dict[str, Any] = {"outcome": "skipped", "production_before": before, "production_after": before}
     if pointer is None:
-        record.update(_publish_version_zero(cfg, registry, Path(model_dir), Path(index_dir)))
+        prepared = prepare_version(Path(model_dir), Path(index_dir), {"version": 0, "index_size": size})
+        reason = f"version 0: the model in production before any promotion, with {size} index images"
+        record = _publish_and_switch(
+            cfg,
+            registry,
+            prepared,
+            {**record, "outcome": "version 0", "index_size": size, "reasons": [reason]},
+        )
     else:
-        metrics = registry.metrics(pointer.version)
-        prepared = prepare_version(Path(model_dir), Path(index_dir), metrics)
-        served = {e.path: e.sha256 for e in registry.manifest(pointer.version)}
-        mine = {e.path: e.sha256 for e in prepared.entries}
-        new_size = load_index(index_dir).ntotal
-        if not same_weights(prepared.entries, registry.manifest(pointer.version)):
-            record["reasons"] = [
-                f"{model_dir} is not the model of production {pointer.version}: not refreshed"
-            ]
-        elif all(served.get(path) == digest for path, digest in mine.items() if path.startswith("index/")):
-            record["reasons"] = [
-                f"production {pointer.version} already serves this index ({new_size} images)"
-            ]
+        served = registry.manifest(pointer.version)
+        prepared = prepare_version(Path(model_dir), Path(index_dir), registry.metrics(pointer.version))
+        if not same_weights(prepared.entries, served):
+            record["reasons"] = [f"{model_dir} is not the model of production {before}: not refreshed"]
+        elif same_index(prepared.entries, served):
+            record["reasons"] = [f"production {before} already serves this index ({size} images)"]
         else:
-            now = registry.now()
-            version = registry.version_for(prepared)
-            registry.publish_prepared(prepared, version=version)
-            ident = decision_id(version, now)
-            registry.switch(version, decision=ident, keep_history=cfg.promote.keep_versions)
-            record.update(
-                outcome="refreshed",
-                production_after=version,
-                index_size=new_size,
-                reasons=[f"index refresh: production's model with {new_size} index images, no retraining"],
+            reason = f"index refresh: production's model with {size} index images, no retraining"
+            record = _publish_and_switch(
+                cfg,
+                registry,
+                prepared,
+                {**record, "outcome": "refreshed", "index_size": size, "reasons": [reason]},
             )
-            registry.record_decision({**record, "decided_at": now.isoformat()}, version, when=now)
-    record.setdefault("production_after", record["production_before"])
     _write_decision(Path(out), record)
     return record
 
