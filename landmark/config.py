@@ -738,6 +738,33 @@ class FlowsConfig:
 
 
 @dataclass(frozen=True)
+class ParallelConfig:
+    """Where per-image work runs (``landmark/parallel.py``): local processes or a Dask cluster, in chunks.
+
+    Every per-image stage (synth, extract, local, drift statistics, ingestion's decode checks, cleaning's
+    verification) cuts its work into chunks of ``chunk_images`` items; a chunk is one task (one Dask task, one
+    Prefect task per shard in the flows) and writes its own store shard, so a lost worker costs one chunk.
+    """
+
+    backend: Literal["local", "dask"] = "local"  # local: each stage's own ``workers`` processes
+    address: str = ""  # dask: scheduler address (tcp://host:8786); "" = a LocalCluster on this machine
+    workers: int = 2  # dask without an address: worker processes of the LocalCluster (1 thread each)
+    chunk_images: int = 256  # items per chunk (and per store shard)
+
+    def __post_init__(self) -> None:
+        _require(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
+        _require(self.chunk_images >= 1, f"chunk_images must be >= 1, got {self.chunk_images}")
+        _require(
+            self.address == "" or "://" in self.address,
+            f"address must be empty or look like tcp://host:port, got {self.address!r}",
+        )
+        _require(
+            self.address == "" or self.backend == "dask",
+            f"address {self.address!r} is only used by backend dask, got backend {self.backend!r}",
+        )
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     """Serving the production model: ``landmark serve`` (HTTP), ``landmark search`` / ``recognize`` (CLI)."""
 
@@ -804,6 +831,7 @@ class Config:
     delf: DelfConfig = field(default_factory=DelfConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
 
 def resolve_device(device: str) -> str:

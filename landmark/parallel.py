@@ -1,17 +1,28 @@
 """One executor interface for heavy per-item work (decode, render, extract, verify).
 
 ``parallel_map`` runs a picklable function over items in order, on the calling thread (``workers=0``), a local
-process pool, or a Dask cluster (``backend="dask"``, with ``address`` of a running scheduler). Results come back
-in input order so outputs never depend on the backend or the number of workers.
+process pool, or a Dask cluster. With a :class:`~landmark.config.ParallelConfig` (``parallel:`` in params.yaml)
+the backend, the scheduler address and the chunk size come from it: on Dask the items are cut into chunks of
+``chunk_images`` and each chunk is one Dask task. ``map_chunks`` is the form for stages whose unit of work is a
+chunk that writes its own store shard: one task per chunk, so a worker lost mid-stage costs one chunk, which the
+scheduler runs again elsewhere (chunks are idempotent: a rerun rewrites the same shard atomically).
+
+Results come back in input order so outputs never depend on the backend or the number of workers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Literal, TypeVar
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from dask.distributed import Client
+
+    from landmark.config import ParallelConfig
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -19,10 +30,22 @@ R = TypeVar("R")
 Backend = Literal["local", "dask"]
 
 
+def chunked(items: Sequence[T], size: int) -> list[list[T]]:
+    """Consecutive slices of at most ``size`` items, in order (empty input: no chunks).
+
+    Raises:
+        ValueError: ``size`` < 1.
+    """
+    if size < 1:
+        raise ValueError(f"chunk size must be >= 1, got {size}")
+    return [list(items[s : s + size]) for s in range(0, len(items), size)]
+
+
 def parallel_map(
     fn: Callable[[T], R],
     items: Sequence[T],
     *,
+    config: ParallelConfig | None = None,
     workers: int = 0,
     backend: Backend = "local",
     address: str | None = None,
@@ -35,59 +58,123 @@ def parallel_map(
     Args:
         fn: a module-level (picklable) function.
         items: the inputs.
-        workers: 0 runs in this process; N > 0 uses N local processes (``backend="local"``).
+        config: the ``parallel`` section; when given it sets ``backend``, ``address`` and the chunk size
+            (``chunk_images``), and ``workers`` only counts for the local backend.
+        workers: local backend: 0 runs in this process, N > 0 uses N processes. Dask without an address: the
+            LocalCluster's worker processes (``config.workers`` when a config is given).
         backend: ``"local"`` or ``"dask"`` (``address`` = scheduler address; None starts a local cluster).
         desc: progress-bar label.
         progress: show a progress bar.
-        chunksize: items per task for the process pool.
+        chunksize: items per task (process pool, Dask).
     """
+    dask_workers = workers
+    if config is not None:
+        backend, address, chunksize = config.backend, config.address or None, config.chunk_images
+        dask_workers = config.workers
+    _check(workers, backend)
     bar = tqdm(total=len(items), desc=desc, disable=not progress, unit="item")
     try:
-        for result in _dispatch(fn, items, workers, backend, address, chunksize):
+        if backend == "dask":
+            chunks = chunked(items, max(chunksize, 1))
+            for results in _dask_map(_apply_chunk, [(fn, c) for c in chunks], address, dask_workers):
+                bar.update(len(results))
+                yield from results
+            return
+        for result in _local_map(fn, items, workers, chunksize):
             bar.update(1)
             yield result
     finally:
         bar.close()
 
 
-def _dispatch(
+def map_chunks(
     fn: Callable[[T], R],
-    items: Sequence[T],
-    workers: int,
-    backend: Backend,
-    address: str | None,
-    chunksize: int,
-) -> Iterable[R]:
+    chunks: Sequence[T],
+    config: ParallelConfig,
+    *,
+    workers: int = 0,
+    desc: str | None = None,
+    progress: bool = True,
+    sizes: Sequence[int] | None = None,
+) -> Iterator[R]:
+    """Yield ``fn(chunk)`` for every chunk, in order: one task per chunk on the configured backend.
+
+    Args:
+        fn: a module-level (picklable) function of one chunk task (e.g. "describe these images and write shard
+            k"); it must be idempotent, since Dask runs a chunk again when the worker running it dies.
+        chunks: the chunk tasks.
+        config: the ``parallel`` section (backend, address, LocalCluster size).
+        workers: local backend: processes (0 = in this process).
+        desc, progress: progress bar, counted in items when ``sizes`` (items per chunk) is given.
+    """
+    _check(workers, config.backend)
+    counts = list(sizes) if sizes is not None else [1] * len(chunks)
+    bar = tqdm(total=sum(counts), desc=desc, disable=not progress, unit="item" if sizes else "chunk")
+    try:
+        if config.backend == "dask":
+            results: Iterable[R] = _dask_map(fn, chunks, config.address or None, config.workers)
+        else:
+            results = _local_map(fn, chunks, workers, 1)
+        for count, result in zip(counts, results, strict=False):
+            bar.update(count)
+            yield result
+    finally:
+        bar.close()
+
+
+def _check(workers: int, backend: str) -> None:
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
-    if backend == "dask":
-        return _dask_map(fn, items, address, workers)
-    if backend != "local":
+    if backend not in ("local", "dask"):
         raise ValueError(f"unknown executor backend {backend!r}; expected 'local' or 'dask'")
+
+
+def _apply_chunk(task: tuple[Callable[[Any], Any], Sequence[Any]]) -> list[Any]:
+    fn, chunk = task
+    return [fn(item) for item in chunk]
+
+
+def _local_map(fn: Callable[[T], R], items: Sequence[T], workers: int, chunksize: int) -> Iterator[R]:
     if workers == 0 or len(items) <= 1:
-        return map(fn, items)
-    return _pool_map(fn, items, workers, chunksize)
-
-
-def _pool_map(fn: Callable[[T], R], items: Sequence[T], workers: int, chunksize: int) -> Iterator[R]:
+        yield from map(fn, items)
+        return
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(fn, items, chunksize=chunksize)
+        yield from pool.map(fn, items, chunksize=max(chunksize, 1))
 
 
-def _dask_map(fn: Callable[[T], R], items: Sequence[T], address: str | None, workers: int) -> Iterator[R]:
+@contextmanager
+def dask_client(address: str | None, workers: int) -> Iterator[Client]:
+    """A client of the scheduler at ``address``, or of a LocalCluster of ``workers`` single-threaded worker
+    processes on 127.0.0.1 (no dashboard) that is closed on exit."""
     from dask.distributed import Client, LocalCluster
 
     cluster = None
     if address is None:
         cluster = LocalCluster(
-            n_workers=max(workers, 1), threads_per_worker=1, dashboard_address=None, host="127.0.0.1"
+            n_workers=max(workers, 1),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            host="127.0.0.1",
         )
         address = cluster.scheduler_address
     try:
         with Client(address) as client:
-            futures = client.map(fn, items, pure=False)
-            for future in futures:
-                yield future.result()
+            yield client
     finally:
         if cluster is not None:
             cluster.close()
+
+
+def _dask_map(fn: Callable[[T], R], items: Sequence[T], address: str | None, workers: int) -> Iterator[R]:
+    if not items:
+        return
+    with dask_client(address, workers) as client:
+        # pure=False: a chunk is a job with side effects (its shard), never deduplicated by key; a worker that
+        # dies takes its running chunk with it and the scheduler runs that chunk again on another worker
+        futures = client.map(fn, items, pure=False)
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            client.cancel(futures)

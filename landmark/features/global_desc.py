@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from landmark.config import ExtractConfig
 from landmark.data.images import ImageDecodeError, bbox_pixels, crop_to_bbox, decode_image, read_image_size
-from landmark.features.store import FeatureWriter, stored_ids
+from landmark.features.store import ensure_meta, next_shard_number, stored_ids, write_shard
 
 BBox = tuple[float, float, float, float]
 # called with an image that cannot be decoded and the error; None: the error is raised
@@ -179,6 +179,55 @@ def _report(item: ImageItem, error: ImageDecodeError, on_bad: OnBadImage | None)
     on_bad(item, error)
 
 
+def _plan_batches(
+    items: Sequence[ImageItem], cfg: ExtractConfig, chunk_images: int, on_bad: OnBadImage | None
+) -> tuple[list[list[int]], list[int]]:
+    """Batches of item positions (images of one resized shape, never across a chunk of ``chunk_images``) and the
+    chunk each batch belongs to, in chunk order; unreadable headers go to ``on_bad``."""
+    batches: list[list[int]] = []
+    owner: list[int] = []
+    for k, start in enumerate(range(0, len(items), chunk_images)):
+        positions, shapes = _readable_shapes(items[start : start + chunk_images], cfg.image_size, on_bad)
+        for batch in shape_batches(shapes, cfg.batch_size):
+            batches.append([start + positions[j] for j in batch])
+            owner.append(k)
+    return batches, owner
+
+
+def _described_batches(
+    model: torch.nn.Module,
+    items: Sequence[ImageItem],
+    cfg: ExtractConfig,
+    device: str,
+    progress: bool,
+    on_bad: OnBadImage | None,
+    chunk_images: int,
+) -> Iterator[tuple[int, list[str], np.ndarray]]:
+    """(chunk, ids, descriptors (n, dim) float32) per batch with at least one decoded image, in chunk order."""
+    from tqdm.auto import tqdm
+
+    batches, owner = _plan_batches(items, cfg, max(chunk_images, 1), on_bad)
+    planned = sum(len(b) for b in batches)
+    loader = DataLoader(
+        _ImageDataset(items, cfg.image_size),
+        batch_sampler=batches,
+        num_workers=cfg.workers,
+        collate_fn=_collate,
+        pin_memory=device.startswith("cuda"),
+    )
+    use_fp16 = cfg.fp16_on_cuda and device.startswith("cuda")
+    model.eval().to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    with tqdm(total=len(items), desc="extract", unit="img", disable=not progress) as bar:
+        bar.update(len(items) - planned)
+        for b, (idx, images, failed) in enumerate(loader):
+            for i, error in failed:
+                _report(items[i], error, on_bad)
+            if images is not None:
+                desc = describe_batch(model, images.to(device, non_blocking=True), cfg.scales, use_fp16)
+                yield owner[b], [items[i].image_id for i in idx], desc.cpu().numpy().astype(np.float32)
+            bar.update(len(idx) + len(failed))
+
+
 def iter_descriptors(
     model: torch.nn.Module,
     items: Sequence[ImageItem],
@@ -194,28 +243,58 @@ def iter_descriptors(
     the :class:`ImageDecodeError` and left out; without ``on_bad`` the error is raised here, naming the file.
     The other images' descriptors do not depend on it (batches hold images of one shape, no padding).
     """
-    from tqdm.auto import tqdm
+    whole = max(len(items), 1)
+    for _, ids, desc in _described_batches(model, items, cfg, device, progress, on_bad, whole):
+        yield ids, desc
 
-    positions, shapes = _readable_shapes(items, cfg.image_size, on_bad)
-    batches = [[positions[j] for j in batch] for batch in shape_batches(shapes, cfg.batch_size)]
-    loader = DataLoader(
-        _ImageDataset(items, cfg.image_size),
-        batch_sampler=batches,
-        num_workers=cfg.workers,
-        collate_fn=_collate,
-        pin_memory=device.startswith("cuda"),
-    )
-    use_fp16 = cfg.fp16_on_cuda and device.startswith("cuda")
-    model.eval().to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    with tqdm(total=len(items), desc="extract", unit="img", disable=not progress) as bar:
-        bar.update(len(items) - len(positions))
-        for idx, images, failed in loader:
-            for i, error in failed:
-                _report(items[i], error, on_bad)
-            if images is not None:
-                desc = describe_batch(model, images.to(device, non_blocking=True), cfg.scales, use_fp16)
-                yield [items[i].image_id for i in idx], desc.cpu().numpy().astype(np.float32)
-            bar.update(len(idx) + len(failed))
+
+def iter_chunk_descriptors(
+    model: torch.nn.Module,
+    items: Sequence[ImageItem],
+    cfg: ExtractConfig,
+    device: str,
+    chunk_images: int,
+    *,
+    progress: bool = True,
+    on_bad: OnBadImage | None = None,
+) -> Iterator[tuple[int, list[str], np.ndarray]]:
+    """Yield (chunk number, ids, descriptors (n, dim) float32) for every chunk of ``chunk_images`` consecutive
+    items, in order (a chunk whose images all failed yields no rows).
+
+    Batches never cross a chunk, so a chunk's descriptors are the same whether the chunks run here one after
+    the other (one DataLoader over all of them) or each on its own (a Dask worker): what a store holds does not
+    depend on the backend.
+    """
+    if chunk_images < 1:
+        raise ValueError(f"chunk_images must be >= 1, got {chunk_images}")
+    dim = int(getattr(model, "dim"))  # noqa: B009
+    chunks = -(-len(items) // chunk_images)
+    current = 0
+    ids: list[str] = []
+    parts: list[np.ndarray] = []
+    for k, batch_ids, desc in _described_batches(model, items, cfg, device, progress, on_bad, chunk_images):
+        while current < k:
+            yield current, ids, _stack(parts, dim)
+            current, ids, parts = current + 1, [], []
+        ids.extend(batch_ids)
+        parts.append(desc)
+    while current < chunks:
+        yield current, ids, _stack(parts, dim)
+        current, ids, parts = current + 1, [], []
+
+
+def _stack(parts: Sequence[np.ndarray], dim: int) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+
+
+def write_chunks(
+    chunks: Iterator[tuple[int, list[str], np.ndarray]], out_dir: Path, first_shard: int
+) -> Iterator[int]:
+    """Write each non-empty chunk as store shard ``first_shard + chunk``; yields the rows written per chunk."""
+    for k, ids, desc in chunks:
+        if ids:
+            write_shard(out_dir, first_shard + k, ids, desc)
+        yield len(ids)
 
 
 def extract_to_store(
@@ -228,18 +307,19 @@ def extract_to_store(
     meta: Mapping[str, object] | None = None,
     progress: bool = True,
     on_bad: OnBadImage | None = None,
+    chunk_images: int = 256,
 ) -> int:
     """Extract descriptors for the items not yet in the store at ``out_dir``; returns how many were added.
 
-    Undecodable images go to ``on_bad`` and are not stored (see :func:`iter_descriptors`); a later run tries
-    them again.
+    Each chunk of ``chunk_images`` missing items becomes one store shard (numbered after the stored ones), as
+    on a Dask cluster. Undecodable images go to ``on_bad`` and are not stored (see :func:`iter_descriptors`); a
+    later run tries them again.
     """
     done = set(stored_ids(out_dir)) if out_dir.exists() else set()
     todo = [item for item in items if item.image_id not in done]
-    dim = int(getattr(model, "dim"))  # noqa: B009
-    added = 0
-    with FeatureWriter(out_dir, dim, shard_size=max(cfg.batch_size * 32, 256), meta=meta) as writer:
-        for ids, desc in iter_descriptors(model, todo, cfg, device, progress=progress, on_bad=on_bad):
-            writer.add(ids, desc)
-            added += len(ids)
-    return added
+    ensure_meta(out_dir, int(getattr(model, "dim")), "float32", meta)  # noqa: B009
+    first = next_shard_number(out_dir)
+    described = iter_chunk_descriptors(
+        model, todo, cfg, device, chunk_images, progress=progress, on_bad=on_bad
+    )
+    return sum(write_chunks(described, out_dir, first))

@@ -3,7 +3,8 @@
 Shared by the ``local`` stage (a dataset split) and ``eval-revisitop --spatial`` (a benchmark's database and its
 cropped queries): each image is decoded, cropped to its box if it has one, resized so its long side is
 ``LocalConfig.image_size``, described by the configured backend, and its keypoint locations are mapped back to
-the ORIGINAL image's pixels (crop offset included). Work goes through :func:`landmark.parallel.parallel_map`.
+the ORIGINAL image's pixels (crop offset included). Work goes in chunks through :func:`landmark.parallel.map_chunks`,
+each chunk writing its own store shard.
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from landmark.config import LocalConfig
+from landmark.config import LocalConfig, ParallelConfig
 from landmark.data.images import ImageDecodeError, bbox_pixels, decode_image
 from landmark.features.local import LocalExtractor, LocalFeatures, create_local_extractor
 from landmark.features.local_store import (
-    LocalFeatureWriter,
     LocalStoreError,
+    ensure_local_meta,
+    next_local_shard_number,
     read_local_meta,
     stored_local_ids,
+    write_local_shard,
 )
-from landmark.parallel import parallel_map
+from landmark.parallel import chunked, map_chunks
 
 BBox = tuple[float, float, float, float]
 
@@ -164,6 +167,62 @@ class LocalExtraction:
 OnBadLocalItem = Callable[[LocalItem, ImageDecodeError], None]
 
 
+@dataclass(frozen=True)
+class LocalChunk:
+    """One chunk of the local stage: describe ``tasks`` and write them as shard ``number`` of ``store``."""
+
+    store: str
+    number: int
+    tasks: tuple[ExtractTask, ...]
+    meta: tuple[tuple[str, object], ...]  # the store's recorded settings (:func:`store_meta`)
+
+
+@dataclass(frozen=True)
+class LocalChunkResult:
+    """What a chunk stored: keys in the shard (input order), keypoints, and the images it could not decode."""
+
+    number: int
+    stored: tuple[str, ...]
+    keypoints: int
+    bad: tuple[tuple[str, ImageDecodeError], ...]
+
+
+def extract_local_chunk(chunk: LocalChunk) -> LocalChunkResult:
+    """Describe a chunk's images and write them as one complete shard (atomic; idempotent, so a chunk whose worker
+    died is simply run again). Module level: it runs in a process pool or on a Dask worker."""
+    keys: list[str] = []
+    feats: list[LocalFeatures] = []
+    bad: list[tuple[str, ImageDecodeError]] = []
+    for task in chunk.tasks:
+        key, result = extract_image_or_error(task)
+        if isinstance(result, ImageDecodeError):
+            bad.append((key, result))
+        else:
+            keys.append(key)
+            feats.append(result)
+    if keys:
+        root = Path(chunk.store)
+        root.mkdir(parents=True, exist_ok=True)
+        ensure_local_meta(root, feats[0].dim, "int16", dict(chunk.meta))
+        write_local_shard(root, chunk.number, keys, feats, "int16")
+    return LocalChunkResult(chunk.number, tuple(keys), sum(len(f) for f in feats), tuple(bad))
+
+
+def plan_local_chunks(
+    items: Sequence[LocalItem], store: Path, cfg: LocalConfig, *, device: str, chunk_images: int
+) -> list[LocalChunk]:
+    """The chunks that describe ``items`` (already filtered to the missing ones), numbered after the store's
+    last complete shard so they never overwrite stored work."""
+    params = tuple(sorted(backend_params(cfg, device).items()))
+    tasks = [(item.key, str(item.path), cfg.backend, params, cfg.image_size, item.bbox) for item in items]
+    first = next_local_shard_number(store) if store.exists() else 0
+    meta = tuple(sorted(store_meta(cfg).items()))
+    return [
+        LocalChunk(str(store), first + k, tuple(part), meta)
+        for k, part in enumerate(chunked(tasks, chunk_images))
+    ]
+
+
 def extract_local_to_store(
     items: Sequence[LocalItem],
     store: Path,
@@ -175,9 +234,13 @@ def extract_local_to_store(
     desc: str = "local",
     progress: bool = True,
     on_bad: OnBadLocalItem | None = None,
+    parallel: ParallelConfig | None = None,
 ) -> LocalExtraction:
     """Extract the items whose key is not yet in the store at ``store`` (resumable, keyed by ``item.key``).
 
+    The work is cut into chunks (``parallel.chunk_images`` images, else ``shard_size``); each chunk runs as one
+    task on the ``parallel`` backend (local processes: ``cfg.workers``; or a Dask cluster) and writes its own
+    shard, so the store is the same whatever the backend and a lost worker costs one chunk.
     An image that cannot be decoded is passed to ``on_bad`` with its :class:`ImageDecodeError` and not stored
     (a later run tries it again); without ``on_bad`` the error is raised here, naming the file.
 
@@ -187,10 +250,11 @@ def extract_local_to_store(
         cfg: backend, model, image size, features, workers.
         device: torch device of the DELF backend (a GPU DELF extracts in this process: CUDA does not survive a
             fork).
-        shard_size: images per shard (a killed run loses at most one shard's work).
+        shard_size: images per shard without a ``parallel`` config (a killed run loses at most one shard).
         limit: extract at most this many missing items (the next run resumes).
         desc: progress-bar label.
         progress: show a progress bar.
+        parallel: where chunks run (default: local processes, chunks of ``shard_size``).
 
     Raises:
         LocalStoreError: the store was written with other settings.
@@ -206,31 +270,21 @@ def extract_local_to_store(
     todo = [item for item in items if item.key not in done]
     if limit is not None:
         todo = todo[: max(limit, 0)]
-    params = tuple(sorted(backend_params(cfg, device).items()))
+    config = parallel or ParallelConfig(chunk_images=shard_size)
     workers = 0 if cfg.backend == "delf" and device == "cuda" else cfg.workers
-    tasks: list[ExtractTask] = [
-        (item.key, str(item.path), cfg.backend, params, cfg.image_size, item.bbox) for item in todo
-    ]
+    chunks = plan_local_chunks(todo, store, cfg, device=device, chunk_images=config.chunk_images)
     by_key = {item.key: item for item in todo}
     keypoints = extracted = 0
-    writer: LocalFeatureWriter | None = None
-    try:
-        for key, feats in parallel_map(
-            extract_image_or_error, tasks, workers=workers, desc=desc, progress=progress
-        ):
-            if isinstance(feats, ImageDecodeError):
-                if on_bad is None:
-                    raise feats
-                on_bad(by_key[key], feats)
-                continue
-            if writer is None:
-                writer = LocalFeatureWriter(store, feats.dim, shard_size=shard_size, meta=store_meta(cfg))
-            writer.add(key, feats)
-            keypoints += len(feats)
-            extracted += 1
-    finally:
-        if writer is not None:
-            writer.flush()  # what was extracted before an error or a kill is complete and valid
+    for result in map_chunks(
+        extract_local_chunk, chunks, config, workers=workers, desc=desc, progress=progress,
+        sizes=[len(c.tasks) for c in chunks],
+    ):  # fmt: skip
+        for key, error in result.bad:
+            if on_bad is None:
+                raise error
+            on_bad(by_key[key], error)
+        keypoints += result.keypoints
+        extracted += len(result.stored)
     return LocalExtraction(
         items=len(items),
         already_stored=sum(1 for k in keys if k in done),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -84,18 +84,7 @@ class LocalFeatureWriter:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.dim, self.location_dtype, self.shard_size = dim, location_dtype, shard_size
-        info = json.loads(json.dumps({"dim": dim, "location_dtype": location_dtype, **(meta or {})}))
-        meta_path = self.root / _META
-        if meta_path.exists():
-            existing = json.loads(meta_path.read_text())
-            if existing != info:
-                changed = sorted(k for k in set(existing) | set(info) if existing.get(k) != info.get(k))
-                raise LocalStoreError(
-                    f"{self.root} holds local features written with a different {', '.join(changed)}; cannot "
-                    "append to it. Remove the directory or choose another output."
-                )
-        else:
-            _atomic_text(meta_path, json.dumps(info, indent=2, sort_keys=True))
+        ensure_local_meta(self.root, dim, location_dtype, meta)
         shards = _complete_shards(self.root)
         self._stored = {i for s in shards for i in _read_ids(self.root, s)}
         self._next = int(shards[-1].split("-")[1]) + 1 if shards else 0
@@ -136,17 +125,7 @@ class LocalFeatureWriter:
         """Write the buffered images as one complete shard (ids file last)."""
         if not self._ids:
             return
-        name = f"shard-{self._next:05d}"
-        feats = self._features
-        counts = np.array([len(f) for f in feats], np.int64)
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        desc = np.concatenate([f.descriptors for f in feats]).astype(np.float16)
-        loc = np.concatenate([f.locations for f in feats])
-        loc = np.rint(loc).astype(np.int16) if self.location_dtype == "int16" else loc.astype(np.float16)
-        aux = np.concatenate([np.stack([f.scales, f.scores], axis=1) for f in feats]).astype(np.float16)
-        for part, array in zip(_PARTS, (desc, loc, aux, offsets), strict=True):
-            _atomic_save(self.root / f"{name}.{part}.npy", np.ascontiguousarray(array))
-        _atomic_text(self.root / f"{name}.ids.txt", "\n".join(self._ids))
+        write_local_shard(self.root, self._next, self._ids, self._features, self.location_dtype)
         self._stored.update(self._ids)
         self._next += 1
         self._ids, self._features = [], []
@@ -157,6 +136,55 @@ class LocalFeatureWriter:
     def __exit__(self, *exc: object) -> None:
         # What was extracted before an error is complete and valid: keep it.
         self.flush()
+
+
+def ensure_local_meta(
+    root: Path, dim: int, location_dtype: LocationDtype, meta: Mapping[str, object] | None
+) -> None:
+    """Write the store's ``local.json`` (atomically) or check that the existing one matches.
+
+    Raises:
+        LocalStoreError: the store was written with other settings (naming them).
+    """
+    info = json.loads(json.dumps({"dim": dim, "location_dtype": location_dtype, **(meta or {})}))
+    meta_path = root / _META
+    if not meta_path.exists():
+        _atomic_text(meta_path, json.dumps(info, indent=2, sort_keys=True))
+        return
+    existing = json.loads(meta_path.read_text())
+    if existing != info:
+        changed = sorted(k for k in set(existing) | set(info) if existing.get(k) != info.get(k))
+        raise LocalStoreError(
+            f"{root} holds local features written with a different {', '.join(changed)}; cannot "
+            "append to it. Remove the directory or choose another output."
+        )
+
+
+def write_local_shard(
+    root: Path, number: int, ids: Sequence[str], feats: Sequence[LocalFeatures], location_dtype: LocationDtype
+) -> None:
+    """Write one complete shard ``number`` of the store at ``root`` (every part atomically, the ids file last).
+
+    Writing the same shard again (a chunk retried after its worker died) replaces it with the same content.
+    """
+    if len(ids) != len(feats) or not ids:
+        raise ValueError(f"need one features entry per id and at least one, got {len(ids)} and {len(feats)}")
+    name = f"shard-{number:05d}"
+    counts = np.array([len(f) for f in feats], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    desc = np.concatenate([f.descriptors for f in feats]).astype(np.float16)
+    loc = np.concatenate([f.locations for f in feats])
+    loc = np.rint(loc).astype(np.int16) if location_dtype == "int16" else loc.astype(np.float16)
+    aux = np.concatenate([np.stack([f.scales, f.scores], axis=1) for f in feats]).astype(np.float16)
+    for part, array in zip(_PARTS, (desc, loc, aux, offsets), strict=True):
+        _atomic_save(root / f"{name}.{part}.npy", np.ascontiguousarray(array))
+    _atomic_text(root / f"{name}.ids.txt", "\n".join(ids))
+
+
+def next_local_shard_number(root: str | Path) -> int:
+    """One past the highest complete shard number of the store at ``root`` (0 for none)."""
+    shards = _complete_shards(Path(root))
+    return int(shards[-1].split("-")[1]) + 1 if shards else 0
 
 
 def read_local_meta(root: str | Path) -> dict[str, object]:

@@ -48,15 +48,7 @@ class FeatureWriter:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.dim, self.dtype, self.shard_size = dim, np.dtype(dtype), shard_size
-        info = json.loads(json.dumps({"dim": dim, "dtype": dtype, **(meta or {})}))
-        existing = read_meta(self.root) if (self.root / _META).exists() else None
-        if existing is not None and existing != info:
-            changed = sorted(k for k in set(existing) | set(info) if existing.get(k) != info.get(k))
-            raise FeatureStoreError(
-                f"{self.root} holds features written with a different {', '.join(changed)}; cannot append "
-                "to it (the stored vectors would not be comparable). Remove the directory or choose another output."
-            )
-        (self.root / _META).write_text(json.dumps(info, indent=2, sort_keys=True))
+        ensure_meta(self.root, dim, dtype, meta)
         self._ids: list[str] = []
         self._rows: list[np.ndarray] = []
         self._next = len(_complete_shards(self.root))
@@ -75,10 +67,7 @@ class FeatureWriter:
         """Write the buffered rows as one complete shard."""
         if not self._ids:
             return
-        name = f"shard-{self._next:05d}"
-        array = np.ascontiguousarray(np.concatenate(self._rows))
-        _atomic_write_bytes(self.root / f"{name}.npy", lambda fh: np.save(fh, array))
-        _atomic_write_bytes(self.root / f"{name}.ids.txt", lambda fh: fh.write("\n".join(self._ids).encode()))
+        write_shard(self.root, self._next, self._ids, np.concatenate(self._rows))
         self._next += 1
         self._ids, self._rows = [], []
 
@@ -88,6 +77,46 @@ class FeatureWriter:
     def __exit__(self, *exc: object) -> None:
         # Keep what was computed even when extraction stops with an error: it is complete and valid.
         self.flush()
+
+
+def ensure_meta(root: Path, dim: int, dtype: str, meta: Mapping[str, object] | None) -> None:
+    """Create the store directory and its ``store.json``, or check that the existing one matches.
+
+    Raises:
+        FeatureStoreError: the store holds features written with other settings (naming them).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    info = json.loads(json.dumps({"dim": dim, "dtype": dtype, **(meta or {})}))
+    existing = read_meta(root) if (root / _META).exists() else None
+    if existing is not None and existing != info:
+        changed = sorted(k for k in set(existing) | set(info) if existing.get(k) != info.get(k))
+        raise FeatureStoreError(
+            f"{root} holds features written with a different {', '.join(changed)}; cannot append "
+            "to it (the stored vectors would not be comparable). Remove the directory or choose another output."
+        )
+    if existing is None:
+        _atomic_write_bytes(
+            root / _META, lambda fh: fh.write(json.dumps(info, indent=2, sort_keys=True).encode())
+        )
+
+
+def write_shard(root: Path, number: int, ids: Sequence[str], vectors: np.ndarray) -> None:
+    """Write ``vectors`` (len(ids), dim) as the complete shard ``number`` of the store at ``root``: the array,
+    then the ids file (each atomically), so a reader never sees a partial shard. Writing the same shard again
+    (a chunk retried after its worker died) replaces it with the same content."""
+    if len(ids) != vectors.shape[0]:
+        raise ValueError(f"{len(ids)} ids for {vectors.shape[0]} rows")
+    name = f"shard-{number:05d}"
+    array = np.ascontiguousarray(vectors)
+    _atomic_write_bytes(root / f"{name}.npy", lambda fh: np.save(fh, array))
+    _atomic_write_bytes(root / f"{name}.ids.txt", lambda fh: fh.write("\n".join(ids).encode()))
+
+
+def next_shard_number(root: Path) -> int:
+    """One past the highest complete shard number of the store at ``root`` (0 for none): chunks planned from
+    here write shards that never collide with stored ones."""
+    shards = _complete_shards(Path(root))
+    return int(shards[-1].name.split("-")[1].split(".")[0]) + 1 if shards else 0
 
 
 def _complete_shards(root: Path) -> list[Path]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import math
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from landmark.config import Config, config_to_dict, resolve_device
+from landmark.config import Config, ExtractConfig, ModelConfig, config_to_dict, resolve_device
 from landmark.data.bad_images import (
     QUARANTINE_FILE,
     BadImage,
@@ -23,8 +26,9 @@ from landmark.data.bad_images import (
 )
 from landmark.data.groundtruth import LandmarkDataset
 from landmark.data.images import ImageDecodeError
-from landmark.features.global_desc import ImageItem, extract_to_store
-from landmark.features.store import read_meta, stored_ids
+from landmark.features.global_desc import ImageItem, iter_chunk_descriptors, write_chunks
+from landmark.features.store import ensure_meta, next_shard_number, read_meta, stored_ids
+from landmark.parallel import chunked, map_chunks
 
 BBox = tuple[float, float, float, float]
 logger = logging.getLogger(__name__)
@@ -83,11 +87,152 @@ def store_meta(identity: Mapping[str, object], cfg: Config) -> dict[str, object]
     return {**identity, "extract": settings}
 
 
-def _extract_split(
-    model: torch.nn.Module, items: Sequence[ImageItem], cfg: Config, device: str, store: Path,
-    meta: Mapping[str, object], split: str, progress: bool,
-) -> tuple[int, list[BadImage]]:  # fmt: skip
-    """Extract one split's missing items into ``store``; record the undecodable ones and bound their share.
+@dataclass(frozen=True)
+class GlobalChunk:
+    """One chunk of the extract stage: describe ``items`` and write them as shard ``number`` of ``store``.
+
+    Carries everything a Dask worker needs to load the same model (``model`` settings or ``model_dir``, which
+    must be reachable from the worker: a shared filesystem or the image cache of the S3 store).
+    """
+
+    store: str
+    number: int
+    items: tuple[ImageItem, ...]
+    extract: ExtractConfig
+    model: ModelConfig
+    model_dir: str | None
+    device: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class GlobalChunkResult:
+    """What one chunk stored: rows written, and the images it could not decode (id, error)."""
+
+    number: int
+    stored: int
+    bad: tuple[tuple[str, ImageDecodeError], ...]
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """The extract work of one split: its usable items, the chunks of the missing ones, earlier skip records."""
+
+    split: str
+    store: Path
+    items: tuple[ImageItem, ...]
+    chunks: tuple[GlobalChunk, ...]
+    earlier: tuple[BadImage, ...]
+
+
+@functools.lru_cache(maxsize=2)
+def _chunk_model(model_cfg: ModelConfig, model_dir: str | None, seed: int) -> torch.nn.Module:
+    """The descriptor model of a worker process, loaded once per model (not per chunk)."""
+    from landmark.models.model_dir import descriptor_model
+
+    torch.manual_seed(seed)
+    return descriptor_model(model_cfg, Path(model_dir) if model_dir else None)[0]
+
+
+def extract_global_chunk(chunk: GlobalChunk) -> GlobalChunkResult:
+    """Describe one chunk's images and write them as one complete store shard (atomic; idempotent, so a chunk
+    whose worker died is run again elsewhere with the same result). Runs on a Dask worker or in this process.
+    """
+    model = _chunk_model(chunk.model, chunk.model_dir, chunk.seed)
+    bad: list[tuple[str, ImageDecodeError]] = []
+    # a Dask worker is a daemon process and may not start DataLoader processes: it decodes in-line
+    cfg = dataclasses.replace(chunk.extract, workers=0)
+    described = iter_chunk_descriptors(
+        model, chunk.items, cfg, resolve_device(chunk.device), max(len(chunk.items), 1), progress=False,
+        on_bad=lambda item, error: bad.append((item.image_id, error)),
+    )  # fmt: skip
+    stored = sum(write_chunks(described, Path(chunk.store), chunk.number))
+    return GlobalChunkResult(chunk.number, stored, tuple(bad))
+
+
+def split_items(dataset: LandmarkDataset, split: str) -> list[ImageItem]:
+    """The ok images of ``split`` to describe, with their crop boxes and known sizes."""
+    frame = dataset.manifest(split)
+    ok = frame[frame["status"] == "ok"]
+    boxes = query_bboxes(dataset, split)
+    paths = dataset.image_paths(split)
+    return [
+        ImageItem(image_id, paths[image_id], boxes.get(image_id), width, height)
+        for image_id, width, height in zip(
+            ok["image_id"].astype(str), ok["width"].astype(int), ok["height"].astype(int), strict=True
+        )
+    ]
+
+
+def plan_extract(
+    cfg: Config,
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    splits: Sequence[str] = (),
+    fmt: str = "auto",
+    model_dir: Path | None = None,
+) -> tuple[list[SplitPlan], torch.nn.Module]:
+    """Plan the extract stage: per split, the chunks of ``parallel.chunk_images`` images not yet stored, numbered
+    after the store's complete shards. A store written by another model or setting is removed here (it is
+    extracted anew). Returns the plans and the loaded model (the local backend describes with it).
+    """
+    from landmark.data.datasets import open_dataset
+    from landmark.models.model_dir import descriptor_model
+
+    dataset = open_dataset(cfg, Path(data_dir), fmt)
+    torch.manual_seed(cfg.seed)
+    model, identity = descriptor_model(cfg.model, model_dir)
+    meta = store_meta(identity, cfg)
+    plans = []
+    for split in list(splits) or list(dataset.splits):
+        items = split_items(dataset, split)
+        store = Path(out_dir) / split
+        if stale_store(store, meta):
+            logger.info("%s holds descriptors of another model or setting: extracting %s anew", store, split)
+            shutil.rmtree(store)
+        ensure_meta(store, int(getattr(model, "dim")), "float32", meta)  # noqa: B009
+        done = set(stored_ids(store))
+        todo = [item for item in items if item.image_id not in done]
+        first = next_shard_number(store)
+        chunks = tuple(
+            GlobalChunk(str(store), first + k, tuple(part), cfg.extract, cfg.model,
+                        str(model_dir) if model_dir else None, cfg.device, cfg.seed)
+            for k, part in enumerate(chunked(todo, cfg.parallel.chunk_images))
+        )  # fmt: skip
+        plans.append(SplitPlan(split, store, tuple(items), chunks, tuple(read_quarantine(store))))
+    return plans, model
+
+
+def run_chunks_here(
+    model: torch.nn.Module, plan: SplitPlan, cfg: Config, progress: bool
+) -> list[GlobalChunkResult]:
+    """The chunks of ``plan`` in this process, one DataLoader over all of them (``extract.workers`` decode
+    processes, the model here): the same batches and shards as chunk by chunk on a cluster."""
+    if not plan.chunks:
+        return []
+    todo = [item for chunk in plan.chunks for item in chunk.items]
+    bad: dict[int, list[tuple[str, ImageDecodeError]]] = {}
+    size = cfg.parallel.chunk_images
+    position = {item.image_id: i for i, item in enumerate(todo)}
+
+    def skip(item: ImageItem, error: ImageDecodeError) -> None:
+        bad.setdefault(position[item.image_id] // size, []).append((item.image_id, error))
+
+    described = iter_chunk_descriptors(
+        model, todo, cfg.extract, resolve_device(cfg.device), size, progress=progress, on_bad=skip
+    )
+    first = plan.chunks[0].number
+    return [
+        GlobalChunkResult(first + k, stored, tuple(bad.get(k, ())))
+        for k, stored in enumerate(write_chunks(described, plan.store, first))
+    ]
+
+
+def finish_split(
+    cfg: Config, plan: SplitPlan, results: Sequence[GlobalChunkResult]
+) -> tuple[int, list[BadImage]]:
+    """Record a split's undecodable images (``quarantined.json``) and bound their share.
 
     Returns:
         How many descriptors were added, and every skipped image of the split (this run's and earlier runs'
@@ -97,21 +242,24 @@ def _extract_split(
         TooManyBadImagesError: more than ``extract.max_bad_share`` of the split's images cannot be decoded (the
             good ones are stored and the bad ones recorded first).
     """
-    new: list[BadImage] = []
-
-    def skip(item: ImageItem, error: ImageDecodeError) -> None:
-        new.append(BadImage.from_error(item.image_id, split, error))
-        logger.info("extract %s: skipped %s: %s", split, item.image_id, error)
-
-    earlier = read_quarantine(store)
-    added = extract_to_store(
-        model, items, cfg.extract, device, store, meta=meta, progress=progress, on_bad=skip
+    new = []
+    by_id = {item.image_id: item for chunk in plan.chunks for item in chunk.items}
+    for result in results:
+        for image_id, error in result.bad:
+            new.append(BadImage.from_error(image_id, plan.split, error))
+            logger.info("extract %s: skipped %s: %s", plan.split, by_id[image_id].image_id, error)
+    wanted = {item.image_id for item in plan.items}
+    bad = merge_bad_images(list(plan.earlier), new, set(stored_ids(plan.store)), wanted)
+    write_quarantine(plan.store, bad, stage="extract", images=len(plan.items))
+    check_bad_share(
+        f"extract {plan.split}", "extract.max_bad_share", cfg.extract.max_bad_share, bad, len(plan.items)
     )
-    wanted = {item.image_id for item in items}
-    bad = merge_bad_images(earlier, new, set(stored_ids(store)), wanted)
-    write_quarantine(store, bad, stage="extract", images=len(items))
-    check_bad_share(f"extract {split}", "extract.max_bad_share", cfg.extract.max_bad_share, bad, len(items))
-    return added, bad
+    if bad:
+        logger.warning(
+            "extract %s: %d images skipped as undecodable %s, listed in %s",
+            plan.split, len(bad), reason_counts(bad), plan.store / QUARANTINE_FILE,
+        )  # fmt: skip
+    return sum(r.stored for r in results), bad
 
 
 def extract(
@@ -130,6 +278,8 @@ def extract(
     ``model_dir`` selects a trained model; without it the off-the-shelf backbone + GeM is used.
     Incremental: only images not yet in a split's store are extracted (catalog ids are bound to their content:
     ingestion never gives an id new bytes); a store written by another model or setting is replaced.
+    The missing images are cut into chunks of ``parallel.chunk_images``, each written as its own store shard:
+    in this process (``parallel.backend: local``) or one Dask task per chunk (``dask``), with the same result.
     An image that cannot be decoded is skipped and recorded in ``out_dir/<split>/quarantined.json`` with its
     reason code (:mod:`landmark.data.bad_images`); the next run tries it again.
 
@@ -140,38 +290,17 @@ def extract(
         TooManyBadImagesError: a split with more than ``extract.max_bad_share`` undecodable images (the splits
             before it and its good images are stored).
     """
-    from landmark.data.datasets import open_dataset
-    from landmark.models.model_dir import descriptor_model
-
-    dataset = open_dataset(cfg, Path(data_dir), fmt)
-    chosen = list(splits) or list(dataset.splits)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    model, identity = descriptor_model(cfg.model, model_dir)
-    meta = store_meta(identity, cfg)
+    plans, model = plan_extract(cfg, data_dir, out_dir, splits=splits, fmt=fmt, model_dir=model_dir)
     summary = ExtractSummary()
-    for split in chosen:
-        frame = dataset.manifest(split)
-        ok = frame[frame["status"] == "ok"]
-        boxes = query_bboxes(dataset, split)
-        paths = dataset.image_paths(split)
-        items = [
-            ImageItem(image_id, paths[image_id], boxes.get(image_id), width, height)
-            for image_id, width, height in zip(
-                ok["image_id"].astype(str), ok["width"].astype(int), ok["height"].astype(int), strict=True
-            )
-        ]
-        store = Path(out_dir) / split
-        if stale_store(store, meta):
-            logger.info("%s holds descriptors of another model or setting: extracting %s anew", store, split)
-            shutil.rmtree(store)
-        summary[split], summary.bad_images[split] = _extract_split(
-            model, items, cfg, device, store, meta, split, progress
-        )
-        if summary.bad_images[split]:
-            logger.warning(
-                "extract %s: %d images skipped as undecodable %s, listed in %s",
-                split, len(summary.bad_images[split]), reason_counts(summary.bad_images[split]),
-                store / QUARANTINE_FILE,
+    for plan in plans:
+        if cfg.parallel.backend == "dask":
+            results = list(
+                map_chunks(
+                    extract_global_chunk, plan.chunks, cfg.parallel, desc=f"extract {plan.split}",
+                    progress=progress, sizes=[len(c.items) for c in plan.chunks],
+                )
             )  # fmt: skip
+        else:
+            results = run_chunks_here(model, plan, cfg, progress)
+        summary[plan.split], summary.bad_images[plan.split] = finish_split(cfg, plan, results)
     return summary

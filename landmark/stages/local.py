@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from landmark.config import Config, resolve_device
@@ -49,20 +49,21 @@ def local(
     *,
     split: str = "train",
     fmt: str = "auto",
-    shard_size: int = 256,
+    shard_size: int | None = None,
     limit: int | None = None,
     progress: bool = True,
 ) -> LocalSummary:
     """Extract local features of every ok image of ``split`` not yet stored in ``out_dir/<split>``.
 
     Args:
-        cfg: ``local`` (backend, model, image size, features, workers, max_bad_share) and ``device`` (torch
-            DELF).
+        cfg: ``local`` (backend, model, image size, features, workers, max_bad_share), ``parallel`` (where the
+            chunks run) and ``device`` (torch DELF).
         data_dir: dataset root (any supported format).
         out_dir: local feature root; the store is ``out_dir/<split>``.
         split: which split.
         fmt: dataset format or "auto".
-        shard_size: images per store shard (a killed run loses at most one shard's work).
+        shard_size: images per chunk and store shard (default ``parallel.chunk_images``; a lost worker or a
+            killed run costs at most one chunk's work).
         limit: extract at most this many missing images (e.g. a time-boxed run; the next run resumes).
         progress: show a progress bar.
 
@@ -88,11 +89,11 @@ def local(
         store,
         cfg.local,
         device=resolve_device(cfg.device),
-        shard_size=shard_size,
         limit=limit,
         desc=f"local {split}",
         progress=progress,
         on_bad=skip,
+        parallel=cfg.parallel if shard_size is None else replace(cfg.parallel, chunk_images=shard_size),
     )
     stored = stored_local_ids(store) if store.exists() else []
     bad = merge_bad_images(earlier, new, set(stored), set(paths))

@@ -1,0 +1,137 @@
+"""The per-image stages on a real ``dask.distributed`` LocalCluster (2 worker processes, 1 thread each).
+
+- ``extract`` and ``local`` on the cluster write byte-identical stores to the local run (same shard files);
+- a chunk whose worker is killed is run again on another worker, with the same result: once with a chunk that
+  kills its own worker on its first attempt (deterministic), once with a worker killed by the test while the
+  ``local`` stage runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from landmark.config import Config, ParallelConfig, load_config
+from landmark.parallel import map_chunks, parallel_map
+
+distributed = pytest.importorskip("dask.distributed")
+
+pytestmark = [pytest.mark.integration]
+
+SETTINGS = [
+    "device=cpu",
+    "extract.image_size=96",
+    "extract.scales=[1.0]",
+    "extract.batch_size=4",
+    "extract.workers=0",
+    "local.image_size=128",
+    "local.max_features=150",
+    "local.workers=0",
+]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[object]:
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+    ) as local_cluster:
+        yield local_cluster
+
+
+def _config(backend: str, address: str = "", chunk: int = 8) -> Config:
+    extra = [f"parallel.backend={backend}", f"parallel.chunk_images={chunk}"]
+    if address:
+        extra.append(f"parallel.address={address}")
+    return load_config(None, [*SETTINGS, *extra])
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir()) if p.name.startswith("shard-")}
+
+
+def test_extract_and_local_on_dask_equal_the_local_run(tiny_world, cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from landmark.features.store import load_features
+    from landmark.stages.extract import extract
+    from landmark.stages.local import local
+
+    here, there = _config("local"), _config("dask", cluster.scheduler_address)  # type: ignore[attr-defined]
+    a = extract(here, tiny_world.root, tmp_path / "a", splits=["index"], progress=False)
+    b = extract(there, tiny_world.root, tmp_path / "b", splits=["index"], progress=False)
+    assert dict(a) == dict(b) == {"index": 40}
+    shards = _files(tmp_path / "a" / "index")
+    assert len(shards) == 2 * 5  # 40 images in chunks of 8: one .npy + one .ids.txt per chunk
+    assert shards == _files(tmp_path / "b" / "index")
+    ids, vectors = load_features(tmp_path / "b" / "index")
+    assert len(set(ids)) == 40 and vectors.shape[0] == 40
+
+    la = local(here, tiny_world.root, tmp_path / "la", split="test", progress=False)
+    lb = local(there, tiny_world.root, tmp_path / "lb", split="test", progress=False)
+    assert la.extracted == lb.extracted == len(tiny_world.meta.query("split == 'test'"))
+    assert _files(tmp_path / "la" / "test") == _files(tmp_path / "lb" / "test")
+
+
+def kill_own_worker_once(task: tuple[str, int]) -> int:
+    """Squares ``task[1]``; the first time item 3 is seen (no marker file yet) it kills the worker running it."""
+    marker, value = Path(task[0]), task[1]
+    if value == 3 and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value * value
+
+
+def test_a_chunk_whose_worker_dies_runs_again(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    marker = str(tmp_path / "killed")
+    config = ParallelConfig(backend="dask", address=cluster.scheduler_address, chunk_images=2)  # type: ignore[attr-defined]
+    tasks = [(marker, v) for v in range(8)]
+    assert list(map_chunks(kill_own_worker_once, tasks, config, progress=False)) == [v * v for v in range(8)]
+    assert Path(marker).exists()  # the first attempt did die
+    Path(marker).unlink()
+    # the same through parallel_map's chunks (4 Dask tasks of 2 items)
+    assert list(parallel_map(kill_own_worker_once, tasks, config=config, progress=False)) == [
+        v * v for v in range(8)
+    ]
+    assert Path(marker).exists()
+
+
+def test_local_stage_survives_a_killed_worker(tiny_world, cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from dask.distributed import Client
+
+    from landmark.stages.local import local
+
+    address = cluster.scheduler_address  # type: ignore[attr-defined]
+    here = dataclasses.replace(_config("local"), parallel=ParallelConfig(chunk_images=2))
+    there = dataclasses.replace(
+        _config("dask"), parallel=ParallelConfig(backend="dask", address=address, chunk_images=2)
+    )
+    expected = local(here, tiny_world.root, tmp_path / "a", split="train", progress=False)
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        outcome["summary"] = local(there, tiny_world.root, tmp_path / "b", split="train", progress=False)
+
+    killed: list[int] = []
+    with Client(address) as client:
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not killed and thread.is_alive() and time.monotonic() < deadline:
+            busy = [w for w, tasks in client.processing().items() if tasks]
+            if busy:
+                pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.05)
+        thread.join(timeout=120)
+    assert killed, "no worker was busy to be killed"
+    summary = outcome["summary"]
+    assert summary.extracted == expected.extracted  # type: ignore[attr-defined]
+    assert _files(tmp_path / "a" / "train") == _files(tmp_path / "b" / "train")
