@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from landmark.config import DriftConfig
+from landmark.config import DriftConfig, ParallelConfig
 from landmark.data.atomic import atomic_path
 from landmark.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 from landmark.data.manifest import STATUS_OK, reason_code, resolve_uri
@@ -197,14 +197,16 @@ def image_stats(
     images: Sequence[ImageRef] | Mapping[str, str | Path],
     *,
     workers: int = 0,
+    parallel: ParallelConfig | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = False,
 ) -> pd.DataFrame:
-    """Per-image statistics, decoding the images (in ``workers`` processes).
+    """Per-image statistics, decoding the images (in ``workers`` processes, or on the ``parallel`` backend).
 
     Args:
         images: :class:`ImageRef` items (e.g. from :func:`manifest_images`) or a mapping image_id -> path.
-        workers: 0 decodes in this process.
+        workers: local processes; 0 decodes in this process.
+        parallel: where the decoding runs (a Dask cluster: chunks of ``chunk_images`` images per task).
         max_pixels: larger images count as failures ("too_large"), as at ingestion.
 
     Returns:
@@ -215,7 +217,14 @@ def image_stats(
         [ImageRef(str(i), str(p)) for i, p in images.items()] if isinstance(images, Mapping) else list(images)
     )
     rows = list(
-        parallel_map(_Describe(max_pixels), refs, workers=workers, desc="image statistics", progress=progress)
+        parallel_map(
+            _Describe(max_pixels),
+            refs,
+            config=parallel,
+            workers=workers,
+            desc="image statistics",
+            progress=progress,
+        )
     )
     frame = pd.DataFrame(rows, columns=["image_id", *IMAGE_STAT_COLUMNS, FAILURE_COLUMN])
     frame[list(IMAGE_STAT_COLUMNS)] = frame[list(IMAGE_STAT_COLUMNS)].astype("float64")

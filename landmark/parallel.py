@@ -58,24 +58,24 @@ def parallel_map(
     Args:
         fn: a module-level (picklable) function.
         items: the inputs.
-        config: the ``parallel`` section; when given it sets ``backend``, ``address`` and the chunk size
-            (``chunk_images``), and ``workers`` only counts for the local backend.
+        config: the ``parallel`` section; when given it sets ``backend``, ``address``, and on Dask the chunk
+            size (``chunk_images`` items per Dask task) and the LocalCluster size (``workers``).
         workers: local backend: 0 runs in this process, N > 0 uses N processes. Dask without an address: the
             LocalCluster's worker processes (``config.workers`` when a config is given).
         backend: ``"local"`` or ``"dask"`` (``address`` = scheduler address; None starts a local cluster).
         desc: progress-bar label.
         progress: show a progress bar.
-        chunksize: items per task (process pool, Dask).
+        chunksize: items per task of the process pool (and of Dask without a config).
     """
-    dask_workers = workers
+    dask_workers, dask_chunk = workers, chunksize
     if config is not None:
-        backend, address, chunksize = config.backend, config.address or None, config.chunk_images
-        dask_workers = config.workers
+        backend, address = config.backend, config.address or None
+        dask_workers, dask_chunk = config.workers, config.chunk_images
     _check(workers, backend)
     bar = tqdm(total=len(items), desc=desc, disable=not progress, unit="item")
     try:
         if backend == "dask":
-            chunks = chunked(items, max(chunksize, 1))
+            chunks = chunked(items, max(dask_chunk, 1))
             for results in _dask_map(_apply_chunk, [(fn, c) for c in chunks], address, dask_workers):
                 bar.update(len(results))
                 yield from results

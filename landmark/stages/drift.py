@@ -248,6 +248,7 @@ def reference_stats(
     stats = image_stats(
         manifest_images(rows, ref_set.root),
         workers=cfg.drift.workers,
+        parallel=cfg.parallel,
         max_pixels=cfg.ingest.max_pixels,
         progress=progress,
     )
@@ -284,6 +285,7 @@ def image_set_frames(
     cur_stats = image_stats(
         manifest_images(cur_rows, cur_set.root),
         workers=c.workers,
+        parallel=cfg.parallel,
         max_pixels=cfg.ingest.max_pixels,
         progress=progress,
     )

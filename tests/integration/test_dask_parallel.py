@@ -135,3 +135,28 @@ def test_local_stage_survives_a_killed_worker(tiny_world, cluster, tmp_path: Pat
     summary = outcome["summary"]
     assert summary.extracted == expected.extracted  # type: ignore[attr-defined]
     assert _files(tmp_path / "a" / "train") == _files(tmp_path / "b" / "train")
+
+
+def test_synth_and_drift_statistics_on_dask_equal_the_local_run(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from landmark.config import SynthConfig
+    from landmark.data.synthetic import generate_world
+    from landmark.drift import image_stats
+
+    world = SynthConfig(
+        num_landmarks=2, facets_min=1, facets_max=1, train_per_landmark=3, index_per_landmark=2, queries=2,
+        index_distractors=1, test_distractors=1, image_size=96, facet_size=128, workers=0,
+    )  # fmt: skip
+    there = ParallelConfig(backend="dask", address=cluster.scheduler_address, chunk_images=3)  # type: ignore[attr-defined]
+    generate_world(world, tmp_path / "a", seed=3, progress=False)
+    generate_world(world, tmp_path / "b", seed=3, progress=False, parallel=there)
+    jpegs = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.jpg"))
+    assert len(jpegs) == 6 + (4 + 1) + (2 + 1)  # train, index + distractor, queries + distractor
+    assert all((tmp_path / "a" / p).read_bytes() == (tmp_path / "b" / p).read_bytes() for p in jpegs)
+
+    images = {p.stem: tmp_path / "a" / p for p in jpegs}
+    images["broken"] = tmp_path / "broken.jpg"
+    images["broken"].write_bytes(b"not a jpeg")
+    here_stats = image_stats(images, workers=0)
+    there_stats = image_stats(images, parallel=there)
+    assert there_stats.equals(here_stats)
+    assert there_stats.loc["broken", "failure"] != "" and (there_stats["failure"] == "").sum() == len(jpegs)

@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from landmark.config import SynthConfig, config_to_dict
+from landmark.config import ParallelConfig, SynthConfig, config_to_dict
 from landmark.data.gldv2 import SPLITS, image_relpath
 from landmark.data.synthetic.render import RenderSettings, photo_difficulty, render_spec
 from landmark.data.synthetic.world import PhotoSpec, WorldPlan, hard_query_count, noise_counts, plan_world
@@ -152,15 +152,26 @@ def _render_order(spec: PhotoSpec) -> tuple[int, int, int, int]:
 
 
 def render_all(
-    plan: WorldPlan, settings: RenderSettings, out_dir: Path, *, workers: int, progress: bool
+    plan: WorldPlan,
+    settings: RenderSettings,
+    out_dir: Path,
+    *,
+    workers: int,
+    progress: bool,
+    parallel: ParallelConfig | None = None,
 ) -> dict[str, PhotoRecord]:
-    """Render every planned photo into ``out_dir``; returns the records by image id."""
+    """Render every planned photo into ``out_dir`` (each file written atomically by the worker that renders it,
+    so a chunk run again after a lost worker rewrites the same bytes); returns the records by image id.
+
+    ``parallel`` selects local processes (``workers``) or a Dask cluster (``out_dir`` must be shared with it).
+    """
     specs = sorted(plan.all_photos(), key=_render_order)
     tasks = [(spec, settings, str(out_dir)) for spec in specs]
     chunk = max(1, len(tasks) // (workers * 8)) if workers > 0 else 1
     records = parallel_map(
-        render_and_write, tasks, workers=workers, desc="synth: rendering", progress=progress, chunksize=chunk
-    )
+        render_and_write, tasks, config=parallel, workers=workers, desc="synth: rendering",
+        progress=progress, chunksize=chunk,
+    )  # fmt: skip
     return {r.image_id: r for r in records}
 
 
@@ -291,7 +302,14 @@ def remove_stale_images(plan: WorldPlan, out_dir: Path) -> int:
     return removed
 
 
-def generate_world(cfg: SynthConfig, out_dir: Path, *, seed: int, progress: bool = True) -> SynthSummary:
+def generate_world(
+    cfg: SynthConfig,
+    out_dir: Path,
+    *,
+    seed: int,
+    progress: bool = True,
+    parallel: ParallelConfig | None = None,
+) -> SynthSummary:
     """Plan, render and write the synthetic landmark world.
 
     Args:
@@ -299,6 +317,7 @@ def generate_world(cfg: SynthConfig, out_dir: Path, *, seed: int, progress: bool
         out_dir: dataset root; created if missing; an earlier world there is overwritten cleanly.
         seed: world seed; the same seed and config give byte-identical files whatever ``cfg.workers``.
         progress: show a progress bar.
+        parallel: where the rendering runs (default: ``cfg.workers`` local processes).
 
     Returns:
         Counts per split, noise counts and timing.
@@ -308,8 +327,9 @@ def generate_world(cfg: SynthConfig, out_dir: Path, *, seed: int, progress: bool
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_world(cfg, seed)
     records = render_all(
-        plan, RenderSettings.from_config(cfg, seed), out_dir, workers=cfg.workers, progress=progress
-    )
+        plan, RenderSettings.from_config(cfg, seed), out_dir, workers=cfg.workers, progress=progress,
+        parallel=parallel,
+    )  # fmt: skip
     _write_tables(plan, records, cfg, out_dir)
     remove_stale_images(plan, out_dir)
     seconds = time.perf_counter() - start
