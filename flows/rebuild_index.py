@@ -11,11 +11,12 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import exit_when_unreachable, open_run, publish_markdown, version_and_push
+from flows.common import exit_when_unreachable, open_run, publish_markdown, task_runner, version_and_push
 from flows.tasks import (
     build_search_index,
     evaluate_model,
     extract_features,
+    extract_features_per_shard,
     fetch_production,
     headline_metrics,
     local_features,
@@ -38,7 +39,10 @@ def rebuild_index(
     features, index_dir, eval_dir = (
         run.path(p) for p in (run.cfg.paths.features, run.cfg.paths.index, run.cfg.paths.eval)
     )
-    extract_features(run, data_dir, features, model)
+    if run.cfg.flows.dask_address:  # one task per shard, spread over the cluster by the Dask task runner
+        extract_features_per_shard(run, data_dir, features, model)
+    else:
+        extract_features(run, data_dir, features, model)
     local_features(run, data_dir, run.path(run.cfg.paths.local))  # new index images, for spatial re-ranking
     meta = build_search_index(run, data_dir, features, index_dir)
     metrics = evaluate_model(
@@ -63,11 +67,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data", default=None)
     parser.add_argument("--no-version", action="store_true")
     args = parser.parse_args(argv)
-    print(
-        rebuild_index(
-            params=args.params, overrides=args.overrides, data=args.data, version=not args.no_version
-        )
-    )
+    runner = task_runner(open_run(None, args.params, args.overrides).cfg)
+    flow_fn = rebuild_index.with_options(task_runner=runner) if runner is not None else rebuild_index
+    print(flow_fn(params=args.params, overrides=args.overrides, data=args.data, version=not args.no_version))
 
 
 if __name__ == "__main__":

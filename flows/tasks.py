@@ -19,6 +19,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import Run, flatten, publish_markdown, publish_table
+from landmark.stages.extract import (
+    GlobalChunk,
+    GlobalChunkResult,
+    extract_global_chunk,
+    finish_split,
+    plan_extract,
+)
 
 
 def _stage_task(name: str, retries: int = 0) -> Any:
@@ -52,6 +59,37 @@ def extract_features(
     from landmark.stages.extract import extract
 
     return extract(run.cfg, data_dir, out_dir, splits=splits, model_dir=model_dir, progress=False)
+
+
+@task(
+    name="extract-shard",
+    task_run_name="extract-{chunk.store_name}-shard-{chunk.number:05d}",
+    retries=2,
+    retry_delay_seconds=5,
+    cache_policy=NO_CACHE,
+)
+def extract_shard(chunk: GlobalChunk) -> GlobalChunkResult:
+    """One chunk of the extract stage (one store shard), on whatever worker the task runner picks: a failed or
+    lost attempt is retried by Prefect and shows as such on this task run."""
+    return extract_global_chunk(chunk)
+
+
+def extract_features_per_shard(
+    run: Run, data_dir: Path, out_dir: Path, model_dir: Path | None, splits: Sequence[str] = ()
+) -> dict[str, int]:
+    """The extract stage with one Prefect task per shard (``flows.dask_address`` set: the Dask task runner spreads
+    them over the cluster, and the UI shows the fan-out and each shard's retries). Same store as
+    :func:`extract_features`: the stage's own plan, chunk function and bookkeeping."""
+    plans = plan_extract(run.cfg, data_dir, out_dir, splits=splits, model_dir=model_dir)
+    added: dict[str, int] = {}
+    for plan in plans:
+        results = extract_shard.map(list(plan.chunks)).result() if plan.chunks else []
+        added[plan.split], bad = finish_split(run.cfg, plan, results)
+        get_run_logger().info(
+            "extract %s: %d shards, %d descriptors added, %d images skipped",
+            plan.split, len(plan.chunks), added[plan.split], len(bad),
+        )  # fmt: skip
+    return added
 
 
 @_stage_task("local-features")

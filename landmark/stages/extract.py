@@ -8,7 +8,8 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +105,11 @@ class GlobalChunk:
     device: str
     seed: int
 
+    @property
+    def store_name(self) -> str:
+        """The store's directory name (the split), for naming the chunk's task run."""
+        return Path(self.store).name
+
 
 @dataclass(frozen=True)
 class GlobalChunkResult:
@@ -146,8 +152,25 @@ def extract_global_chunk(chunk: GlobalChunk) -> GlobalChunkResult:
         model, chunk.items, cfg, resolve_device(chunk.device), max(len(chunk.items), 1), progress=False,
         on_bad=lambda item, error: bad.append((item.image_id, error)),
     )  # fmt: skip
-    stored = sum(write_chunks(described, Path(chunk.store), chunk.number))
+    with torch_threads(1):
+        stored = sum(write_chunks(described, Path(chunk.store), chunk.number))
     return GlobalChunkResult(chunk.number, stored, tuple(bad))
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` intra-op CPU threads, then restore the previous count.
+
+    A chunk is always described with one thread: CPU convolutions sum in an order that depends on the thread
+    count (descriptors differ in the 7th digit), so one thread per chunk makes every backend (in this process,
+    a process pool, any Dask worker) write bit-identical shards; parallelism comes from chunks side by side.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def split_items(dataset: LandmarkDataset, split: str) -> list[ImageItem]:
@@ -172,10 +195,10 @@ def plan_extract(
     splits: Sequence[str] = (),
     fmt: str = "auto",
     model_dir: Path | None = None,
-) -> tuple[list[SplitPlan], torch.nn.Module]:
+) -> list[SplitPlan]:
     """Plan the extract stage: per split, the chunks of ``parallel.chunk_images`` images not yet stored, numbered
     after the store's complete shards. A store written by another model or setting is removed here (it is
-    extracted anew). Returns the plans and the loaded model (the local backend describes with it).
+    extracted anew); the model is loaded for its identity and dimension.
     """
     from landmark.data.datasets import open_dataset
     from landmark.models.model_dir import descriptor_model
@@ -201,32 +224,7 @@ def plan_extract(
             for k, part in enumerate(chunked(todo, cfg.parallel.chunk_images))
         )  # fmt: skip
         plans.append(SplitPlan(split, store, tuple(items), chunks, tuple(read_quarantine(store))))
-    return plans, model
-
-
-def run_chunks_here(
-    model: torch.nn.Module, plan: SplitPlan, cfg: Config, progress: bool
-) -> list[GlobalChunkResult]:
-    """The chunks of ``plan`` in this process, one DataLoader over all of them (``extract.workers`` decode
-    processes, the model here): the same batches and shards as chunk by chunk on a cluster."""
-    if not plan.chunks:
-        return []
-    todo = [item for chunk in plan.chunks for item in chunk.items]
-    bad: dict[int, list[tuple[str, ImageDecodeError]]] = {}
-    size = cfg.parallel.chunk_images
-    position = {item.image_id: i for i, item in enumerate(todo)}
-
-    def skip(item: ImageItem, error: ImageDecodeError) -> None:
-        bad.setdefault(position[item.image_id] // size, []).append((item.image_id, error))
-
-    described = iter_chunk_descriptors(
-        model, todo, cfg.extract, resolve_device(cfg.device), size, progress=progress, on_bad=skip
-    )
-    first = plan.chunks[0].number
-    return [
-        GlobalChunkResult(first + k, stored, tuple(bad.get(k, ())))
-        for k, stored in enumerate(write_chunks(described, plan.store, first))
-    ]
+    return plans
 
 
 def finish_split(
@@ -278,8 +276,9 @@ def extract(
     ``model_dir`` selects a trained model; without it the off-the-shelf backbone + GeM is used.
     Incremental: only images not yet in a split's store are extracted (catalog ids are bound to their content:
     ingestion never gives an id new bytes); a store written by another model or setting is replaced.
-    The missing images are cut into chunks of ``parallel.chunk_images``, each written as its own store shard:
-    in this process (``parallel.backend: local``) or one Dask task per chunk (``dask``), with the same result.
+    The missing images are cut into chunks of ``parallel.chunk_images``, each described with one CPU thread and
+    written as its own store shard: in ``extract.workers`` local processes (``parallel.backend: local``; in this
+    process on CUDA) or one Dask task per chunk (``dask``), with bit-identical stores.
     An image that cannot be decoded is skipped and recorded in ``out_dir/<split>/quarantined.json`` with its
     reason code (:mod:`landmark.data.bad_images`); the next run tries it again.
 
@@ -290,17 +289,16 @@ def extract(
         TooManyBadImagesError: a split with more than ``extract.max_bad_share`` undecodable images (the splits
             before it and its good images are stored).
     """
-    plans, model = plan_extract(cfg, data_dir, out_dir, splits=splits, fmt=fmt, model_dir=model_dir)
+    plans = plan_extract(cfg, data_dir, out_dir, splits=splits, fmt=fmt, model_dir=model_dir)
+    # CUDA does not survive a fork: on the GPU the chunks run one after the other in this process
+    workers = 0 if resolve_device(cfg.device).startswith("cuda") else cfg.extract.workers
     summary = ExtractSummary()
     for plan in plans:
-        if cfg.parallel.backend == "dask":
-            results = list(
-                map_chunks(
-                    extract_global_chunk, plan.chunks, cfg.parallel, desc=f"extract {plan.split}",
-                    progress=progress, sizes=[len(c.items) for c in plan.chunks],
-                )
-            )  # fmt: skip
-        else:
-            results = run_chunks_here(model, plan, cfg, progress)
+        results = list(
+            map_chunks(
+                extract_global_chunk, plan.chunks, cfg.parallel, workers=workers, desc=f"extract {plan.split}",
+                progress=progress, sizes=[len(c.items) for c in plan.chunks],
+            )
+        )  # fmt: skip
         summary[plan.split], summary.bad_images[plan.split] = finish_split(cfg, plan, results)
     return summary

@@ -1,6 +1,7 @@
 """The per-image stages on a real ``dask.distributed`` LocalCluster (2 worker processes, 1 thread each).
 
-- ``extract`` and ``local`` on the cluster write byte-identical stores to the local run (same shard files);
+- ``extract`` and ``local`` on the cluster write byte-identical stores to the local run in 2 processes (same
+  shard files);
 - a chunk whose worker is killed is run again on another worker, with the same result: once with a chunk that
   kills its own worker on its first attempt (deterministic), once with a worker killed by the test while the
   ``local`` stage runs.
@@ -63,7 +64,9 @@ def test_extract_and_local_on_dask_equal_the_local_run(tiny_world, cluster, tmp_
     from landmark.stages.extract import extract
     from landmark.stages.local import local
 
-    here, there = _config("local"), _config("dask", cluster.scheduler_address)  # type: ignore[attr-defined]
+    # the local run in 2 processes, the cluster's in 2 workers: chunk by chunk, the same shards
+    here = load_config(None, [*SETTINGS, "parallel.chunk_images=8", "extract.workers=2", "local.workers=2"])
+    there = _config("dask", cluster.scheduler_address)  # type: ignore[attr-defined]
     a = extract(here, tiny_world.root, tmp_path / "a", splits=["index"], progress=False)
     b = extract(there, tiny_world.root, tmp_path / "b", splits=["index"], progress=False)
     assert dict(a) == dict(b) == {"index": 40}
