@@ -187,6 +187,13 @@ class TrainConfig:
     # knowledge-preserving fine-tuning: loss += distill_weight * (1 - cos(embedding, step-0 model's embedding))
     # on the same batch, so the embedding keeps what generalises to real photos (0 = off)
     distill_weight: float = 0.0
+    # distillation on unlabeled real photos (landmark/training/distill.py): folders of photos like the ones users
+    # search; every step adds distill_real_weight * (pairwise-cosine MSE against the pretrained GeM descriptor)
+    # on a batch of distill_real_batch of them (up to distill_real_images, a seeded sample); () = off
+    distill_real: tuple[str, ...] = ()
+    distill_real_weight: float = 1.0
+    distill_real_batch: int = 16
+    distill_real_images: int = 1000
     backbone_lr_multiplier: float = 1.0  # backbone lr = lr * this (neck and GeM: lr)
     # weight-space ensemble (WiSE-FT): final weights = (1 - a) * zero-shot + a * fine-tuned, the zero-shot end
     # being the pretrained backbone with the initial neck as a plain projection; 1 = the fine-tuned weights only
@@ -220,6 +227,9 @@ class TrainConfig:
         _require(0.0 <= self.frozen_fraction < 1.0, "frozen_fraction must be in [0, 1)")
         _require(self.neck_init_images >= 2, "neck_init_images must be >= 2")
         _require(self.distill_weight >= 0, f"distill_weight must be >= 0, got {self.distill_weight}")
+        _require(self.distill_real_weight >= 0, f"distill_real_weight must be >= 0: {self.distill_real_weight}")
+        _require(self.distill_real_batch >= 2, f"distill_real_batch must be >= 2: {self.distill_real_batch}")
+        _require(self.distill_real_images >= 2, f"distill_real_images must be >= 2: {self.distill_real_images}")
         _require(0.0 < self.wise_alpha <= 1.0, f"wise_alpha must be in (0, 1], got {self.wise_alpha}")
         _require(
             self.backbone_lr_multiplier > 0,
@@ -619,6 +629,7 @@ class DelfConfig:
     min_images_per_class: int = 2
     max_steps: int = 0  # optimizer steps per phase (0 = all epochs)
     scales: tuple[float, ...] = (0.25, 0.25 * _SQRT2, 0.5, 0.5 * _SQRT2, 1.0, _SQRT2, 2.0)  # image pyramid
+    feature_stride: int = 16  # 16 (paper) | 8: the stride-16 block dilated, keypoints on an 8-px grid
     score_threshold: float = 0.0  # keep cells with attention >= this (0 keeps all; top max_features remain)
     max_features: int = 1000  # keypoints kept per image over all scales, highest attention first
     pca_dim: int = 40  # descriptors: L2 -> PCA to pca_dim -> L2
@@ -649,6 +660,7 @@ class DelfConfig:
             f"scales must be in (0, 8], got {list(self.scales)}",
         )
         _require(self.score_threshold >= 0, f"score_threshold must be >= 0, got {self.score_threshold}")
+        _require(self.feature_stride in (8, 16), f"feature_stride must be 8 or 16, got {self.feature_stride}")
         _require(self.max_features >= 1, f"max_features must be >= 1, got {self.max_features}")
         _require(self.pca_dim >= 1, f"pca_dim must be >= 1, got {self.pca_dim}")
         _require(self.pca_images >= 2, f"pca_images must be >= 2, got {self.pca_images}")

@@ -14,7 +14,7 @@ import dataclasses
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -32,6 +32,7 @@ from landmark.data.images import decode_image
 from landmark.models.global_model import GlobalDescriptor, create_global_model
 from landmark.models.heads import MarginHead, create_head
 from landmark.training.augment import augment
+from landmark.training.distill import batch_plan, image_sizes, photo_paths, real_batches, relational_loss
 from landmark.training.ensemble import interpolate_weights, zero_shot_state
 from landmark.training.sampling import (
     Sample,
@@ -83,10 +84,14 @@ class _Module(nn.Module):
         self.model, self.head = model, head
 
     def forward(
-        self, images: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, images: torch.Tensor, labels: torch.Tensor, real: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Logits, cosines and embeddings of the batch, and the embeddings of a batch of unlabeled ``real``
+        photos (None without one), in one forward so DDP sees every use of the parameters. The real photos go
+        first: the step-0 teacher reads the activation the labelled batch leaves behind."""
+        real_embeddings = self.model.embed(real) if real is not None else None
         embeddings = self.model.embed(images)
-        return self.head(embeddings, labels), self.head.cosine(embeddings), embeddings
+        return self.head(embeddings, labels), self.head.cosine(embeddings), embeddings, real_embeddings
 
 
 class TrainImages(Dataset[tuple[torch.Tensor, int]]):
@@ -391,6 +396,34 @@ def _pooled_features(
     return pooled
 
 
+@dataclass(frozen=True)
+class _RealPhotos:
+    """The unlabeled real photos of ``train.distill_real`` and the pretrained model's descriptors of them."""
+
+    items: list[TrainItem]
+    targets: torch.Tensor  # (N, C) pretrained GeM descriptors, the relations the student keeps
+
+
+def _real_photos(model: GlobalDescriptor, cfg: TrainConfig, seed: int, device: str) -> _RealPhotos | None:
+    """The real photos and their descriptors under ``model`` (call before any training step: the pretrained
+    model is the teacher, on a resumed run too); None without ``train.distill_real``."""
+    if not cfg.distill_real:
+        return None
+    paths = photo_paths(cfg.distill_real, cfg.distill_real_images, seed)
+    widths, heights = image_sizes(paths)
+    items = [TrainItem(p, 0, w, h) for p, w, h in zip(paths, widths, heights, strict=True)]
+    return _RealPhotos(items, _pooled_features(model, items, cfg, seed, device))
+
+
+def _real_batches(
+    real: _RealPhotos, cfg: TrainConfig, seed: int, ctx: _Dist, micro_steps: int, start: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The real-photo batches of micro-steps ``start`` .. ``micro_steps - 1`` (the same on a resumed run)."""
+    widths, heights = [i.width for i in real.items], [i.height for i in real.items]
+    plan = batch_plan(widths, heights, cfg.image_size, cfg.distill_real_batch, micro_steps, seed, ctx.rank)
+    return real_batches(TrainImages(real.items, "none", seed), plan[start:], cfg.workers, ctx.device)
+
+
 def _init_neck(
     model: GlobalDescriptor,
     items: Sequence[TrainItem],
@@ -561,6 +594,7 @@ def train_global_model(
     model = create_global_model(model_cfg)
     head = create_head(train_cfg.head, model.dim, num_classes, train_cfg.scale, train_cfg.margin)
     _init_neck(model, items, train_cfg, seed, ctx.device, head)
+    real = _real_photos(model, train_cfg, seed, ctx.device)
     # the zero-shot end of the weight ensemble, rebuilt the same way on a resumed run
     zero_shot = zero_shot_state(model) if train_cfg.wise_alpha < 1 else None
     freeze_leading(model.backbone, train_cfg.frozen_fraction)
@@ -592,6 +626,12 @@ def train_global_model(
     else:
         train_log.restart()
 
+    micro_steps = total_steps * train_cfg.accumulation_steps
+    real_iter = (
+        _real_batches(real, train_cfg, seed, ctx, micro_steps, step * train_cfg.accumulation_steps)
+        if real is not None
+        else None
+    )
     wrapped: nn.Module = module
     if ctx.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -650,10 +690,18 @@ def train_global_model(
                 if cuda:
                     images = images.contiguous(memory_format=torch.channels_last)
                 labels = labels.to(ctx.device, non_blocking=True)
+                photos, photo_ids = next(real_iter) if real_iter is not None else (None, None)
+                if photos is not None:
+                    photos = photos.to(ctx.device, non_blocking=True).float().div_(255.0)
                 with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                    logits, cosine, embeddings = wrapped(images, labels)
+                    logits, cosine, embeddings, photo_embeddings = wrapped(images, labels, photos)
                     target = teacher(images) if teacher is not None else None
                     loss = training_loss(logits, labels, embeddings, target, train_cfg.distill_weight)
+                    if photo_embeddings is not None and real is not None and photo_ids is not None:
+                        photo_targets = real.targets[photo_ids].to(ctx.device)
+                        loss = loss + train_cfg.distill_real_weight * relational_loss(
+                            photo_embeddings, photo_targets
+                        )
                 scaler.scale(loss / train_cfg.accumulation_steps).backward()
                 running += (
                     torch.stack([loss.detach(), (cosine.argmax(dim=1) == labels).float().mean()])
