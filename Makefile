@@ -16,7 +16,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 PREFECT_PORT ?= 4200
 PREFECT_ENV := PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api PREFECT_HOME=$(CURDIR)/infra/.run/prefect/home
 
-.PHONY: install demo test lint typecheck unit clean help up down monitor schedule ui
+.PHONY: install install-gpu demo test lint typecheck unit clean help up down monitor schedule ui
 
 help:
 	@echo "make demo     - set up, start the local services, run the full retraining flow on the synthetic world"
@@ -36,6 +36,13 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 install: $(STAMP)
+
+# On a machine with an NVIDIA GPU: the [gpu] extra (faiss-cuda, CUDA 12, sm_70-sm_90) in place of faiss-cpu (both
+# ship the `faiss` module, so faiss-cpu goes first); the code uses the GPU when faiss sees one.
+install-gpu: install
+	$(BIN)/pip uninstall -y -q faiss-cpu
+	$(BIN)/pip install -q -c constraints.txt -e '.[$(EXTRAS),gpu]'
+	$(BIN)/pip install -q --force-reinstall --no-deps 'faiss-cuda>=1.14.3,<1.15'
 
 # The demo: local services up, then the retraining flow (synth -> validate -> bootstrap -> local -> clean -> train ->
 # index -> evaluate -> drift -> promote -> DVC version) in a scratch git+DVC project under $(DEMO_DIR).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +176,37 @@ def load_features(root: Path, ids: Iterable[str] | None = None) -> tuple[list[st
         sel = np.flatnonzero(shard_of == s)
         out[sel] = arrays[s][rows[sel] - offsets[s]]
     return wanted, out
+
+
+def iter_feature_chunks(
+    root: Path, ids: Sequence[str], chunk_size: int
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Yield ``(ids, vectors (n, dim) float32)`` for consecutive slices of ``ids``, streaming the store: shards
+    are opened (memory-mapped) and the id positions read once, and only one slice is in memory at a time.
+
+    Raises:
+        FeatureStoreError: a requested id is not in the store.
+        ValueError: ``chunk_size`` < 1.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    root = Path(root)
+    dim = int(read_meta(root)["dim"])  # type: ignore[call-overload]
+    shards = _complete_shards(root)
+    arrays = [np.load(s, mmap_mode="r") for s in shards]
+    where: dict[str, tuple[int, int]] = {}
+    for k, shard in enumerate(shards):
+        text = shard.with_suffix(".ids.txt").read_text()
+        where.update((image_id, (k, j)) for j, image_id in enumerate(text.split("\n") if text else []))
+    missing = [i for i in ids if i not in where]
+    if missing:
+        raise FeatureStoreError(f"{root}: {len(missing)} ids have no features, e.g. {missing[:3]}")
+    for start in range(0, len(ids), chunk_size):
+        part = list(ids[start : start + chunk_size])
+        out = np.empty((len(part), dim), np.float32)
+        located = np.array([where[i] for i in part], np.int64)
+        for k in np.unique(located[:, 0]):
+            sel = np.flatnonzero(located[:, 0] == k)
+            rows = located[sel, 1]
+            out[sel] = arrays[k][rows]  # fancy indexing on a memmap reads only these rows
+        yield part, out

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from landmark.config import Config
 from landmark.data.bad_images import skipped_note, usable_ids
@@ -16,18 +14,6 @@ if TYPE_CHECKING:  # pandas loads only when the stage runs
     from landmark.data.groundtruth import LandmarkDataset
 
 logger = logging.getLogger(__name__)
-
-
-def iter_feature_chunks(
-    store: Path, ids: Sequence[str], chunk_size: int
-) -> Iterator[tuple[list[str], np.ndarray]]:
-    """Yield ``(ids, vectors (n, dim))`` for consecutive slices of ``ids`` (only one slice in memory)."""
-    from landmark.features.store import load_features
-
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    for start in range(0, len(ids), chunk_size):
-        yield load_features(store, ids[start : start + chunk_size])
 
 
 def build_index(
@@ -45,7 +31,7 @@ def build_index(
         The index metadata written to ``out_dir/meta.json``.
     """
     from landmark.data.datasets import open_dataset
-    from landmark.features.store import load_features, read_meta
+    from landmark.features.store import iter_feature_chunks, load_features, read_meta
     from landmark.index import model_version, resolve_kind, sample_rows, write_index
 
     dataset = open_dataset(cfg, Path(data_dir), fmt)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from landmark.config import load_config
-from landmark.features.store import FeatureWriter
+from landmark.features.store import FeatureWriter, iter_feature_chunks
 from landmark.index import load_index, model_version
 from landmark.stages.evaluate import open_saved_index
-from landmark.stages.index import build_index, iter_feature_chunks
+from landmark.stages.index import build_index
 
 META = {"model": {"backbone": "tiny"}, "extract": {"image_size": 64, "batch_size": 4}}
 
