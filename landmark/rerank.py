@@ -838,6 +838,86 @@ def label_steps_enabled(cfg: RerankConfig) -> bool:
     return cfg.sort_step or cfg.insert_step
 
 
+@dataclass(frozen=True)
+class SearchDatabase:
+    """The database side of :func:`run_retrieval`, prepared once for any number of searches (serving prepares it
+    once per loaded version: DBA and the database's label votes cost a search of the whole database).
+
+    Attributes:
+        raw: (n_db, d) the index descriptors as extracted.
+        vectors: (n_db, d) the descriptors searched: DBA-augmented with ``rerank.dba``, else ``raw``.
+        index: the index over ``vectors``.
+        train_index: the train set's index (label steps), or None.
+        prediction: kNN labels of the raw database over the train set (label steps), or None.
+        seconds: wall time of each preparation step.
+    """
+
+    raw: np.ndarray
+    vectors: np.ndarray
+    index: ShardedIndex
+    train_index: ShardedIndex | None = None
+    prediction: LabelPrediction | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _Laps:
+    """Wall time per named step, accumulated."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._clock
+        self._clock = now
+
+
+def prepare_database(
+    db: np.ndarray,
+    cfg: RerankConfig,
+    *,
+    index_cfg: IndexConfig,
+    seed: int = 0,
+    train: LabelledSet | None = None,
+    first_stage: ShardedIndex | None = None,
+) -> SearchDatabase:
+    """Index ``db`` (or take ``first_stage``), apply DBA (``cfg.dba``) and, with the label steps and a ``train``
+    set, vote the database's labels: everything of a search that does not depend on the queries.
+
+    Args:
+        db: (n_db, d) L2-normalised index descriptors.
+        cfg: the re-ranking config (``dba*``, ``adaptive*``, the label steps, ``label_k``).
+        index_cfg: the index built over the (augmented) database.
+        seed: seeds IVF-PQ training.
+        train: labelled train descriptors (the sort- and insert-steps).
+        first_stage: a prebuilt index over ``db`` (e.g. loaded from disk).
+
+    Raises:
+        ValueError: ``first_stage`` does not hold ``db``'s vectors.
+    """
+    laps = _Laps()
+    raw = vectors = np.asarray(db, np.float32)
+    index = first_stage if first_stage is not None else build_in_memory(raw, index_cfg, seed=seed)
+    if index.ntotal != raw.shape[0]:
+        raise ValueError(f"first_stage holds {index.ntotal} vectors, db has {raw.shape[0]}")
+    laps("index")
+    if cfg.dba:
+        dba_sims, dba_idx = drop_self(*index.search(raw, cfg.dba_n + 1))
+        dba_idx = expansion_neighbours(dba_sims, dba_idx, cfg.dba_n, cfg)
+        vectors = database_side_augmentation(raw, dba_sims, dba_idx, cfg.dba_n, cfg.dba_alpha)
+        # the augmented descriptors are searched through a fresh index of the same kind
+        index = build_in_memory(vectors, index_cfg, seed=seed)
+        laps("dba")
+    train_index = prediction = None
+    if train is not None and label_steps_enabled(cfg):
+        train_index = build_in_memory(np.asarray(train.vectors, np.float32), index_cfg, seed=seed)
+        # labels come from the original descriptors: they describe each image itself, not its neighbourhood
+        prediction = _vote_labels(raw, train_index, train, cfg.label_k)
+        laps("labels")
+    return SearchDatabase(raw, vectors, index, train_index, prediction, laps.seconds)
+
+
 def run_retrieval(
     queries: np.ndarray,
     db: np.ndarray,
@@ -851,6 +931,7 @@ def run_retrieval(
     query_ids: Sequence[str] = (),
     db_ids: Sequence[str] = (),
     first_stage: ShardedIndex | None = None,
+    database: SearchDatabase | None = None,
 ) -> RetrievalResult:
     """Search and re-rank: DBA -> QE/DQE -> graph re-ranking (``cfg.graph``) -> spatial verification ->
     sort-step -> insert-step -> cut to top.
@@ -867,6 +948,8 @@ def run_retrieval(
         query_ids, db_ids: ids given to the verifier (needed with ``cfg.spatial``).
         first_stage: a prebuilt index over ``db`` (e.g. loaded from disk): it answers DBA's neighbour search,
             or the query search when DBA is off.
+        database: ``db`` prepared by :func:`prepare_database` with the same ``cfg``, ``index_cfg``, ``seed`` and
+            ``train`` (then ``first_stage`` is not used); None = prepared here.
 
     Returns:
         A :class:`RetrievalResult`.
@@ -877,33 +960,21 @@ def run_retrieval(
         raise ValueError("the sort/insert steps need the train set's descriptors and labels (train=None)")
     if cfg.spatial and (verifier is None or len(query_ids) != len(queries) or len(db_ids) != len(db)):
         raise ValueError("spatial re-ranking needs a verifier and the query and database ids")
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[name] = seconds.get(name, 0.0) + now - clock
-        clock = now
-
-    db = raw_db = np.asarray(db, np.float32)
+    if database is None:
+        database = prepare_database(
+            db, cfg, index_cfg=index_cfg, seed=seed, train=train, first_stage=first_stage
+        )
+    elif database.raw.shape != np.shape(db):
+        raise ValueError(f"the prepared database holds {database.raw.shape}, db is {np.shape(db)}")
+    laps = _Laps()
+    laps.seconds.update(database.seconds)
+    db, index = database.vectors, database.index
     queries = raw_queries = np.asarray(queries, np.float32)
-    index = first_stage if first_stage is not None else build_in_memory(db, index_cfg, seed=seed)
-    if index.ntotal != db.shape[0]:
-        raise ValueError(f"first_stage holds {index.ntotal} vectors, db has {db.shape[0]}")
-    lap("index")
-    if cfg.dba:
-        dba_sims, dba_idx = drop_self(*index.search(db, cfg.dba_n + 1))
-        dba_idx = expansion_neighbours(dba_sims, dba_idx, cfg.dba_n, cfg)
-        db = database_side_augmentation(db, dba_sims, dba_idx, cfg.dba_n, cfg.dba_alpha)
-        # the augmented descriptors are searched through a fresh index of the same kind
-        index = build_in_memory(db, index_cfg, seed=seed)
-        lap("dba")
     depth = max(
         top, cfg.qe_n, cfg.spatial_top if cfg.spatial else 1, cfg.graph_top if cfg.graph != "none" else 1
     )
     sims, ranked = index.search(queries, depth)
-    lap("search")
+    laps("search")
     if cfg.qe != "none":
         expand_idx = expansion_neighbours(sims, ranked, cfg.qe_n, cfg)
         if cfg.qe == "alpha":
@@ -914,31 +985,33 @@ def run_retrieval(
                 queries, db, expand_idx, cfg.qe_n, negatives, cfg.dqe_regularization
             )
         sims, ranked = index.search(queries, depth)
-        lap("qe")
+        laps("qe")
     if cfg.graph != "none":
         ranked = graph_rerank(queries, db, ranked, cfg)
-        lap(cfg.graph)
+        laps(cfg.graph)
     inliers = None
     if cfg.spatial and verifier is not None:
         ranked, inliers = spatial_rerank(
             ranked, query_ids, db_ids, verifier, cfg.spatial_top, cfg.spatial_min_inliers
         )
-        lap("spatial")
+        laps("spatial")
     query_pred = db_pred = None
-    if train is not None and label_steps_enabled(cfg):
-        # labels come from the original descriptors: they describe each image itself, not its neighbourhood
-        query_pred, db_pred = _predict_labels(raw_queries, raw_db, train, cfg.label_k, index_cfg, seed)
-        lap("labels")
+    if train is not None and database.train_index is not None and database.prediction is not None:
+        query_pred, db_pred = (
+            _vote_labels(raw_queries, database.train_index, train, cfg.label_k),
+            database.prediction,
+        )
+        laps("labels")
         if cfg.sort_step:
             ranked = sort_step(ranked, query_pred.labels, db_pred.labels)
-            lap("sort_step")
+            laps("sort_step")
         if cfg.insert_step:
             ranked = insert_step(
                 ranked, query_pred.labels, db_pred.labels, db_pred.confidence, cfg.insert_threshold, depth
             )
-            lap("insert_step")
+            laps("insert_step")
     ranked = _cut(ranked, top)
-    return RetrievalResult(ranked, queries, db, query_pred, db_pred, inliers, seconds)
+    return RetrievalResult(ranked, queries, db, query_pred, db_pred, inliers, laps.seconds)
 
 
 def _cut(ranked: np.ndarray, top: int) -> np.ndarray:
@@ -947,18 +1020,14 @@ def _cut(ranked: np.ndarray, top: int) -> np.ndarray:
     return np.pad(ranked, ((0, 0), (0, top - ranked.shape[1])), constant_values=-1)
 
 
-def _predict_labels(
-    queries: np.ndarray, db: np.ndarray, train: LabelledSet, k: int, index_cfg: IndexConfig, seed: int
-) -> tuple[LabelPrediction, LabelPrediction]:
-    """kNN soft-voting labels of the queries and of the database over the train set."""
-    train_index = build_in_memory(np.asarray(train.vectors, np.float32), index_cfg, seed=seed)
+def _vote_labels(
+    vectors: np.ndarray, train_index: ShardedIndex, train: LabelledSet, k: int
+) -> LabelPrediction:
+    """kNN soft-voting labels of ``vectors`` over the train set's index."""
     k_eff = min(k, train_index.ntotal)
-    out = []
-    for vectors in (queries, db):
-        sims, idx = train_index.search(vectors, k_eff)
-        labels = neighbour_labels(idx, train.labels)
-        out.append(predict_labels(np.where(idx >= 0, sims, 0.0), labels, k_eff))
-    return out[0], out[1]
+    sims, idx = train_index.search(vectors, k_eff)
+    labels = neighbour_labels(idx, train.labels)
+    return predict_labels(np.where(idx >= 0, sims, 0.0), labels, k_eff)
 
 
 def without_label_steps(cfg: RerankConfig) -> RerankConfig:

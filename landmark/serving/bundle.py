@@ -36,7 +36,7 @@ from landmark.index_labels import read_index_labels, read_labelled_set
 from landmark.models.model_dir import load_model_dir
 from landmark.recognize import LabelledSet
 from landmark.registry import INDEX_PART, METRICS, MODEL_PART
-from landmark.rerank import label_steps_enabled, without_label_steps
+from landmark.rerank import SearchDatabase, label_steps_enabled, prepare_database, without_label_steps
 from landmark.stages.evaluate import applied_steps
 from landmark.verify import StoreVerifier
 
@@ -95,6 +95,8 @@ class ServedModel:
     seed: int
     threshold: float | None
     verifier: StoreVerifier | None = None
+    # the query-independent part of every search (DBA, the database's label votes), prepared at load
+    database: SearchDatabase | None = None
     local: LocalConfig = field(default_factory=LocalConfig)
     metrics: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
@@ -320,6 +322,9 @@ def load_served_model(
         seed=cfg.seed,
         threshold=threshold,
         verifier=verifier if (rerank.spatial or recognize.inliers) else None,
+        database=prepare_database(
+            db, rerank, index_cfg=cfg.index, seed=cfg.seed, train=train, first_stage=index
+        ),
         local=cfg.local,
         metrics=metrics,
         notes=tuple(notes),

@@ -176,6 +176,7 @@ def search(served: ServedModel, queries: Sequence[Query], top: int) -> list[list
         query_ids=query_ids,
         db_ids=served.ids,
         first_stage=served.index,
+        database=served.database,
     )
     predicted = None if result.db_prediction is None else result.db_prediction.labels
     answers = []

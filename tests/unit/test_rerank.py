@@ -239,6 +239,25 @@ def test_run_retrieval_all_steps_shape_and_uniqueness() -> None:
     assert {"dba", "search", "qe", "labels", "sort_step", "insert_step"} <= set(result.seconds)
 
 
+def test_prepared_database_answers_each_query_as_a_fresh_search() -> None:
+    from landmark.rerank import prepare_database
+
+    queries, db, train = small_world()
+    cfg = RerankConfig(dba=True, dba_n=2, qe="alpha", qe_n=1, spatial=False, sort_step=True, insert_step=True)
+    database = prepare_database(db, cfg, index_cfg=FLAT, seed=0, train=train)
+    assert database.prediction is not None and {"index", "dba", "labels"} <= set(database.seconds)
+    assert not np.array_equal(database.vectors, database.raw)  # augmented
+    whole = run_retrieval(queries, db, cfg, top=10, index_cfg=FLAT, seed=0, train=train)
+    for q in range(len(queries)):  # serving: one query at a time over the prepared database
+        one = run_retrieval(
+            queries[q : q + 1], db, cfg, top=10, index_cfg=FLAT, seed=0, train=train, database=database
+        )
+        np.testing.assert_array_equal(one.ranked[0], whole.ranked[q])
+        np.testing.assert_allclose(one.query_vectors[0], whole.query_vectors[q], atol=1e-6)
+    with pytest.raises(ValueError, match="prepared database holds"):
+        run_retrieval(queries, db[:5], cfg, top=3, index_cfg=FLAT, train=train, database=database)
+
+
 def test_run_retrieval_dqe_and_plain_search() -> None:
     queries, db, _ = small_world()
     plain = run_retrieval(queries, db, NOTHING, top=5, index_cfg=FLAT)
