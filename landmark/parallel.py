@@ -12,6 +12,7 @@ Results come back in input order so outputs never depend on the backend or the n
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -114,7 +115,9 @@ def map_chunks(
         if config.backend == "dask":
             results: Iterable[R] = _dask_map(fn, chunks, config.address or None, config.workers)
         else:
-            results = _local_map(fn, chunks, workers, 1)
+            # spawned, not forked: chunk tasks run torch, and a child forked from a parent whose OpenMP pool is
+            # already running (any torch op before, e.g. loading the model) can hang on its first parallel op
+            results = _local_map(fn, chunks, workers, 1, start="spawn")
         for count, result in zip(counts, results, strict=False):
             bar.update(count)
             yield result
@@ -134,11 +137,14 @@ def _apply_chunk(task: tuple[Callable[[Any], Any], Sequence[Any]]) -> list[Any]:
     return [fn(item) for item in chunk]
 
 
-def _local_map(fn: Callable[[T], R], items: Sequence[T], workers: int, chunksize: int) -> Iterator[R]:
+def _local_map(
+    fn: Callable[[T], R], items: Sequence[T], workers: int, chunksize: int, start: str | None = None
+) -> Iterator[R]:
     if workers == 0 or len(items) <= 1:
         yield from map(fn, items)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    context = multiprocessing.get_context(start) if start else None
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         yield from pool.map(fn, items, chunksize=max(chunksize, 1))
 
 
