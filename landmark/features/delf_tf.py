@@ -1,9 +1,15 @@
 """The ``delf-tf`` local-feature backend: an official DELF/DELG TensorFlow SavedModel from a local directory.
 
 The model is called through its serving signature (``default``, else ``serving_default``) with the inputs of
-the official DELF module: ``image`` (H, W, 3) uint8, ``score_threshold``, ``image_scales`` and
-``max_feature_num``; it returns ``locations`` (N, 2) as (y, x) in original pixels and ``descriptors`` (N, D),
-and optionally ``scales`` and ``scores``. Locations are converted to (x, y).
+the official DELF module (TF-Hub ``google/delf/1``): ``image`` (H, W, 3), ``score_threshold``, ``image_scales``
+and ``max_feature_num``; it returns ``locations`` (N, 2) as (y, x) in original pixels and ``descriptors``
+(N, D), and optionally ``scales`` and ``scores``. Locations are converted to (x, y). A float ``image`` input
+gets pixels in [0, 1] (the TF-Hub module's convention), a uint8 one 0..255.
+
+Not supported: the SavedModels that the DELF repository's ``export_local_model.py`` writes (inputs
+``input_image``/``input_scales``/``input_abs_thres``/``input_max_feature_num``, outputs receptive-field
+``boxes`` and raw 1024-d ``features`` that still need the PCA shipped beside them): a clear error names the
+inputs the model takes.
 
 TensorFlow comes with the ``[tf]`` extra and is imported only when this backend is created. Nothing is ever
 downloaded: download the model yourself and pass its directory.
@@ -95,8 +101,10 @@ class DelfTfExtractor:
     def __call__(self, image: np.ndarray) -> LocalFeatures:
         tf = import_tensorflow()
         _, specs = self._fn.structured_input_signature
+        rgb = as_rgb(image)
+        # The TF-Hub DELF module takes float32 pixels in [0, 1]; models exported with a uint8 input take 0..255.
         values = {
-            "image": as_rgb(image),
+            "image": rgb.astype(np.float32) / 255.0 if specs["image"].dtype.is_floating else rgb,
             "score_threshold": self.score_threshold,
             "image_scales": np.asarray(self.scales),
             "max_feature_num": self.max_features,

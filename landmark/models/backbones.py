@@ -14,6 +14,7 @@ import importlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -49,11 +50,12 @@ def packaged_backbones() -> list[str]:
     return sorted(name for name in _PACKAGED if _packaged_module(name) is not None)
 
 
-def create_backbone(name: str, pretrained: str = "packaged") -> nn.Module:
+def create_backbone(name: str, pretrained: str = "packaged", output_stride: int = 32) -> nn.Module:
     """Create a timm backbone returning its last feature map (N, C, H/32, W/32), classifier kept.
 
     The classifier stays so the ImageNet head can be checked; use ``model.forward_features`` for the feature
-    map and ``model.num_features`` for C.
+    map and ``model.num_features`` for C. ``output_stride`` 8 or 16 replaces the later stride-2 steps by
+    dilation (timm's atrous option): same weights, denser maps.
 
     Raises:
         ValueError: for an unknown timm model name.
@@ -61,9 +63,10 @@ def create_backbone(name: str, pretrained: str = "packaged") -> nn.Module:
     """
     if name not in timm.list_models():
         raise ValueError(f"unknown backbone {name!r}: not a timm model name (see timm.list_models())")
+    dilation: dict[str, Any] = {} if output_stride == 32 else {"output_stride": output_stride}
     if pretrained == "timm":
-        return timm.create_model(name, pretrained=True)
-    model = timm.create_model(name, pretrained=False)
+        return timm.create_model(name, pretrained=True, **dilation)
+    model = timm.create_model(name, pretrained=False, **dilation)
     if pretrained == "none":
         return model
     state = load_packaged_state_dict(name) if pretrained == "packaged" else _load_checkpoint(Path(pretrained))

@@ -1,7 +1,10 @@
 """DELF (Noh et al., ICCV 2017) in torch: a backbone cut at stride 16, an attention head and two classifiers.
 
 - ``body``: the timm backbone truncated after the block whose output has reduction 16 (``feature_info``), so
-  each cell of its (N, C, H/16, W/16) map describes a 16-pixel step of the input.
+  each cell of its (N, C, H/16, W/16) map describes a 16-pixel step of the input. With ``feature_stride`` 8 the
+  same block runs dilated (timm's ``output_stride=8``: the stride-2 step into that block becomes stride 1 and
+  later kernels are dilated by 2), giving an (N, C, H/8, W/8) map from the same weights: keypoint centres on an
+  8-pixel grid for about twice the compute. A departure from the paper (stride 16) for localisation.
 - ``attention``: 1x1 conv -> ReLU -> 1x1 conv -> softplus, one score >= 0 per cell: how useful the cell's
   feature is for recognising the landmark; keypoints are the highest-scoring cells.
 - ``attention_classifier``: linear classifier on the attention-weighted average of the cells' L2-normalised
@@ -16,6 +19,7 @@ Receptive-field centres (:class:`ReceptiveField`) are derived from the truncated
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +28,8 @@ from torch import nn
 
 from landmark.models.backbones import Normalisation, backbone_normalisation, create_backbone
 
-FEATURE_STRIDE = 16
+FEATURE_STRIDE = 16  # the paper's stride: the block of nominal reduction 16 is where the body is cut
+FEATURE_STRIDES = (8, 16)  # 8: that block dilated (see the module docstring)
 # Pooled L2-normalised features have norm <= 1 whatever the backbone's feature magnitude; this fixed scale
 # (the s of cosine-softmax heads) lets the classifiers reach confident logits in few steps. Pooling raw
 # features ties the useful learning rate to the feature scale.
@@ -103,19 +108,24 @@ def original_centres(
     return (centres + 0.5) * factor - 0.5
 
 
-def _truncate(backbone: nn.Module, reduction: int) -> tuple[nn.Module, int]:
-    """The backbone cut after its block of output ``reduction`` (timm ``feature_info``), and its channels."""
-    from timm.models._features import FeatureListNet
-
+def _feature_index(backbone: nn.Module, reduction: int) -> int:
+    """Position in the (undilated) backbone's timm ``feature_info`` of its block of output ``reduction``."""
     info = getattr(backbone, "feature_info", None)
     if not info:
         raise ValueError(
-            f"backbone {type(backbone).__name__} has no timm feature_info: cannot cut at stride 16"
+            f"backbone {type(backbone).__name__} has no timm feature_info: cannot cut at stride {reduction}"
         )
     reductions = [int(entry["reduction"]) for entry in info]
     if reduction not in reductions:
         raise ValueError(f"backbone has no feature map of reduction {reduction} (has {reductions})")
-    index = reductions.index(reduction)
+    return reductions.index(reduction)
+
+
+def _truncate(backbone: nn.Module, index: int) -> tuple[nn.Module, int]:
+    """The backbone cut after its ``index``-th timm ``feature_info`` block, and that block's channels."""
+    from timm.models._features import FeatureListNet
+
+    info: Any = backbone.feature_info
     try:
         body = FeatureListNet(backbone, out_indices=(index,))
     except AssertionError:  # block names nested in Sequentials (EfficientNet's blocks.N)
@@ -139,6 +149,7 @@ class DelfModel(nn.Module):
         normalisation: Normalisation,
         num_classes: int,
         hidden: int = 512,
+        feature_stride: int = FEATURE_STRIDE,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -155,15 +166,20 @@ class DelfModel(nn.Module):
         self.attention_classifier = nn.Linear(channels, num_classes)
         self.gap_classifier = nn.Linear(channels, num_classes)
         self.receptive_field = receptive_field(body)
-        if self.receptive_field.stride != FEATURE_STRIDE:
+        if self.receptive_field.stride != feature_stride:
             raise ValueError(
-                f"the truncated backbone has stride {self.receptive_field.stride}, expected {FEATURE_STRIDE}"
+                f"the truncated backbone has stride {self.receptive_field.stride}, expected {feature_stride}"
             )
         self.register_buffer("mean", torch.tensor(normalisation.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(normalisation.std).view(1, 3, 1, 1), persistent=False)
 
+    @property
+    def feature_stride(self) -> int:
+        """Input pixels per feature-map cell (16, or 8 when dilated)."""
+        return self.receptive_field.stride
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Stride-16 feature map (N, C, ceil(H/16), ceil(W/16)) of RGB images in [0, 1]."""
+        """Feature map (N, C, ceil(H/s), ceil(W/s)) of RGB images in [0, 1], s = :attr:`feature_stride`."""
         out = self.body((images - self.mean) / self.std)
         return out[0] if isinstance(out, list | tuple) else out
 
@@ -201,13 +217,33 @@ class DelfModel(nn.Module):
 
 
 def create_delf_model(
-    backbone: str, pretrained: str, num_classes: int, attention_hidden: int = 512
+    backbone: str,
+    pretrained: str,
+    num_classes: int,
+    attention_hidden: int = 512,
+    feature_stride: int = FEATURE_STRIDE,
 ) -> DelfModel:
-    """A :class:`DelfModel` on timm ``backbone`` cut at stride 16, weights per ``pretrained`` (see backbones)."""
+    """A :class:`DelfModel` on timm ``backbone`` cut after its block of reduction 16, weights per ``pretrained``
+    (see backbones); ``feature_stride`` 8 runs that block dilated (the module docstring). The parameters are
+    the same for both strides, so weights trained at one load at the other.
+
+    Raises:
+        ValueError: a stride other than 8 or 16, or a backbone without a reduction-16 block.
+    """
+    if feature_stride not in FEATURE_STRIDES:
+        raise ValueError(f"feature_stride must be one of {FEATURE_STRIDES}, got {feature_stride}")
     full = create_backbone(backbone, pretrained)
-    body, channels = _truncate(full, FEATURE_STRIDE)
+    index = _feature_index(full, FEATURE_STRIDE)
+    if feature_stride != FEATURE_STRIDE:
+        full = create_backbone(backbone, pretrained, output_stride=feature_stride)
+    body, channels = _truncate(full, index)
     return DelfModel(
-        body, channels, backbone_normalisation(backbone, pretrained), num_classes, attention_hidden
+        body,
+        channels,
+        backbone_normalisation(backbone, pretrained),
+        num_classes,
+        attention_hidden,
+        feature_stride,
     )
 
 

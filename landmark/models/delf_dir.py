@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,12 +116,16 @@ def _load_pca(path: Path, channels: int, dim: int) -> DelfPca:
     return pca
 
 
-def load_delf_dir(path: Path, device: str = "cpu") -> LoadedDelf:
+def load_delf_dir(path: Path, device: str = "cpu", feature_stride: int | None = None) -> LoadedDelf:
     """Load a DELF model directory written by :func:`save_delf_dir`.
+
+    ``feature_stride`` (8 or 16) overrides the stride the model was trained with: the weights are the same for
+    both (:func:`landmark.models.delf.create_delf_model`); the returned config records the stride used.
 
     Raises:
         ModelDirError: a missing or incomplete directory, another kind of model (e.g. a global descriptor
             model), an unknown format version, or a config, weights, PCA or labels that do not fit together.
+        ConfigError: a ``feature_stride`` other than 8 or 16.
     """
     path = Path(path)
     if not path.is_dir():
@@ -150,8 +154,10 @@ def load_delf_dir(path: Path, device: str = "cpu") -> LoadedDelf:
         raise ModelDirError(
             f"{path}: labels.json has {len(labels)} labels, config.json says {num_classes} classes"
         )
+    if feature_stride is not None:  # a bad value raises ConfigError (a ValueError) naming the key
+        cfg = replace(cfg, feature_stride=int(feature_stride))
     # The weights come from weights.pt, so the backbone is built without loading any pretrained weights.
-    model = create_delf_model(cfg.backbone, "none", num_classes, cfg.attention_hidden)
+    model = create_delf_model(cfg.backbone, "none", num_classes, cfg.attention_hidden, cfg.feature_stride)
     if model.channels != channels:
         raise ModelDirError(
             f"{path}: {cfg.backbone} gives {model.channels} channels, config.json says {channels}"

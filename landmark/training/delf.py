@@ -287,7 +287,9 @@ def train_delf(
     np.random.seed(seed)
     random.seed(seed)
     start = time.perf_counter()
-    model = create_delf_model(cfg.backbone, cfg.pretrained, num_classes, cfg.attention_hidden).to(device)
+    model = create_delf_model(
+        cfg.backbone, cfg.pretrained, num_classes, cfg.attention_hidden, cfg.feature_stride
+    ).to(device)
     descriptor: PhaseResult | None = None
     with open(work_dir / LOG, "w", newline="", buffering=1) as fh:  # line-buffered: rows visible live
         log = csv.DictWriter(fh, fieldnames=LOG_FIELDS)

@@ -95,6 +95,21 @@ def test_receptive_field_centre_of_efficientnet_cell(lite0: nn.Module) -> None:
     assert mapped.tolist() == [[96.5, 64.5]]
 
 
+def test_stride8_map_is_the_dilated_stride16_map_on_a_finer_grid(lite0: nn.Module) -> None:
+    dense = create_delf_model("efficientnet_lite0", "packaged", num_classes=4, feature_stride=8).eval()
+    dense.load_state_dict(lite0.state_dict())  # the same parameters (and input normalisation) at both strides
+    assert (dense.receptive_field.stride, dense.receptive_field.offset) == (8, 0.0)
+    images = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        coarse, dense_map = lite0.features(images), dense.features(images)
+    assert coarse.shape == (1, 112, 6, 8) and dense_map.shape == (1, 112, 12, 16)
+    # Atrous evaluation: every other cell of the dense map is the stride-16 cell at the same centre.
+    torch.testing.assert_close(dense_map[:, :, ::2, ::2], coarse, rtol=1e-4, atol=1e-4)
+    assert dense.receptive_field.centres(12, 16)[17].tolist() == [8.0, 8.0]  # cell (1, 1)
+    with pytest.raises(ValueError, match="feature_stride must be one of"):
+        create_delf_model("efficientnet_lite0", "none", num_classes=4, feature_stride=4)
+
+
 def test_pca_is_40d_unit_norm_and_reproducible() -> None:
     rng = np.random.default_rng(0)
     raw = rng.normal(size=(300, 112)).astype(np.float32) * np.linspace(3, 0.1, 112, dtype=np.float32)
@@ -189,6 +204,14 @@ def test_model_dir_round_trip_and_clear_errors(tmp_path: Path) -> None:
     theirs = create_local_extractor("delf", model_dir=tmp_path / "m")(image)
     np.testing.assert_array_equal(ours.descriptors, theirs.descriptors)
     np.testing.assert_array_equal(ours.locations, theirs.locations)
+    # The stride is an extraction setting: the same weights load dilated, keypoints on an 8-px grid.
+    dense = load_delf_dir(tmp_path / "m", feature_stride=8)
+    assert dense.config == dataclasses.replace(cfg, feature_stride=8) and dense.model.feature_stride == 8
+    fine = create_local_extractor("delf", model_dir=tmp_path / "m", feature_stride=8)(image)
+    assert len(fine) == 50 and fine.dim == 40
+    assert np.all(fine.locations % 8 == 0)  # cell centres 8 * k at scale 1
+    with pytest.raises(ValueError, match="feature_stride must be 8 or 16"):
+        load_delf_dir(tmp_path / "m", feature_stride=4)
 
     with pytest.raises(ModelDirError, match="not found"):
         load_delf_dir(tmp_path / "nope")
@@ -223,7 +246,7 @@ def test_cli_train_delf_reports_a_missing_dataset(tmp_path: Path) -> None:
     assert "error" in result.output and "Traceback" not in result.output
 
 
-def _export_fake_delf(path: Path) -> None:
+def _export_fake_delf(path: Path, image_dtype: str = "uint8") -> None:
     """A SavedModel with the official DELF serving signature and deterministic outputs:
     n = min(max_feature_num, 4) features; locations (y, x) = (10 + i, 20 + 2 i);
     descriptor i = [i + 1, score_threshold, sum(image_scales), mean(image)]."""
@@ -232,7 +255,7 @@ def _export_fake_delf(path: Path) -> None:
     class FakeDelf(tf.Module):
         @tf.function(
             input_signature=[
-                tf.TensorSpec([None, None, 3], tf.uint8, name="image"),
+                tf.TensorSpec([None, None, 3], getattr(tf, image_dtype), name="image"),
                 tf.TensorSpec([], tf.float32, name="score_threshold"),
                 tf.TensorSpec([None], tf.float32, name="image_scales"),
                 tf.TensorSpec([], tf.int32, name="max_feature_num"),
@@ -269,6 +292,19 @@ def test_delf_tf_backend_on_an_exported_savedmodel(tmp_path: Path) -> None:
     np.testing.assert_array_equal(feats.scales, [1, 1, 1])
     grey = extractor(np.full((30, 40), 6, np.uint8))
     np.testing.assert_array_equal(grey.descriptors, feats.descriptors)
+    # The TF-Hub module's float input takes pixels in [0, 1]: mean(image) = 6 / 255.
+    _export_fake_delf(tmp_path / "delf_tf_float", image_dtype="float32")
+    hub_like = create_local_extractor(
+        "delf-tf",
+        model_dir=tmp_path / "delf_tf_float",
+        scales=[0.5, 1.0],
+        score_threshold=2.0,
+        max_features=3,
+    )(image)
+    expected[:, 3] = 6 / 255
+    np.testing.assert_allclose(
+        hub_like.descriptors, expected / np.linalg.norm(expected, axis=1, keepdims=True)
+    )
     with pytest.raises(FileNotFoundError, match=r"saved_model\.pb"):
         create_local_extractor("delf-tf", model_dir=tmp_path)
     with pytest.raises(ValueError, match="needs model_dir"):
