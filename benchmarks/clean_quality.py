@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,11 +38,12 @@ from landmark.clean import (
 from landmark.config import Config, load_config
 from landmark.data.formats import read_dataset
 from landmark.features.store import load_features
-from landmark.stages.clean import StorePairVerifier, clean
+from landmark.stages.clean import clean
 from landmark.stages.evaluate import evaluate, rerank_for_steps
 from landmark.stages.extract import extract
 from landmark.stages.local import local
 from landmark.stages.train import train
+from landmark.verify import StoreVerifier
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP_INLIERS = (6, 8, 10, 12, 15, 20, 25, 30)
@@ -69,15 +71,15 @@ def threshold_sweep(
     cfg: Config, work: Path, ids: list[str], labels: np.ndarray, meta: pd.DataFrame
 ) -> list[dict[str, Any]]:
     """Verify every candidate pair once (cached), then re-decide for each (T_inlier, T_freq)."""
-    cache = work / "candidate_inliers.npy"
+    cache = work / "candidate_inliers_pair_seeded.npy"  # seeds from the unordered pair's ids
     if not cache.exists():
         _, desc = load_features(work / "boot" / "train", ids)
         candidates = candidate_table(desc, labels, cfg.clean)
         pairs = unique_pairs(candidates)
-        verifier = StorePairVerifier(
+        verifier = StoreVerifier(
             work / "local" / "train", dataclasses.replace(cfg.verify, workers=cfg.clean.workers)
         )
-        counts = verifier([(ids[a], ids[b]) for a, b in pairs])
+        counts = verifier.pair_counts([(ids[a], ids[b]) for a, b in pairs])
         np.save(cache, candidate_inliers(candidates, pairs, counts))
     inliers = np.load(cache)
     rows = []
@@ -142,6 +144,7 @@ def main() -> None:
         "dropped": cleaned.dropped,
         "classes_kept": cleaned.classes_kept,
         "unique_pairs": cleaned.unique_pairs,
+        "verified_pairs": cleaned.verified_pairs,
         "directed_pairs": cleaned.directed_pairs,
     }
     result["sweep"] = threshold_sweep(cfg, work, ids, labels, meta)
@@ -177,6 +180,7 @@ def main() -> None:
             }
             for kind in ("knn", "reranked")
         }
+    result["load_average_at_end"] = os.getloadavg()
     write_result("clean_quality", result)
 
 

@@ -5,14 +5,17 @@ For every labelled train image x:
 1. kNN: its ``k`` nearest train images by exact inner product of L2-normalised global descriptors (FAISS,
    queries in chunks so the (N, k) neighbour table never has to be in memory);
 2. the first ``max_same_label`` of those neighbours that carry x's label;
-3. spatial verification of x against each of them (inlier counts);
+3. spatial verification of x against them in descending global similarity (inlier counts);
 4. cnt(x) = the neighbours with inliers >= ``inlier_threshold`` (T_inlier); x is kept when cnt(x) >=
    ``min_verified`` (T_freq);
 5. classes left with fewer than ``min_class_images`` kept images are dropped, repeated to a fixed point.
 
-Verification is symmetric, so each unordered pair {x, y} that appears in either image's neighbour list is
-verified once and its count reused for both images: with mutual neighbours (the common case within a
-landmark) that halves the verification work; :class:`CleaningResult` records both numbers.
+Verification runs in rounds: each undecided image asks for its next ``min_verified - cnt(x)`` unverified
+neighbours, and stops asking once cnt(x) reaches ``min_verified`` (``verify_all`` verifies every neighbour in
+one round instead). Verification is symmetric, so each unordered pair {x, y} is verified once and its count
+fills both images' entries (when y is x's neighbour and x is y's). The decisions are those of verifying every
+neighbour: an image stops only once it is kept, and an image that is not kept had all its neighbours
+verified. :class:`CleaningResult` records the pairs asked for, the unique pairs and the pairs verified.
 
 Everything here is pure: descriptors, labels and a :class:`PairVerifier` in, decision tables out. The stage
 (:mod:`landmark.stages.clean`) does the I/O.
@@ -23,12 +26,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from landmark.config import CleanConfig
+from landmark.normalize import l2_normalize
 
 KEPT = "kept"
 UNVERIFIED = "unverified"
@@ -38,6 +42,8 @@ REASONS = (KEPT, UNVERIFIED, SMALL_CLASS, NO_LABEL)
 """Reason codes of a per-image decision: kept, or dropped for one of the other three."""
 
 NO_NEIGHBOUR = -1
+NOT_VERIFIED = -2
+"""Inlier-table entry of a neighbour that was not verified (its image was decided without it)."""
 
 
 class PairVerifier(Protocol):
@@ -54,14 +60,19 @@ class CleaningResult:
 
     Attributes:
         decisions: one row per input image, input order: ``image_id``, ``landmark_id``, ``reason`` (one of
-            :data:`REASONS`), ``kept`` (bool), ``candidates`` (same-label neighbours verified), ``verified``
-            (cnt(x)), ``max_inliers`` (best inlier count among the candidates, 0 without candidates).
+            :data:`REASONS`), ``kept`` (bool), ``candidates`` (same-label neighbours), ``verified`` (cnt(x) over
+            the neighbours verified: verification stops at ``min_verified`` unless ``verify_all``),
+            ``max_inliers`` (best inlier count among the verified neighbours, 0 without; a pair with fewer
+            putative matches than T_inlier may be scored 0 without a fit, see ``StoreVerifier.reject_below``).
         classes: one row per labelled class, sorted by ``landmark_id``: ``images_before``, ``images_kept``
             (the columns of :data:`landmark.quality.CLASS_REPORT_COLUMNS`), ``images_unverified``,
             ``images_small_class``, ``dropped`` (bool, the whole class went), ``kept_share``, ``mean_verified``.
-        directed_pairs: verifications the procedure asks for (sum of candidates over images).
-        unique_pairs: unordered pairs actually verified (each once).
+        directed_pairs: (image, neighbour) entries of the procedure (sum of candidates over images).
+        unique_pairs: unordered pairs among them.
         rounds: class-drop rounds until the fixed point.
+        verified_pairs: unordered pairs actually verified (each once; fewer than ``unique_pairs`` when images
+            stop at ``min_verified``).
+        verify_rounds: verification rounds (see the module docstring).
         seconds: wall time of the kNN step ("knn") and of verification ("verify").
     """
 
@@ -70,6 +81,8 @@ class CleaningResult:
     directed_pairs: int
     unique_pairs: int
     rounds: int
+    verified_pairs: int = 0
+    verify_rounds: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -82,26 +95,26 @@ class CleaningResult:
         """Verifications saved by verifying each unordered pair once."""
         return self.directed_pairs - self.unique_pairs
 
+    @property
+    def skipped_pairs(self) -> int:
+        """Unique pairs never verified because their images were already decided."""
+        return self.unique_pairs - self.verified_pairs
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # kNN and candidate pairs
 
 
-def l2_normalized(descriptors: np.ndarray) -> np.ndarray:
-    """(N, D) float32 rows scaled to unit L2 norm.
+def unit_rows(descriptors: np.ndarray) -> np.ndarray:
+    """(N, D) float32 rows scaled to unit L2 norm (:func:`landmark.normalize.l2_normalize`, strict).
 
     Raises:
         ValueError: not a 2-d array, non-finite values, or an all-zero row (no direction to compare).
     """
-    x = np.ascontiguousarray(descriptors, dtype=np.float32)
+    x = np.asarray(descriptors)
     if x.ndim != 2 or x.shape[1] < 1:
         raise ValueError(f"descriptors must have shape (N, D) with D >= 1, got {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError("descriptors contain NaN or infinite values")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if len(x) and float(norms.min()) == 0.0:
-        raise ValueError(f"descriptor row {int(np.argmin(norms))} is all zeros")
-    return x / norms
+    return np.ascontiguousarray(l2_normalize(x, strict=True))
 
 
 def knn_chunks(
@@ -110,7 +123,7 @@ def knn_chunks(
     """Exact top-``k`` neighbours of every row among the other rows, a chunk of queries at a time.
 
     Args:
-        descriptors: (N, D) L2-normalised rows (see :func:`l2_normalized`).
+        descriptors: (N, D) L2-normalised rows (see :func:`unit_rows`).
         k: neighbours per row, self excluded; clipped to N - 1.
         chunk_size: query rows per FAISS search.
 
@@ -118,31 +131,35 @@ def knn_chunks(
         (start, similarities, indices): rows [start, start + n) of the (N, min(k, N - 1)) neighbour tables,
         best first (the order of exact ties is FAISS's).
     """
-    from landmark.index import build_exact_index, search
+    from landmark.index import build_exact_index
 
     n = len(descriptors)
-    k = min(k, n - 1)
     if n == 0:
         return
     index = build_exact_index(descriptors)
     for start in range(0, n, chunk_size):
-        queries = descriptors[start : start + chunk_size]
-        rows = np.arange(start, start + len(queries))
-        if k == 0:
-            yield start, np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-            continue
-        sims, idx = search(index, queries, k + 1)
-        # The query itself is normally its own first hit; with exact duplicates it may sit anywhere in the list
-        # (or just outside it): drop it where present, else the last hit, so every row keeps k others.
-        is_self = idx == rows[:, None]
-        drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), idx.shape[1] - 1)
-        keep = np.ones(idx.shape, bool)
-        keep[np.arange(len(rows)), drop] = False
-        yield (
-            start,
-            sims[keep].reshape(len(rows), k),
-            idx[keep].reshape(len(rows), k),
-        )
+        rows = np.arange(start, min(start + chunk_size, n))
+        yield (start, *neighbours_of_rows(index, descriptors, rows, k))
+
+
+def neighbours_of_rows(
+    index: Any, descriptors: np.ndarray, rows: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The top-``k`` neighbours of ``descriptors[rows]`` in ``index`` (built over all of ``descriptors``), each
+    row's own entry removed: (similarities, indices), shape (len(rows), min(k, N - 1)), best first."""
+    from landmark.index import search
+
+    k = min(k, len(descriptors) - 1)
+    if k <= 0:
+        return np.zeros((len(rows), 0), np.float32), np.zeros((len(rows), 0), np.int64)
+    sims, idx = search(index, descriptors[rows], k + 1)
+    # The query itself is normally its own first hit; with exact duplicates it may sit anywhere in the list
+    # (or just outside it): drop it where present, else the last hit, so every row keeps k others.
+    is_self = idx == rows[:, None]
+    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), idx.shape[1] - 1)
+    keep = np.ones(idx.shape, bool)
+    keep[np.arange(len(rows)), drop] = False
+    return sims[keep].reshape(len(rows), k), idx[keep].reshape(len(rows), k)
 
 
 def same_label_candidates(
@@ -172,7 +189,7 @@ def same_label_candidates(
 
 def candidate_table(descriptors: np.ndarray, labels: np.ndarray, cfg: CleanConfig) -> np.ndarray:
     """Same-label kNN candidates of every image: (N, max_same_label) int64, -1 padded (steps 1-2)."""
-    x = l2_normalized(descriptors)
+    x = unit_rows(descriptors)
     labels = np.asarray(labels, np.int64)
     out = np.full((len(x), cfg.max_same_label), NO_NEIGHBOUR, np.int64)
     for start, _, idx in knn_chunks(x, cfg.k, cfg.chunk_size):
@@ -284,6 +301,67 @@ def _verify_unique(
     return counts
 
 
+def _fill(inliers: np.ndarray, candidates: np.ndarray, pairs: np.ndarray, counts: np.ndarray) -> None:
+    """Write each verified pair's count into both of its directed entries, where the table has them."""
+    n = len(candidates)
+    rows = np.repeat(np.arange(n), candidates.shape[1]).reshape(candidates.shape)
+    valid = candidates >= 0
+    keys = (rows * n + candidates)[valid]
+    flat = np.flatnonzero(valid.reshape(-1))
+    order = np.argsort(keys, kind="stable")
+    keys, flat = keys[order], flat[order]
+    for a, b in ((pairs[:, 0], pairs[:, 1]), (pairs[:, 1], pairs[:, 0])):
+        wanted = a * n + b
+        pos = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+        hit = keys[pos] == wanted if len(keys) else np.zeros(len(wanted), bool)
+        inliers.reshape(-1)[flat[pos[hit]]] = counts[hit]
+
+
+def verify_in_rank_order(
+    candidates: np.ndarray, ids: Sequence[str], verifier: PairVerifier, cfg: CleanConfig,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, int, int]:  # fmt: skip
+    """Verify neighbours best first until each image has ``cfg.min_verified`` verified ones (step 3).
+
+    Each round, every image still short of ``min_verified`` (and with neighbours left) asks for its next
+    ``min_verified - cnt`` unverified neighbours in rank order; the round's unordered pairs are verified once,
+    in batches of ``cfg.chunk_size``, and fill both images' entries. With ``cfg.verify_all`` one round asks for
+    every neighbour.
+
+    Args:
+        candidates: (N, M) neighbour indices, rank order, -1 padded (:func:`candidate_table`).
+        ids: (N,) image ids, the verifier's keys.
+        verifier: inlier counts of id pairs.
+        cfg: inlier_threshold, min_verified, verify_all, chunk_size.
+        progress: called with the number of pairs verified after each batch.
+
+    Returns:
+        ((N, M) int64 inlier counts, -1 without a neighbour, :data:`NOT_VERIFIED` where not verified;
+        unordered pairs verified; rounds).
+    """
+    inliers = np.where(candidates >= 0, NOT_VERIFIED, NO_NEIGHBOUR).astype(np.int64)
+    open_rows = np.arange(len(candidates))
+    verified = rounds = 0
+    while len(open_rows):
+        table = inliers[open_rows]
+        pending = table == NOT_VERIFIED
+        short = cfg.min_verified - (table >= cfg.inlier_threshold).sum(axis=1)
+        wants = np.full(len(open_rows), candidates.shape[1]) if cfg.verify_all else np.maximum(short, 0)
+        take = pending & (np.cumsum(pending, axis=1) <= wants[:, None])
+        r, c = np.nonzero(take)
+        if not len(r):
+            break
+        a, b = open_rows[r], candidates[open_rows[r], c]
+        pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
+        counts = _verify_unique(pairs, ids, verifier, cfg.chunk_size, progress)
+        _fill(inliers, candidates, pairs, counts)
+        verified, rounds = verified + len(pairs), rounds + 1
+        still = inliers[open_rows]
+        undecided = ((still >= cfg.inlier_threshold).sum(axis=1) < cfg.min_verified) | cfg.verify_all
+        open_rows = open_rows[undecided & (still == NOT_VERIFIED).any(axis=1)]
+    return inliers, verified, rounds
+
+
 def class_report(decisions: pd.DataFrame) -> pd.DataFrame:
     """Per labelled class: images before/kept, drops by reason, whether the class went, mean cnt(x)."""
     labelled = decisions[decisions["landmark_id"] >= 0]
@@ -344,11 +422,10 @@ def clean_train_set(
         candidates = candidate_table(descriptors[labelled], sub_labels, cfg)
     else:
         candidates = np.zeros((0, cfg.max_same_label), np.int64)
-    pairs = unique_pairs(candidates)
+    n_unique = len(unique_pairs(candidates))
     knn_seconds = time.perf_counter() - start
-    counts = _verify_unique(pairs, sub_ids, verifier, cfg.chunk_size, progress)
+    inliers, n_verified, verify_rounds = verify_in_rank_order(candidates, sub_ids, verifier, cfg, progress)
     verify_seconds = time.perf_counter() - start - knn_seconds
-    inliers = candidate_inliers(candidates, pairs, counts)
     cnt = verified_counts(inliers, cfg.inlier_threshold)
     verified_ok = cnt >= cfg.min_verified
     kept_sub, small_sub, rounds = drop_small_classes(sub_labels, verified_ok, cfg.min_class_images)
@@ -377,7 +454,9 @@ def clean_train_set(
         decisions=decisions,
         classes=class_report(decisions),
         directed_pairs=int(n_candidates.sum()),
-        unique_pairs=len(pairs),
+        unique_pairs=n_unique,
         rounds=rounds,
+        verified_pairs=n_verified,
+        verify_rounds=verify_rounds,
         seconds={"knn": round(knn_seconds, 3), "verify": round(verify_seconds, 3)},
     )

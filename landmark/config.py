@@ -584,6 +584,7 @@ class CleanConfig:
     min_class_images: int = 2  # classes left with fewer kept images are dropped
     chunk_size: int = 4096  # queries per kNN step and pairs per verification batch
     workers: int = 2  # processes over verification pairs (0 = in this process)
+    verify_all: bool = False  # verify every neighbour (full cnt(x)) instead of stopping at min_verified
 
     def __post_init__(self) -> None:
         for name in (

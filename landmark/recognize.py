@@ -21,6 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from landmark.config import IndexConfig, RecognizeConfig
+from landmark.normalize import l2_normalize
 
 NO_LABEL = -1
 _ROW_BLOCK = 4096  # rows per block in vote_labels: bounds the (rows, k, k) comparison tensor
@@ -219,15 +220,10 @@ def class_centroids(vectors: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
         raise ValueError(f"vectors must be (n, dim) with n = {labels.size} labels, got {vectors.shape}")
     keep = labels >= 0
     classes, inverse = np.unique(labels[keep], return_inverse=True)
-    unit = _l2_normalize(vectors[keep])
+    unit = l2_normalize(vectors[keep], dtype=np.float64)
     sums = np.zeros((classes.size, vectors.shape[1]))
     np.add.at(sums, inverse, unit)
-    return classes, _l2_normalize(sums).astype(np.float32)
-
-
-def _l2_normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+    return classes, l2_normalize(sums, dtype=np.float64).astype(np.float32)
 
 
 def calibration_split(ids: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:

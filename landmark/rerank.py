@@ -39,14 +39,8 @@ import numpy as np
 
 from landmark.config import IndexConfig, RerankConfig
 from landmark.index import ShardedIndex, build_in_memory, sample_rows
+from landmark.normalize import l2_normalize
 from landmark.recognize import LabelledSet, LabelPrediction, Verifier, neighbour_labels, predict_labels
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero), float32, shape as ``x`` (n, d)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
 
 
 def _check_neighbours(sims: np.ndarray, idx: np.ndarray, n_rows: int, n_base: int) -> None:

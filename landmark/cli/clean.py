@@ -89,8 +89,9 @@ def clean(
     dropped = ", ".join(f"{n} {reason}" for reason, n in summary.dropped.items())
     out.print(
         f"kept {summary.kept} of {summary.images} train images ({dropped}); classes "
-        f"{summary.classes_kept} of {summary.classes_before}; verified {summary.unique_pairs} unique pairs "
-        f"for {summary.directed_pairs} neighbour checks in {summary.seconds:.1f}s; cleaning gate passed"
+        f"{summary.classes_kept} of {summary.classes_before}; verified {summary.verified_pairs} of "
+        f"{summary.unique_pairs} unique pairs ({summary.directed_pairs} neighbour entries) in "
+        f"{summary.seconds:.1f}s; cleaning gate passed"
     )
     if summary.undecodable:
         out.print(

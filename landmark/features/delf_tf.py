@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from landmark.features.delf import as_rgb
-from landmark.features.local import LocalExtractor, LocalFeatures, l2_normalize_rows, register_local_extractor
+from landmark.features.local import LocalExtractor, LocalFeatures, register_local_extractor
+from landmark.normalize import l2_normalize
 
 INPUTS = ("image", "score_threshold", "image_scales", "max_feature_num")
 SIGNATURES = ("default", "serving_default")
@@ -126,7 +127,7 @@ class DelfTfExtractor:
             locations=yx[:, ::-1].copy(),
             scales=np.asarray(scales, np.float32).reshape(n),
             scores=np.asarray(scores, np.float32).reshape(n),
-            descriptors=l2_normalize_rows(descriptors.reshape(n, -1)),
+            descriptors=l2_normalize(descriptors.reshape(n, -1)),
         )
 
 

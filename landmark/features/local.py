@@ -23,6 +23,8 @@ from typing import Protocol
 
 import numpy as np
 
+from landmark.normalize import l2_normalize
+
 
 @dataclass(frozen=True, eq=False)
 class LocalFeatures:
@@ -117,12 +119,6 @@ def create_local_extractor(name: str, **params: object) -> LocalExtractor:
     return _REGISTRY[name](**params)
 
 
-def l2_normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Rows of (N, D) scaled to unit L2 norm (zero rows stay zero), float32."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def empty_features(dim: int) -> LocalFeatures:
     """No keypoints, descriptor dimension ``dim``."""
     return LocalFeatures(
@@ -199,7 +195,7 @@ class SiftExtractor:
             locations=locations,
             scales=sizes * float(scale_back.mean()),
             scores=response[keep],
-            descriptors=l2_normalize_rows(desc),
+            descriptors=l2_normalize(desc),
         )
 
 

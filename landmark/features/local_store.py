@@ -21,7 +21,8 @@ from typing import Literal
 
 import numpy as np
 
-from landmark.features.local import LocalFeatures, l2_normalize_rows
+from landmark.features.local import LocalFeatures
+from landmark.normalize import l2_normalize
 
 _META = "local.json"
 _PARTS = ("desc", "loc", "aux", "offsets")
@@ -244,7 +245,7 @@ class LocalFeatureReader:
             locations=np.asarray(arrays["loc"][lo:hi], np.float32),
             scales=aux[:, 0],
             scores=aux[:, 1],
-            descriptors=l2_normalize_rows(np.asarray(arrays["desc"][lo:hi], np.float32)),
+            descriptors=l2_normalize(np.asarray(arrays["desc"][lo:hi], np.float32)),
         )
 
     def bytes_per_image(self) -> float:

@@ -4,7 +4,8 @@
 - the descriptor: :func:`landmark.features.global_desc.describe_image` (extraction's resize and multi-scale);
 - the local features (when spatial verification is on): :func:`landmark.features.local_extract.local_features`
   (the ``local`` stage's extraction), verified against the stored features of the candidates with
-  :func:`landmark.verify.verify_pairs`;
+  :meth:`landmark.verify.StoreVerifier.verify_query` (the pair keyed by the query's content, so its inliers do
+  not depend on its place in a batch);
 - search: :func:`landmark.rerank.run_retrieval` over the version's index and train set, with ``evaluate``'s list
   length (``evaluate.topk``), then cut to the requested number of results;
 - recognition: :func:`landmark.recognize.knn_recognition`, rejected as "no landmark" at or below the threshold
@@ -26,7 +27,7 @@ from landmark.features.local_extract import local_features
 from landmark.recognize import knn_recognition
 from landmark.rerank import run_retrieval
 from landmark.serving.bundle import ServedModel
-from landmark.verify import StoreVerifier, verify_pairs
+from landmark.verify import StoreVerifier
 
 
 class RecognitionUnavailableError(ValueError):
@@ -127,8 +128,7 @@ class QueryVerifier:
     stored: StoreVerifier
 
     def __call__(self, query_id: str, candidate_ids: Sequence[str]) -> np.ndarray:
-        query = self.queries[query_id]
-        return verify_pairs([(query, self.stored.load(c)) for c in candidate_ids], self.stored.config)
+        return self.stored.verify_query(self.queries[query_id], candidate_ids)
 
 
 def _verification(served: ServedModel, queries: Sequence[Query]) -> tuple[QueryVerifier | None, list[str]]:

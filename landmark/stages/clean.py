@@ -19,26 +19,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from landmark.clean import CleaningResult, clean_train_set
-from landmark.config import Config, VerifyConfig, config_to_dict
+from landmark.config import Config, config_to_dict
 from landmark.data.bad_images import quarantine_bad_images, read_quarantine, reason_counts
-from landmark.features.local import LocalFeatures
 from landmark.features.local_store import LocalFeatureReader, LocalStoreError
+from landmark.verify import StoreVerifier
 
 CLEANED_MANIFEST = "train.parquet"
 DROPPED = "dropped.parquet"
 CLASS_REPORT = "class_report.parquet"
 SUMMARY = "clean.json"
-_PAIRS_PER_TASK = 16
 
 
 @dataclass(frozen=True)
@@ -53,78 +50,10 @@ class CleanSummary:
     classes_kept: int
     unique_pairs: int
     directed_pairs: int
+    verified_pairs: int
     gate_passed: bool
     seconds: float
     undecodable: dict[str, int] = dataclasses.field(default_factory=dict)  # reason code -> images left out
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Verification over the local feature store
-
-
-def pair_position(id1: str, id2: str) -> int:
-    """A position for :func:`landmark.verify.pair_seed` that depends only on the unordered pair of ids, so a
-    pair's inlier count is the same whatever else is verified with it, and in whichever order."""
-    a, b = sorted((id1, id2))
-    return zlib.crc32(f"{a}\n{b}".encode())
-
-
-def _verify_task(task: tuple[VerifyConfig, list[tuple[int, LocalFeatures, LocalFeatures]]]) -> list[int]:
-    import torch
-
-    from landmark.verify import verify_pair
-
-    config, pairs = task
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # parallel over pairs: one BLAS thread each
-    try:
-        return [verify_pair(f1, f2, config, position=pos).num_inliers for pos, f1, f2 in pairs]
-    finally:
-        torch.set_num_threads(threads)
-
-
-class LocalFeatureSource(Protocol):
-    """Where a verifier gets local features from (:class:`LocalFeatureReader`, or e.g. a benchmark's view)."""
-
-    def load(self, image_id: str) -> LocalFeatures:
-        """Features of one image (raises LocalStoreError for an unknown id)."""
-        ...
-
-
-class StorePairVerifier:
-    """A :class:`landmark.clean.PairVerifier` over a local feature store, parallel over pairs.
-
-    Each pair's RANSAC seed comes from ``config.seed`` and the pair's ids (:func:`pair_position`), so counts do
-    not depend on batching, order or the number of workers.
-    """
-
-    def __init__(self, store: str | Path | LocalFeatureSource, config: VerifyConfig) -> None:
-        self.reader = LocalFeatureReader(store) if isinstance(store, str | Path) else store
-        self.config = config
-
-    def __call__(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        """Inlier counts, shape (len(pairs),) int64.
-
-        Raises:
-            LocalStoreError: an id without stored features.
-        """
-        from landmark.parallel import parallel_map
-
-        cache: dict[str, LocalFeatures] = {}
-
-        def load(image_id: str) -> LocalFeatures:
-            if image_id not in cache:
-                cache[image_id] = self.reader.load(image_id)
-            return cache[image_id]
-
-        entries = [(pair_position(a, b), load(a), load(b)) for a, b in pairs]
-        tasks = [
-            (self.config, entries[s : s + _PAIRS_PER_TASK]) for s in range(0, len(entries), _PAIRS_PER_TASK)
-        ]
-        counts: list[int] = []
-        for chunk in parallel_map(_verify_task, tasks, workers=self.config.workers, progress=False):
-            counts.extend(chunk)
-        return np.array(counts, dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -198,11 +127,14 @@ def summary_dict(
         "classes_dropped": int(classes["dropped"].sum()),
         "pairs": {
             "directed": result.directed_pairs,
-            "unique_verified": result.unique_pairs,
+            "unique": result.unique_pairs,
+            "verified": result.verified_pairs,
             "saved_by_dedup": result.saved_pairs,
-            "saved_share": round(result.saved_pairs / result.directed_pairs, 6)
+            "skipped_decided": result.skipped_pairs,
+            "saved_share": round(1 - result.verified_pairs / result.directed_pairs, 6)
             if result.directed_pairs
             else 0.0,
+            "verify_rounds": result.verify_rounds,
         },
         "class_drop_rounds": result.rounds,
         "params": {
@@ -278,9 +210,16 @@ def clean(
             f"{reader.root}: {len(missing)} train images have no local features, e.g. {missing[:3]}; "
             "run `landmark local --split train` first"
         )
-    verifier = StorePairVerifier(reader, dataclasses.replace(cfg.verify, workers=cfg.clean.workers))
+    # a pair with fewer putative matches than T_inlier cannot be verified: it is not fitted
+    verifier = StoreVerifier(
+        reader,
+        dataclasses.replace(cfg.verify, workers=cfg.clean.workers),
+        reject_below=cfg.clean.inlier_threshold,
+    )
     with tqdm(desc="clean: verify pairs", unit="pair", disable=not progress) as bar:
-        result = clean_train_set(ids, labels, descriptors, verifier, cfg.clean, progress=bar.update)
+        result = clean_train_set(
+            ids, labels, descriptors, verifier.pair_counts, cfg.clean, progress=bar.update
+        )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -316,6 +255,7 @@ def clean(
         classes_kept=int(summary["classes_kept"]),
         unique_pairs=result.unique_pairs,
         directed_pairs=result.directed_pairs,
+        verified_pairs=result.verified_pairs,
         gate_passed=True,
         seconds=seconds,
         undecodable=left_out,

@@ -74,10 +74,10 @@ def test_outputs_and_gate(cleaned: Path, tiny_world: TinyWorld) -> None:
     assert set(dropped["clean_reason"]) <= {"unverified", "small_class", "no_label"}
     assert summary["kept"] + summary["dropped"] == 36 == summary["images"]
     assert summary["kept"] == int(report["images_kept"].sum()) == int((manifest["status"] == "ok").sum())
-    assert (
-        summary["pairs"]["unique_verified"] + summary["pairs"]["saved_by_dedup"]
-        == summary["pairs"]["directed"]
-    )
+    pairs = summary["pairs"]
+    assert pairs["unique"] + pairs["saved_by_dedup"] == pairs["directed"]
+    assert pairs["verified"] + pairs["skipped_decided"] == pairs["unique"]
+    assert 0 < pairs["verified"] <= pairs["unique"] and pairs["verify_rounds"] >= 1
     assert summary["bootstrap"]["kind"] == "pretrained"
     assert summary["bootstrap"]["model"]["pretrained"] == "none"
     # the injected noise is what goes: every junk and wrong-label image is dropped

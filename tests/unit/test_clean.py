@@ -1,10 +1,12 @@
-"""Cleaning on hand-built cases: exact kept sets, the class drop, pair deduplication, bad input, the store
-verifier on synthetic geometry."""
+"""Cleaning on hand-built cases: exact kept sets, the class drop, pair deduplication, verification best first
+with early stopping (same decisions as verifying everything), bad input, the store verifier on synthetic
+geometry."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +15,22 @@ import pytest
 from landmark.clean import (
     KEPT,
     NO_LABEL,
+    NOT_VERIFIED,
     SMALL_CLASS,
     UNVERIFIED,
     clean_train_set,
     drop_small_classes,
     knn_chunks,
-    l2_normalized,
     same_label_candidates,
     unique_pairs,
+    unit_rows,
+    verify_in_rank_order,
 )
 from landmark.config import CleanConfig, ConfigError, VerifyConfig, load_config
 from landmark.features.local import LocalFeatures
 from landmark.features.local_store import LocalFeatureWriter, LocalStoreError
 from landmark.quality import CLASS_REPORT_COLUMNS
-from landmark.stages.clean import StorePairVerifier, pair_position
+from landmark.verify import StoreVerifier
 
 
 class TableVerifier:
@@ -90,6 +94,59 @@ def test_each_unordered_pair_verified_once() -> None:
     assert sorted(map(sorted, verifier.asked)) == [["a0", "a1"], ["a0", "a2"], ["a1", "a2"], ["b0", "b1"]]
 
 
+def test_verification_stops_once_an_image_has_min_verified() -> None:
+    # a0 -> a1 (30) verifies both a0 and a1 in round 1, so a0-a2 is asked only for a2, after a1-a2 failed
+    verifier = TableVerifier(TABLE)
+    result = clean_train_set(IDS, LABELS, DESC, verifier, CFG)
+    assert verifier.asked[:3] == [frozenset({"a0", "a1"}), frozenset({"a1", "a2"}), frozenset({"b0", "b1"})]
+    assert verifier.asked[3:] == [frozenset({"a0", "a2"})]
+    assert (result.verified_pairs, result.verify_rounds, result.skipped_pairs) == (4, 2, 0)
+    # one more good neighbour for a1 and a2: nobody needs a0-a2 or a1-a2 any more
+    table = {**TABLE, frozenset({"a1", "a2"}): 20}
+    verifier = TableVerifier(table)
+    result = clean_train_set(IDS, LABELS, DESC, verifier, CFG)
+    assert sorted(map(sorted, verifier.asked)) == [["a0", "a1"], ["a1", "a2"], ["b0", "b1"]]
+    assert (result.unique_pairs, result.verified_pairs, result.skipped_pairs) == (4, 3, 1)
+    assert result.kept_ids == ["a0", "a1", "a2"]
+    d = result.decisions.set_index("image_id")
+    assert d.loc["a0", "verified"] == 1 and d.loc["a0", "max_inliers"] == 30  # a0-a2 never verified
+
+
+def test_rank_order_table_marks_unverified_neighbours() -> None:
+    candidates = np.array([[1, 2], [0, 2], [1, 0]])  # three images of one label, rank order
+    table = {frozenset({"x", "y"}): 15, frozenset({"y", "z"}): 3, frozenset({"x", "z"}): 14}
+    verifier = TableVerifier(table)
+    cfg = CleanConfig(k=10, max_same_label=2, inlier_threshold=10, min_verified=1)
+    inliers, verified, rounds = verify_in_rank_order(candidates, ["x", "y", "z"], verifier, cfg)
+    # round 1: x-y (x, y done), y-z (z's first); round 2: z's next, x-z; x never needed x-z
+    np.testing.assert_array_equal(inliers, [[15, 14], [15, 3], [3, 14]])
+    assert (verified, rounds) == (3, 2)
+    inliers, verified, _ = verify_in_rank_order(candidates, ["x", "y", "z"], TableVerifier({}), cfg)
+    np.testing.assert_array_equal(inliers, np.zeros((3, 2)))  # all fail: every neighbour is verified
+    table = {frozenset({"x", "y"}): 15, frozenset({"x", "z"}): 14, frozenset({"y", "z"}): 13}
+    inliers, verified, rounds = verify_in_rank_order(candidates, ["x", "y", "z"], TableVerifier(table), cfg)
+    assert (verified, rounds) == (2, 1) and (inliers == NOT_VERIFIED).sum() == 2  # y-z never needed
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_early_stopping_keeps_the_decisions_of_verifying_everything(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 60
+    ids = [f"i{k}" for k in range(n)]
+    labels = rng.integers(-1, 6, n)
+    desc = rng.normal(size=(n, 8)).astype(np.float32)
+    table = {frozenset({a, b}): int(rng.integers(0, 25)) for a in ids for b in ids if a < b}
+    for t_freq in (1, 2, 3):
+        cfg = CleanConfig(k=20, max_same_label=6, inlier_threshold=12, min_verified=t_freq, chunk_size=7)
+        lazy = TableVerifier(table)
+        early = clean_train_set(ids, labels, desc, lazy, cfg)
+        full = clean_train_set(ids, labels, desc, TableVerifier(table), replace(cfg, verify_all=True))
+        np.testing.assert_array_equal(early.decisions["reason"], full.decisions["reason"])
+        assert full.verified_pairs == full.unique_pairs >= early.verified_pairs == len(lazy.asked)
+        assert len(set(lazy.asked)) == len(lazy.asked)  # every pair at most once
+        assert (early.decisions["verified"] <= full.decisions["verified"]).all()
+
+
 def test_max_same_label_limits_candidates_to_the_nearest() -> None:
     verifier = TableVerifier(TABLE)
     cfg = CleanConfig(k=10, max_same_label=1, inlier_threshold=10, min_verified=1, chunk_size=4)
@@ -149,7 +206,7 @@ def test_class_report_counts() -> None:
 
 
 def test_knn_excludes_self_with_duplicates_and_chunks_agree() -> None:
-    x = l2_normalized(np.array([angle(0), angle(0), angle(20), angle(90), angle(180)], np.float32))
+    x = unit_rows(np.array([angle(0), angle(0), angle(20), angle(90), angle(180)], np.float32))
     full = {s: idx for s, _, idx in knn_chunks(x, 3, chunk_size=100)}[0]
     parts = np.concatenate([idx for _, _, idx in knn_chunks(x, 3, chunk_size=2)])
     np.testing.assert_array_equal(full, parts)
@@ -221,12 +278,11 @@ def test_store_verifier_is_symmetric_and_batch_independent(tmp_path: Path) -> No
     with LocalFeatureWriter(tmp_path / "store", 32, location_dtype="float16") as writer:
         for image_id, feats in (("x", f1), ("y", f2), ("z", f3)):
             writer.add(image_id, feats)
-    verifier = StorePairVerifier(tmp_path / "store", VerifyConfig(ratio=1.0))
+    verifier = StoreVerifier(tmp_path / "store", VerifyConfig(ratio=1.0)).pair_counts
     both = verifier([("x", "y"), ("x", "z")])
     assert both[0] >= 38 and both[1] <= 5  # the true affine pair vs unrelated points
     np.testing.assert_array_equal(verifier([("y", "x")]), both[:1])
-    assert pair_position("x", "y") == pair_position("y", "x")
-    parallel = StorePairVerifier(tmp_path / "store", VerifyConfig(ratio=1.0, workers=2))
+    parallel = StoreVerifier(tmp_path / "store", VerifyConfig(ratio=1.0, workers=2)).pair_counts
     np.testing.assert_array_equal(parallel([("x", "y"), ("x", "z")] * 10), np.tile(both, 10))
     with pytest.raises(LocalStoreError, match="no local features for image id 'w'"):
         verifier([("x", "w")])

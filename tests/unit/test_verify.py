@@ -1,8 +1,10 @@
-"""Spatial verification: the matcher on hand-built descriptors, MAGSAC on synthetic point sets, the adapter."""
+"""Spatial verification: the matcher on hand-built descriptors, MAGSAC on synthetic point sets, the one store
+verifier (order- and position-independent inliers, worker-side stores, pre-fit rejection)."""
 
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +15,15 @@ from landmark.features.local import LocalFeatures
 from landmark.features.local_store import LocalFeatureWriter, LocalStoreError
 from landmark.rerank import Verifier
 from landmark.verify import (
+    FeatureMemory,
+    StoreFeatures,
     StoreVerifier,
+    features_key,
     fit_inliers,
     match_descriptors,
+    match_many,
     pair_seed,
+    run_pairs,
     sampson_error,
     verify_pairs,
     verify_pairs_detailed,
@@ -63,6 +70,19 @@ def test_matcher_single_candidate_and_empty() -> None:
     np.testing.assert_array_equal(m[:, 1], [0, 0, 0, 0])
     assert match_descriptors(A[:0], B).shape == (0, 2)
     assert match_descriptors(A, B[:0]).shape == (0, 2)
+
+
+def test_match_many_equals_pairs_alone() -> None:
+    rng = np.random.default_rng(4)
+    partners = [B, B[:1], B[:0], unit(*rng.normal(size=(7, 4)).tolist())]
+    for kwargs in ({}, {"ratio": 0.8, "mutual": True}, {"mutual": True, "max_distance": 0.7}):
+        together = match_many(A, partners, **kwargs)  # type: ignore[arg-type]
+        assert len(together) == 4
+        for got, b in zip(together, partners, strict=True):
+            np.testing.assert_array_equal(got, match_descriptors(A, b, **kwargs))  # type: ignore[arg-type]
+    assert match_many(A, []) == []
+    with pytest.raises(ValueError, match=r"desc2\[1\] must have shape"):
+        match_many(A, [B, B[0]])
 
 
 @pytest.mark.parametrize(
@@ -160,11 +180,109 @@ def test_verify_pairs_counts_and_independence_from_workers() -> None:
     assert details[0].num_inliers == counts[0]
 
 
-def test_pair_seed_is_stable_and_distinct() -> None:
-    assert pair_seed(0, 5) == pair_seed(0, 5)
-    assert len({pair_seed(0, k) for k in range(100)}) == 100
-    assert pair_seed(0, 1) != pair_seed(1, 1)
-    assert 0 <= pair_seed(123, 4) < 2**31
+def test_pair_seed_is_unordered_stable_and_distinct() -> None:
+    assert pair_seed(0, "a", "b") == pair_seed(0, "b", "a") == pair_seed(0, "a", "b")
+    assert len({pair_seed(0, "q", f"c{k}") for k in range(100)}) == 100
+    assert pair_seed(0, "a", "b") != pair_seed(1, "a", "b")
+    assert pair_seed(0, "ab", "c") != pair_seed(0, "a", "bc")  # the keys are separated, not concatenated
+    assert all(0 <= pair_seed(s, "x", "y") < 2**31 for s in range(20))
+
+
+def _store(root: Path, features: dict[str, LocalFeatures]) -> Path:
+    with LocalFeatureWriter(root, dim=32, location_dtype="float16") as writer:
+        for image_id, feats in features.items():
+            writer.add(image_id, feats)
+    return root
+
+
+def _world(tmp_path: Path) -> tuple[Path, VerifyConfig]:
+    """Three true pairs (q_s, c_s) and their shuffled versions, with few iterations so seeds matter."""
+    feats: dict[str, LocalFeatures] = {}
+    for s in range(3):
+        feats[f"q{s}"], feats[f"c{s}"] = synthetic_pair(s, n_in=30, n_out=60)
+    return _store(tmp_path / "store", feats), VerifyConfig(
+        model="homography", ransac_threshold=3.0, max_iters=15
+    )
+
+
+def test_inliers_do_not_depend_on_order_position_or_swap(tmp_path: Path) -> None:
+    root, config = _world(tmp_path)
+    verifier = StoreVerifier(root, config)
+    candidates = ["c0", "c1", "c2", "q1"]
+    counts = verifier("q0", candidates)
+    assert counts[0] >= 20 and counts.dtype == np.int64
+    # reordered candidates: the same count per candidate
+    np.testing.assert_array_equal(verifier("q0", candidates[::-1]), counts[::-1])
+    np.testing.assert_array_equal(verifier("q0", ["c0"]), counts[:1])
+    # the swapped pair, and the pair at another position in a longer list of pairs
+    pairs = [("q0", c) for c in candidates]
+    swapped = [(c, "q0") for c in candidates]
+    np.testing.assert_array_equal(verifier.pair_counts(swapped), counts)
+    np.testing.assert_array_equal(verifier.pair_counts([("c1", "q1"), *pairs[::-1]])[1:], counts[::-1])
+    # workers change nothing
+    parallel = StoreVerifier(root, dataclasses.replace(config, workers=2))
+    np.testing.assert_array_equal(parallel.pair_counts(pairs * 3), np.tile(counts, 3))
+
+
+def test_detailed_results_come_back_in_the_callers_orientation() -> None:
+    f1, f2 = synthetic_pair(5, n_in=40, n_out=20)
+    config = VerifyConfig(model="homography", ransac_threshold=3.0)
+    forward, backward = verify_pairs_detailed([(f1, f2), (f2, f1)], config)
+    assert forward.num_inliers == backward.num_inliers >= 30
+    np.testing.assert_array_equal(
+        backward.matches, forward.matches[:, ::-1][np.argsort(forward.matches[:, 1])]
+    )
+    assert np.all(np.diff(backward.matches[:, 0]) >= 0)
+    # the model maps image 1 onto image 2 in each orientation: applying both gives the identity
+    assert forward.model is not None and backward.model is not None
+    both = backward.model @ forward.model
+    np.testing.assert_allclose(both / both[2, 2], np.eye(3), atol=1e-6)
+    # and a bare pair's result does not depend on what else is verified with it
+    alone = verify_pairs([(f2, f1)], config)
+    assert alone[0] == backward.num_inliers
+    assert features_key(f1) != features_key(f2) and features_key(f1) == features_key(
+        synthetic_pair(5, 40, 20)[0]
+    )
+
+
+def test_pairs_below_reject_below_are_not_fitted(tmp_path: Path) -> None:
+    root, config = _world(tmp_path)
+    full = run_pairs([("q0", "c0"), ("q0", "c1")], StoreFeatures([root]), None, config, detailed=True)
+    n_matches = [len(d.matches) for d in full]
+    assert n_matches[0] > n_matches[1]
+    cut = run_pairs(
+        [("q0", "c0"), ("q0", "c1")], StoreFeatures([root]), None, config, detailed=True,
+        reject_below=n_matches[1] + 1,
+    )  # fmt: skip
+    assert cut[0].num_inliers == full[0].num_inliers  # enough matches: fitted as before
+    assert cut[1].model is None and cut[1].num_inliers == 0  # too few to ever reach the bar: no fit
+    with pytest.raises(ValueError, match="reject_below must be >= 0, got -1"):
+        StoreVerifier(root, config, reject_below=-1)
+
+
+def test_store_source_pickles_as_paths_and_memory_as_features(tmp_path: Path) -> None:
+    root, _ = _world(tmp_path)
+    source = StoreFeatures([root])
+    blob = pickle.dumps(source)
+    assert len(blob) < 1000  # the path, not the arrays
+    again = pickle.loads(blob)
+    np.testing.assert_array_equal(again.load("q1").descriptors, source.load("q1").descriptors)
+    assert "q1" in again and "nope" not in again
+    with pytest.raises(LocalStoreError, match="'nope'"):
+        again.load("nope")
+    with pytest.raises(LocalStoreError, match="in memory for image id 'x'"):
+        FeatureMemory({}).load("x")
+    with pytest.raises(ValueError, match="at least one"):
+        StoreFeatures([])
+
+
+def test_query_outside_the_stores_is_keyed_by_content(tmp_path: Path) -> None:
+    root, config = _world(tmp_path)
+    verifier = StoreVerifier(root, config)
+    query = StoreFeatures([root]).load("q2")
+    counts = verifier.verify_query(query, ["c2", "c0"])
+    np.testing.assert_array_equal(verifier.verify_query(query, ["c0", "c2"]), counts[::-1])
+    assert counts[0] >= 20
 
 
 def test_sampson_error_exact_values() -> None:
