@@ -235,11 +235,12 @@ def project(
             if stage in two
         }
     if index:
-        per_vec = index[-1]["build_seconds"] / index[-1]["vectors"]
+        near = min(index, key=lambda run: abs(run["vectors"] - GLDV2["index"]))  # training cost included
+        per_vec = near["build_seconds"] / near["vectors"]
         out["index"] = {
             "vectors": GLDV2["index"],
             "build_minutes_cpu": round(per_vec * GLDV2["index"] / 60, 1),
-            "bytes_on_disk": int(index[-1]["bytes_per_vector_on_disk"] * GLDV2["index"]),
+            "bytes_on_disk": int(near["bytes_per_vector_on_disk"] * GLDV2["index"]),
             "note": "IVF-PQ64 codes + ids; one shard (shard_size 1M); build memory ~ the 1M run's peak RSS",
         }
     return out
