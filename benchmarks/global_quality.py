@@ -1,122 +1,295 @@
-"""Fine-tuned vs off-the-shelf global descriptors: revisited medium/hard mAP on the synthetic default, and
-within-set retrieval mAP on the shared IMC photos (3 real landmarks), which fine-tuning must not make worse.
+"""Training that keeps real-photo quality: each lever of fine-tuning on the synthetic world, one row, measured on
+a held-out real scene and on the synthetic test split.
 
-    python benchmarks/global_quality.py [--work build/bench/global] [--imc-per-scene 60] [--set train.epochs=4]
+    python benchmarks/global_quality.py [--work build/bench/global] [--held-out brandenburg_gate]
+        [--variants default,no-whitening,...] [--set k=v]
 
-Intermediate outputs (world, features, model) are cached under --work; delete it to start over.
+Rows (all with the params.yaml training settings plus the row's change; every trained row also gets its weight
+ensemble re-chosen per run, below):
+
+- ``pretrained``: the packaged ImageNet backbone + GeM, no training (the golden gate's version 0);
+- ``default``: ``landmark train`` as configured;
+- ``no-whitening``: ``train.neck_whiten=false`` (the PCA neck keeps the pretrained geometry);
+- ``distill-batch``: ``train.distill_weight=1`` (cosine to the step-0 model on the synthetic batch);
+- ``backbone-lr-0.1``: ``train.backbone_lr_multiplier=0.1``;
+- ``distill-real``: ``train.distill_real`` = the IMC photos of the *other* scenes (never the held-out one);
+- ``no-whitening+distill-real``: both.
+
+Columns: plain-kNN medium/hard mAP on the synthetic test split and on every IMC golden set (``landmark
+imc-benchmark`` protocol, ``promote.golden_queries`` queries per scene), the held-out scene's difference from the
+pretrained backbone as a paired bootstrap interval over queries, training seconds.
+
+``wise_alpha`` chosen per run: from each run's plain fine-tuned weights, alphas 1, 0.75, 0.5, 0.25 are scored on
+the *selection* scenes (the IMC sets other than the held-out one) and the rule fixed before looking is applied:
+the largest alpha whose medium and hard mAP on every selection set is within ``promote.golden_tolerance`` of the
+pretrained backbone's (the gate's own test), else the alpha with the best mean there. The chosen model is
+reported on the held-out scene and the synthetic split as row ``<row> @ chosen alpha``.
+
+Descriptors are single-scale (``extract.scales=[1.0]``, to fit the CPU budget; the golden gate uses the configured
+multi-scale extraction): this table compares levers, it does not quote the pipeline. Runs are cached under
+``--work`` per row; delete a row's directory to train it again. Writes ``benchmarks/results/global_quality.json``
+and ``global_quality.md``.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cached_world, config_parser, paired_bootstrap, write_result
+from _common import REPO, RESULTS, cached_world, config_parser, paired_bootstrap, write_result
+from real_quality import PROTOCOLS, per_query_ap
 
-from landmark.config import Config, load_config, resolve_device
-from landmark.features.global_desc import ImageItem, iter_descriptors
-from landmark.metrics import revisitop_map
-from landmark.models.model_dir import descriptor_model
-from landmark.stages.evaluate import evaluate, rerank_for_steps, retrieval_ranks
+from landmark.config import Config, load_config
+from landmark.data.imc_benchmark import build_imc_sets
+from landmark.data.revisitop import gnd_path, read_gnd
+from landmark.models.global_model import create_global_model
+from landmark.models.model_dir import load_model_dir, save_model_dir
+from landmark.stages.evaluate import eval_revisitop, evaluate, rerank_for_steps
 from landmark.stages.extract import extract
-from landmark.stages.train import train
+from landmark.stages.train import train, training_items
+from landmark.training.ensemble import interpolate_weights, zero_shot_state
+from landmark.training.loop import CHECKPOINT, _init_neck
 
-REPO = Path(__file__).resolve().parents[1]
-IMC = REPO.parent / "shared" / "data" / "imc2022-landmarks"
+ALPHAS = (1.0, 0.75, 0.5, 0.25)
+VARIANTS = (
+    "default",
+    "no-whitening",
+    "distill-batch",
+    "backbone-lr-0.1",
+    "distill-real",
+    "no-whitening+distill-real",
+)
 
 
-def synthetic_map(
-    cfg: Config, world: Path, features: Path, out: Path, model_dir: Path | None
+def variant_config(cfg: Config, name: str, real_folders: tuple[str, ...]) -> Config:
+    """``cfg`` with the training change of row ``name`` (``+`` joins changes)."""
+    changes: dict[str, Any] = {}
+    for part in name.split("+"):
+        changes |= {
+            "default": {},
+            "no-whitening": {"neck_whiten": False},
+            "distill-batch": {"distill_weight": 1.0},
+            "backbone-lr-0.1": {"backbone_lr_multiplier": 0.1},
+            "distill-real": {"distill_real": real_folders},
+        }[part]
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
+
+
+def imc_scores(
+    cfg: Config, sets: list[tuple[Path, str]], model: Path | None, work: Path, names: list[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Plain-kNN medium/hard mAP and per-query APs of ``model`` on the IMC sets (``names``: a subset)."""
+    scores: dict[str, dict[str, Any]] = {}
+    for root, name in sets:
+        if names is not None and name not in names:
+            continue
+        out = work / "imc" / name
+        metrics = eval_revisitop(
+            cfg, root, name, out, model=model, rerank_steps=("none",), features_cache=work / "imc_features",
+            progress=False,
+        )  # fmt: skip
+        db_names, _, truths = read_gnd(gnd_path(root, name))
+        ranks = np.load(out / "ranks.npy")
+        scores[name] = {p: round(float(metrics["revisitop"][p]["mAP"]), 2) for p in PROTOCOLS}
+        scores[name]["per_query"] = {p: per_query_ap(ranks, truths, db_names, p).tolist() for p in PROTOCOLS}
+    return scores
+
+
+def synthetic_scores(cfg: Config, world: Path, model: Path | None, work: Path) -> dict[str, float]:
+    """Plain-kNN medium/hard mAP on the synthetic test split."""
+    extract(cfg, world, work / "features", splits=("index", "test"), model_dir=model, progress=False)
+    plain = dataclasses.replace(cfg, rerank=rerank_for_steps(cfg.rerank, ["none"]))
+    metrics = evaluate(plain, world, work / "features", work / "eval", plots=False)
+    return {p: round(float(metrics["revisitop"][p]["mAP"]), 2) for p in PROTOCOLS}
+
+
+def trained(cfg: Config, world: Path, run: Path) -> tuple[Path, float | None]:
+    """The run's model directory (trained unless already there) and its training seconds (None when cached)."""
+    if (run / "model" / "weights.pt").is_file():
+        return run / "model", None
+    summary = train(cfg, world, run / "model", work_dir=run / "model.work", resume=True, progress=False)
+    return run / "model", round(summary.seconds, 1)
+
+
+def ensembled(cfg: Config, world: Path, run: Path, alpha: float) -> Path:
+    """The run's model re-ensembled at ``alpha`` (zero-shot end rebuilt exactly as training built it)."""
+    out = run / f"alpha_{alpha:g}" / "model"
+    if (out / "weights.pt").is_file():
+        return out
+    payload = torch.load(run / "model.work" / CHECKPOINT, map_location="cpu", weights_only=False)
+    fine_tuned = {k[len("model.") :]: v for k, v in payload["module"].items() if k.startswith("model.")}
+    items, _, _ = training_items(cfg, world, None, "auto", cfg.train.min_images_per_class, "the benchmark")
+    torch.manual_seed(cfg.seed)
+    step0 = create_global_model(cfg.model)
+    _init_neck(step0, items, cfg.train, cfg.seed, "cpu")
+    template = load_model_dir(run / "model")
+    model = copy.deepcopy(template.model)
+    model.load_state_dict(interpolate_weights(zero_shot_state(step0), fine_tuned, alpha))
+    return save_model_dir(out, model, template.config, template.labels, {"wise_alpha": alpha})
+
+
+def choose_alpha(
+    by_alpha: dict[float, dict[str, dict[str, Any]]], pretrained: dict[str, dict[str, Any]], tolerance: float
+) -> float:
+    """The largest alpha within ``tolerance`` of ``pretrained`` on medium and hard of every selection set, else
+    the alpha with the best mean of medium and hard over them."""
+    for alpha in sorted(by_alpha, reverse=True):
+        sets = by_alpha[alpha]
+        if all(sets[s][p] >= pretrained[s][p] - tolerance for s in sets for p in PROTOCOLS):
+            return alpha
+    return max(by_alpha, key=lambda a: np.mean([by_alpha[a][s][p] for s in by_alpha[a] for p in PROTOCOLS]))
+
+
+def row(
+    synthetic: dict[str, float],
+    imc: dict[str, dict[str, Any]],
+    held: str,
+    base: dict[str, Any] | None,
+    seed: int,
 ) -> dict[str, Any]:
-    """Revisited mAP of plain kNN retrieval and of the full configured re-ranking pipeline."""
-    extract(cfg, world, features, model_dir=model_dir)
-    plain = dataclasses.replace(cfg, rerank=rerank_for_steps(cfg.rerank, ["none"]))  # plain kNN
-    result: dict[str, Any] = {}
-    for name, run_cfg in (("knn", plain), ("reranked", cfg)):
-        metrics = evaluate(run_cfg, world, features, out / name)
-        result[name] = {p: metrics["revisitop"][p]["mAP"] for p in ("easy", "medium", "hard")}
-        result[name]["gldv2_mAP@100"] = metrics.get("gldv2_retrieval", {}).get("mAP@100")
-        result[name]["GAP"] = metrics.get("recognition", {}).get("GAP")
+    """One table row: synthetic and per-set scores, the held-out scene minus the pretrained backbone."""
+    result: dict[str, Any] = {
+        "synthetic": synthetic,
+        "imc": {s: {p: v[p] for p in PROTOCOLS} for s, v in imc.items()},
+    }
+    if base is not None:
+        result["held_out_minus_pretrained"] = {
+            p: paired_bootstrap(
+                np.array(imc[held]["per_query"][p]), np.array(base["per_query"][p]), seed=seed
+            )
+            for p in PROTOCOLS
+        }
     return result
 
 
-def imc_items(per_scene: int) -> tuple[list[ImageItem], np.ndarray]:
-    """Up to ``per_scene`` photos of each IMC scene (sorted ids) and their scene labels."""
-    from landmark.data.imc import read_imc
-
-    dataset = read_imc(IMC)
-    frame = dataset.manifest("train")
-    items, labels = [], []
-    for label, group in frame[frame["status"] == "ok"].groupby("landmark_id"):
-        for image_id in sorted(group["image_id"])[:per_scene]:
-            items.append(ImageItem(image_id, dataset.image_path("train", image_id)))
-            labels.append(int(label))  # type: ignore[call-overload]
-    return items, np.array(labels)
-
-
-def imc_aps(cfg: Config, items: list[ImageItem], labels: np.ndarray, model_dir: Path | None) -> np.ndarray:
-    """Every photo queries all others; positives = same landmark; the query itself is junk. AP per query (%)."""
-    model, _ = descriptor_model(cfg.model, model_dir)
-    rows = dict(
-        pair for ids, desc in iter_descriptors(model, items, cfg.extract, resolve_device(cfg.device), progress=True)
-        for pair in zip(ids, desc, strict=True)
-    )  # fmt: skip
-    desc = np.stack([rows[i.image_id] for i in items])
-    ranks = retrieval_ranks(desc, desc)
-    aps = []
-    for q in range(len(items)):
-        gnd = {
-            "easy": [int(j) for j in np.flatnonzero(labels == labels[q]) if j != q],
-            "hard": [],
-            "junk": [q],
-        }
-        aps.append(100.0 * revisitop_map(ranks[:, q : q + 1], [gnd])["easy"].map)
-    return np.array(aps)
-
-
-def imc_map(cfg: Config, items: list[ImageItem], labels: np.ndarray, model_dir: Path | None) -> float:
-    """Mean of :func:`imc_aps`, in percent."""
-    return round(float(imc_aps(cfg, items, labels, model_dir).mean()), 3)
+def markdown(rows: dict[str, dict[str, Any]], held: str, set_names: list[str]) -> str:
+    """The README table."""
+    others = [s for s in set_names if s != held]
+    lines = [
+        f"| row | synthetic medium / hard | held-out {held} medium / hard | held-out - pretrained (medium; hard) "
+        "| other scenes medium / hard | train s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        imc = r["imc"]
+        other = " ".join(f"{imc[s]['medium']:.1f}/{imc[s]['hard']:.1f}" for s in others if s in imc) or "-"
+        delta = r.get("held_out_minus_pretrained")
+        diff = (
+            "; ".join(
+                f"{delta[p]['mean']:+.1f} [{delta[p]['low']:+.1f}, {delta[p]['high']:+.1f}]"
+                for p in PROTOCOLS
+            )
+            if delta
+            else "-"
+        )
+        lines.append(
+            f"| {name} | {r['synthetic']['medium']:.1f} / {r['synthetic']['hard']:.1f} "
+            f"| {imc[held]['medium']:.1f} / {imc[held]['hard']:.1f} | {diff} | {other} | {r.get('train_seconds', '-')} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = config_parser(__doc__, REPO / "build" / "bench" / "global")
-    parser.add_argument("--imc-per-scene", type=int, default=60)
+    parser.add_argument("--held-out", default="brandenburg_gate", help="IMC scene never trained or tuned on")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--alphas", default=",".join(map(str, ALPHAS)))
     args = parser.parse_args()
-    cfg = load_config(args.params, args.overrides)
+    cfg = load_config(args.params, [*args.overrides, "extract.scales=[1.0]"])
     work: Path = args.work
     world = cached_world(cfg, work)
+    imc = REPO / cfg.paths.imc
+    sets = [
+        (work / "sets", s.name)
+        for s in build_imc_sets(
+            imc, work / "sets", queries_per_scene=cfg.promote.golden_queries, seed=cfg.seed
+        )
+    ]
+    names = [n for _, n in sets]
+    held = f"imc_{args.held_out}"
+    if held not in names:
+        raise SystemExit(f"--held-out {args.held_out}: no set {held} among {names}")
+    selection = [n for n in names if n != held]
+    real = tuple(str(imc / n.removeprefix("imc_") / "images") for n in selection)
+    alphas = tuple(float(a) for a in args.alphas.split(","))
 
-    result: dict[str, Any] = {"config": {"train": cfg.train.__dict__, "model": cfg.model.__dict__}}
-    result["synthetic_pretrained"] = synthetic_map(
-        cfg, world, work / "feat_pretrained", work / "eval_pretrained", None
+    base_work = work / "runs" / "pretrained"
+    base_imc = imc_scores(cfg, sets, None, base_work)
+    rows = {"pretrained": row(synthetic_scores(cfg, world, None, base_work), base_imc, held, None, cfg.seed)}
+    chosen: dict[str, Any] = {}
+    for name in args.variants.split(","):
+        run_cfg = variant_config(cfg, name, real)
+        run = work / "runs" / name
+        start = time.perf_counter()
+        model, seconds = trained(run_cfg, world, run)
+        rows[name] = row(
+            synthetic_scores(run_cfg, world, model, run),
+            imc_scores(run_cfg, sets, model, run),
+            held,
+            base_imc[held],
+            cfg.seed,
+        )
+        rows[name]["train_seconds"] = seconds if seconds is not None else "cached"
+        by_alpha = {}
+        for alpha in alphas:
+            alpha_dir = ensembled(run_cfg, world, run, alpha)
+            by_alpha[alpha] = imc_scores(run_cfg, sets, alpha_dir, alpha_dir.parent, selection)
+        pick = choose_alpha(by_alpha, {s: base_imc[s] for s in selection}, cfg.promote.golden_tolerance)
+        pick_dir = ensembled(run_cfg, world, run, pick)
+        rows[f"{name} @ chosen alpha {pick:g}"] = row(
+            synthetic_scores(run_cfg, world, pick_dir, pick_dir.parent),
+            imc_scores(run_cfg, sets, pick_dir, pick_dir.parent),
+            held, base_imc[held], cfg.seed,
+        )  # fmt: skip
+        chosen[name] = {
+            "alpha": pick,
+            "selection": {
+                f"{a:g}": {s: {p: v[p] for p in PROTOCOLS} for s, v in by_alpha[a].items()} for a in alphas
+            },
+        }
+        print(
+            json.dumps(
+                {
+                    name: rows[name],
+                    "chosen": chosen[name]["alpha"],
+                    "seconds": round(time.perf_counter() - start),
+                }
+            ),
+            flush=True,
+        )
+    table = markdown(rows, held, names)
+    (RESULTS / "global_quality.md").write_text(
+        f"## Training levers: held-out real scene ({args.held_out}) and the synthetic test split, plain kNN "
+        f"mAP (single-scale descriptors)\n\n{table}\n"
     )
-    model_dir = work / "model"
-    start = time.perf_counter()
-    if not (model_dir / "weights.pt").exists():
-        summary = train(cfg, world, model_dir, work_dir=work / "model.work", resume=True)
-        result["train_seconds"] = round(summary.seconds, 1)
-        result["train_steps"] = summary.steps
-    else:
-        result["train_seconds"] = "cached"
-    result["train_wall_seconds"] = round(time.perf_counter() - start, 1)
-    result["synthetic_finetuned"] = synthetic_map(
-        cfg, world, work / "feat_finetuned", work / "eval_finetuned", model_dir
+    write_result(
+        "global_quality",
+        {
+            "what": "training levers that keep real-photo quality (held-out IMC scene) while gaining on synthetic",
+            "held_out": held,
+            "selection_sets": selection,
+            "distill_real_folders": [
+                str(Path(f).relative_to(REPO.parent)) if Path(f).is_relative_to(REPO.parent) else f
+                for f in real
+            ],
+            "alpha_rule": "largest alpha within promote.golden_tolerance of pretrained on every selection set",
+            "tolerance": cfg.promote.golden_tolerance,
+            "extract": {"image_size": cfg.extract.image_size, "scales": list(cfg.extract.scales)},
+            "train": json.loads(json.dumps(dataclasses.asdict(cfg.train))),
+            "rows": rows,
+            "wise_alpha_per_run": chosen,
+            "table": table,
+        },
     )
-    if IMC.is_dir():
-        items, labels = imc_items(args.imc_per_scene)
-        result["imc_images"] = len(items)
-        pretrained, finetuned = (imc_aps(cfg, items, labels, m) for m in (None, model_dir))
-        result["imc_pretrained_map"] = round(float(pretrained.mean()), 3)
-        result["imc_finetuned_map"] = round(float(finetuned.mean()), 3)
-        result["imc_difference"] = paired_bootstrap(finetuned, pretrained, seed=cfg.seed)
-    write_result("global_quality", result)
 
 
 if __name__ == "__main__":

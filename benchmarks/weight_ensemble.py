@@ -23,20 +23,55 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, cached_world, config_parser, paired_bootstrap, write_result
-from global_quality import IMC, imc_aps, imc_items
 
-from landmark.config import Config, load_config
-from landmark.features.global_desc import ImageItem
+from landmark.config import Config, load_config, resolve_device
+from landmark.features.global_desc import ImageItem, iter_descriptors
+from landmark.metrics import revisitop_map
 from landmark.models.global_model import create_global_model
-from landmark.models.model_dir import load_model_dir, save_model_dir
-from landmark.stages.evaluate import evaluate, rerank_for_steps
+from landmark.models.model_dir import descriptor_model, load_model_dir, save_model_dir
+from landmark.stages.evaluate import evaluate, rerank_for_steps, retrieval_ranks
 from landmark.stages.extract import extract
 from landmark.stages.train import train, training_items
 from landmark.training.ensemble import interpolate_weights, zero_shot_state
 from landmark.training.loop import CHECKPOINT, _init_neck
 
 REPO = Path(__file__).resolve().parents[1]
+IMC = REPO.parent / "shared" / "data" / "imc2022-landmarks"
 ImcSet = tuple[list[ImageItem], np.ndarray]
+
+
+def imc_items(per_scene: int) -> tuple[list[ImageItem], np.ndarray]:
+    """Up to ``per_scene`` photos of each IMC scene (sorted ids) and their scene labels."""
+    from landmark.data.imc import read_imc
+
+    dataset = read_imc(IMC)
+    frame = dataset.manifest("train")
+    items, labels = [], []
+    for label, group in frame[frame["status"] == "ok"].groupby("landmark_id"):
+        for image_id in sorted(group["image_id"])[:per_scene]:
+            items.append(ImageItem(image_id, dataset.image_path("train", image_id)))
+            labels.append(int(label))  # type: ignore[call-overload]
+    return items, np.array(labels)
+
+
+def imc_aps(cfg: Config, items: list[ImageItem], labels: np.ndarray, model_dir: Path | None) -> np.ndarray:
+    """Every photo queries all others; positives = same landmark; the query itself is junk. AP per query (%)."""
+    model, _ = descriptor_model(cfg.model, model_dir)
+    rows = dict(
+        pair for ids, desc in iter_descriptors(model, items, cfg.extract, resolve_device(cfg.device), progress=True)
+        for pair in zip(ids, desc, strict=True)
+    )  # fmt: skip
+    desc = np.stack([rows[i.image_id] for i in items])
+    ranks = retrieval_ranks(desc, desc)
+    aps = []
+    for q in range(len(items)):
+        gnd = {
+            "easy": [int(j) for j in np.flatnonzero(labels == labels[q]) if j != q],
+            "hard": [],
+            "junk": [q],
+        }
+        aps.append(100.0 * revisitop_map(ranks[:, q : q + 1], [gnd])["easy"].map)
+    return np.array(aps)
 
 
 def endpoints(
