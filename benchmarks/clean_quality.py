@@ -109,6 +109,7 @@ def main() -> None:
     parser = config_parser(__doc__, REPO / "build" / "bench" / "clean")
     parser.add_argument("--skip-train", action="store_true", help="only the removal/keep rates and the sweep")
     args = parser.parse_args()
+    load_at_start = os.getloadavg()
     cfg = load_config(args.params, args.overrides)
     work: Path = args.work
     world = cached_world(cfg, work)
@@ -180,6 +181,7 @@ def main() -> None:
             }
             for kind in ("knn", "reranked")
         }
+    result["load_average_at_run_start"] = load_at_start
     result["load_average_at_end"] = os.getloadavg()
     write_result("clean_quality", result)
 

@@ -137,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    load_at_start = os.getloadavg()
     if not (args.root / SCENE).is_dir():
         raise SystemExit(f"IMC photos not found under {args.root}")
 
@@ -220,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "timed_pairs": len(timed),
         "speedup": ours_rate / ref_rate,
         "ours_parallel": parallel,
+        "load_average_at_run_start": load_at_start,
         "load_average_at_end": os.getloadavg(),
         "note": "2 shared cores: other engineers' jobs ran at the same time",
     }

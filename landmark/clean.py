@@ -10,9 +10,9 @@ For every labelled train image x:
    ``min_verified`` (T_freq);
 5. classes left with fewer than ``min_class_images`` kept images are dropped, repeated to a fixed point.
 
-Verification runs in rounds: each undecided image asks for its next ``min_verified - cnt(x)`` unverified
-neighbours, and stops asking once cnt(x) reaches ``min_verified`` (``verify_all`` verifies every neighbour in
-one round instead). Verification is symmetric, so each unordered pair {x, y} is verified once and its count
+Verification runs in rounds: each undecided image asks for its next unverified neighbours in rank order
+(``min_verified - cnt(x)``, doubling each time it asks again), and stops asking once cnt(x) reaches
+``min_verified`` (``verify_all`` verifies every neighbour in one round instead). Verification is symmetric, so each unordered pair {x, y} is verified once and its count
 fills both images' entries (when y is x's neighbour and x is y's). The decisions are those of verifying every
 neighbour: an image stops only once it is kept, and an image that is not kept had all its neighbours
 verified. :class:`CleaningResult` records the pairs asked for, the unique pairs and the pairs verified.
@@ -324,9 +324,11 @@ def verify_in_rank_order(
     """Verify neighbours best first until each image has ``cfg.min_verified`` verified ones (step 3).
 
     Each round, every image still short of ``min_verified`` (and with neighbours left) asks for its next
-    ``min_verified - cnt`` unverified neighbours in rank order; the round's unordered pairs are verified once,
-    in batches of ``cfg.chunk_size``, and fill both images' entries. With ``cfg.verify_all`` one round asks for
-    every neighbour.
+    unverified neighbours in rank order: ``min_verified - cnt`` of them the first time, twice as many each time
+    after (an image that failed once usually fails again: doubling keeps the rounds, each one parallel batch, to
+    about log2(max_same_label) while asking for at most about twice the pairs it needs). The round's unordered
+    pairs are verified once, in batches of ``cfg.chunk_size``, and fill both images' entries. With
+    ``cfg.verify_all`` one round asks for every neighbour.
 
     Args:
         candidates: (N, M) neighbour indices, rank order, -1 padded (:func:`candidate_table`).
@@ -340,17 +342,21 @@ def verify_in_rank_order(
         unordered pairs verified; rounds).
     """
     inliers = np.where(candidates >= 0, NOT_VERIFIED, NO_NEIGHBOUR).astype(np.int64)
+    asked = np.zeros(len(candidates), np.int64)  # rounds each image has asked in
     open_rows = np.arange(len(candidates))
     verified = rounds = 0
     while len(open_rows):
         table = inliers[open_rows]
         pending = table == NOT_VERIFIED
-        short = cfg.min_verified - (table >= cfg.inlier_threshold).sum(axis=1)
-        wants = np.full(len(open_rows), candidates.shape[1]) if cfg.verify_all else np.maximum(short, 0)
+        short = np.maximum(cfg.min_verified - (table >= cfg.inlier_threshold).sum(axis=1), 0)
+        wants = short << np.minimum(asked[open_rows], 20)
+        if cfg.verify_all:
+            wants = np.full(len(open_rows), candidates.shape[1])
         take = pending & (np.cumsum(pending, axis=1) <= wants[:, None])
         r, c = np.nonzero(take)
         if not len(r):
             break
+        asked[open_rows[np.unique(r)]] += 1
         a, b = open_rows[r], candidates[open_rows[r], c]
         pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
         counts = _verify_unique(pairs, ids, verifier, cfg.chunk_size, progress)

@@ -128,6 +128,19 @@ def test_rank_order_table_marks_unverified_neighbours() -> None:
     assert (verified, rounds) == (2, 1) and (inliers == NOT_VERIFIED).sum() == 2  # y-z never needed
 
 
+def test_an_image_that_keeps_failing_asks_for_twice_as_many_each_round() -> None:
+    ids = [f"i{k}" for k in range(8)]
+    candidates = np.full((8, 7), -1)
+    candidates[0] = np.arange(1, 8)  # only image 0 has neighbours: all fail but the last
+    verifier = TableVerifier({frozenset({"i0", "i7"}): 50})
+    cfg = CleanConfig(k=10, max_same_label=7, inlier_threshold=10, min_verified=1)
+    inliers, verified, rounds = verify_in_rank_order(candidates, ids, verifier, cfg)
+    # rounds ask for 1, 2 and 4 neighbours: i1 | i2 i3 | i4 i5 i6 i7
+    assert [sorted(k)[1] for k in verifier.asked] == ["i1", "i2", "i3", "i4", "i5", "i6", "i7"]
+    assert (verified, rounds) == (7, 3)
+    np.testing.assert_array_equal(inliers[0], [0, 0, 0, 0, 0, 0, 50])
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_early_stopping_keeps_the_decisions_of_verifying_everything(seed: int) -> None:
     rng = np.random.default_rng(seed)
