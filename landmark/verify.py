@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch  # at import time, so forked pool workers inherit it instead of importing it (seconds) per pool
 
-from landmark.config import VerifyConfig
+from landmark.config import ParallelConfig, VerifyConfig
 from landmark.features.local import LocalFeatures
 from landmark.features.local_store import LocalFeatureReader, LocalStoreError
 from landmark.parallel import Backend, parallel_map
@@ -351,19 +351,21 @@ def run_pairs(
     detailed: bool = False,
     backend: Backend = "local",
     address: str | None = None,
+    parallel: ParallelConfig | None = None,
     progress: bool = False,
 ) -> list[Any]:
     """Verify keyed pairs (image 1 from ``first``, image 2 from ``second``, default ``first``), in input order.
 
     Returns :class:`PairVerification` per pair (``detailed``) or inlier counts, through
-    :func:`landmark.parallel.parallel_map` with ``config.workers`` on ``backend``; results do not depend on it.
+    :func:`landmark.parallel.parallel_map` with ``config.workers`` on ``backend`` (or on the ``parallel``
+    section's backend, e.g. a Dask cluster, when given); results do not depend on it.
     """
     second = first if second is None else second
     tasks, order = _chunks(pairs, first, second, config, reject_below, detailed)
     flat: list[Any] = []
     for part in parallel_map(
-        _verify_chunk, tasks, workers=config.workers, backend=backend, address=address, desc="verify",
-        progress=progress,
+        _verify_chunk, tasks, config=parallel, workers=config.workers, backend=backend, address=address,
+        desc="verify", progress=progress,
     ):  # fmt: skip
         flat.extend(part)
     out: list[Any] = [None] * len(pairs)
@@ -518,6 +520,7 @@ class StoreVerifier:
         *,
         query_store: str | Path | LocalFeatureReader | None = None,
         reject_below: int = 0,
+        parallel: ParallelConfig | None = None,
     ) -> None:
         if isinstance(store, list | tuple):
             self.source: FeatureSource = StoreFeatures(store)
@@ -530,6 +533,7 @@ class StoreVerifier:
             raise ValueError(f"reject_below must be >= 0, got {reject_below}")
         self.config = config
         self.reject_below = reject_below
+        self.parallel = parallel  # the backend chunks of pairs run on (None: local, config.workers processes)
 
     def load(self, image_id: str) -> LocalFeatures:
         """The features of a candidate (raises LocalStoreError when no store holds them)."""
@@ -555,7 +559,9 @@ class StoreVerifier:
 
     def _counts(self, pairs: Sequence[tuple[str, str]], first: FeatureSource) -> np.ndarray:
         second = None if first is self.source else self.source
-        counts = run_pairs(pairs, first, second, self.config, reject_below=self.reject_below)
+        counts = run_pairs(
+            pairs, first, second, self.config, reject_below=self.reject_below, parallel=self.parallel
+        )
         return np.array(counts, dtype=np.int64)
 
 

@@ -215,6 +215,7 @@ def clean(
         reader,
         dataclasses.replace(cfg.verify, workers=cfg.clean.workers),
         reject_below=cfg.clean.inlier_threshold,
+        parallel=cfg.parallel,
     )
     with tqdm(desc="clean: verify pairs", unit="pair", disable=not progress) as bar:
         result = clean_train_set(

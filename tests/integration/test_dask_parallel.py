@@ -81,6 +81,17 @@ def test_extract_and_local_on_dask_equal_the_local_run(tiny_world, cluster, tmp_
     assert la.extracted == lb.extracted == len(tiny_world.meta.query("split == 'test'"))
     assert _files(tmp_path / "la" / "test") == _files(tmp_path / "lb" / "test")
 
+    # cleaning's pair verification: chunks of pairs on the cluster give the local counts
+    from landmark.verify import StoreVerifier
+
+    test_ids = sorted(tiny_world.meta.query("split == 'test'")["image_id"])
+    pairs = [(a, b) for a in test_ids[:4] for b in test_ids[4:8]]
+    local_counts = StoreVerifier(tmp_path / "la" / "test", here.verify).pair_counts(pairs)
+    dask_counts = StoreVerifier(tmp_path / "la" / "test", here.verify, parallel=there.parallel).pair_counts(
+        pairs
+    )
+    assert local_counts.tolist() == dask_counts.tolist() and local_counts.sum() > 0
+
 
 def kill_own_worker_once(task: tuple[str, int]) -> int:
     """Squares ``task[1]``; the first time item 3 is seen (no marker file yet) it kills the worker running it."""
