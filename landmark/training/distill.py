@@ -49,26 +49,29 @@ def relational_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tenso
     return ((s @ s.T - t @ t.T)[off] ** 2).mean()
 
 
-def photo_paths(folders: Sequence[str | Path], limit: int, seed: int) -> list[Path]:
-    """Up to ``limit`` photos found under ``folders`` (recursively), a seeded sample in sorted order.
+def photo_paths(folders: Sequence[str | Path], limit: int, seed: int) -> tuple[list[Path], list[str]]:
+    """Up to ``limit`` photos found under ``folders`` (recursively), a seeded sample in sorted order, and a note
+    per folder that is not there (the shared real photos are optional, as for the golden gate: training goes on
+    without them and says so).
 
     Raises:
-        FileNotFoundError: a folder does not exist.
-        ValueError: fewer than 2 photos were found.
+        ValueError: the folders that exist hold fewer than 2 photos.
     """
     found: list[Path] = []
+    notes: list[str] = []
     for folder in folders:
         root = Path(folder)
         if not root.is_dir():
-            raise FileNotFoundError(f"train.distill_real: {root} is not a directory")
+            notes.append(f"train.distill_real: no folder {root}: its photos are not distilled on")
+            continue
         found += [p for p in root.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file()]
     found = sorted(set(found))
-    if len(found) < 2:
+    if len(found) == 1 or (not found and len(notes) < len(folders)):
         raise ValueError(f"train.distill_real: need at least 2 photos under {list(map(str, folders))}")
     if len(found) > limit:
         keep = np.random.default_rng([seed, 0xD15]).choice(len(found), size=limit, replace=False)
         found = [found[i] for i in sorted(keep.tolist())]
-    return found
+    return found, notes
 
 
 def image_sizes(paths: Sequence[Path]) -> tuple[list[int], list[int]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import logging
 import os
 import random
 import time
@@ -48,6 +49,9 @@ LOG = "train_log.csv"
 LOG_FIELDS = ("step", "epoch", "loss", "accuracy", "lr", "seconds")
 
 
+logger = logging.getLogger(__name__)
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed with the current data or config."""
 
@@ -74,6 +78,7 @@ class TrainResult:
     final_accuracy: float
     seconds: float  # training time of every attempt: a resumed run adds the time of the runs before it
     finished: bool  # False when stopped early by ``max_steps``
+    real_photos: int = 0  # unlabeled real photos distilled on (train.distill_real; 0 = none)
 
 
 class _Module(nn.Module):
@@ -409,7 +414,11 @@ def _real_photos(model: GlobalDescriptor, cfg: TrainConfig, seed: int, device: s
     model is the teacher, on a resumed run too); None without ``train.distill_real``."""
     if not cfg.distill_real:
         return None
-    paths = photo_paths(cfg.distill_real, cfg.distill_real_images, seed)
+    paths, notes = photo_paths(cfg.distill_real, cfg.distill_real_images, seed)
+    for note in notes:
+        logger.warning(note)
+    if not paths:
+        return None
     widths, heights = image_sizes(paths)
     items = [TrainItem(p, 0, w, h) for p, w, h in zip(paths, widths, heights, strict=True)]
     return _RealPhotos(items, _pooled_features(model, items, cfg, seed, device))
@@ -756,6 +765,7 @@ def train_global_model(
         final_accuracy=float(last_acc),
         seconds=seconds(),
         finished=step >= total_steps,
+        real_photos=0 if real is None else len(real.items),
     )
 
 
@@ -768,5 +778,6 @@ def training_metrics(result: TrainResult, extra: dict[str, Any] | None = None) -
         "final_accuracy": round(result.final_accuracy, 4),
         "train_seconds": round(result.seconds, 2),
         "finished": result.finished,
+        "distill_real_photos": result.real_photos,
         **(extra or {}),
     }

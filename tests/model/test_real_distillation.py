@@ -67,15 +67,17 @@ def _photos(root: Path, count: int, seed: int, sizes: tuple[tuple[int, int], ...
     return paths
 
 
-def test_photo_paths_finds_samples_and_rejects(tmp_path: Path) -> None:
+def test_photo_paths_finds_samples_notes_missing_folders_and_rejects(tmp_path: Path) -> None:
     made = _photos(tmp_path / "a" / "deep", 5, 0, ((40, 30),)) + _photos(tmp_path / "b", 3, 1, ((40, 30),))
     (tmp_path / "b" / "notes.txt").write_text("not a photo")
-    assert photo_paths([tmp_path / "a", tmp_path / "b"], 100, 0) == sorted(made)
-    sample = photo_paths([tmp_path / "a", tmp_path / "b"], 4, 0)
+    assert photo_paths([tmp_path / "a", tmp_path / "b"], 100, 0) == (sorted(made), [])
+    sample, _ = photo_paths([tmp_path / "a", tmp_path / "b"], 4, 0)
     assert len(sample) == 4 and sample == sorted(sample) and set(sample) <= set(made)
-    assert photo_paths([tmp_path / "a", tmp_path / "b"], 4, 0) == sample  # seeded
-    with pytest.raises(FileNotFoundError, match="not a directory"):
-        photo_paths([tmp_path / "missing"], 10, 0)
+    assert photo_paths([tmp_path / "a", tmp_path / "b"], 4, 0)[0] == sample  # seeded
+    # the shared photos are optional: a missing folder is a note, and with none left there is nothing to distill
+    found, notes = photo_paths([tmp_path / "missing", tmp_path / "b"], 10, 0)
+    assert found == sorted(made[5:]) and len(notes) == 1 and "no folder" in notes[0]
+    assert photo_paths([tmp_path / "missing"], 10, 0)[0] == []
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="at least 2 photos"):
         photo_paths([tmp_path / "empty"], 10, 0)
