@@ -38,8 +38,9 @@ from landmark.clean import (
 from landmark.config import Config, load_config
 from landmark.data.formats import read_dataset
 from landmark.features.store import load_features
+from landmark.rerank import rerank_for_steps
 from landmark.stages.clean import clean
-from landmark.stages.evaluate import evaluate, rerank_for_steps
+from landmark.stages.evaluate import evaluate
 from landmark.stages.extract import extract
 from landmark.stages.local import local
 from landmark.stages.train import train

@@ -19,7 +19,7 @@ Columns: plain-kNN medium/hard mAP on the synthetic test split and on every IMC 
 imc-benchmark`` protocol, ``promote.golden_queries`` queries per scene), the held-out scene's difference from the
 pretrained backbone as a paired bootstrap interval over queries, training seconds.
 
-``wise_alpha`` chosen per run: from each run's plain fine-tuned weights, alphas 1, 0.75, 0.5, 0.25 are scored on
+``wise_alpha`` chosen per run: from each run's plain fine-tuned weights, alphas 1, 0.75, 0.5 are scored on
 the *selection* scenes (the IMC sets other than the held-out one) and the rule fixed before looking is applied:
 the largest alpha whose medium and hard mAP on every selection set is within ``promote.golden_tolerance`` of the
 pretrained backbone's (the gate's own test), else the alpha with the best mean there. The chosen model is
@@ -53,13 +53,14 @@ from landmark.data.imc_benchmark import build_imc_sets
 from landmark.data.revisitop import gnd_path, read_gnd
 from landmark.models.global_model import create_global_model
 from landmark.models.model_dir import load_model_dir, save_model_dir
-from landmark.stages.evaluate import eval_revisitop, evaluate, rerank_for_steps
+from landmark.rerank import rerank_for_steps
+from landmark.stages.evaluate import eval_revisitop, evaluate
 from landmark.stages.extract import extract
 from landmark.stages.train import train, training_items
 from landmark.training.ensemble import interpolate_weights, zero_shot_state
 from landmark.training.loop import CHECKPOINT, _init_neck
 
-ALPHAS = (1.0, 0.75, 0.5, 0.25)
+ALPHAS = (1.0, 0.75, 0.5)
 VARIANTS = (
     "default",
     "no-whitening",
@@ -121,7 +122,10 @@ def trained(cfg: Config, world: Path, run: Path) -> tuple[Path, float | None]:
 
 
 def ensembled(cfg: Config, world: Path, run: Path, alpha: float) -> Path:
-    """The run's model re-ensembled at ``alpha`` (zero-shot end rebuilt exactly as training built it)."""
+    """The run's model re-ensembled at ``alpha`` (zero-shot end rebuilt exactly as training built it); the run's
+    own model at its configured ``train.wise_alpha``."""
+    if alpha == cfg.train.wise_alpha:
+        return run / "model"
     out = run / f"alpha_{alpha:g}" / "model"
     if (out / "weights.pt").is_file():
         return out

@@ -29,7 +29,8 @@ from landmark.features.global_desc import ImageItem, iter_descriptors
 from landmark.metrics import revisitop_map
 from landmark.models.global_model import create_global_model
 from landmark.models.model_dir import descriptor_model, load_model_dir, save_model_dir
-from landmark.stages.evaluate import evaluate, rerank_for_steps, retrieval_ranks
+from landmark.rerank import rerank_for_steps
+from landmark.stages.evaluate import evaluate, retrieval_ranks
 from landmark.stages.extract import extract
 from landmark.stages.train import train, training_items
 from landmark.training.ensemble import interpolate_weights, zero_shot_state

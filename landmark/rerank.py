@@ -1024,6 +1024,33 @@ def _vote_labels(
     return predict_labels(np.where(idx >= 0, sims, 0.0), labels, k_eff)
 
 
+def applied_steps(rerank: RerankConfig) -> list[str]:
+    """Names of the re-ranking steps a config switches on, in pipeline order."""
+    steps = ["dba"] if rerank.dba else []
+    steps += [{"alpha": "alpha_qe", "dqe": "dqe"}[rerank.qe]] if rerank.qe != "none" else []
+    steps += ["spatial"] if rerank.spatial else []
+    steps += [name for name in ("sort_step", "insert_step") if getattr(rerank, name)]
+    return steps
+
+
+REVISITOP_RERANK_STEPS = ("none", "dba", "qe", "dqe")
+
+
+def rerank_for_steps(base: RerankConfig, steps: Sequence[str] | None) -> RerankConfig:
+    """The re-ranking config for a benchmark without a train set: ``base`` (steps None) or exactly ``steps``
+    (from :data:`REVISITOP_RERANK_STEPS`), with spatial and label-based steps off either way."""
+    off = {"spatial": False, "sort_step": False, "insert_step": False}
+    if steps is None:
+        return replace(base, **off)  # type: ignore[arg-type]
+    unknown = sorted(set(steps) - set(REVISITOP_RERANK_STEPS))
+    if unknown:
+        raise ValueError(f"unknown re-ranking step(s) {unknown}; choose from {list(REVISITOP_RERANK_STEPS)}")
+    if "qe" in steps and "dqe" in steps:
+        raise ValueError("choose one query expansion: qe (alpha-QE) or dqe, not both")
+    qe = "alpha" if "qe" in steps else "dqe" if "dqe" in steps else "none"
+    return replace(base, dba="dba" in steps, qe=qe, **off)  # type: ignore[arg-type]
+
+
 def without_label_steps(cfg: RerankConfig) -> RerankConfig:
     """``cfg`` with the sort- and insert-steps switched off (no train set available)."""
     return replace(cfg, sort_step=False, insert_step=False)

@@ -36,8 +36,13 @@ from landmark.index_labels import read_index_labels, read_labelled_set
 from landmark.models.model_dir import load_model_dir
 from landmark.recognize import LabelledSet
 from landmark.registry import INDEX_PART, METRICS, MODEL_PART
-from landmark.rerank import SearchDatabase, label_steps_enabled, prepare_database, without_label_steps
-from landmark.stages.evaluate import applied_steps
+from landmark.rerank import (
+    SearchDatabase,
+    applied_steps,
+    label_steps_enabled,
+    prepare_database,
+    without_label_steps,
+)
 from landmark.verify import StoreVerifier
 
 logger = logging.getLogger(__name__)

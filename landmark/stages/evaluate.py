@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -25,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from landmark.config import Config, RerankConfig
+from landmark.config import Config
+from landmark.data.atomic import atomic_path
 from landmark.data.bad_images import skipped_note, usable_ids
 from landmark.data.groundtruth import LandmarkDataset, QueryTruth
 from landmark.recognize import LabelledSet, LabelPrediction
+from landmark.rerank import applied_steps, rerank_for_steps
 
 if TYPE_CHECKING:  # faiss, matplotlib and cv2 load only when a stage runs
     from landmark.index import ShardedIndex
@@ -267,19 +268,8 @@ def write_pr_plots(ranks: np.ndarray, gnd: Sequence[Mapping[str, Sequence[int]]]
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def applied_steps(rerank: RerankConfig) -> list[str]:
-    """Names of the re-ranking steps a config switches on, in pipeline order."""
-    steps = ["dba"] if rerank.dba else []
-    steps += [{"alpha": "alpha_qe", "dqe": "dqe"}[rerank.qe]] if rerank.qe != "none" else []
-    steps += ["spatial"] if rerank.spatial else []
-    steps += [name for name in ("sort_step", "insert_step") if getattr(rerank, name)]
-    return steps
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -474,23 +464,6 @@ def _recognition(
 
 # ---------------------------------------------------------------------------------------------------------------
 # Revisited Oxford/Paris-format benchmarks
-
-REVISITOP_RERANK_STEPS = ("none", "dba", "qe", "dqe")
-
-
-def rerank_for_steps(base: RerankConfig, steps: Sequence[str] | None) -> RerankConfig:
-    """The re-ranking config for a benchmark without a train set: ``base`` (steps None) or exactly ``steps``
-    (from :data:`REVISITOP_RERANK_STEPS`), with spatial and label-based steps off either way."""
-    off = {"spatial": False, "sort_step": False, "insert_step": False}
-    if steps is None:
-        return replace(base, **off)  # type: ignore[arg-type]
-    unknown = sorted(set(steps) - set(REVISITOP_RERANK_STEPS))
-    if unknown:
-        raise ValueError(f"unknown re-ranking step(s) {unknown}; choose from {list(REVISITOP_RERANK_STEPS)}")
-    if "qe" in steps and "dqe" in steps:
-        raise ValueError("choose one query expansion: qe (alpha-QE) or dqe, not both")
-    qe = "alpha" if "qe" in steps else "dqe" if "dqe" in steps else "none"
-    return replace(base, dba="dba" in steps, qe=qe, **off)  # type: ignore[arg-type]
 
 
 def revisitop_local_verifier(

@@ -295,7 +295,7 @@ def test_run_retrieval_refuses_missing_inputs() -> None:
 
 
 def test_rerank_for_steps_maps_cli_steps_to_a_config() -> None:
-    from landmark.stages.evaluate import applied_steps, rerank_for_steps
+    from landmark.rerank import applied_steps, rerank_for_steps
 
     base = RerankConfig()
     assert applied_steps(rerank_for_steps(base, None)) == ["dba", "alpha_qe"]  # config's, minus label steps
