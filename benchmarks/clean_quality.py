@@ -28,23 +28,23 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cached_world, config_parser, write_result
 
-from landmark.clean import (
+from landmark.cleaning.clean import (
     candidate_inliers,
     candidate_table,
     drop_small_classes,
     unique_pairs,
     verified_counts,
 )
+from landmark.cleaning.verify import StoreVerifier
 from landmark.config import Config, load_config
 from landmark.data.formats import read_dataset
 from landmark.features.store import load_features
-from landmark.rerank import rerank_for_steps
+from landmark.retrieval.rerank import rerank_for_steps
 from landmark.stages.clean import clean
 from landmark.stages.evaluate import evaluate
 from landmark.stages.extract import extract
 from landmark.stages.local import local
 from landmark.stages.train import train
-from landmark.verify import StoreVerifier
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP_INLIERS = (6, 8, 10, 12, 15, 20, 25, 30)

@@ -9,7 +9,7 @@ same-landmark pairs with their real match and inlier statistics (the injected wr
 The cleaning runs as the stage runs it: ``StoreVerifier.pair_counts`` with ``clean.workers`` processes that read
 the store themselves, pairs rejected before RANSAC below ``clean.inlier_threshold`` matches, neighbours verified
 best first until ``clean.min_verified``. Up to ``--full-max`` images everything is measured end to end
-(:func:`landmark.clean.clean_train_set`). Above it (100k: the kNN alone is ~5e12 flops on 2 busy cores), a seeded
+(:func:`landmark.cleaning.clean.clean_train_set`). Above it (100k: the kNN alone is ~5e12 flops on 2 busy cores), a seeded
 sample of whole classes is cleaned: their kNN against the full index and their verification are timed and
 projected linearly in the number of images. Same-label neighbours never leave their class, so a class's
 verification work does not depend on the other classes: the sample is exact per class, and every class of this
@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import config_parser, write_result
 
-from landmark.clean import (
+from landmark.cleaning.clean import (
     clean_train_set,
     neighbours_of_rows,
     same_label_candidates,
@@ -42,11 +42,11 @@ from landmark.clean import (
     unit_rows,
     verify_in_rank_order,
 )
+from landmark.cleaning.verify import StoreFeatures, StoreVerifier
 from landmark.config import Config, load_config
 from landmark.data.formats import read_dataset
 from landmark.features.local import LocalFeatures
 from landmark.normalize import l2_normalize
-from landmark.verify import StoreFeatures, StoreVerifier
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "build" / "bench" / "clean"
@@ -120,7 +120,7 @@ def sampled_size(
     sample_classes: int,
 ) -> dict[str, Any]:  # fmt: skip
     """kNN (against the full index) and verification of a seeded sample of whole classes, projected to all."""
-    from landmark.index import build_exact_index
+    from landmark.retrieval.index import build_exact_index
 
     n = len(ids)
     classes = np.unique(labels)

@@ -53,7 +53,7 @@ from landmark.data.imc_benchmark import build_imc_sets
 from landmark.data.revisitop import gnd_path, read_gnd
 from landmark.models.global_model import create_global_model
 from landmark.models.model_dir import load_model_dir, save_model_dir
-from landmark.rerank import rerank_for_steps
+from landmark.retrieval.rerank import rerank_for_steps
 from landmark.stages.evaluate import eval_revisitop, evaluate
 from landmark.stages.extract import extract
 from landmark.stages.train import train, training_items

@@ -29,7 +29,7 @@ from landmark.config import Config, load_config
 from landmark.data.imc_benchmark import ImcSetSummary, build_imc_sets
 from landmark.data.imc_protocol import OverlapThresholds
 from landmark.data.revisitop import gnd_path, read_gnd
-from landmark.metrics import revisitop_map
+from landmark.retrieval.metrics import revisitop_map
 from landmark.stages.evaluate import eval_revisitop, gnd_indices
 
 REPO = Path(__file__).resolve().parents[1]

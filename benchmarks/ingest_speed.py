@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
 from landmark.config import Config, IngestConfig
-from landmark.infra import start_seaweed, stop_seaweed
+from landmark.platform.infra import start_seaweed, stop_seaweed
+from landmark.platform.storage import ObjectStore, S3Settings, read_credentials_file
 from landmark.stages.ingest import ingest
-from landmark.storage import ObjectStore, S3Settings, read_credentials_file
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ Protocol (three shared IMC 2022 scenes, ``--root``; poses give the truth, :mod:`
 - pairs of the evaluation photos, classed from the cameras: **positives** = covisible (easy or hard) pairs,
   **junk** = same-scene pairs the poses call non-overlapping, **other** = a photo of this scene with an
   evaluation photo of another scene (other landmark). ``--positives``/``--junk``/``--other`` pairs each;
-- per scene and variant: ROC AUC of the inlier counts of our verifier (``landmark.verify``) of positives vs all
+- per scene and variant: ROC AUC of the inlier counts of our verifier (``landmark.cleaning.verify``) of positives vs all
   negatives (and vs junk only, vs other only), the median Sampson error (px^2) of positive pairs' inliers under
   the pose-derived fundamental matrix ``F = K2^-T [t]x R K1^-1``, median and mean inliers per positive pair,
   extraction images/s on this scene's photos (<= 640 px, as stored; one warm-up image first) and bytes per image
@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cached_world, config_parser, write_result
 from verify_speed import DEFAULT_ROOT, roc_auc
 
+from landmark.cleaning.verify import sampson_error, verify_pairs_detailed
 from landmark.config import Config, VerifyConfig, load_config
 from landmark.data.images import decode_image
 from landmark.data.imc import fundamental_from_cameras, read_imc_cameras, scene_dirs
@@ -52,7 +53,6 @@ from landmark.features.delf import DelfExtractor
 from landmark.features.local import LocalFeatures, create_local_extractor
 from landmark.features.local_store import LocalFeatureWriter, local_bytes_per_image
 from landmark.models.delf import DelfPca, fit_pca
-from landmark.verify import sampson_error, verify_pairs_detailed
 
 REPO = Path(__file__).resolve().parents[1]
 SQRT2 = float(np.sqrt(2.0))

@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from landmark.config import load_config
-    from landmark.infra import start_seaweed, stop_seaweed
+    from landmark.platform.infra import start_seaweed, stop_seaweed
 
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)

@@ -74,7 +74,7 @@ def per_query_ap(
     ranks: np.ndarray, truths: Sequence[Any], db_names: Sequence[str], protocol: str
 ) -> np.ndarray:
     """(n_queries,) average precision (percent) of each query under one revisited protocol."""
-    from landmark.metrics import revisitop_map
+    from landmark.retrieval.metrics import revisitop_map
     from landmark.stages.evaluate import gnd_indices
 
     gnd = gnd_indices(truths, db_names)

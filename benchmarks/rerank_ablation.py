@@ -49,14 +49,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, add_config_args, paired_bootstrap, write_result
 
+from landmark.cleaning.verify import StoreVerifier
 from landmark.config import Config, RerankConfig, load_config
 from landmark.data.formats import read_dataset
 from landmark.data.groundtruth import LandmarkDataset
 from landmark.data.revisitop import gnd_path, read_gnd
 from landmark.features.store import load_features
-from landmark.metrics import revisitop_map
-from landmark.recognize import LabelledSet, knn_recognition
-from landmark.rerank import Verifier, run_retrieval
+from landmark.retrieval.metrics import revisitop_map
+from landmark.retrieval.recognize import LabelledSet, knn_recognition
+from landmark.retrieval.rerank import Verifier, run_retrieval
 from landmark.stages.evaluate import (
     eval_revisitop,
     gldv2_retrieval_metrics,
@@ -66,7 +67,6 @@ from landmark.stages.evaluate import (
     revisitop_local_verifier,
     revisitop_metrics,
 )
-from landmark.verify import StoreVerifier
 
 REPO = Path(__file__).resolve().parents[1]
 IMC = REPO.parent / "shared" / "data" / "imc2022-landmarks"
@@ -197,8 +197,8 @@ def diagnostics(
 ) -> dict[str, float]:
     """Why steps help or not (percent): how often the neighbours DBA/QE average in show the same landmark, and
     how often the kNN label prediction the sort/insert steps rely on is right."""
-    from landmark.index import build_exact_index, search
-    from landmark.rerank import drop_self
+    from landmark.retrieval.index import build_exact_index, search
+    from landmark.retrieval.rerank import drop_self
 
     truth = true_index_landmarks(dataset, db_ids)
     q_truth = np.array([(dataset.recognition_solution.get(q) or (-1,))[0] for q in test_ids])
@@ -506,8 +506,8 @@ def apply_rule(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def expansion_profile(rerank: RerankConfig, queries: np.ndarray, db: np.ndarray) -> dict[str, float]:
     """How many neighbours DBA and QE average in per row under ``rerank`` (all of them, or the adaptive counts),
     read on the raw descriptors, and the mean top-1 and last similarities of the query profiles."""
-    from landmark.index import build_exact_index, search
-    from landmark.rerank import drop_self, expansion_neighbours
+    from landmark.retrieval.index import build_exact_index, search
+    from landmark.retrieval.rerank import drop_self, expansion_neighbours
 
     index = build_exact_index(db)
     q_sims, q_idx = search(index, queries, rerank.qe_n)

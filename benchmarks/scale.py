@@ -1,7 +1,7 @@
 """Scale-out: the per-image stages on a Dask LocalCluster (1 and 2 workers), the index at millions of vectors, and
 a projection to GLDv2 -> benchmarks/results/scale.json.
 
-1. Per-image stages through ``landmark.parallel`` on a real ``dask.distributed`` LocalCluster of 1 and 2 worker
+1. Per-image stages through ``landmark.platform.parallel`` on a real ``dask.distributed`` LocalCluster of 1 and 2 worker
    processes (1 thread each) at 1k and 10k images: global extraction (``extract_global_chunk``, one store shard
    per chunk), local features (SIFT, ``extract_local_chunk``) and drift's image statistics. Images are small
    procedural JPEGs (``--image-size``, default 128 px) so 10k fit the shared 2-core machine; at 10k only the
@@ -74,10 +74,10 @@ def stage_runs(paths: list[Path], workers: int, stages: list[str], work: Path, c
     from dask.distributed import Client, LocalCluster
 
     from landmark.config import ExtractConfig, LocalConfig, ModelConfig, ParallelConfig
-    from landmark.drift import image_stats
     from landmark.features.global_desc import ImageItem
     from landmark.features.local_extract import LocalItem, extract_local_to_store
-    from landmark.parallel import chunked, map_chunks
+    from landmark.ops.drift import image_stats
+    from landmark.platform.parallel import chunked, map_chunks
     from landmark.stages.extract import GlobalChunk, extract_global_chunk
 
     out: dict[str, Any] = {}
@@ -148,7 +148,7 @@ def index_child(n: int, out_dir: Path, queries: int, seed: int) -> dict[str, Any
     import faiss
 
     from landmark.config import IndexConfig
-    from landmark.index import gpu_available, load_index, sample_rows, write_index
+    from landmark.retrieval.index import gpu_available, load_index, sample_rows, write_index
 
     cfg = IndexConfig(kind="ivfpq", shard_size=1_000_000, chunk_size=65_536)
     centres = np.random.default_rng(seed).standard_normal((2_000, DIM)).astype(np.float32)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_config_args, write_result
 
 from landmark.config import IndexConfig, RerankConfig, load_config
-from landmark.index import (
+from landmark.retrieval.index import (
     build_exact_index,
     build_in_memory,
     create_empty_index,
@@ -36,8 +36,8 @@ from landmark.index import (
     to_search_device,
     train_index,
 )
-from landmark.recognize import neighbour_labels, predict_labels
-from landmark.rerank import (
+from landmark.retrieval.recognize import neighbour_labels, predict_labels
+from landmark.retrieval.rerank import (
     alpha_query_expansion,
     database_side_augmentation,
     discriminative_query_expansion,

@@ -12,7 +12,7 @@ over the wall time of the loop. Settings:
   with its labels and train set, so the re-ranking of ``evaluate`` runs per request (DBA, alpha-QE, sort/insert
   steps); without and with spatial verification of the top ``rerank.spatial_top`` (SIFT stores of index and
   train);
-- **big**: ``--big`` random unit vectors in a flat index written with ``landmark.index.write_index`` (no labels,
+- **big**: ``--big`` random unit vectors in a flat index written with ``landmark.retrieval.index.write_index`` (no labels,
   no train set: the search-only path), queried with the same model; ``rerank.dba`` is off there, because
   ``run_retrieval`` augments the whole database on every request (its cost per request is measured in-process
   at smaller sizes, ``dba_per_request_s``).
@@ -47,10 +47,10 @@ from _common import REPO, config_parser, write_result
 from flows.demo import DEMO_SETTINGS
 from landmark.config import Config, load_config
 from landmark.data.formats import read_dataset
-from landmark.index import build_in_memory, write_index
 from landmark.models.global_model import create_global_model
 from landmark.models.model_dir import load_model_dir, save_model_dir
-from landmark.rerank import run_retrieval
+from landmark.retrieval.index import build_in_memory, write_index
+from landmark.retrieval.rerank import run_retrieval
 
 # the demo's extraction (flows/demo.py) and a CPU index
 DEMO_OVERRIDES = [*(f"extract.{k}={v}" for k, v in DEMO_SETTINGS["extract"].items()), "index.gpu='off'"]

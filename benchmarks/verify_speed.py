@@ -4,7 +4,7 @@ On SIFT features (``landmark.features.local``, backend ``sift``) of a seeded sub
 - positives: sagrada_familia pairs with covisibility > ``--min-covisibility`` (ground-truth F known);
 - negatives: a sagrada_familia photo with a brandenburg_gate or grand_place_brussels photo.
 
-Reported for our verifier (``landmark.verify.verify_pairs``: matrix-product matcher + seeded MAGSAC++, one
+Reported for our verifier (``landmark.cleaning.verify.verify_pairs``: matrix-product matcher + seeded MAGSAC++, one
 process; also on ``--parallel-workers`` processes) and for
 the reference (scipy cKDTree nearest neighbour with distance <= 0.8 + scikit-image
 ``ransac(AffineTransform, min_samples=3, residual_threshold=20, max_trials=1000)``): pairs/s, ROC AUC of the
@@ -31,11 +31,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
+from landmark.cleaning.verify import sampson_error, verify_pairs_detailed
 from landmark.config import VerifyConfig
 from landmark.data.imc import read_imc_pairs
 from landmark.features.local import LocalFeatures, create_local_extractor
 from landmark.features.local_store import LocalFeatureWriter, local_bytes_per_image
-from landmark.verify import sampson_error, verify_pairs_detailed
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "imc2022-landmarks"
 SCENE = "sagrada_familia"

@@ -26,10 +26,10 @@ from _common import RESULTS, cached_world, config_parser, paired_bootstrap, writ
 
 from landmark.config import Config, load_config, resolve_device
 from landmark.features.global_desc import ImageItem, iter_descriptors
-from landmark.metrics import revisitop_map
 from landmark.models.global_model import create_global_model
 from landmark.models.model_dir import descriptor_model, load_model_dir, save_model_dir
-from landmark.rerank import rerank_for_steps
+from landmark.retrieval.metrics import revisitop_map
+from landmark.retrieval.rerank import rerank_for_steps
 from landmark.stages.evaluate import evaluate, retrieval_ranks
 from landmark.stages.extract import extract
 from landmark.stages.train import train, training_items

@@ -28,8 +28,8 @@ from prefect.runtime import flow_run
 from prefect.settings import get_current_settings
 
 from landmark.config import Config, load_config
-from landmark.infra import run_dvc
-from landmark.storage import StorageError
+from landmark.platform.infra import run_dvc
+from landmark.platform.storage import StorageError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -74,8 +74,8 @@ def scratch_project(
     Raises:
         FileExistsError: ``dest`` exists (the caller decides whether to remove it).
     """
-    from landmark.infra import configure_dvc_remote
-    from landmark.storage import ObjectStore, S3Settings, read_credentials_file
+    from landmark.platform.infra import configure_dvc_remote
+    from landmark.platform.storage import ObjectStore, S3Settings, read_credentials_file
 
     if dest.exists():
         raise FileExistsError(f"{dest} exists")
@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--dir", default="build/demo", help="scratch directory (replaced)")
     args = parser.parse_args(argv)
-    from landmark.storage import ENV_ENDPOINT
+    from landmark.platform.storage import ENV_ENDPOINT
 
     run = open_run(None, None, [])
     base = Path(args.dir).resolve()

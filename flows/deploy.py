@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"deployment {spec.flow.name}/{spec.name}: {spec.cron or 'on demand'} ({run.cfg.flows.timezone})"
         )
     if args.worker:
-        from landmark.prefect_services import start_worker
+        from landmark.platform.prefect_services import start_worker
 
         pid = start_worker(
             run.path(run.cfg.storage.run_dir), run.cfg.flows.work_pool, run.cfg.flows.prefect_port, run.root

@@ -19,7 +19,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import Run
-from landmark.infra import run_dvc
+from landmark.platform.infra import run_dvc
 
 STAGE_TIMEOUT_S = 24 * 3600.0  # a GLDv2-size training night; DVC itself has no timeout
 OUTPUT_LINES = 30

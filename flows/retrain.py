@@ -141,7 +141,7 @@ def night_summary(
 
 def publish_artifacts(run: Any, summary: dict[str, Any]) -> None:
     """Tables for the Prefect UI (stages, metrics before/after) and the evaluation metrics on the dashboard."""
-    from landmark.drift import log_metrics
+    from landmark.ops.drift import log_metrics
 
     publish_table(
         "stages",

@@ -128,7 +128,7 @@ def evaluate_model(
     local_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Offline retrieval + recognition metrics of one model's features; a table artifact per model."""
-    from landmark.drift import log_metrics
+    from landmark.ops.drift import log_metrics
     from landmark.stages.evaluate import evaluate
 
     metrics = evaluate(run.cfg, data_dir, features_dir, out_dir, index_dir=index_dir, local_dir=local_dir)

@@ -227,9 +227,13 @@ class TrainConfig:
         _require(0.0 <= self.frozen_fraction < 1.0, "frozen_fraction must be in [0, 1)")
         _require(self.neck_init_images >= 2, "neck_init_images must be >= 2")
         _require(self.distill_weight >= 0, f"distill_weight must be >= 0, got {self.distill_weight}")
-        _require(self.distill_real_weight >= 0, f"distill_real_weight must be >= 0: {self.distill_real_weight}")
+        _require(
+            self.distill_real_weight >= 0, f"distill_real_weight must be >= 0: {self.distill_real_weight}"
+        )
         _require(self.distill_real_batch >= 2, f"distill_real_batch must be >= 2: {self.distill_real_batch}")
-        _require(self.distill_real_images >= 2, f"distill_real_images must be >= 2: {self.distill_real_images}")
+        _require(
+            self.distill_real_images >= 2, f"distill_real_images must be >= 2: {self.distill_real_images}"
+        )
         _require(0.0 < self.wise_alpha <= 1.0, f"wise_alpha must be in (0, 1], got {self.wise_alpha}")
         _require(
             self.backbone_lr_multiplier > 0,
@@ -472,7 +476,7 @@ class ValidateConfig:
 
 @dataclass(frozen=True)
 class VerifyConfig:
-    """Spatial verification (:mod:`landmark.verify`): putative matches, then a seeded robust geometric fit."""
+    """Spatial verification (:mod:`landmark.cleaning.verify`): putative matches, then a seeded robust geometric fit."""
 
     ratio: float = 0.85  # Lowe ratio test on L2 distances, nearest < ratio * second nearest (1.0 = off)
     max_distance: float = 2.0  # L2 distance cap of a match between unit descriptors (2.0 = off)
@@ -752,7 +756,7 @@ class FlowsConfig:
 
 @dataclass(frozen=True)
 class ParallelConfig:
-    """Where per-image work runs (``landmark/parallel.py``): local processes or a Dask cluster, in chunks.
+    """Where per-image work runs (``landmark/platform/parallel.py``): local processes or a Dask cluster, in chunks.
 
     Every per-image stage (synth, extract, local, drift statistics, ingestion's decode checks, cleaning's
     verification) cuts its work into chunks of ``chunk_images`` items; a chunk is one task (one Dask task, one

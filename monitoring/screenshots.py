@@ -28,7 +28,7 @@ import pandas as pd
 from PIL import Image
 
 from landmark.config import DriftConfig, SynthConfig
-from landmark.drift import (
+from landmark.ops.drift import (
     DRIFT_PANELS,
     PANEL_EVALUATION,
     PURPOSES,
@@ -39,8 +39,7 @@ from landmark.drift import (
     log_metrics,
     setup_monitoring,
 )
-from landmark.prefect_services import api_url, start_prefect_server, stop_prefect_server, ui_url
-from landmark.webui import (
+from landmark.ops.webui import (
     chromium_available,
     evidently_ui,
     free_port,
@@ -51,6 +50,7 @@ from landmark.webui import (
     undrawn_panels,
     wait_for,
 )
+from landmark.platform.prefect_services import api_url, start_prefect_server, stop_prefect_server, ui_url
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver

@@ -5,7 +5,7 @@ Usage (from the project root; ``make monitor`` runs it before ``evidently ui``):
     .venv/bin/python monitoring/setup.py [--params params.yaml] [--workspace DIR] [--project NAME]
 
 Workspace and project default to ``drift.workspace`` and ``drift.project`` in the params file. The panels are
-defined in :func:`landmark.drift.setup_monitoring`; panels that already exist (by title) are left as they are, and
+defined in :func:`landmark.ops.drift.setup_monitoring`; panels that already exist (by title) are left as they are, and
 the drift panels of earlier versions (one panel for both uses, which drew nothing for the second) are replaced.
 """
 
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from landmark.config import ConfigError, load_config
-from landmark.drift import setup_monitoring
+from landmark.ops.drift import setup_monitoring
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,14 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from landmark.config import SynthConfig
+from landmark.training.loop import TrainItem
 
 if TYPE_CHECKING:
-    from landmark.infra import SeaweedInfo
-    from landmark.storage import ObjectStore, S3Settings
+    from landmark.platform.infra import SeaweedInfo
+    from landmark.platform.storage import ObjectStore, S3Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "imc2022-landmarks"
@@ -49,7 +52,7 @@ SERVICES_DIR = (
 @pytest.fixture(scope="session")
 def seaweed() -> Iterator[SeaweedInfo]:
     """A real SeaweedFS S3 server on 127.0.0.1 (free ports, project-local data dir), stopped at session end."""
-    from landmark.infra import start_seaweed, stop_seaweed
+    from landmark.platform.infra import start_seaweed, stop_seaweed
 
     SERVICES_DIR.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="seaweed-", dir=SERVICES_DIR))
@@ -63,7 +66,7 @@ def seaweed() -> Iterator[SeaweedInfo]:
 @pytest.fixture
 def s3_settings(seaweed: SeaweedInfo) -> S3Settings:
     """Settings for a fresh, test-private bucket on the session's SeaweedFS (the bucket is not created)."""
-    from landmark.storage import S3Settings, read_credentials_file
+    from landmark.platform.storage import S3Settings, read_credentials_file
 
     return S3Settings(
         endpoint=seaweed.endpoint,
@@ -78,7 +81,7 @@ def s3_settings(seaweed: SeaweedInfo) -> S3Settings:
 @pytest.fixture
 def object_store(s3_settings: S3Settings) -> ObjectStore:
     """An :class:`ObjectStore` on a fresh, existing, test-private bucket."""
-    from landmark.storage import ObjectStore
+    from landmark.platform.storage import ObjectStore
 
     store = ObjectStore(s3_settings)
     store.ensure_bucket()
@@ -118,3 +121,23 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> TinyWorld:
     root = tmp_path_factory.mktemp("tiny_world")
     generate_world(TINY_WORLD, root, seed=11, progress=False)
     return TinyWorld(root, pd.read_parquet(root / "synth_meta.parquet"), TINY_WORLD, 11)
+
+
+@pytest.fixture(scope="module")
+def items(tmp_path_factory: pytest.TempPathFactory) -> list[TrainItem]:
+    """4 classes x 8 images: class-specific stripe orientation and colour, with per-image noise and shifts."""
+    root = tmp_path_factory.mktemp("train_images")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:72, 0:96]
+    out = []
+    for label in range(4):
+        angle = label * np.pi / 4
+        colour = np.array([[255, 60, 60], [60, 255, 60], [60, 60, 255], [230, 230, 60]][label])
+        for k in range(8):
+            phase = rng.uniform(0, 2 * np.pi)
+            stripes = 0.5 + 0.5 * np.sin((xx * np.cos(angle) + yy * np.sin(angle)) / 3.0 + phase)
+            image = stripes[..., None] * colour + rng.normal(0, 20, (72, 96, 3))
+            path = root / f"c{label}_{k}.png"
+            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path)
+            out.append(TrainItem(path, label, 96, 72))
+    return out

@@ -12,7 +12,7 @@ from landmark.cli._app import app, out, state, user_errors
 from landmark.config import Config
 
 if TYPE_CHECKING:
-    from landmark.drift import DriftResult
+    from landmark.ops.drift import DriftResult
 
 
 def columns_table(result: DriftResult) -> Table:

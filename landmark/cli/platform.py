@@ -28,8 +28,8 @@ app.add_typer(infra_app, name="infra")
 
 def service_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn object-store and local-service failures into a one-line error, exit 1 (``--debug``: traceback)."""
-    from landmark.infra import InfraError
-    from landmark.storage import StorageError
+    from landmark.platform.infra import InfraError
+    from landmark.platform.storage import StorageError
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -142,7 +142,7 @@ def validate(
     ] = None,
 ) -> None:
     """Run the Great Expectations data-quality gate; exits 1 when a critical expectation fails."""
-    from landmark.quality import QualityGateError
+    from landmark.ops.quality import QualityGateError
     from landmark.stages.validate import validate as run_validate
     from landmark.stages.validate import validate_cleaning, validate_dataset
 
@@ -194,9 +194,9 @@ def infra_up(
     Every run also checks that the files holding secrets (credentials, the store's configs, .dvc/config.local)
     are readable by their owner only, and fixes them when they are not.
     """
-    from landmark.infra import DVC_LOCAL_CONFIG, SeaweedLayout, configure_dvc_remote, start_seaweed
-    from landmark.private_files import ensure_private
-    from landmark.storage import ENV_ENDPOINT, ObjectStore, S3Settings, read_credentials_file
+    from landmark.platform.infra import DVC_LOCAL_CONFIG, SeaweedLayout, configure_dvc_remote, start_seaweed
+    from landmark.platform.private_files import ensure_private
+    from landmark.platform.storage import ENV_ENDPOINT, ObjectStore, S3Settings, read_credentials_file
 
     cfg = state.config()
     directory = run_dir or Path(cfg.storage.run_dir)
@@ -216,7 +216,7 @@ def infra_up(
         configure_dvc_remote(Path("."), cfg.storage.dvc_remote, info.endpoint, credentials)
         out.print(f"DVC remote '{cfg.storage.dvc_remote}': endpoint and credentials in .dvc/config.local")
     if prefect:
-        from landmark.prefect_services import start_prefect_server, ui_url
+        from landmark.platform.prefect_services import start_prefect_server, ui_url
 
         api = start_prefect_server(directory, cfg.flows.prefect_port)
         out.print(f"Prefect server at [bold]{ui_url(cfg.flows.prefect_port)}[/] (set PREFECT_API_URL={api})")
@@ -229,8 +229,8 @@ def infra_down(
     run_dir: Annotated[Path | None, typer.Option(help="server directory (default: storage.run_dir)")] = None,
 ) -> None:
     """Stop the local Prefect worker and server and the SeaweedFS server (data and credentials are kept)."""
-    from landmark.infra import stop_seaweed
-    from landmark.prefect_services import stop_prefect_server, stop_worker
+    from landmark.platform.infra import stop_seaweed
+    from landmark.platform.prefect_services import stop_prefect_server, stop_worker
 
     directory = run_dir or Path(state.config().storage.run_dir)
     for name, stop in (("Prefect worker", stop_worker), ("Prefect server", stop_prefect_server)):
@@ -247,8 +247,8 @@ def infra_status(
     run_dir: Annotated[Path | None, typer.Option(help="server directory (default: storage.run_dir)")] = None,
 ) -> None:
     """Say whether the local services run (S3 store, Prefect server and worker); exit 3 when the store is down."""
-    from landmark.infra import is_ready, seaweed_status
-    from landmark.prefect_services import server_healthy, ui_url, worker_pid
+    from landmark.platform.infra import is_ready, seaweed_status
+    from landmark.platform.prefect_services import server_healthy, ui_url, worker_pid
 
     cfg = state.config()
     directory = run_dir or Path(cfg.storage.run_dir)

@@ -198,7 +198,7 @@ def registry_show(
     decisions: Annotated[int, typer.Option(help="recent decisions to show")] = 5,
 ) -> None:
     """The production pointer, one version's files and metrics, and the latest decisions."""
-    from landmark.gate import metric_value
+    from landmark.ops.gate import metric_value
     from landmark.stages.promote import open_registry
 
     cfg = state.config()

@@ -75,7 +75,7 @@ def production_version(cfg: Config) -> str:
     Raises:
         RegistryError: nothing is in production.
     """
-    from landmark.registry import RegistryError
+    from landmark.ops.registry import RegistryError
     from landmark.stages.promote import open_registry
 
     pointer = open_registry(cfg).production()

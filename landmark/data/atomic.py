@@ -54,7 +54,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
 
     On error the temporary directory is removed and ``path`` is untouched. The swap moves the old directory
     aside, renames the new one into place, then deletes the old one; :func:`repair_interrupted_swap` (run
-    here and by readers such as :func:`landmark.index.load_index`) restores the old directory if a crash hit between the two renames.
+    here and by readers such as :func:`landmark.retrieval.index.load_index`) restores the old directory if a crash hit between the two renames.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -302,7 +302,7 @@ def localize_remote_images(
     in) and point there; the rest of the dataset is unchanged.
 
     Args:
-        fetch: returns the bytes of an ``s3://`` uri (e.g. :meth:`landmark.storage.ObjectStore.get_uri`).
+        fetch: returns the bytes of an ``s3://`` uri (e.g. :meth:`landmark.platform.storage.ObjectStore.get_uri`).
 
     Raises:
         DatasetFormatError: the bytes fetched for a row do not hash to its recorded SHA-1.

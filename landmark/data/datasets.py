@@ -27,7 +27,7 @@ def open_dataset(cfg: Config, root: str | Path, fmt: str = "auto", *, progress: 
     dataset = read_dataset(Path(root), fmt)
     if not has_remote_images(dataset):
         return dataset
-    from landmark.storage import ObjectStore, open_store, parse_s3_uri
+    from landmark.platform.storage import ObjectStore, open_store, parse_s3_uri
 
     store = open_store(cfg.storage)
     stores = {store.settings.bucket: store}

@@ -2,7 +2,7 @@
 
 Item-level failures (a 404, a timeout, a body that is too large or not an image type) raise
 :class:`FetchError` with a reason code, and the item is quarantined. Failures of our own infrastructure (the
-object store down) are not the item's fault: they raise :class:`~landmark.storage.StorageError` and stop the
+object store down) are not the item's fault: they raise :class:`~landmark.platform.storage.StorageError` and stop the
 batch, to be resumed later. HTTP retries (exponential backoff) happen only where another attempt can help:
 timeouts, connection errors, cut transfers, 5xx, 408 and 429; never on other 4xx answers.
 
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from landmark.data.sources import SourceItem
 
 if TYPE_CHECKING:
-    from landmark.storage import ObjectStore
+    from landmark.platform.storage import ObjectStore
 
 FETCH_REASONS = (
     "http_error",
@@ -407,7 +407,7 @@ class ObjectFetcher:
 
     def fetch(self, item: SourceItem) -> bytes:
         """The object's bytes; see :class:`Fetcher`. Store outages raise StorageError (the batch stops)."""
-        from landmark.storage import ObjectNotFoundError, parse_s3_uri
+        from landmark.platform.storage import ObjectNotFoundError, parse_s3_uri
 
         try:
             bucket, key = parse_s3_uri(item.url)

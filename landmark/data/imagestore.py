@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from landmark.data.atomic import atomic_path
 
 if TYPE_CHECKING:
-    from landmark.storage import ObjectStore
+    from landmark.platform.storage import ObjectStore
 
 StoreKind = Literal["local", "s3", "both"]
 DEFAULT_PREFIX = "images"
@@ -93,7 +93,7 @@ class S3ImageStore:
 
     def put(self, key: str, data: bytes) -> str:
         """Upload unless an object of the same size is already there; returns its ``s3://`` uri."""
-        from landmark.storage import ObjectNotFoundError
+        from landmark.platform.storage import ObjectNotFoundError
 
         full_key = f"{self.prefix}/{key}"
         try:

@@ -18,7 +18,7 @@ from landmark.data.ids import UnsafeIdError, validate_image_id
 from landmark.data.manifest import NO_LANDMARK, STATUS_OK, format_reason
 
 if TYPE_CHECKING:
-    from landmark.storage import ObjectStore
+    from landmark.platform.storage import ObjectStore
 
 SourceKind = Literal["csv", "folder", "s3", "synth"]
 SOURCE_KINDS: tuple[SourceKind, ...] = ("csv", "folder", "s3", "synth")

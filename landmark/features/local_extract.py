@@ -3,7 +3,7 @@
 Shared by the ``local`` stage (a dataset split) and ``eval-revisitop --spatial`` (a benchmark's database and its
 cropped queries): each image is decoded, cropped to its box if it has one, resized so its long side is
 ``LocalConfig.image_size``, described by the configured backend, and its keypoint locations are mapped back to
-the ORIGINAL image's pixels (crop offset included). Work goes in chunks through :func:`landmark.parallel.map_chunks`,
+the ORIGINAL image's pixels (crop offset included). Work goes in chunks through :func:`landmark.platform.parallel.map_chunks`,
 each chunk writing its own store shard.
 """
 
@@ -27,7 +27,7 @@ from landmark.features.local_store import (
     stored_local_ids,
     write_local_shard,
 )
-from landmark.parallel import chunked, map_chunks
+from landmark.platform.parallel import chunked, map_chunks
 
 BBox = tuple[float, float, float, float]
 

@@ -42,7 +42,7 @@ from landmark.config import ServeConfig
 from landmark.data.fetch import FetchError, HttpFetcher
 from landmark.data.images import ImageDecodeError
 from landmark.data.sources import SourceItem
-from landmark.drift import decoded_row, failed_row
+from landmark.ops.drift import decoded_row, failed_row
 from landmark.serving.bundle import ServedModel
 from landmark.serving.metrics import CONTENT_TYPE, ServingMetrics
 from landmark.serving.page import PAGE_HTML

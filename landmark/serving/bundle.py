@@ -1,7 +1,7 @@
 """A registry version (or a model and index on disk) loaded for answering queries.
 
 :func:`load_served_model` turns a version directory (``model/``, ``index/``, ``metrics.json``, ``MANIFEST.json``,
-as :meth:`landmark.registry.Registry.download` writes it) into a :class:`ServedModel`: the descriptor model, the
+as :meth:`landmark.ops.registry.Registry.download` writes it) into a :class:`ServedModel`: the descriptor model, the
 index with its vectors, ids and labels, the labelled train set, the "no landmark" threshold from the version's
 evaluation metrics, and the retrieval / recognition config ``evaluate`` would run with that data. Steps whose
 data the version lacks are switched off with a note, exactly as ``evaluate`` skips them.
@@ -21,6 +21,7 @@ import faiss
 import numpy as np
 import torch
 
+from landmark.cleaning.verify import StoreVerifier
 from landmark.config import (
     Config,
     ConfigError,
@@ -31,19 +32,18 @@ from landmark.config import (
     RerankConfig,
     section_from_dict,
 )
-from landmark.index import ShardedIndex, load_index
-from landmark.index_labels import read_index_labels, read_labelled_set
 from landmark.models.model_dir import load_model_dir
-from landmark.recognize import LabelledSet
-from landmark.registry import INDEX_PART, METRICS, MODEL_PART
-from landmark.rerank import (
+from landmark.ops.registry import INDEX_PART, METRICS, MODEL_PART
+from landmark.retrieval.index import ShardedIndex, load_index
+from landmark.retrieval.index_labels import read_index_labels, read_labelled_set
+from landmark.retrieval.recognize import LabelledSet
+from landmark.retrieval.rerank import (
     SearchDatabase,
     applied_steps,
     label_steps_enabled,
     prepare_database,
     without_label_steps,
 )
-from landmark.verify import StoreVerifier
 
 logger = logging.getLogger(__name__)
 

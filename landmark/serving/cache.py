@@ -1,6 +1,6 @@
 """The local cache of registry versions that serving reads: one directory per version, verified before use.
 
-``<cache>/<version>/`` is what :meth:`landmark.registry.Registry.download` writes (``model/``, ``index/``,
+``<cache>/<version>/`` is what :meth:`landmark.ops.registry.Registry.download` writes (``model/``, ``index/``,
 ``metrics.json``, ``MANIFEST.json``). A version is downloaded once; every later use re-checks the files on disk
 against the MANIFEST (sizes and sha256), and a directory that fails the check is downloaded again.
 """
@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from landmark.registry import (
+from landmark.ops.registry import (
     MANIFEST,
     FileEntry,
     Registry,

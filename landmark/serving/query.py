@@ -4,11 +4,11 @@
 - the descriptor: :func:`landmark.features.global_desc.describe_image` (extraction's resize and multi-scale);
 - the local features (when spatial verification is on): :func:`landmark.features.local_extract.local_features`
   (the ``local`` stage's extraction), verified against the stored features of the candidates with
-  :meth:`landmark.verify.StoreVerifier.verify_query` (the pair keyed by the query's content, so its inliers do
+  :meth:`landmark.cleaning.verify.StoreVerifier.verify_query` (the pair keyed by the query's content, so its inliers do
   not depend on its place in a batch);
-- search: :func:`landmark.rerank.run_retrieval` over the version's index and train set, with ``evaluate``'s list
+- search: :func:`landmark.retrieval.rerank.run_retrieval` over the version's index and train set, with ``evaluate``'s list
   length (``evaluate.topk``), then cut to the requested number of results;
-- recognition: :func:`landmark.recognize.knn_recognition`, rejected as "no landmark" at or below the threshold
+- recognition: :func:`landmark.retrieval.recognize.knn_recognition`, rejected as "no landmark" at or below the threshold
   ``evaluate`` calibrated (``recognition.threshold`` in the version's metrics).
 """
 
@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from landmark.cleaning.verify import StoreVerifier
 from landmark.data.images import ImageDecodeError, decode_image
 from landmark.features.global_desc import describe_image
 from landmark.features.local import LocalFeatures
 from landmark.features.local_extract import local_features
-from landmark.recognize import knn_recognition
-from landmark.rerank import run_retrieval
+from landmark.retrieval.recognize import knn_recognition
+from landmark.retrieval.rerank import run_retrieval
 from landmark.serving.bundle import ServedModel
-from landmark.verify import StoreVerifier
 
 
 class RecognitionUnavailableError(ValueError):
@@ -121,7 +121,7 @@ def describe_query(served: ServedModel, image: np.ndarray) -> Query:
 
 @dataclass(frozen=True)
 class QueryVerifier:
-    """A :class:`landmark.recognize.Verifier` for queries that are not in any store: their local features come
+    """A :class:`landmark.retrieval.recognize.Verifier` for queries that are not in any store: their local features come
     from memory (keyed by query id), the candidates' from the version's stores."""
 
     queries: dict[str, LocalFeatures]

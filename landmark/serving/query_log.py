@@ -2,7 +2,7 @@
 
 Each query answered (or refused by the image decoder) becomes one row: a random query id, when, the endpoint,
 the version and model that answered, the per-image statistics the drift report computes for the training data
-(:func:`landmark.drift.decoded_row` / :func:`~landmark.drift.failed_row`: size, aspect, brightness, contrast,
+(:func:`landmark.ops.drift.decoded_row` / :func:`~landmark.ops.drift.failed_row`: size, aspect, brightness, contrast,
 saturation, file bytes, decode failure) and the query's global descriptor. No image bytes are kept unless
 ``serve.log_images`` asks for them.
 
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from landmark.config import ServeConfig
-from landmark.drift import FAILURE_COLUMN, IMAGE_STAT_COLUMNS
+from landmark.ops.drift import FAILURE_COLUMN, IMAGE_STAT_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class LoggedQuery:
         endpoint: "search" or "recognize".
         version: the version that answered (or refused) it.
         model_id: that version's model id (its descriptors are comparable only with that model's).
-        stats: the image statistics row (:data:`landmark.drift.IMAGE_STAT_COLUMNS` and ``failure``).
+        stats: the image statistics row (:data:`landmark.ops.drift.IMAGE_STAT_COLUMNS` and ``failure``).
         descriptor: (dim,) float32 global descriptor, None when the image was not described.
         image: the query's bytes, kept only with ``serve.log_images``.
         logged_at: UTC time, ISO 8601.
@@ -282,7 +282,7 @@ class QueryWindow:
 
     Attributes:
         stats: one row per query, oldest first, indexed by ``query_id``: :data:`META_COLUMNS` (less the id),
-            :data:`landmark.drift.IMAGE_STAT_COLUMNS` and ``failure``.
+            :data:`landmark.ops.drift.IMAGE_STAT_COLUMNS` and ``failure``.
         vectors: query id -> (dim,) float32 descriptor, for the queries that have one.
         files: the numbered files read.
     """

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from landmark.config import Config
-from landmark.registry import Registry
+from landmark.ops.registry import Registry
 from landmark.serving.bundle import ServedModel, load_version_dir
 from landmark.serving.cache import cached_version, prune_cache
 from landmark.serving.metrics import ServingMetrics

@@ -1,5 +1,5 @@
 """Stage ``clean``: drop wrongly labelled and junk train images by spatial verification (see
-:mod:`landmark.clean`), write the cleaned train manifest and the reports, then run the cleaning quality gate.
+:mod:`landmark.cleaning.clean`), write the cleaned train manifest and the reports, then run the cleaning quality gate.
 
 Outputs in ``out_dir``:
 
@@ -9,7 +9,7 @@ Outputs in ``out_dir``:
   training (ok rows only) skips them and nothing is silently lost;
 - ``dropped.parquet``: the dropped rows alone, with ``clean_reason``, ``candidates``, ``verified`` and
   ``max_inliers`` next to the manifest columns;
-- ``class_report.parquet``: per class (:data:`landmark.quality.CLASS_REPORT_COLUMNS` plus extra columns);
+- ``class_report.parquet``: per class (:data:`landmark.ops.quality.CLASS_REPORT_COLUMNS` plus extra columns);
 - ``clean.json``: counts, shares, pair statistics, params, the bootstrap model, seconds, the gate verdict;
 - ``gx/`` and ``validate_clean.json``: the Great Expectations cleaning gate and its Data Docs.
 """
@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from landmark.clean import CleaningResult, clean_train_set
+from landmark.cleaning.clean import CleaningResult, clean_train_set
+from landmark.cleaning.verify import StoreVerifier
 from landmark.config import Config, config_to_dict
 from landmark.data.bad_images import quarantine_bad_images, read_quarantine, reason_counts
 from landmark.features.local_store import LocalFeatureReader, LocalStoreError
-from landmark.verify import StoreVerifier
 
 CLEANED_MANIFEST = "train.parquet"
 DROPPED = "dropped.parquet"
@@ -187,7 +187,7 @@ def clean(
     from landmark.data.datasets import open_dataset
     from landmark.data.manifest import write_manifest
     from landmark.features.store import load_features, read_meta
-    from landmark.quality import QualityGateError
+    from landmark.ops.quality import QualityGateError
     from landmark.stages.validate import CLEANING_REPORT, validate_cleaning
 
     start = time.perf_counter()

@@ -22,7 +22,7 @@ join the image statistics. For ``serving`` the query log holds the current descr
 the descriptors are compared when the store was written by the model that described the logged queries (its
 ``weights_sha1`` starts with their ``model_id``); queries of other models are left out of that comparison.
 
-Outputs under ``out_dir``: ``drift.json`` (the :class:`~landmark.drift.DriftResult`, read by the promotion
+Outputs under ``out_dir``: ``drift.json`` (the :class:`~landmark.ops.drift.DriftResult`, read by the promotion
 gate), ``report.html`` (Evidently's interactive report), ``evidently.json``; the snapshot goes to the Evidently
 workspace (``drift.workspace``) unless ``workspace`` is switched off.
 """
@@ -39,7 +39,8 @@ import numpy as np
 import pandas as pd
 
 from landmark.config import Config
-from landmark.drift import (
+from landmark.features.store import read_meta
+from landmark.ops.drift import (
     FAILURE_COLUMN,
     IMAGE_STAT_COLUMNS,
     PURPOSES,
@@ -54,7 +55,6 @@ from landmark.drift import (
     sample_rows,
     save_report,
 )
-from landmark.features.store import read_meta
 from landmark.serving.query_log import QueryWindow, read_window
 
 SERVING = "serving"
@@ -303,7 +303,7 @@ def image_set_frames(
 
 def window_stats(window: QueryWindow, size: int, seed: int) -> pd.DataFrame:
     """The image statistics of at most ``size`` logged queries (sampled with ``seed``), indexed by query id like
-    :func:`landmark.drift.image_stats` frames are by image id."""
+    :func:`landmark.ops.drift.image_stats` frames are by image id."""
     table = window.stats[[*IMAGE_STAT_COLUMNS, FAILURE_COLUMN]].rename_axis("image_id").reset_index()
     return sample_rows(table, size, seed).set_index("image_id")
 

@@ -28,13 +28,13 @@ from landmark.config import Config
 from landmark.data.atomic import atomic_path
 from landmark.data.bad_images import skipped_note, usable_ids
 from landmark.data.groundtruth import LandmarkDataset, QueryTruth
-from landmark.recognize import LabelledSet, LabelPrediction
-from landmark.rerank import applied_steps, rerank_for_steps
+from landmark.retrieval.recognize import LabelledSet, LabelPrediction
+from landmark.retrieval.rerank import applied_steps, rerank_for_steps
 
 if TYPE_CHECKING:  # faiss, matplotlib and cv2 load only when a stage runs
-    from landmark.index import ShardedIndex
-    from landmark.plots import Verdict
-    from landmark.rerank import RetrievalResult, Verifier
+    from landmark.retrieval.index import ShardedIndex
+    from landmark.retrieval.plots import Verdict
+    from landmark.retrieval.rerank import RetrievalResult, Verifier
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ RECALL_LEVELS = np.round(np.linspace(0.0, 1.0, 21), 4)
 
 def retrieval_ranks(db: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Full ranking of the database for each query: (n_database, n_queries), best first (revisitop layout)."""
-    from landmark.index import build_exact_index, search
+    from landmark.retrieval.index import build_exact_index, search
 
     _, idx = search(build_exact_index(db), queries, k=db.shape[0])
     return idx.T.copy()
@@ -64,7 +64,7 @@ def revisitop_metrics(
     ranks: np.ndarray, gnd: Sequence[dict[str, list[int]]], kappas: Sequence[int]
 ) -> dict[str, Any]:
     """Revisited-protocol metrics as a JSON-ready dict, mAP and mP@k in percent."""
-    from landmark.metrics import revisitop_map
+    from landmark.retrieval.metrics import revisitop_map
 
     results = revisitop_map(ranks, gnd, kappas)
     return {
@@ -85,7 +85,7 @@ def gldv2_retrieval_metrics(
     k: int,
 ) -> dict[str, Any]:
     """GLDv2 mAP@k (percent) of ranked lists (n_queries, t) of database positions against a retrieval solution."""
-    from landmark.metrics import gldv2_retrieval_map
+    from landmark.retrieval.metrics import gldv2_retrieval_map
 
     predictions = {q: [db_ids[i] for i in row if i >= 0] for q, row in zip(query_ids, ranked, strict=True)}
     result = gldv2_retrieval_map(predictions, solution, k)
@@ -111,8 +111,8 @@ def recognition_metrics(
     for ``target_fpr``) and the operating point (FPR on non-landmark images, precision and recall of accepted
     predictions, GAP after rejection) is measured on the remaining images.
     """
-    from landmark.metrics import Prediction, global_average_precision, top1_accuracy
-    from landmark.recognize import calibration_split, threshold_for_fpr
+    from landmark.retrieval.metrics import Prediction, global_average_precision, top1_accuracy
+    from landmark.retrieval.recognize import calibration_split, threshold_for_fpr
 
     predictions: dict[str, Prediction] = {
         q: (int(label), float(conf))
@@ -143,7 +143,7 @@ def operating_point(
     predictions: Mapping[str, tuple[int, float]], solution: Mapping[str, Sequence[int]], threshold: float
 ) -> dict[str, Any]:
     """Metrics (percent) of the predictions accepted above ``threshold`` on ``solution``'s images."""
-    from landmark.metrics import global_average_precision
+    from landmark.retrieval.metrics import global_average_precision
 
     accepted = {q: p for q, p in predictions.items() if q in solution and p[1] > threshold}
     landmark = [q for q, v in solution.items() if v]
@@ -201,7 +201,7 @@ def open_saved_index(
     if index_dir is None:
         return None
     from landmark.features.store import read_meta
-    from landmark.index import check_compatible, load_index
+    from landmark.retrieval.index import check_compatible, load_index
 
     index = load_index(index_dir, gpu=gpu)
     if list(index.ids) != list(db_ids):
@@ -230,7 +230,7 @@ def write_result_grid(
 ) -> None:
     """PNG grid of ``n_queries`` evenly spread queries with their top ``n_results`` (decoded from disk)."""
     from landmark.data.images import crop_to_bbox, decode_image
-    from landmark.plots import GridRow, plot_result_grid
+    from landmark.retrieval.plots import GridRow, plot_result_grid
 
     truths = {t.query_id: t for t in dataset.retrieval}
     boxes = {t.query_id: t.bbox for t in dataset.retrieval}
@@ -254,8 +254,8 @@ def write_result_grid(
 
 def write_pr_plots(ranks: np.ndarray, gnd: Sequence[Mapping[str, Sequence[int]]], plots_dir: Path) -> None:
     """Per-protocol precision-recall CSVs (``pr_<protocol>.csv``) and one PNG with all three curves."""
-    from landmark.metrics import PROTOCOLS, revisitop_pr_curve
-    from landmark.plots import plot_precision_recall, write_curve_csv
+    from landmark.retrieval.metrics import PROTOCOLS, revisitop_pr_curve
+    from landmark.retrieval.plots import plot_precision_recall, write_curve_csv
 
     curves = {}
     for protocol in PROTOCOLS:
@@ -283,7 +283,7 @@ def local_verifier(cfg: Config, local_dir: Path | None) -> tuple[Verifier | None
     descriptors, and metrics.json says so)."""
     if not (cfg.rerank.spatial or cfg.recognize.inliers):
         return None, ""
-    from landmark.verify import StoreVerifier
+    from landmark.cleaning.verify import StoreVerifier
 
     needed = (
         ["test"] + (["index"] if cfg.rerank.spatial else []) + (["train"] if cfg.recognize.inliers else [])
@@ -333,7 +333,7 @@ def evaluate(
     """
     from landmark.data.datasets import open_dataset
     from landmark.features.store import load_features
-    from landmark.rerank import label_steps_enabled, run_retrieval, without_label_steps
+    from landmark.retrieval.rerank import label_steps_enabled, run_retrieval, without_label_steps
 
     verifier_note = ""
     if verifier is None:
@@ -427,7 +427,7 @@ def evaluate(
 
 
 def _full_ranking(result: RetrievalResult, rows: Sequence[int]) -> np.ndarray:
-    from landmark.rerank import RetrievalResult
+    from landmark.retrieval.rerank import RetrievalResult
 
     subset = RetrievalResult(result.ranked[rows], result.query_vectors[rows], result.db_vectors)
     return subset.full_ranking()
@@ -442,7 +442,7 @@ def _recognition(
     test_ids: Sequence[str],
     verifier: Verifier | None,
 ) -> dict[str, Any]:
-    from landmark.recognize import knn_recognition
+    from landmark.retrieval.recognize import knn_recognition
 
     solution = dataset.recognition_solution
     if not solution:
@@ -483,10 +483,10 @@ def revisitop_local_verifier(
     Returns:
         The verifier and what was extracted (for metrics.json).
     """
+    from landmark.cleaning.verify import StoreVerifier
     from landmark.config import resolve_device
     from landmark.data.revisitop import image_uri
     from landmark.features.local_extract import LocalItem, extract_local_to_store
-    from landmark.verify import StoreVerifier
 
     device = resolve_device(cfg.device)
     runs = {
@@ -556,7 +556,7 @@ def eval_revisitop(
     """
     from landmark.data.revisitop import gnd_path, read_gnd
     from landmark.features.store import load_features
-    from landmark.rerank import run_retrieval
+    from landmark.retrieval.rerank import run_retrieval
     from landmark.stages.extract import extract
 
     model_dir = None

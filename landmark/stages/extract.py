@@ -29,7 +29,7 @@ from landmark.data.groundtruth import LandmarkDataset
 from landmark.data.images import ImageDecodeError
 from landmark.features.global_desc import ImageItem, iter_chunk_descriptors, write_chunks
 from landmark.features.store import ensure_meta, next_shard_number, read_meta, stored_ids
-from landmark.parallel import chunked, map_chunks
+from landmark.platform.parallel import chunked, map_chunks
 
 BBox = tuple[float, float, float, float]
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ def build_index(
 
     The index kind follows ``cfg.index`` (IVF-PQ is trained on a seeded sample of ``train_size`` vectors); the
     feature store's metadata and its model version are recorded so a later search can refuse descriptors from
-    another model. Written with it (:mod:`landmark.index_labels`): the manifest labels of the indexed images and,
+    another model. Written with it (:mod:`landmark.retrieval.index_labels`): the manifest labels of the indexed images and,
     when ``features_dir/train`` holds descriptors of the same model, the labelled train set ``evaluate`` votes
     over, so a registry version can recognise and re-rank on its own (``landmark serve``).
 
@@ -32,7 +32,7 @@ def build_index(
     """
     from landmark.data.datasets import open_dataset
     from landmark.features.store import iter_feature_chunks, load_features, read_meta
-    from landmark.index import model_version, resolve_kind, sample_rows, write_index
+    from landmark.retrieval.index import model_version, resolve_kind, sample_rows, write_index
 
     dataset = open_dataset(cfg, Path(data_dir), fmt)
     ids, skipped = usable_ids(dataset, split, Path(features_dir))
@@ -77,8 +77,8 @@ def write_serving_labels(
     """Write the indexed images' manifest labels and the labelled train set (when its descriptors come from
     the index's model) into ``index_dir``; returns what meta.json records about them."""
     from landmark.features.store import read_meta
-    from landmark.index import check_compatible
-    from landmark.index_labels import write_index_labels, write_labelled_set
+    from landmark.retrieval.index import check_compatible
+    from landmark.retrieval.index_labels import write_index_labels, write_labelled_set
 
     # the one definition of evaluate's labelled train set, so serving votes over exactly the same images
     from landmark.stages.evaluate import load_train_set

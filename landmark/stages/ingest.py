@@ -38,13 +38,13 @@ from landmark.data.sources import (
 
 if TYPE_CHECKING:
     from landmark.data.fetch import Fetcher
-    from landmark.storage import ObjectStore
+    from landmark.platform.storage import ObjectStore
 
 Listing = tuple[list[SourceItem], "Fetcher", str]
 
 
 def _object_store(cfg: Config, given: ObjectStore | None) -> ObjectStore:
-    from landmark.storage import open_store
+    from landmark.platform.storage import open_store
 
     return given if given is not None else open_store(cfg.storage)
 
@@ -78,7 +78,7 @@ def open_source(
     elif kind == "folder":
         yield folder_items(source, split), FileFetcher(limits.max_bytes), str(Path(source).resolve())
     elif kind == "s3":
-        from landmark.storage import ObjectStore, parse_s3_uri
+        from landmark.platform.storage import ObjectStore, parse_s3_uri
 
         bucket, prefix = parse_s3_uri(source)
         store = object_store()

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from landmark.config import Config, config_to_dict
-from landmark.gate import Decision, decide
+from landmark.ops.gate import Decision, decide
 
 if TYPE_CHECKING:
-    from landmark.registry import FileEntry, PreparedVersion, Registry, UploadHook
-    from landmark.storage import ObjectStore
+    from landmark.ops.registry import FileEntry, PreparedVersion, Registry, UploadHook
+    from landmark.platform.storage import ObjectStore
 
 DECISION_FILE = "decision.json"
 
@@ -98,7 +98,7 @@ def read_json_file(path: Path, what: str) -> dict[str, Any]:
 
 
 def quality_verdict(report: Mapping[str, Any], source: str) -> bool:
-    """The ``passed`` flag of a data-quality report (landmark.quality.QualityReport JSON)."""
+    """The ``passed`` flag of a data-quality report (landmark.ops.quality.QualityReport JSON)."""
     passed = report.get("passed")
     if not isinstance(passed, bool):
         raise ValueError(f"quality report {source}: 'passed' must be true or false, got {passed!r}")
@@ -107,8 +107,8 @@ def quality_verdict(report: Mapping[str, Any], source: str) -> bool:
 
 def open_registry(cfg: Config, store: ObjectStore | None = None) -> Registry:
     """The registry under ``promote.prefix`` of the configured store (or of ``store``)."""
-    from landmark.registry import Registry
-    from landmark.storage import open_store
+    from landmark.ops.registry import Registry
+    from landmark.platform.storage import open_store
 
     return Registry(store if store is not None else open_store(cfg.storage), cfg.promote.prefix)
 
@@ -172,8 +172,8 @@ def promote(
         StorageError: the store failed; the production pointer still names the previous (complete) version, and
             ``decision.json`` says ``failed`` with the error.
     """
-    from landmark.registry import decision_id, prepare_version, version_id
-    from landmark.storage import StorageError
+    from landmark.ops.registry import decision_id, prepare_version, version_id
+    from landmark.platform.storage import StorageError
 
     decision_path = Path(out) if out is not None else Path(metrics_path).parent / DECISION_FILE
     decision_path.unlink(missing_ok=True)  # never leave an earlier run's verdict next to new metrics
@@ -280,7 +280,7 @@ def _publish_and_switch(
 ) -> dict[str, Any]:
     """Upload a prepared version, point production at it and log ``record`` as the decision; returns
     ``record`` with ``production_after``."""
-    from landmark.registry import decision_id
+    from landmark.ops.registry import decision_id
 
     now = registry.now()
     version = registry.version_for(prepared)
@@ -315,8 +315,8 @@ def refresh_index(
     Raises:
         StorageError: the store failed (production still names the previous complete version).
     """
-    from landmark.index import read_index_meta
-    from landmark.registry import prepare_version
+    from landmark.ops.registry import prepare_version
+    from landmark.retrieval.index import read_index_meta
 
     registry = open_registry(cfg, store)
     pointer = registry.production()
@@ -397,7 +397,7 @@ def rollback(cfg: Config, *, store: ObjectStore | None = None) -> RollbackSummar
         RegistryError: nothing in production, no previous version, or the previous version is incomplete.
         StorageError: the store failed.
     """
-    from landmark.registry import RegistryError, decision_id
+    from landmark.ops.registry import RegistryError, decision_id
 
     registry = open_registry(cfg, store)
     current = registry.production()

@@ -28,7 +28,7 @@ from landmark.data.datasets import open_dataset
 from landmark.data.groundtruth import LandmarkDataset
 from landmark.data.images import ImageDecodeError, decode_image
 from landmark.data.manifest import read_manifest, resolve_uri
-from landmark.parallel import parallel_map
+from landmark.platform.parallel import parallel_map
 
 if TYPE_CHECKING:
     from landmark.training.loop import TrainItem

@@ -8,7 +8,7 @@ import pandas as pd
 
 from landmark.config import Config
 from landmark.data.catalog import publish_view
-from landmark.quality import (
+from landmark.ops.quality import (
     QualityReport,
     cleaning_tables,
     manifest_tables,

@@ -1,6 +1,6 @@
 """A monitoring workspace filled the way the flows fill it: ``landmark.stages.drift.drift`` for every use (ingest:
 a brighter, larger new batch with decode failures; retrain: test vs train of the tiny world; serving: a query
-log of the test photos and one upload that did not decode) and ``landmark.drift.log_metrics`` for an evaluation,
+log of the test photos and one upload that did not decode) and ``landmark.ops.drift.log_metrics`` for an evaluation,
 plus what each panel of the dashboard must therefore show, and the dashboard's lines as ``evidently ui`` serves
 them."""
 
@@ -18,7 +18,7 @@ from landmark.config import Config, DriftConfig
 from landmark.data.formats import read_dataset
 from landmark.data.images import decode_image
 from landmark.data.manifest import make_manifest, quarantined_row, write_manifest
-from landmark.drift import (
+from landmark.ops.drift import (
     DECODE_FAILED,
     DRIFT_TAG,
     EVALUATION_TAG,
@@ -149,7 +149,7 @@ def save_legacy_dashboard(workspace: Path) -> None:
     from evidently.sdk.panels import line_plot_panel
     from evidently.ui.workspace import Workspace
 
-    from landmark.drift import PANEL_DECODE_FAILURES, PANEL_DRIFT_SHARE, PANEL_DRIFTED_COUNT
+    from landmark.ops.drift import PANEL_DECODE_FAILURES, PANEL_DRIFT_SHARE, PANEL_DRIFTED_COUNT
 
     def both_uses(metric: str, labels: dict[str, str]) -> list[PanelMetric]:
         return [

@@ -30,7 +30,7 @@ from landmark.data.revisitop import gnd_path, write_gnd
 from landmark.features.local_extract import extract_image
 from landmark.features.local_store import LocalFeatureReader
 from landmark.features.store import load_features
-from landmark.parallel import parallel_map
+from landmark.platform.parallel import parallel_map
 
 runner = CliRunner()
 

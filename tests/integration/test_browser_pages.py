@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING
 import pytest
 from monitoring_world import MonitoredWorkspace
 
-from landmark.drift import DRIFT_PANELS, PANEL_EVALUATION, PURPOSES, drift_panel_title
-from landmark.prefect_services import api_url, start_prefect_server, stop_prefect_server, ui_url
-from landmark.webui import (
+from landmark.ops.drift import DRIFT_PANELS, PANEL_EVALUATION, PURPOSES, drift_panel_title
+from landmark.ops.webui import (
     chromium_available,
     evidently_ui,
     free_port,
@@ -29,6 +28,7 @@ from landmark.webui import (
     undrawn_panels,
     wait_for,
 )
+from landmark.platform.prefect_services import api_url, start_prefect_server, stop_prefect_server, ui_url
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver

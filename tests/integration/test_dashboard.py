@@ -11,7 +11,7 @@ import pytest
 from monitoring_world import Line, MonitoredWorkspace
 from monitoring_world import dashboard_lines as workspace_lines
 
-from landmark.drift import (
+from landmark.ops.drift import (
     DRIFT_PANELS,
     PANEL_DECODE_FAILURES,
     PANEL_DRIFT_SHARE,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from landmark.config import Config, ParallelConfig, load_config
-from landmark.parallel import map_chunks, parallel_map
+from landmark.platform.parallel import map_chunks, parallel_map
 
 distributed = pytest.importorskip("dask.distributed")
 
@@ -82,7 +82,7 @@ def test_extract_and_local_on_dask_equal_the_local_run(tiny_world, cluster, tmp_
     assert _files(tmp_path / "la" / "test") == _files(tmp_path / "lb" / "test")
 
     # cleaning's pair verification: chunks of pairs on the cluster give the local counts
-    from landmark.verify import StoreVerifier
+    from landmark.cleaning.verify import StoreVerifier
 
     test_ids = sorted(tiny_world.meta.query("split == 'test'")["image_id"])
     pairs = [(a, b) for a in test_ids[:4] for b in test_ids[4:8]]
@@ -154,7 +154,7 @@ def test_local_stage_survives_a_killed_worker(tiny_world, cluster, tmp_path: Pat
 def test_synth_and_drift_statistics_on_dask_equal_the_local_run(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from landmark.config import SynthConfig
     from landmark.data.synthetic import generate_world
-    from landmark.drift import image_stats
+    from landmark.ops.drift import image_stats
 
     world = SynthConfig(
         num_landmarks=2, facets_min=1, facets_max=1, train_per_landmark=3, index_per_landmark=2, queries=2,

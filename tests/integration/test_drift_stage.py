@@ -16,8 +16,8 @@ from landmark.cli import app
 from landmark.config import Config, DriftConfig
 from landmark.data.formats import read_dataset
 from landmark.data.manifest import make_manifest, quarantined_row, write_manifest
-from landmark.drift import workspace_runs
 from landmark.features.store import FeatureWriter
+from landmark.ops.drift import workspace_runs
 from landmark.stages.drift import drift, select_batch
 
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from landmark.infra import SeaweedInfo, configure_dvc_remote, start_seaweed, stop_seaweed
-from landmark.storage import ObjectStore, S3Settings
+from landmark.platform.infra import SeaweedInfo, configure_dvc_remote, start_seaweed, stop_seaweed
+from landmark.platform.storage import ObjectStore, S3Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

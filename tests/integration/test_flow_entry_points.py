@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flows.common import PREFECT_START, STORE_START, exit_when_unreachable, unreachable_service
-from landmark.storage import Credentials, ObjectStore, S3Settings, StorageError
+from landmark.platform.storage import Credentials, ObjectStore, S3Settings, StorageError
 
 pytestmark = pytest.mark.integration
 

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from landmark.infra import port_is_free
-from landmark.storage import ObjectStore, S3Settings, read_credentials_file
+from landmark.platform.infra import port_is_free
+from landmark.platform.storage import ObjectStore, S3Settings, read_credentials_file
 
 if TYPE_CHECKING:
-    from landmark.infra import SeaweedInfo
-    from landmark.registry import Registry
+    from landmark.ops.registry import Registry
+    from landmark.platform.infra import SeaweedInfo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -151,7 +151,7 @@ def retrained(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedInfo, pr
 
 
 def registry_of(seaweed: SeaweedInfo, bucket: str) -> Registry:
-    from landmark.registry import Registry
+    from landmark.ops.registry import Registry
 
     credentials = read_credentials_file(seaweed.credentials_file)
     return Registry(
@@ -248,7 +248,7 @@ def test_night_two_uses_exactly_the_ok_rows_of_both_batches(retrained: Nights) -
     from landmark.data.formats import read_dataset
     from landmark.data.manifest import read_manifest
     from landmark.features.store import stored_ids
-    from landmark.index import load_index
+    from landmark.retrieval.index import load_index
 
     assert retrained.night2.is_completed(), retrained.night2.message
     project = retrained.project
@@ -328,7 +328,7 @@ def test_dvc_repro_after_the_nights_runs_nothing_and_the_lock_holds_the_commands
     outside DVC (the same bytes), reruns nothing else, and a second `dvc repro` runs nothing at all."""
     assert retrained.night2.is_completed(), retrained.night2.message
     project = retrained.project
-    from landmark.infra import run_dvc  # puts this environment's `landmark` on the stages' PATH
+    from landmark.platform.infra import run_dvc  # puts this environment's `landmark` on the stages' PATH
 
     first = run_dvc(["repro"], project, timeout_s=600.0).stdout
     assert "Running stage 'synth'" in first
@@ -352,7 +352,7 @@ def test_store_down_during_promotion_keeps_production(retrained: Nights, seaweed
 
     from flows.common import open_run
     from flows.tasks import promote_candidate
-    from landmark.infra import start_seaweed, stop_seaweed
+    from landmark.platform.infra import start_seaweed, stop_seaweed
 
     assert retrained.state.is_completed(), retrained.state.message
     project = retrained.project
@@ -391,7 +391,7 @@ def test_store_down_during_promotion_keeps_production(retrained: Nights, seaweed
 def test_cron_deployment_runs_on_a_local_worker(tmp_path: Path, seaweed: SeaweedInfo) -> None:
     """`flows.deploy.register` + `prefect_services.start_worker`: a every-minute schedule fires, the worker runs it."""
     from flows.demo import arrive
-    from landmark.prefect_services import (
+    from landmark.platform.prefect_services import (
         api_url,
         start_prefect_server,
         start_worker,

@@ -104,8 +104,8 @@ def test_a_candidate_as_good_as_production_passes_the_golden_check(
 
 
 def test_without_imc_photos_the_gate_notes_it(cfg: Config, tmp_path: Path) -> None:
-    from landmark.gate import golden_checks
     from landmark.models.model_dir import write_pretrained_dir
+    from landmark.ops.gate import golden_checks
     from landmark.stages.golden import golden
 
     missing = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, imc=str(tmp_path / "nowhere")))

@@ -20,9 +20,8 @@ import pytest
 from landmark.config import Config, IngestConfig
 from landmark.data.ingest import journal_path
 from landmark.data.manifest import read_manifest, reason_code
-from landmark.infra import SeaweedInfo, start_seaweed, stop_seaweed
-from landmark.stages.ingest import ingest
-from landmark.storage import (
+from landmark.platform.infra import SeaweedInfo, start_seaweed, stop_seaweed
+from landmark.platform.storage import (
     ENV_ACCESS_KEY,
     ENV_BUCKET,
     ENV_ENDPOINT,
@@ -30,6 +29,7 @@ from landmark.storage import (
     ObjectStore,
     StorageError,
 )
+from landmark.stages.ingest import ingest
 
 if TYPE_CHECKING:
     from http_images import ImageServer

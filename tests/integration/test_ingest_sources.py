@@ -14,8 +14,8 @@ from landmark.cli import app
 from landmark.config import Config, IngestConfig, SynthConfig
 from landmark.data.ingest import ItemOutcome, batch_summary_path, journal_path
 from landmark.data.manifest import read_manifest, reason_code
+from landmark.platform.storage import ObjectStore
 from landmark.stages.ingest import ingest
-from landmark.storage import ObjectStore
 
 pytestmark = pytest.mark.integration
 

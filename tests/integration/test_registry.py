@@ -16,11 +16,9 @@ from typer.testing import CliRunner
 
 from landmark.cli import app
 from landmark.config import Config, IndexConfig, PromoteConfig
-from landmark.index import load_index, write_index
-from landmark.infra import start_seaweed, stop_seaweed
-from landmark.registry import MANIFEST, Registry, RegistryError, check_version_id
-from landmark.stages.promote import promote, rollback
-from landmark.storage import (
+from landmark.ops.registry import MANIFEST, Registry, RegistryError, check_version_id
+from landmark.platform.infra import start_seaweed, stop_seaweed
+from landmark.platform.storage import (
     ENV_ACCESS_KEY,
     ENV_BUCKET,
     ENV_ENDPOINT,
@@ -30,6 +28,8 @@ from landmark.storage import (
     StorageError,
     read_credentials_file,
 )
+from landmark.retrieval.index import load_index, write_index
+from landmark.stages.promote import promote, rollback
 
 pytestmark = pytest.mark.integration
 

@@ -23,15 +23,22 @@ from landmark.cli import app as cli_app
 from landmark.config import ServeConfig
 from landmark.data.images import DECODE_REASONS
 from landmark.features.store import load_features
-from landmark.recognize import knn_recognition
-from landmark.registry import Registry
+from landmark.ops.registry import Registry
+from landmark.platform.storage import (
+    ENV_ACCESS_KEY,
+    ENV_BUCKET,
+    ENV_ENDPOINT,
+    ENV_SECRET_KEY,
+    ObjectStore,
+    S3Settings,
+)
+from landmark.retrieval.recognize import knn_recognition
 from landmark.serving.api import VERSION_HEADER, BackgroundServer, ServingState, create_app
 from landmark.serving.bundle import ServedModel, load_local, threshold_note
 from landmark.serving.cache import verify_version_dir
 from landmark.serving.metrics import ServingMetrics
 from landmark.serving.service import ModelSlot, RegistryFollower, registry_loader
 from landmark.serving.thumbs import Thumbnails, catalog_thumbnails
-from landmark.storage import ENV_ACCESS_KEY, ENV_BUCKET, ENV_ENDPOINT, ENV_SECRET_KEY, ObjectStore, S3Settings
 
 pytestmark = pytest.mark.integration
 

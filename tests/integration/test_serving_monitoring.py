@@ -21,7 +21,8 @@ from serving_world import SERVE_OVERRIDES, ServingWorld, build_serving_world
 from typer.testing import CliRunner
 
 from landmark.cli import app as cli_app
-from landmark.drift import (
+from landmark.features.global_desc import describe_image as describe_global
+from landmark.ops.drift import (
     DECODE_FAILED,
     DRIFT_PANELS,
     IMAGE_STAT_COLUMNS,
@@ -30,7 +31,6 @@ from landmark.drift import (
     drift_panel_title,
     setup_monitoring,
 )
-from landmark.features.global_desc import describe_image as describe_global
 from landmark.serving.api import BackgroundServer, ServingState, create_app
 from landmark.serving.bundle import ServedModel, load_local
 from landmark.serving.query_log import QueryLog, numbered_files, read_window

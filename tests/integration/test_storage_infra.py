@@ -20,9 +20,9 @@ import pytest
 from typer.testing import CliRunner
 
 from landmark.cli import app
-from landmark.infra import SeaweedLayout, free_port_pairs, port_is_free, read_state, stop_seaweed
-from landmark.prefect_services import server_healthy, stop_prefect_server
-from landmark.storage import (
+from landmark.platform.infra import SeaweedLayout, free_port_pairs, port_is_free, read_state, stop_seaweed
+from landmark.platform.prefect_services import server_healthy, stop_prefect_server
+from landmark.platform.storage import (
     ENV_ENDPOINT,
     Credentials,
     ObjectNotFoundError,

@@ -34,7 +34,7 @@ from landmark.config import ParallelConfig, SynthConfig, config_to_dict
 from landmark.data.gldv2 import SPLITS, image_relpath
 from landmark.data.synthetic.render import RenderSettings, photo_difficulty, render_spec
 from landmark.data.synthetic.world import PhotoSpec, WorldPlan, hard_query_count, noise_counts, plan_world
-from landmark.parallel import parallel_map
+from landmark.platform.parallel import parallel_map
 
 TRAIN_CSV = "train.csv"
 INDEX_CSV = "index.csv"

@@ -1,0 +1,1 @@
+"""Training-set cleaning: spatial verification of image pairs and the cleaning decisions."""

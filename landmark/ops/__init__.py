@@ -1,0 +1,1 @@
+"""Gates and monitoring: data quality (Great Expectations), drift (Evidently), promotion gates, the model registry, the web UIs."""

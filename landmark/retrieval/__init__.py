@@ -1,0 +1,1 @@
+"""Retrieval maths: the FAISS index, re-ranking, recognition, metrics and evaluation plots."""
