@@ -58,7 +58,8 @@ from landmark.stages.evaluate import eval_revisitop, evaluate
 from landmark.stages.extract import extract
 from landmark.stages.train import train, training_items
 from landmark.training.ensemble import interpolate_weights, zero_shot_state
-from landmark.training.loop import CHECKPOINT, _init_neck
+from landmark.training.loop import _init_neck
+from landmark.training.trainer import CHECKPOINT
 
 ALPHAS = (1.0, 0.75, 0.5)
 VARIANTS = (

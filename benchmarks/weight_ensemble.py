@@ -34,7 +34,8 @@ from landmark.stages.evaluate import evaluate, retrieval_ranks
 from landmark.stages.extract import extract
 from landmark.stages.train import train, training_items
 from landmark.training.ensemble import interpolate_weights, zero_shot_state
-from landmark.training.loop import CHECKPOINT, _init_neck
+from landmark.training.loop import _init_neck
+from landmark.training.trainer import CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
 IMC = REPO.parent / "shared" / "data" / "imc2022-landmarks"

@@ -258,7 +258,7 @@ def train(
 
     cfg = state.config()
     target = out_dir or Path(cfg.paths.models) / "candidate"
-    from landmark.training.loop import CheckpointError
+    from landmark.training.trainer import CheckpointError
 
     dataset = data or Path(cfg.paths.catalog)
     work_dir = work or target.with_name(target.name + ".work")

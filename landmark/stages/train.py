@@ -9,7 +9,6 @@ equals one without it), recorded in ``quarantined.json`` in the work and model d
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -196,10 +195,9 @@ def train(
         TooManyBadImagesError: more than ``train.max_bad_share`` of the labelled images cannot be decoded
             (checked before training; the record is in the work directory).
     """
-    import torch.distributed as dist
-
     from landmark.models.model_dir import save_model_dir
-    from landmark.training.loop import LOG, train_global_model, training_metrics
+    from landmark.training.loop import ensemble_weights, train_global_model, training_metrics
+    from landmark.training.trainer import LOG, launcher_rank
 
     data = training_set(
         cfg, data_dir, manifest, fmt, cfg.train.min_images_per_class, "training", workers=cfg.train.workers
@@ -207,7 +205,8 @@ def train(
     items, labels, dropped, bad = data.items, data.labels, data.dropped_classes, data.bad_images
     out_dir = Path(out_dir)
     work = Path(work_dir) if work_dir is not None else out_dir.with_name(out_dir.name + ".work")
-    if int(os.environ.get("RANK", "0")) == 0:  # before the process group starts: torchrun's rank
+    is_main = launcher_rank() == 0  # torchrun's rank: the process group lives only while training
+    if is_main:
         write_quarantine(work, bad, stage="train", images=data.candidates)
     if bad:
         logger.warning(
@@ -220,8 +219,8 @@ def train(
         items, len(labels), cfg.model, cfg.train, work,
         seed=cfg.seed, device=resolve_device(cfg.device), resume=resume, progress=progress,
     )  # fmt: skip
-    is_main = not dist.is_initialized() or dist.get_rank() == 0
     if is_main:
+        ensemble_weights(result, cfg.train.wise_alpha)  # WiSE-FT: a step of its own after training
         extra = {"classes": len(labels), "images": len(items), "bad_images": reason_counts(bad)}
         save_model_dir(
             out_dir, result.model, cfg.model, labels,
@@ -229,9 +228,6 @@ def train(
             extra_config={"train": config_to_dict(cfg.train), "seed": cfg.seed, "data": str(data_dir)},
             head=result.head, extra_files=[work / LOG, *([work / QUARANTINE_FILE] if bad else [])],
         )  # fmt: skip
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
     return TrainSummary(
         model_dir=out_dir if is_main else None,
         classes=len(labels),

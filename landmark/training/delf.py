@@ -9,14 +9,13 @@
    fitted with ``pca_dim`` directions.
 
 Batches keep the aspect ratio (size templates of :mod:`landmark.training.sampling`), every augmentation is
-seeded by (seed, phase, epoch, position), the learning rate follows warm-up + cosine per step, AMP runs only on
-CUDA, and each optimizer step appends a row to the CSV log.
+seeded by (seed, phase, epoch, position); each phase runs on the shared trainer
+(:mod:`landmark.training.trainer`): the learning rate follows warm-up + cosine per step, AMP runs only on CUDA,
+and each optimizer step appends a row to the CSV log.
 """
 
 from __future__ import annotations
 
-import csv
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,14 +26,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from landmark.config import DelfConfig
 from landmark.data.images import decode_image
 from landmark.models.delf import DelfModel, DelfPca, create_delf_model, fit_pca
 from landmark.training.loop import TrainImages, TrainItem, freeze_leading
 from landmark.training.sampling import Sample, assign_templates, epoch_batches, size_templates
-from landmark.training.schedule import lr_at
+from landmark.training.trainer import Dist, LoopSettings, Trainer, TrainLog, seed_everything
 
 LOG = "train_log.csv"
 LOG_FIELDS = ("step", "phase", "epoch", "loss", "accuracy", "lr", "seconds")
@@ -133,12 +131,17 @@ def _setup_phase(
     ]  # fmt: skip
 
 
-def _phase_logits(model: DelfModel, phase: Phase, images: torch.Tensor) -> torch.Tensor:
+def _phase_loss(
+    model: DelfModel, phase: Phase, images: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of the phase's classifier and its logits (N, C)."""
     if phase == "descriptor":
-        return model.gap_logits(model.features(images))
-    with torch.no_grad():  # frozen backbone: no activations kept for backward
-        features = model.features(images)
-    return model.attention_logits(features)
+        logits = model.gap_logits(model.features(images))
+    else:
+        with torch.no_grad():  # frozen backbone: no activations kept for backward
+            features = model.features(images)
+        logits = model.attention_logits(features)
+    return F.cross_entropy(logits.float(), labels), logits
 
 
 def run_phase(
@@ -150,7 +153,7 @@ def run_phase(
     *,
     seed: int,
     device: str,
-    log: csv.DictWriter[str] | None,
+    log: TrainLog | None,
     first_step: int = 0,
     progress: bool = True,
 ) -> PhaseResult:
@@ -159,8 +162,6 @@ def run_phase(
     Raises:
         ValueError: no complete batch in an epoch.
     """
-    from tqdm.auto import tqdm
-
     phase_seed = seed ^ _PHASE_SEED[phase]
     steps_per_epoch = len(phase_plan(items, cfg, phase_seed, 0))
     if steps_per_epoch < 1:
@@ -171,65 +172,27 @@ def run_phase(
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
     groups = _setup_phase(model, phase, cfg, descriptor_trained=first_step > 0)
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    cuda = device.startswith("cuda")
-    use_amp = cfg.amp and cuda
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    dataset = TrainImages(items, cfg.augmentation, phase_seed)
-    start = time.perf_counter()
-    step = 0
-    epoch_losses: list[float] = []
-    last_accuracy = float("nan")
-    bar = tqdm(total=total, desc=f"train-delf {phase}", unit="step", disable=not progress)
-    for epoch in range(epochs):
-        if step >= total:
-            break
-        batches = phase_plan(items, cfg, phase_seed, epoch)[: total - step]
-        loader = DataLoader(
-            dataset, batch_sampler=batches, num_workers=cfg.workers, pin_memory=cuda, persistent_workers=False
-        )
-        sums = np.zeros(3)  # loss * n, correct, n
-        for images, labels in loader:
-            images = images.to(device, non_blocking=True).float().div_(255.0)
-            labels = labels.to(device, non_blocking=True)
-            lr = lr_at(step, total, cfg.lr, cfg.warmup_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_scale"]
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                logits = _phase_logits(model, phase, images)
-                loss = F.cross_entropy(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            batch_loss = float(loss.detach())
-            batch_acc = float((logits.argmax(dim=1) == labels).float().mean())
-            sums += (batch_loss * len(labels), batch_acc * len(labels), len(labels))
-            if log is not None:
-                log.writerow(
-                    {
-                        "step": first_step + step,
-                        "phase": phase,
-                        "epoch": epoch,
-                        "loss": f"{batch_loss:.5f}",
-                        "accuracy": f"{batch_acc:.4f}",
-                        "lr": f"{lr:.6g}",
-                        "seconds": f"{time.perf_counter() - start:.2f}",
-                    }
-                )
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{batch_loss:.3f}", acc=f"{batch_acc:.2f}")
-        epoch_losses.append(sums[0] / sums[2])
-        last_accuracy = sums[1] / sums[2]
-    bar.close()
+    settings = LoopSettings(
+        epochs=epochs, total_steps=total, lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_steps=total,
+        amp=cfg.amp, workers=cfg.workers,
+    )  # fmt: skip
+    trainer = Trainer(
+        model, torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay), settings,
+        Dist(0, 1, device), log or TrainLog(Path(LOG), enabled=False), log_extra={"phase": phase},
+        step_offset=first_step, progress=progress, desc=f"train-delf {phase}",
+    )  # fmt: skip
+    loop = trainer.run(
+        TrainImages(items, cfg.augmentation, phase_seed),
+        lambda epoch: phase_plan(items, cfg, phase_seed, epoch),
+        lambda net, images, labels: _phase_loss(model, phase, images, labels),
+    )
     model.eval()
     return PhaseResult(
-        steps=step,
-        first_epoch_loss=float(epoch_losses[0]),
-        last_epoch_loss=float(epoch_losses[-1]),
-        last_epoch_accuracy=float(last_accuracy),
-        seconds=time.perf_counter() - start,
+        steps=loop.steps,
+        first_epoch_loss=loop.epoch_losses[0],
+        last_epoch_loss=loop.epoch_losses[-1],
+        last_epoch_accuracy=loop.epoch_accuracies[-1],
+        seconds=loop.seconds,
     )
 
 
@@ -283,26 +246,23 @@ def train_delf(
         raise ValueError(f"item labels must be class indices in [0, {num_classes})")
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
+    seed_everything(seed)
     start = time.perf_counter()
     model = create_delf_model(
         cfg.backbone, cfg.pretrained, num_classes, cfg.attention_hidden, cfg.feature_stride
     ).to(device)
     descriptor: PhaseResult | None = None
-    with open(work_dir / LOG, "w", newline="", buffering=1) as fh:  # line-buffered: rows visible live
-        log = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
-        log.writeheader()
-        if cfg.descriptor_epochs > 0:
-            descriptor = run_phase(
-                model, "descriptor", items, cfg, cfg.descriptor_epochs,
-                seed=seed, device=device, log=log, progress=progress,
-            )  # fmt: skip
-        attention = run_phase(
-            model, "attention", items, cfg, cfg.attention_epochs, seed=seed, device=device, log=log,
-            first_step=descriptor.steps if descriptor else 0, progress=progress,
+    log = TrainLog(work_dir / LOG, enabled=True, fields=LOG_FIELDS)
+    log.restart()  # each row flushed as it is written: visible live
+    if cfg.descriptor_epochs > 0:
+        descriptor = run_phase(
+            model, "descriptor", items, cfg, cfg.descriptor_epochs,
+            seed=seed, device=device, log=log, progress=progress,
         )  # fmt: skip
+    attention = run_phase(
+        model, "attention", items, cfg, cfg.attention_epochs, seed=seed, device=device, log=log,
+        first_step=descriptor.steps if descriptor else 0, progress=progress,
+    )  # fmt: skip
     descriptors = pca_descriptors(model, items, cfg, seed=seed, device=device, progress=progress)
     pca = fit_pca(descriptors, cfg.pca_dim, cfg.pca_whiten)
     return DelfTrainResult(

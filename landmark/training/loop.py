@@ -1,31 +1,26 @@
-"""The training loop: margin-head metric learning with checkpoints, resume, AMP on CUDA and DDP via torchrun.
+"""Global-model training: margin-head metric learning on GeM embeddings, run by the shared trainer.
 
-One code path for one CPU, one GPU, or many processes: under ``torchrun`` (``WORLD_SIZE`` > 1) the model is
-wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU) and every rank takes its share of each epoch's
-batches. The epoch plan and every augmentation are pure functions of (seed, epoch, position), so a resumed run
-replays exactly what an uninterrupted one would have done.
+This module builds what the run trains (model, head, PCA-initialised neck, frozen layers), what it trains against
+(the step-0 teacher, real photos to distil on) and the loss of a batch; :class:`landmark.training.trainer.Trainer`
+runs it (checkpoints, exact resume, AMP on CUDA, DDP via torchrun: every rank takes its share of each epoch's
+batches). The weight ensemble (WiSE-FT) is a step of its own after training (:func:`ensemble_weights`).
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import logging
-import os
-import random
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torch.utils.hooks import RemovableHandle
 
 from landmark.config import ModelConfig, TrainConfig, config_to_dict
@@ -42,18 +37,20 @@ from landmark.training.sampling import (
     shard_for_rank,
     size_templates,
 )
-from landmark.training.schedule import lr_at
-
-CHECKPOINT = "checkpoint.pt"
-LOG = "train_log.csv"
-LOG_FIELDS = ("step", "epoch", "loss", "accuracy", "lr", "seconds")
-
+from landmark.training.trainer import (
+    CHECKPOINT,
+    LOG,
+    Dist,
+    Forward,
+    LoopSettings,
+    Trainer,
+    TrainLog,
+    batch_loader,
+    distributed,
+    seed_everything,
+)
 
 logger = logging.getLogger(__name__)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed with the current data or config."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +76,8 @@ class TrainResult:
     seconds: float  # training time of every attempt: a resumed run adds the time of the runs before it
     finished: bool  # False when stopped early by ``max_steps``
     real_photos: int = 0  # unlabeled real photos distilled on (train.distill_real; 0 = none)
+    # the zero-shot end of the weight ensemble (train.wise_alpha < 1; see ensemble_weights), CPU tensors
+    zero_shot: dict[str, torch.Tensor] | None = None
 
 
 class _Module(nn.Module):
@@ -116,63 +115,7 @@ class TrainImages(Dataset[tuple[torch.Tensor, int]]):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Distributed set-up
-
-
-@dataclass(frozen=True)
-class _Dist:
-    rank: int
-    world_size: int
-    device: str
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(device: str) -> _Dist:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return _Dist(0, 1, device)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = device.startswith("cuda")
-    if cuda:
-        torch.cuda.set_device(local_rank)
-        device = f"cuda:{local_rank}"
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return _Dist(dist.get_rank(), world_size, device)
-
-
-def _mean_across_ranks(values: torch.Tensor, ctx: _Dist) -> torch.Tensor:
-    if ctx.world_size > 1:
-        values = values.clone()
-        dist.all_reduce(values)
-        values /= ctx.world_size
-    return values
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+# Checkpoint key
 
 
 def _resume_key(
@@ -184,24 +127,6 @@ def _resume_key(
     free = ("max_steps", "workers", "wise_alpha", "max_bad_share")
     train = {k: v for k, v in config_to_dict(train_cfg).items() if k not in free}
     return {"train": train, "model": config_to_dict(model_cfg), "classes": num_classes, "items": num_items}
-
-
-def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def _load_checkpoint(path: Path, expected_key: dict[str, Any]) -> dict[str, Any]:
-    payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
-    if payload.get("key") != expected_key:
-        stored = payload.get("key", {})
-        changed = sorted(k for k in set(stored) | set(expected_key) if stored.get(k) != expected_key.get(k))
-        raise CheckpointError(
-            f"cannot resume from {path}: it was written with a different {', '.join(changed)}. "
-            "Start a fresh run (without --resume) or restore the original config/data."
-        )
-    return payload
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -394,7 +319,7 @@ def _pooled_features(
     model.to(device).eval()
     pooled = torch.empty(len(items), model.pool_dim)
     with torch.inference_mode():
-        loader = _loader(TrainImages(items, "none", seed), batches, cfg.workers, device)
+        loader = batch_loader(TrainImages(items, "none", seed), batches, cfg.workers, device)
         for batch, (images, _) in zip(batches, loader, strict=True):
             features = model.pooled(images.to(device).float().div_(255.0)).float().cpu()
             pooled[[s.item for s in batch]] = features
@@ -425,7 +350,7 @@ def _real_photos(model: GlobalDescriptor, cfg: TrainConfig, seed: int, device: s
 
 
 def _real_batches(
-    real: _RealPhotos, cfg: TrainConfig, seed: int, ctx: _Dist, micro_steps: int, start: int
+    real: _RealPhotos, cfg: TrainConfig, seed: int, ctx: Dist, micro_steps: int, start: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The real-photo batches of micro-steps ``start`` .. ``micro_steps - 1`` (the same on a resumed run)."""
     widths, heights = [i.width for i in real.items], [i.height for i in real.items]
@@ -461,7 +386,7 @@ def _init_neck(
 
 
 def _plan(
-    items: Sequence[TrainItem], cfg: TrainConfig, seed: int, epoch: int, ctx: _Dist
+    items: Sequence[TrainItem], cfg: TrainConfig, seed: int, epoch: int, ctx: Dist
 ) -> list[list[Sample]]:
     labels = np.array([i.label for i in items])
     templates = assign_templates([i.width for i in items], [i.height for i in items])
@@ -471,84 +396,6 @@ def _plan(
         labels, templates, sizes, batch_size=cfg.batch_size, epoch=epoch, seed=seed, sampler=cfg.sampler
     )
     return shard_for_rank(batches, ctx.rank, ctx.world_size, cfg.accumulation_steps)
-
-
-def _loader(dataset: TrainImages, batches: list[list[Sample]], workers: int, device: str) -> DataLoader[Any]:
-    return DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=workers,
-        pin_memory=device.startswith("cuda"),
-        persistent_workers=False,
-    )
-
-
-class TrainLog:
-    """``train_log.csv``: one row per optimizer step, flushed as it is written, so a killed run keeps every step
-    it finished. A resumed run drops the rows past its checkpoint (it trains those steps again) and appends to
-    the same file; the ``seconds`` column counts the time of every attempt.
-    """
-
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
-        self._stream: IO[str] | None = None
-        self._writer: csv.DictWriter[str] | None = None
-
-    def restart(self) -> None:
-        """A fresh run: remove any earlier log."""
-        if self.enabled:
-            self.path.unlink(missing_ok=True)
-
-    def resume(self, step: int) -> float:
-        """Keep the rows up to ``step`` (the checkpoint's), atomically.
-
-        Returns:
-            The largest ``seconds`` logged by earlier attempts, dropped rows included: their time was spent.
-        """
-        if not self.enabled or not self.path.exists():
-            return 0.0
-        with open(self.path, newline="") as stream:
-            rows = [row for row in csv.DictReader(stream) if _complete_row(row)]
-        spent = max((float(row["seconds"]) for row in rows), default=0.0)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=LOG_FIELDS)
-            writer.writeheader()
-            writer.writerows(row for row in rows if int(row["step"]) <= step)
-        os.replace(tmp, self.path)
-        return spent
-
-    def write(self, row: dict[str, Any]) -> None:
-        """Append one step's row and flush it to the file."""
-        if self._writer is None or self._stream is None:
-            return
-        self._writer.writerow(row)
-        self._stream.flush()
-
-    def __enter__(self) -> TrainLog:
-        if self.enabled:
-            new = not self.path.exists()
-            self._stream = open(self.path, "a", newline="")
-            self._writer = csv.DictWriter(self._stream, fieldnames=LOG_FIELDS)
-            if new:
-                self._writer.writeheader()
-                self._stream.flush()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._stream is not None:
-            self._stream.close()
-        self._stream = self._writer = None
-
-
-def _complete_row(row: dict[str, Any]) -> bool:
-    """False for a row torn by a kill mid-write (missing or unparsable fields)."""
-    try:
-        int(row["step"])
-        float(row["seconds"])
-    except (KeyError, TypeError, ValueError):
-        return False
-    return True
 
 
 def train_global_model(
@@ -565,208 +412,160 @@ def train_global_model(
 ) -> TrainResult:
     """Train the global descriptor model with a margin head; checkpoints and log go to ``work_dir``.
 
+    The model comes back with its plain fine-tuned weights and, when ``train.wise_alpha`` < 1, the zero-shot end
+    of the weight ensemble: :func:`ensemble_weights` is the WiSE-FT step after training.
+
     Args:
         items: training images with class indices in [0, num_classes).
         num_classes: number of classes of the head.
         model_cfg: architecture (backbone, GeM, embedding size) and initial weights.
         train_cfg: optimisation settings.
         work_dir: checkpoint (``checkpoint.pt``) and per-step log (``train_log.csv``, flushed per step; see
-            :class:`TrainLog`).
+            :class:`~landmark.training.trainer.TrainLog`).
         seed: seeds initialisation, the epoch plans and the augmentations.
         device: ``cpu`` or ``cuda`` (AMP and channels-last only on CUDA).
         resume: continue from ``work_dir/checkpoint.pt``.
         progress: show a progress bar (rank 0 only).
     """
-    from tqdm.auto import tqdm
-
     if model_cfg.embedding_dim <= 0:
         raise ValueError("training needs model.embedding_dim > 0 (the FC -> BatchNorm neck)")
     if any(not 0 <= i.label < num_classes for i in items):
         raise ValueError(f"item labels must be class indices in [0, {num_classes})")
-    ctx = _init_distributed(device)
-    cuda = ctx.device.startswith("cuda")
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    with distributed(device) as ctx:
+        work_dir = Path(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        steps_in_epoch = _steps_in_epoch(items, train_cfg, seed, ctx)
+        seed_everything(seed)
+        parts = _build(items, num_classes, model_cfg, train_cfg, seed, ctx)
+        settings = LoopSettings(
+            epochs=train_cfg.epochs, total_steps=steps_in_epoch * train_cfg.epochs, lr=train_cfg.lr,
+            warmup_steps=train_cfg.warmup_steps, accumulation_steps=train_cfg.accumulation_steps,
+            max_steps=train_cfg.max_steps, checkpoint_every=train_cfg.checkpoint_every, amp=train_cfg.amp,
+            workers=train_cfg.workers, channels_last=True,
+        )  # fmt: skip
+        trainer = Trainer(
+            parts.module, _optimizer(_param_groups(parts.module, train_cfg), train_cfg), settings, ctx,
+            TrainLog(work_dir / LOG, enabled=ctx.main), checkpoint=work_dir / CHECKPOINT,
+            key=_resume_key(train_cfg, model_cfg, num_classes, len(items)), progress=progress,
+        )  # fmt: skip
+        trainer.restore(resume)
+        batches = steps_in_epoch * train_cfg.accumulation_steps  # every epoch: as many as the first
+        loop = trainer.run(
+            TrainImages(items, train_cfg.augmentation, seed),
+            lambda epoch: _plan(items, train_cfg, seed, epoch, ctx)[:batches],
+            _forward(parts, train_cfg, seed, ctx, settings.total_steps, trainer.step),
+            lambda epoch: _start_epoch(parts.module, train_cfg, epoch),
+        )
+    if parts.teacher is not None:
+        parts.teacher.close()
+    return TrainResult(
+        model=parts.module.model,
+        head=parts.module.head,
+        steps=loop.steps,
+        total_steps=settings.total_steps,
+        final_loss=float(loop.last_loss),
+        final_accuracy=float(loop.last_accuracy),
+        seconds=loop.seconds,
+        finished=loop.steps >= settings.total_steps,
+        real_photos=0 if parts.real is None else len(parts.real.items),
+        zero_shot=parts.zero_shot,
+    )
 
-    per_epoch = len(_plan(items, dataclasses.replace(train_cfg, full_res_last_epoch=False), seed, 0, ctx))
-    steps_in_epoch = per_epoch // train_cfg.accumulation_steps
-    if steps_in_epoch < 1:
+
+def _steps_in_epoch(items: Sequence[TrainItem], cfg: TrainConfig, seed: int, ctx: Dist) -> int:
+    """Optimizer steps of every epoch: those of the first epoch at the training resolution.
+
+    Raises:
+        ValueError: not one complete batch per process.
+    """
+    per_epoch = len(_plan(items, dataclasses.replace(cfg, full_res_last_epoch=False), seed, 0, ctx))
+    steps = per_epoch // cfg.accumulation_steps
+    if steps < 1:
         raise ValueError(
-            f"{len(items)} training images give no complete batch of {train_cfg.batch_size} per process: "
+            f"{len(items)} training images give no complete batch of {cfg.batch_size} per process: "
             "lower train.batch_size or add data"
         )
-    total_steps = steps_in_epoch * train_cfg.epochs
+    return steps
 
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
+
+@dataclass(frozen=True)
+class _Parts:
+    """What a global-model run trains (``module``) and trains against (the step-0 ``teacher``, the ``real``
+    photos), and the ``zero_shot`` end of the weight ensemble."""
+
+    module: _Module
+    teacher: _Teacher | None
+    real: _RealPhotos | None
+    zero_shot: dict[str, torch.Tensor] | None
+
+
+def _build(
+    items: Sequence[TrainItem],
+    num_classes: int,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    seed: int,
+    ctx: Dist,
+) -> _Parts:
+    """The model and head initialised from the data, the real photos' teacher descriptors, the zero-shot
+    weights, the frozen layers and the step-0 teacher, all as on a fresh run (a resumed run loads over them)."""
     model = create_global_model(model_cfg)
-    head = create_head(train_cfg.head, model.dim, num_classes, train_cfg.scale, train_cfg.margin)
-    _init_neck(model, items, train_cfg, seed, ctx.device, head)
-    real = _real_photos(model, train_cfg, seed, ctx.device)
+    head = create_head(cfg.head, model.dim, num_classes, cfg.scale, cfg.margin)
+    _init_neck(model, items, cfg, seed, ctx.device, head)
+    real = _real_photos(model, cfg, seed, ctx.device)
     # the zero-shot end of the weight ensemble, rebuilt the same way on a resumed run
-    zero_shot = zero_shot_state(model) if train_cfg.wise_alpha < 1 else None
-    freeze_leading(model.backbone, train_cfg.frozen_fraction)
+    zero_shot = zero_shot_state(model) if cfg.wise_alpha < 1 else None
+    freeze_leading(model.backbone, cfg.frozen_fraction)
     # built before a checkpoint is loaded: the teacher is the model at step 0 on a resumed run too
-    teacher = _Teacher(model).to(ctx.device) if train_cfg.distill_weight > 0 else None
+    teacher = _Teacher(model).to(ctx.device) if cfg.distill_weight > 0 else None
     module = _Module(model, head).to(ctx.device)
-    if cuda:
+    if ctx.device.startswith("cuda"):
         module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    groups = _param_groups(module, train_cfg)
-    optimizer = _optimizer(groups, train_cfg)
-    use_amp = train_cfg.amp and cuda
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    return _Parts(module, teacher, real, zero_shot)
 
-    key = _resume_key(train_cfg, model_cfg, num_classes, len(items))
-    step, start_epoch, skip = 0, 0, 0
-    spent = 0.0  # seconds of earlier attempts
-    checkpoint_path = work_dir / CHECKPOINT
-    if resume and checkpoint_path.exists():
-        payload = _load_checkpoint(checkpoint_path, key)
-        module.load_state_dict(payload["module"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scaler.load_state_dict(payload["scaler"])
-        _set_rng_state(payload["rng"])
-        step, start_epoch, skip = payload["step"], payload["epoch"], payload["step_in_epoch"]
-        spent = float(payload.get("seconds", 0.0))  # absent in checkpoints of older versions
-    train_log = TrainLog(work_dir / LOG, enabled=ctx.main)
-    if resume:
-        spent = max(spent, train_log.resume(step))
-    else:
-        train_log.restart()
 
-    micro_steps = total_steps * train_cfg.accumulation_steps
+def _start_epoch(module: _Module, cfg: TrainConfig, epoch: int) -> None:
+    """Training mode, frozen layers' BatchNorm statistics fixed; all of them in the full-resolution epoch."""
+    module.train()
+    _freeze_batchnorm(module.model, only_frozen=True)
+    if cfg.full_res_last_epoch and epoch == cfg.epochs - 1 and cfg.epochs > 1:
+        _freeze_batchnorm(module.model)
+
+
+def _forward(parts: _Parts, cfg: TrainConfig, seed: int, ctx: Dist, total_steps: int, step: int) -> Forward:
+    """The loss of a batch: margin-head cross-entropy, the step-0 teacher's distillation term, and the relations
+    of a batch of real photos (drawn per micro-step from optimizer step ``step`` on, as an unbroken run would)."""
+    real, teacher = parts.real, parts.teacher
+    micro_steps = total_steps * cfg.accumulation_steps
     real_iter = (
-        _real_batches(real, train_cfg, seed, ctx, micro_steps, step * train_cfg.accumulation_steps)
+        _real_batches(real, cfg, seed, ctx, micro_steps, step * cfg.accumulation_steps)
         if real is not None
         else None
     )
-    wrapped: nn.Module = module
-    if ctx.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
 
-        wrapped = DistributedDataParallel(module, device_ids=[torch.cuda.current_device()] if cuda else None)
+    def forward(
+        net: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        photos, photo_ids = next(real_iter) if real_iter is not None else (None, None)
+        if photos is not None:
+            photos = photos.to(ctx.device, non_blocking=True).float().div_(255.0)
+        logits, cosine, embeddings, photo_embeddings = net(images, labels, photos)
+        target = teacher(images) if teacher is not None else None
+        loss = training_loss(logits, labels, embeddings, target, cfg.distill_weight)
+        if photo_embeddings is not None and real is not None and photo_ids is not None:
+            photo_targets = real.targets[photo_ids].to(ctx.device)
+            loss = loss + cfg.distill_real_weight * relational_loss(photo_embeddings, photo_targets)
+        return loss, cosine
 
-    start = time.perf_counter()
+    return forward
 
-    def seconds() -> float:
-        """Training time of every attempt so far."""
-        return spent + time.perf_counter() - start
 
-    def checkpoint(epoch: int, step_in_epoch: int) -> None:
-        if ctx.main:
-            payload = {
-                "key": key,
-                "module": module.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": _rng_state(),
-                "step": step,
-                "epoch": epoch,
-                "step_in_epoch": step_in_epoch,
-                "seconds": seconds(),
-            }
-            _save_checkpoint(checkpoint_path, payload)
-        if ctx.world_size > 1:
-            dist.barrier()
-
-    dataset = TrainImages(items, train_cfg.augmentation, seed)
-    last_loss, last_acc = float("nan"), float("nan")
-    stop = train_cfg.max_steps > 0 and step >= train_cfg.max_steps
-    bar = tqdm(
-        total=total_steps, initial=step, desc="train", unit="step", disable=not (progress and ctx.main)
-    )
-    with train_log as log:
-        for epoch in range(start_epoch, train_cfg.epochs):
-            if stop:
-                break
-            wrapped.train()
-            _freeze_batchnorm(module.model, only_frozen=True)
-            full_res = (
-                train_cfg.full_res_last_epoch and epoch == train_cfg.epochs - 1 and train_cfg.epochs > 1
-            )
-            if full_res:
-                _freeze_batchnorm(module.model)
-            batches = _plan(items, train_cfg, seed, epoch, ctx)[
-                : steps_in_epoch * train_cfg.accumulation_steps
-            ]
-            first = 0 if epoch > start_epoch else skip
-            batches = batches[first * train_cfg.accumulation_steps :]
-            step_in_epoch = first
-            running = torch.zeros(2, device=ctx.device)
-            for i, (images, labels) in enumerate(_loader(dataset, batches, train_cfg.workers, ctx.device)):
-                images = images.to(ctx.device, non_blocking=True).float().div_(255.0)
-                if cuda:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                labels = labels.to(ctx.device, non_blocking=True)
-                photos, photo_ids = next(real_iter) if real_iter is not None else (None, None)
-                if photos is not None:
-                    photos = photos.to(ctx.device, non_blocking=True).float().div_(255.0)
-                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                    logits, cosine, embeddings, photo_embeddings = wrapped(images, labels, photos)
-                    target = teacher(images) if teacher is not None else None
-                    loss = training_loss(logits, labels, embeddings, target, train_cfg.distill_weight)
-                    if photo_embeddings is not None and real is not None and photo_ids is not None:
-                        photo_targets = real.targets[photo_ids].to(ctx.device)
-                        loss = loss + train_cfg.distill_real_weight * relational_loss(
-                            photo_embeddings, photo_targets
-                        )
-                scaler.scale(loss / train_cfg.accumulation_steps).backward()
-                running += (
-                    torch.stack([loss.detach(), (cosine.argmax(dim=1) == labels).float().mean()])
-                    / train_cfg.accumulation_steps
-                )
-                if (i + 1) % train_cfg.accumulation_steps:
-                    continue
-                lr = lr_at(step, total_steps, train_cfg.lr, train_cfg.warmup_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * group["lr_scale"]
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                step_in_epoch += 1
-                loss_acc = _mean_across_ranks(running, ctx).tolist()
-                last_loss, last_acc = loss_acc
-                running.zero_()
-                log.write(
-                    {
-                        "step": step,
-                        "epoch": epoch,
-                        "loss": f"{last_loss:.5f}",
-                        "accuracy": f"{last_acc:.4f}",
-                        "lr": f"{lr:.6g}",
-                        "seconds": f"{seconds():.2f}",
-                    }
-                )
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{last_loss:.3f}", acc=f"{last_acc:.2f}", lr=f"{lr:.2g}")
-                stop = train_cfg.max_steps > 0 and step >= train_cfg.max_steps
-                if stop or (train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0):
-                    done_epoch = step_in_epoch >= steps_in_epoch
-                    checkpoint(epoch + 1 if done_epoch else epoch, 0 if done_epoch else step_in_epoch)
-                if stop:
-                    break
-            if not stop:
-                checkpoint(epoch + 1, 0)
-    bar.close()
-    if teacher is not None:
-        teacher.close()
-    if zero_shot is not None:  # checkpoints keep the plain fine-tuned weights: a resume interpolates again
-        module.model.load_state_dict(
-            interpolate_weights(zero_shot, module.model.state_dict(), train_cfg.wise_alpha)
-        )
-    return TrainResult(
-        model=module.model,
-        head=module.head,
-        steps=step,
-        total_steps=total_steps,
-        final_loss=float(last_loss),
-        final_accuracy=float(last_acc),
-        seconds=seconds(),
-        finished=step >= total_steps,
-        real_photos=0 if real is None else len(real.items),
-    )
+def ensemble_weights(result: TrainResult, alpha: float) -> None:
+    """The weight-ensemble step after training (WiSE-FT): ``result.model``'s weights become
+    ``(1 - alpha) * zero-shot + alpha * fine-tuned``; nothing to do without a zero-shot end (``wise_alpha`` 1).
+    Checkpoints keep the plain fine-tuned weights, so a resumed run ensembles again."""
+    if result.zero_shot is not None:
+        result.model.load_state_dict(interpolate_weights(result.zero_shot, result.model.state_dict(), alpha))
 
 
 def training_metrics(result: TrainResult, extra: dict[str, Any] | None = None) -> dict[str, Any]:

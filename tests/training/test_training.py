@@ -19,7 +19,8 @@ import torch
 
 from landmark.config import ModelConfig, TrainConfig
 from landmark.models.model_dir import ModelDirError, descriptor_model, load_model_dir, save_model_dir
-from landmark.training.loop import CheckpointError, TrainItem, train_global_model, training_metrics
+from landmark.training.loop import TrainItem, train_global_model, training_metrics
+from landmark.training.trainer import CheckpointError
 
 MODEL = ModelConfig(backbone="efficientnet_lite0", pretrained="packaged", embedding_dim=32)
 TRAIN = TrainConfig(

@@ -11,7 +11,7 @@ import torch
 from landmark.config import ModelConfig, TrainConfig
 from landmark.models.global_model import create_global_model
 from landmark.training.ensemble import interpolate_weights, zero_shot_state
-from landmark.training.loop import TrainItem, _init_neck, train_global_model
+from landmark.training.loop import TrainItem, _init_neck, ensemble_weights, train_global_model
 
 MODEL = ModelConfig(backbone="efficientnet_lite0", pretrained="packaged", embedding_dim=32)
 TRAIN = TrainConfig(
@@ -71,6 +71,7 @@ def test_training_ends_with_the_interpolated_weights_and_resumes(
         result = train_global_model(
             items, 4, MODEL, cfg, tmp_path / work, seed=0, device="cpu", resume=resume, progress=False
         )
+        ensemble_weights(result, cfg.wise_alpha)  # the step after training, as the train stage runs it
         return {k: v.clone() for k, v in result.model.state_dict().items()}
 
     fine_tuned = run(TRAIN, "plain")
