@@ -179,7 +179,7 @@ def eval_revisitop(
     ] = None,
 ) -> None:
     """Evaluate on a Revisited Oxford/Paris-format benchmark: ranks.npy (n_db, n_queries) + metrics.json."""
-    from landmark.stages.evaluate import eval_revisitop as run_eval_revisitop
+    from landmark.stages.eval_revisitop import eval_revisitop as run_eval_revisitop
 
     cfg = state.config()
     metrics = run_eval_revisitop(
