@@ -12,6 +12,8 @@ from rich.table import Table
 
 from landmark.cli._app import app, out, state, user_errors
 
+# stages are imported inside the commands: measured, `landmark --help` takes 0.5 s, importing the stages 5.4 s
+
 FORMAT_HELP = "auto, catalog, gldv2, revisitop, folder or imc"
 
 
