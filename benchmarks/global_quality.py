@@ -54,7 +54,8 @@ from landmark.data.revisitop import gnd_path, read_gnd
 from landmark.models.global_model import create_global_model
 from landmark.models.model_dir import load_model_dir, save_model_dir
 from landmark.retrieval.rerank import rerank_for_steps
-from landmark.stages.evaluate import eval_revisitop, evaluate
+from landmark.stages.eval_revisitop import eval_revisitop
+from landmark.stages.evaluate import evaluate
 from landmark.stages.extract import extract
 from landmark.stages.train import train, training_items
 from landmark.training.ensemble import interpolate_weights, zero_shot_state

@@ -29,8 +29,8 @@ from landmark.config import Config, load_config
 from landmark.data.imc_benchmark import ImcSetSummary, build_imc_sets
 from landmark.data.imc_protocol import OverlapThresholds
 from landmark.data.revisitop import gnd_path, read_gnd
-from landmark.retrieval.metrics import revisitop_map
-from landmark.stages.evaluate import eval_revisitop, gnd_indices
+from landmark.retrieval.metrics import gnd_indices, revisitop_map
+from landmark.stages.eval_revisitop import eval_revisitop
 
 REPO = Path(__file__).resolve().parents[1]
 IMC = REPO.parent / "shared" / "data" / "imc2022-landmarks"

@@ -74,8 +74,7 @@ def per_query_ap(
     ranks: np.ndarray, truths: Sequence[Any], db_names: Sequence[str], protocol: str
 ) -> np.ndarray:
     """(n_queries,) average precision (percent) of each query under one revisited protocol."""
-    from landmark.retrieval.metrics import revisitop_map
-    from landmark.stages.evaluate import gnd_indices
+    from landmark.retrieval.metrics import gnd_indices, revisitop_map
 
     gnd = gnd_indices(truths, db_names)
     values = []
@@ -88,7 +87,7 @@ def per_query_ap(
 def run_row(cfg: Config, row: Row, sets: Sequence[tuple[Path, str]], work: Path) -> dict[str, Any]:
     """Evaluate one row on every set: mAPs, per-query APs, re-ranking time per query."""
     from landmark.data.revisitop import gnd_path, read_gnd
-    from landmark.stages.evaluate import eval_revisitop
+    from landmark.stages.eval_revisitop import eval_revisitop
 
     tag = "pretrained" if row.model is None else "trained"
     result: dict[str, Any] = {"sets": {}, "per_query": {p: [] for p in PROTOCOLS}}

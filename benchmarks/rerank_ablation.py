@@ -55,18 +55,11 @@ from landmark.data.formats import read_dataset
 from landmark.data.groundtruth import LandmarkDataset
 from landmark.data.revisitop import gnd_path, read_gnd
 from landmark.features.store import load_features
-from landmark.retrieval.metrics import revisitop_map
-from landmark.retrieval.recognize import LabelledSet, knn_recognition
+from landmark.retrieval.metrics import gldv2_retrieval_metrics, gnd_indices, revisitop_map, revisitop_metrics
+from landmark.retrieval.recognize import LabelledSet, knn_recognition, recognition_metrics
 from landmark.retrieval.rerank import Verifier, run_retrieval
-from landmark.stages.evaluate import (
-    eval_revisitop,
-    gldv2_retrieval_metrics,
-    gnd_indices,
-    load_train_set,
-    recognition_metrics,
-    revisitop_local_verifier,
-    revisitop_metrics,
-)
+from landmark.stages.common import load_train_set
+from landmark.stages.eval_revisitop import eval_revisitop, revisitop_local_verifier
 
 REPO = Path(__file__).resolve().parents[1]
 IMC = REPO.parent / "shared" / "data" / "imc2022-landmarks"

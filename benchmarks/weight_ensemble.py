@@ -28,9 +28,10 @@ from landmark.config import Config, load_config, resolve_device
 from landmark.features.global_desc import ImageItem, iter_descriptors
 from landmark.models.global_model import create_global_model
 from landmark.models.model_dir import descriptor_model, load_model_dir, save_model_dir
+from landmark.retrieval.index import retrieval_ranks
 from landmark.retrieval.metrics import revisitop_map
 from landmark.retrieval.rerank import rerank_for_steps
-from landmark.stages.evaluate import evaluate, retrieval_ranks
+from landmark.stages.evaluate import evaluate
 from landmark.stages.extract import extract
 from landmark.stages.train import train, training_items
 from landmark.training.ensemble import interpolate_weights, zero_shot_state

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,6 +32,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         # After a successful os.replace the temporary name no longer exists.
         tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, payload: Mapping[str, object]) -> None:
+    """Write ``payload`` as indented JSON with sorted keys and a final newline, atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def _backup_path(path: Path) -> Path:

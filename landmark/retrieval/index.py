@@ -83,6 +83,20 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     return sims, idx
 
 
+def retrieval_ranks(db: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Full exact ranking of the database for each query.
+
+    Args:
+        db: (n_database, dim) descriptors.
+        queries: (n_queries, dim) descriptors.
+
+    Returns:
+        (n_database, n_queries) database indices, best first (the revisitop layout: column q = query q).
+    """
+    _, idx = search(build_exact_index(db), queries, k=db.shape[0])
+    return idx.T.copy()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Index kinds
 

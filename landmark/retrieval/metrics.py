@@ -5,6 +5,8 @@
 - GLDv2 retrieval (Weyand et al., CVPR 2020): mAP@100, AP divided by min(#relevant, 100).
 - GLDv2 recognition: Global Average Precision (GAP, micro AP over all queries ranked by confidence) and top-1
   accuracy.
+- Reports: :func:`revisitop_metrics` and :func:`gldv2_retrieval_metrics` give the JSON-ready dicts (percent)
+  that ``metrics.json`` holds.
 """
 
 from __future__ import annotations
@@ -12,8 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: the ground-truth module loads pandas
+    from landmark.data.groundtruth import QueryTruth
 
 PROTOCOLS = ("easy", "medium", "hard")
 
@@ -359,3 +365,60 @@ def top1_accuracy(predictions: Mapping[str, Prediction], solution: Mapping[str, 
         if len(labels) > 0 and query_id in predictions and int(predictions[query_id][0]) in labels
     )
     return correct / m
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reports (JSON-ready, percent)
+
+
+def gnd_indices(truths: Sequence[QueryTruth], db_ids: Sequence[str]) -> list[dict[str, list[int]]]:
+    """Convert id-based query truths into the index-based ``gnd`` lists of the revisitop protocol.
+
+    Ids that are not in ``db_ids`` are left out.
+    """
+    position = {image_id: i for i, image_id in enumerate(db_ids)}
+
+    def indices(ids: Sequence[str]) -> list[int]:
+        return [position[i] for i in ids if i in position]
+
+    return [{"easy": indices(t.easy), "hard": indices(t.hard), "junk": indices(t.junk)} for t in truths]
+
+
+def revisitop_metrics(
+    ranks: np.ndarray, gnd: Sequence[dict[str, list[int]]], kappas: Sequence[int]
+) -> dict[str, Any]:
+    """Revisited-protocol metrics as a JSON-ready dict, mAP and mP@k in percent (see :func:`revisitop_map`)."""
+    results = revisitop_map(ranks, gnd, kappas)
+    return {
+        protocol: {
+            "mAP": round(100.0 * r.map, 3),
+            **{f"mP@{k}": round(100.0 * v, 3) for k, v in r.mp_at_k.items()},
+            "queries": r.queries,
+        }
+        for protocol, r in results.items()
+    }
+
+
+def gldv2_retrieval_metrics(
+    ranked: np.ndarray,
+    query_ids: Sequence[str],
+    db_ids: Sequence[str],
+    solution: Mapping[str, Sequence[str]],
+    k: int,
+) -> dict[str, Any]:
+    """GLDv2 mAP@k (percent) of ranked lists against a retrieval solution, as a JSON-ready dict.
+
+    Args:
+        ranked: (n_queries, t) database positions, best first; -1 = no result.
+        query_ids: (n_queries,) ids of the rows of ``ranked``.
+        db_ids: the database ids the positions refer to.
+        solution: query id -> relevant database ids.
+        k: cut-off.
+    """
+    predictions = {q: [db_ids[i] for i in row if i >= 0] for q, row in zip(query_ids, ranked, strict=True)}
+    result = gldv2_retrieval_map(predictions, solution, k)
+    return {
+        f"mAP@{k}": round(100.0 * result.value, 3),
+        "queries": result.queries,
+        "excluded_no_relevant": result.excluded,
+    }

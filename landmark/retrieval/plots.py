@@ -11,7 +11,7 @@ import csv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
@@ -19,6 +19,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from landmark.data.atomic import atomic_path
+from landmark.retrieval.metrics import PROTOCOLS, revisitop_pr_curve
+
+if TYPE_CHECKING:  # annotations only: the ground-truth module loads pandas
+    from landmark.data.groundtruth import QueryTruth
 
 Verdict = Literal["correct", "wrong", "junk"]
 VERDICT_COLORS: dict[str, tuple[float, float, float]] = {
@@ -26,6 +30,7 @@ VERDICT_COLORS: dict[str, tuple[float, float, float]] = {
     "wrong": (0.85, 0.1, 0.1),
     "junk": (0.55, 0.55, 0.55),
 }
+RECALL_LEVELS = np.round(np.linspace(0.0, 1.0, 21), 4)
 
 
 def write_curve_csv(path: Path, recall: np.ndarray, precision: np.ndarray) -> None:
@@ -139,3 +144,33 @@ def plot_result_grid(rows: Sequence[GridRow], path: Path, *, cell: int = 128) ->
                 spine.set_linewidth(4)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.95, bottom=0.01, wspace=0.08, hspace=0.25)
     _save(fig, path, dpi=100)
+
+
+def write_pr_plots(ranks: np.ndarray, gnd: Sequence[Mapping[str, Sequence[int]]], plots_dir: Path) -> None:
+    """Per-protocol precision-recall CSVs (``pr_<protocol>.csv``) and one PNG with all three curves.
+
+    Args:
+        ranks: (n_database, n_queries) database indices, best first.
+        gnd: per query, index lists ``easy``, ``hard`` and ``junk``.
+        plots_dir: where the files go.
+    """
+    curves = {}
+    for protocol in PROTOCOLS:
+        precision = np.nan_to_num(revisitop_pr_curve(ranks, gnd, protocol, RECALL_LEVELS))
+        write_curve_csv(plots_dir / f"pr_{protocol}.csv", RECALL_LEVELS, precision)
+        curves[protocol] = (RECALL_LEVELS, precision)
+    plot_precision_recall(
+        curves, plots_dir / "precision_recall.png", title="Precision-recall (revisited protocols)"
+    )
+
+
+def result_verdicts(
+    truth: QueryTruth | None, relevant: Sequence[str], result_ids: Sequence[str]
+) -> list[Verdict]:
+    """Verdict of each result of a query: by its revisited truth when it has one (junk = ignored), else by its
+    retrieval solution's relevant ids."""
+    if truth is not None:
+        positives, junk = set(truth.positives), set(truth.junk)
+        return ["correct" if i in positives else "junk" if i in junk else "wrong" for i in result_ids]
+    rel = set(relevant)
+    return ["correct" if i in rel else "wrong" for i in result_ids]

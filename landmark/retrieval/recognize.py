@@ -8,20 +8,23 @@
 - :func:`threshold_for_fpr` picks the rejection threshold on held-out non-landmark images for a target
   false-positive rate, the production setting of Boiarov & Tyantov (CIKM 2019).
 - :func:`class_centroids` builds their faster index: one L2-normalised mean descriptor per class.
+- :func:`recognition_metrics` scores a prediction (GAP, top-1) and the operating point of the calibrated
+  threshold (:func:`operating_point`).
 
 Missing neighbours (index -1, e.g. from approximate search) and neighbours labelled -1 never vote.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from landmark.config import IndexConfig, RecognizeConfig
 from landmark.normalize import l2_normalize
+from landmark.retrieval.metrics import Prediction, global_average_precision, top1_accuracy
 
 NO_LABEL = -1
 _ROW_BLOCK = 4096  # rows per block in vote_labels: bounds the (rows, k, k) comparison tensor
@@ -299,3 +302,80 @@ def knn_recognition(
             valid = idx[q] >= 0
             inliers[q, valid] = verifier(query_id, [train.ids[i] for i in idx[q, valid]])
     return recognize(np.where(idx >= 0, sims, 0.0), labels, inliers, cfg.inlier_cap)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scoring
+
+
+def recognition_metrics(
+    prediction: LabelPrediction,
+    query_ids: Sequence[str],
+    solution: Mapping[str, Sequence[int]],
+    *,
+    target_fpr: float,
+    calibration_fraction: float,
+    seed: int,
+) -> dict[str, Any]:
+    """GAP and top-1 over the whole solution, and the "no landmark" operating point (JSON-ready, percent).
+
+    The threshold is chosen on a seeded calibration share of the solution's images (its non-landmark images,
+    for ``target_fpr``) and the operating point (FPR on non-landmark images, precision and recall of accepted
+    predictions, GAP after rejection) is measured on the remaining images.
+
+    Args:
+        prediction: labels and confidences, (n_queries,) each; label -1 = no prediction.
+        query_ids: (n_queries,) ids of the predictions.
+        solution: query id -> the query's landmark ids (empty = not a landmark).
+        target_fpr: wanted false-positive rate on non-landmark images.
+        calibration_fraction: share of the solution's images that choose the threshold.
+        seed: seeds the calibration split.
+    """
+    predictions: dict[str, Prediction] = {
+        q: (int(label), float(conf))
+        for q, label, conf in zip(query_ids, prediction.labels, prediction.confidence, strict=True)
+        if label >= 0 and q in solution
+    }
+    report: dict[str, Any] = {
+        "GAP": round(100.0 * global_average_precision(predictions, solution), 3),
+        "top1": round(100.0 * top1_accuracy(predictions, solution), 3),
+        "queries": len(solution),
+        "landmark_queries": sum(1 for v in solution.values() if v),
+        "target_fpr": target_fpr,
+    }
+    calibration, held_out = calibration_split(list(solution), calibration_fraction, seed)
+    non_landmark_conf = [predictions[q][1] for q in calibration if not solution[q] and q in predictions]
+    if not non_landmark_conf:
+        report["threshold"] = None
+        report["threshold_note"] = "no non-landmark image with a prediction in the calibration share"
+        return report
+    threshold = threshold_for_fpr(non_landmark_conf, target_fpr)
+    report["threshold"] = round(threshold, 6) if np.isfinite(threshold) else None
+    report["calibration"] = {"queries": len(calibration), "non_landmark": len(non_landmark_conf)}
+    report["at_threshold"] = operating_point(predictions, {q: solution[q] for q in held_out}, threshold)
+    return report
+
+
+def operating_point(
+    predictions: Mapping[str, tuple[int, float]], solution: Mapping[str, Sequence[int]], threshold: float
+) -> dict[str, Any]:
+    """Metrics (percent; None when undefined) of the predictions accepted above ``threshold`` on ``solution``'s
+    images: accepted count, FPR on non-landmark images, precision, recall and GAP after rejection."""
+    accepted = {q: p for q, p in predictions.items() if q in solution and p[1] > threshold}
+    landmark = [q for q, v in solution.items() if v]
+    non_landmark = [q for q, v in solution.items() if not v]
+    correct = sum(1 for q, (label, _) in accepted.items() if label in solution[q])
+    point: dict[str, Any] = {
+        "queries": len(solution),
+        "accepted": len(accepted),
+        "fpr_non_landmark": _percent(sum(q in accepted for q in non_landmark), len(non_landmark)),
+        "precision": _percent(correct, len(accepted)),
+        "recall": _percent(correct, len(landmark)),
+    }
+    if landmark:
+        point["GAP"] = round(100.0 * global_average_precision(accepted, solution), 3)
+    return point
+
+
+def _percent(num: int, den: int) -> float | None:
+    return round(100.0 * num / den, 3) if den else None

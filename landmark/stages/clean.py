@@ -17,7 +17,6 @@ Outputs in ``out_dir``:
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +24,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from landmark.cleaning.clean import CleaningResult, clean_train_set
 from landmark.cleaning.verify import StoreVerifier
 from landmark.config import Config, config_to_dict
-from landmark.data.bad_images import quarantine_bad_images, read_quarantine, reason_counts
+from landmark.data.atomic import atomic_path, write_json
+from landmark.data.bad_images import BadImage, quarantine_bad_images, read_quarantine, reason_counts
+from landmark.data.datasets import open_dataset
+from landmark.data.manifest import STATUS_QUARANTINED, format_reason, make_manifest, write_manifest
 from landmark.features.local_store import LocalFeatureReader, LocalStoreError
+from landmark.features.store import load_features, read_meta
+from landmark.ops.quality import QualityGateError
+from landmark.stages.common import CLEANING_REPORT, describe_files, validate_cleaning
 
 CLEANED_MANIFEST = "train.parquet"
 DROPPED = "dropped.parquet"
@@ -62,13 +68,10 @@ class CleanSummary:
 
 def complete_manifest(manifest: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, int]:
     """Fill sha1, width and height of ok rows that lack them (a dataset read straight from CSVs, not ingested)
-    from the image files (:func:`landmark.stages.validate.describe_files`), so the cleaned manifest carries what
+    from the image files (:func:`landmark.stages.common.describe_files`), so the cleaned manifest carries what
     the quality gate checks; unreadable files are quarantined with the reason. Returns the manifest and how
     many rows needed it.
     """
-    from landmark.data.manifest import make_manifest
-    from landmark.stages.validate import describe_files
-
     frame = manifest.reset_index(drop=True)
     todo = (frame["status"] == "ok") & (
         (frame["sha1"] == "") | (frame["width"] <= 0) | (frame["height"] <= 0)
@@ -78,8 +81,6 @@ def complete_manifest(manifest: pd.DataFrame, root: Path) -> tuple[pd.DataFrame,
 
 def cleaned_manifest(manifest: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
     """The manifest with every dropped ok row quarantined as ``clean_<reason>: <cnt> of <candidates> ...``."""
-    from landmark.data.manifest import STATUS_QUARANTINED, format_reason, make_manifest
-
     frame = manifest.reset_index(drop=True).copy()
     dropped = decisions[~decisions["kept"]].set_index("image_id")
     ok = frame["status"] == "ok"
@@ -181,16 +182,76 @@ def clean(
         LocalStoreError: train images without local features (run ``landmark local``).
         QualityGateError: the cleaning gate failed (every output and the gate report are written first).
     """
-    from tqdm.auto import tqdm
-
-    from landmark.data.atomic import atomic_path
-    from landmark.data.datasets import open_dataset
-    from landmark.data.manifest import write_manifest
-    from landmark.features.store import load_features, read_meta
-    from landmark.ops.quality import QualityGateError
-    from landmark.stages.validate import CLEANING_REPORT, validate_cleaning
-
     start = time.perf_counter()
+    inputs = _read_inputs(cfg, data_dir, features_dir, local_dir, fmt)
+    # a pair with fewer putative matches than T_inlier cannot be verified: it is not fitted
+    verifier = StoreVerifier(
+        inputs.reader,
+        dataclasses.replace(cfg.verify, workers=cfg.clean.workers),
+        reject_below=cfg.clean.inlier_threshold,
+        parallel=cfg.parallel,
+    )
+    with tqdm(desc="clean: verify pairs", unit="pair", disable=not progress) as bar:
+        result = clean_train_set(
+            inputs.ids,
+            inputs.labels,
+            inputs.descriptors,
+            verifier.pair_counts,
+            cfg.clean,
+            progress=bar.update,
+        )
+
+    out = Path(out_dir)
+    _write_tables(out, inputs.manifest, result)
+    local_meta = {**inputs.reader.meta, "store": str(inputs.reader.root)}
+    summary = summary_dict(cfg, result, inputs.manifest, bootstrap_identity(inputs.boot_meta), local_meta)
+    summary["manifest_rows_completed"] = inputs.completed
+    left_out = reason_counts({b.image_id: b for b in reversed(inputs.undecodable)}.values())
+    summary["undecodable_left_out"] = left_out
+    gate_error: QualityGateError | None = None
+    try:
+        validate_cleaning(cfg, out / CLEANED_MANIFEST, out / CLASS_REPORT, out)
+    except QualityGateError as exc:
+        gate_error = exc
+    summary["gate"] = {"passed": gate_error is None, "report": CLEANING_REPORT}
+    seconds = time.perf_counter() - start
+    summary["seconds"]["total"] = round(seconds, 3)
+    write_json(out / SUMMARY, summary)
+    if gate_error is not None:
+        raise gate_error
+    d = result.decisions
+    return CleanSummary(
+        out_dir=out,
+        images=len(d),
+        kept=int(d["kept"].sum()),
+        dropped=dict(summary["dropped_by_reason"]),
+        classes_before=int(summary["classes_before"]),
+        classes_kept=int(summary["classes_kept"]),
+        unique_pairs=result.unique_pairs,
+        directed_pairs=result.directed_pairs,
+        verified_pairs=result.verified_pairs,
+        gate_passed=True,
+        seconds=seconds,
+        undecodable=left_out,
+    )
+
+
+@dataclass(frozen=True)
+class _CleanInputs:
+    """The train manifest (completed, undecodable images quarantined), its ok rows' ids, labels and global
+    descriptors, and the local feature store every labelled one is in."""
+
+    manifest: pd.DataFrame
+    completed: int
+    undecodable: list[BadImage]
+    ids: list[str]
+    labels: np.ndarray
+    boot_meta: dict[str, Any]
+    descriptors: np.ndarray
+    reader: LocalFeatureReader
+
+
+def _read_inputs(cfg: Config, data_dir: Path, features_dir: Path, local_dir: Path, fmt: str) -> _CleanInputs:
     dataset = open_dataset(cfg, Path(data_dir), fmt)
     boot_root = Path(features_dir) / "train"
     manifest, completed = complete_manifest(dataset.manifest("train"), dataset.root)
@@ -210,54 +271,13 @@ def clean(
             f"{reader.root}: {len(missing)} train images have no local features, e.g. {missing[:3]}; "
             "run `landmark local --split train` first"
         )
-    # a pair with fewer putative matches than T_inlier cannot be verified: it is not fitted
-    verifier = StoreVerifier(
-        reader,
-        dataclasses.replace(cfg.verify, workers=cfg.clean.workers),
-        reject_below=cfg.clean.inlier_threshold,
-        parallel=cfg.parallel,
-    )
-    with tqdm(desc="clean: verify pairs", unit="pair", disable=not progress) as bar:
-        result = clean_train_set(
-            ids, labels, descriptors, verifier.pair_counts, cfg.clean, progress=bar.update
-        )
+    return _CleanInputs(manifest, completed, undecodable, ids, labels, boot_meta, descriptors, reader)
 
-    out = Path(out_dir)
+
+def _write_tables(out: Path, manifest: pd.DataFrame, result: CleaningResult) -> None:
+    """The cleaned manifest, the dropped rows and the class report into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(cleaned_manifest(manifest, result.decisions), out / CLEANED_MANIFEST)
     for name, table in ((DROPPED, dropped_table(manifest, result.decisions)), (CLASS_REPORT, result.classes)):
         with atomic_path(out / name) as tmp:
             table.to_parquet(tmp, index=False)
-    summary = summary_dict(
-        cfg, result, manifest, bootstrap_identity(boot_meta), {**reader.meta, "store": str(reader.root)}
-    )
-    summary["manifest_rows_completed"] = completed
-    left_out = reason_counts({b.image_id: b for b in reversed(undecodable)}.values())
-    summary["undecodable_left_out"] = left_out
-    gate_error: QualityGateError | None = None
-    try:
-        validate_cleaning(cfg, out / CLEANED_MANIFEST, out / CLASS_REPORT, out)
-    except QualityGateError as exc:
-        gate_error = exc
-    summary["gate"] = {"passed": gate_error is None, "report": CLEANING_REPORT}
-    seconds = time.perf_counter() - start
-    summary["seconds"]["total"] = round(seconds, 3)
-    with atomic_path(out / SUMMARY) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    if gate_error is not None:
-        raise gate_error
-    d = result.decisions
-    return CleanSummary(
-        out_dir=out,
-        images=len(d),
-        kept=int(d["kept"].sum()),
-        dropped=dict(summary["dropped_by_reason"]),
-        classes_before=int(summary["classes_before"]),
-        classes_kept=int(summary["classes_kept"]),
-        unique_pairs=result.unique_pairs,
-        directed_pairs=result.directed_pairs,
-        verified_pairs=result.verified_pairs,
-        gate_passed=True,
-        seconds=seconds,
-        undecodable=left_out,
-    )

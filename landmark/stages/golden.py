@@ -3,7 +3,7 @@
 The golden sets are ``promote.golden``: ``imc`` stands for the Revisited-format sets built from the IMC photos at
 ``paths.imc`` with the pose-based protocol (one set per held-out scene, :mod:`landmark.data.imc_benchmark`;
 built once under ``<paths.golden>/sets``), any other entry is a ``DIR/NAME`` Revisited Oxford/Paris-format set.
-Each set is evaluated with :func:`landmark.stages.evaluate.eval_revisitop` (global descriptors + the configured
+Each set is evaluated with :func:`landmark.stages.eval_revisitop.eval_revisitop` (global descriptors + the configured
 DBA/alpha-QE; the same code as ``landmark eval-revisitop``), and ``<out>/golden.json`` holds medium and hard mAP
 per set. A model's results are cached under ``<paths.golden>/results/<model key>.json`` (the key hashes its
 weights and the settings that change the numbers), so production, which is last night's candidate, is not
@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from landmark.config import Config, config_to_dict
-from landmark.data.atomic import atomic_path
+from landmark.data.atomic import atomic_path, write_json
+from landmark.data.imc_benchmark import build_imc_sets
+from landmark.data.revisitop import gnd_path
+
+# a golden set is scored exactly as `landmark eval-revisitop` scores it: the same stage, not a copy of it
+from landmark.stages.eval_revisitop import eval_revisitop
 
 GOLDEN_FILE = "golden.json"
 IMC = "imc"
@@ -47,8 +52,6 @@ def model_key(cfg: Config, model_dir: Path) -> str:
 def imc_sets(cfg: Config) -> tuple[list[tuple[Path, str]], str]:
     """The ``imc`` golden sets as (root, name), built under ``<paths.golden>/sets`` unless already built from the
     same photos with the same settings; ``([], note)`` when there are no IMC photos."""
-    from landmark.data.imc_benchmark import build_imc_sets
-
     imc = Path(cfg.paths.imc)
     if not imc.is_dir():
         return [], f"golden 'imc': no IMC photos at {imc} (paths.imc): not checked"
@@ -66,8 +69,6 @@ def imc_sets(cfg: Config) -> tuple[list[tuple[Path, str]], str]:
 
 def golden_sets(cfg: Config) -> tuple[list[tuple[Path, str]], list[str]]:
     """(root, name) of every golden set of ``promote.golden``, and notes on those that are not there."""
-    from landmark.data.revisitop import gnd_path
-
     sets: list[tuple[Path, str]] = []
     notes: list[str] = []
     for spec in cfg.promote.golden:
@@ -103,8 +104,6 @@ def golden(cfg: Config, model_dir: Path, out_dir: Path, *, progress: bool = True
     Raises:
         FileNotFoundError: ``model_dir`` is not a directory.
     """
-    from landmark.stages.evaluate import eval_revisitop
-
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model directory {model_dir} not found")
@@ -127,14 +126,12 @@ def golden(cfg: Config, model_dir: Path, out_dir: Path, *, progress: bool = True
             progress=progress,
         )
         scores[name] = set_scores(metrics)
-        with atomic_path(cache) as tmp:
-            tmp.write_text(json.dumps({**cached, **scores}, indent=2, sort_keys=True) + "\n")
+        write_json(cache, {**cached, **scores})
     result = {
         "model_key": key,
         "sets": scores,
         "notes": notes,
         "cached": sorted(n for n in names if n in cached),
     }
-    with atomic_path(Path(out_dir) / GOLDEN_FILE) as tmp:
-        tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_json(Path(out_dir) / GOLDEN_FILE, result)
     return result

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from landmark.config import Config
 from landmark.data.bad_images import skipped_note, usable_ids
-
-if TYPE_CHECKING:  # pandas loads only when the stage runs
-    from landmark.data.groundtruth import LandmarkDataset
+from landmark.data.datasets import open_dataset
+from landmark.data.groundtruth import LandmarkDataset
+from landmark.features.store import iter_feature_chunks, load_features, read_meta
+from landmark.retrieval.index import check_compatible, model_version, resolve_kind, sample_rows, write_index
+from landmark.retrieval.index_labels import write_index_labels, write_labelled_set
+from landmark.stages.common import load_train_set
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +33,6 @@ def build_index(
     Returns:
         The index metadata written to ``out_dir/meta.json``.
     """
-    from landmark.data.datasets import open_dataset
-    from landmark.features.store import iter_feature_chunks, load_features, read_meta
-    from landmark.retrieval.index import model_version, resolve_kind, sample_rows, write_index
-
     dataset = open_dataset(cfg, Path(data_dir), fmt)
     ids, skipped = usable_ids(dataset, split, Path(features_dir))
     if skipped:
@@ -76,13 +75,6 @@ def write_serving_labels(
 ) -> dict[str, Any]:
     """Write the indexed images' manifest labels and the labelled train set (when its descriptors come from
     the index's model) into ``index_dir``; returns what meta.json records about them."""
-    from landmark.features.store import read_meta
-    from landmark.retrieval.index import check_compatible
-    from landmark.retrieval.index_labels import write_index_labels, write_labelled_set
-
-    # the one definition of evaluate's labelled train set, so serving votes over exactly the same images
-    from landmark.stages.evaluate import load_train_set
-
     frame = dataset.manifest(split)
     label_of = dict(zip(frame["image_id"].astype(str), frame["landmark_id"].astype(int), strict=True))
     recorded = write_index_labels(index_dir, split, [label_of.get(i, -1) for i in ids])

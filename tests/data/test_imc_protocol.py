@@ -34,7 +34,7 @@ from landmark.data.imc_protocol import (
     viewing_directions,
 )
 from landmark.data.revisitop import gnd_path, read_gnd
-from landmark.stages.evaluate import gnd_indices, revisitop_metrics
+from landmark.retrieval.metrics import gnd_indices, revisitop_metrics
 
 CHECK_TOOL = Path(__file__).resolve().parents[2].parent / "shared" / "tools" / "check_revisitop_out.py"
 

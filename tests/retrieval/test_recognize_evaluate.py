@@ -17,8 +17,8 @@ from landmark.data.groundtruth import QueryTruth
 from landmark.data.revisitop import write_gnd
 from landmark.features.store import FeatureWriter
 from landmark.retrieval.metrics import global_average_precision
-from landmark.retrieval.recognize import LabelPrediction
-from landmark.stages.evaluate import evaluate, operating_point, recognition_metrics
+from landmark.retrieval.recognize import LabelPrediction, operating_point, recognition_metrics
+from landmark.stages.evaluate import evaluate
 from landmark.stages.index import build_index
 
 META = {"model": {"backbone": "handmade"}, "extract": {"image_size": 32}}
