@@ -19,16 +19,14 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from landmark.errors import ConfigError as ConfigError  # re-exported: callers catch config.ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A params file or override that cannot be turned into a valid :class:`Config`."""
 
 
 def _require(ok: bool, message: str) -> None:
     if not ok:
-        raise ValueError(message)
+        raise ConfigError(message)
 
 
 @dataclass(frozen=True)

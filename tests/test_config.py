@@ -6,7 +6,7 @@ import pytest
 
 from landmark.config import Config, ConfigError, config_to_dict, load_config
 
-REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -2,46 +2,23 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 from urllib.parse import urlsplit
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from landmark.cli._app import app, console, out, state, user_errors
-
-P = ParamSpec("P")
-R = TypeVar("R")
+from landmark.errors import InputError
 
 infra_app = typer.Typer(
     help="Local services: the SeaweedFS S3 store and the Prefect server/worker (production: infra/docker-compose.yml).",
     no_args_is_help=True,
 )
 app.add_typer(infra_app, name="infra")
-
-
-def service_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn object-store and local-service failures into a one-line error, exit 1 (``--debug``: traceback)."""
-    from landmark.platform.infra import InfraError
-    from landmark.platform.storage import StorageError
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except (StorageError, InfraError) as exc:
-            if state.debug:
-                raise
-            console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}", soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
 
 
 def _summary_table(summary: dict[str, object]) -> Table:
@@ -68,7 +45,6 @@ def _summary_table(summary: dict[str, object]) -> Table:
 
 @app.command()
 @user_errors
-@service_errors
 def ingest(
     source: Annotated[
         str | None,
@@ -149,7 +125,7 @@ def validate(
     cfg = state.config()
     target = reports or Path(cfg.paths.reports)
     if (cleaned is None) != (class_report is None):
-        raise ValueError("--cleaned and --class-report go together")
+        raise InputError("--cleaned and --class-report go together")
     try:
         if cleaned is not None and class_report is not None:
             report = validate_cleaning(cfg, cleaned, class_report, target)
@@ -170,7 +146,7 @@ def validate(
 def _local_port(endpoint: str) -> int:
     parts = urlsplit(endpoint)
     if parts.hostname not in ("127.0.0.1", "localhost") or parts.port is None:
-        raise ValueError(
+        raise InputError(
             f"`landmark infra up` runs a local server on 127.0.0.1 and needs an explicit port; "
             f"the storage endpoint is {endpoint!r}"
         )
@@ -179,7 +155,6 @@ def _local_port(endpoint: str) -> int:
 
 @infra_app.command("up")
 @user_errors
-@service_errors
 def infra_up(
     run_dir: Annotated[
         Path | None, typer.Option(help="server data/logs/pid/credentials (default: storage.run_dir)")
@@ -224,7 +199,6 @@ def infra_up(
 
 @infra_app.command("down")
 @user_errors
-@service_errors
 def infra_down(
     run_dir: Annotated[Path | None, typer.Option(help="server directory (default: storage.run_dir)")] = None,
 ) -> None:
@@ -242,7 +216,6 @@ def infra_down(
 
 @infra_app.command("status")
 @user_errors
-@service_errors
 def infra_status(
     run_dir: Annotated[Path | None, typer.Option(help="server directory (default: storage.run_dir)")] = None,
 ) -> None:

@@ -28,6 +28,7 @@ from landmark.config import Config
 from landmark.data.atomic import atomic_path
 from landmark.data.bad_images import skipped_note, usable_ids
 from landmark.data.groundtruth import LandmarkDataset, QueryTruth
+from landmark.errors import InputError
 from landmark.retrieval.recognize import LabelledSet, LabelPrediction
 from landmark.retrieval.rerank import applied_steps, rerank_for_steps
 
@@ -205,7 +206,7 @@ def open_saved_index(
 
     index = load_index(index_dir, gpu=gpu)
     if list(index.ids) != list(db_ids):
-        raise ValueError(f"the index at {index_dir} holds other images than the index split; rebuild it")
+        raise InputError(f"the index at {index_dir} holds other images than the index split; rebuild it")
     check_compatible(index.meta, read_meta(Path(features_dir) / "index"))
     return index
 
@@ -340,7 +341,7 @@ def evaluate(
         verifier, verifier_note = local_verifier(cfg, local_dir)
     dataset = open_dataset(cfg, Path(data_dir), fmt)
     if not (dataset.retrieval or dataset.retrieval_solution or dataset.recognition_solution):
-        raise ValueError(f"{data_dir} has no ground truth (gnd_*.pkl or solution CSVs): nothing to evaluate")
+        raise InputError(f"{data_dir} has no ground truth (gnd_*.pkl or solution CSVs): nothing to evaluate")
     db_ids, db = load_features(Path(features_dir) / "index", usable_ids(dataset, "index", features_dir)[0])
     test_ids, queries = load_features(
         Path(features_dir) / "test", usable_ids(dataset, "test", features_dir)[0]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from landmark.config import Config
 from landmark.data.bad_images import skipped_note, usable_ids
+from landmark.errors import InputError
 
 if TYPE_CHECKING:  # pandas loads only when the stage runs
     from landmark.data.groundtruth import LandmarkDataset
@@ -39,7 +40,7 @@ def build_index(
     if skipped:
         logger.warning("index: %s", skipped_note({split: skipped}))
     if not ids:
-        raise ValueError(f"split {split!r} of {data_dir} has no usable images to index")
+        raise InputError(f"split {split!r} of {data_dir} has no usable images to index")
     store = Path(features_dir) / split
     feature_meta = read_meta(store)
     kind = resolve_kind(cfg.index, len(ids))

@@ -8,6 +8,7 @@ import pandas as pd
 
 from landmark.config import Config
 from landmark.data.catalog import publish_view
+from landmark.errors import InputError
 from landmark.ops.quality import (
     QualityReport,
     cleaning_tables,
@@ -48,7 +49,7 @@ def read_table(path: Path) -> pd.DataFrame:
         return pd.read_parquet(path)
     if path.suffix == ".csv":
         return pd.read_csv(path)
-    raise ValueError(f"table {path} must be .parquet or .csv")
+    raise InputError(f"table {path} must be .parquet or .csv")
 
 
 def validate(

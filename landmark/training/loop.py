@@ -30,6 +30,7 @@ from torch.utils.hooks import RemovableHandle
 
 from landmark.config import ModelConfig, TrainConfig, config_to_dict
 from landmark.data.images import decode_image
+from landmark.errors import LandmarkError
 from landmark.models.global_model import GlobalDescriptor, create_global_model
 from landmark.models.heads import MarginHead, create_head
 from landmark.training.augment import augment
@@ -52,7 +53,7 @@ LOG_FIELDS = ("step", "epoch", "loss", "accuracy", "lr", "seconds")
 logger = logging.getLogger(__name__)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(LandmarkError, ValueError):
     """A checkpoint that cannot be resumed with the current data or config."""
 
 
