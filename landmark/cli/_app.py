@@ -26,6 +26,9 @@ app = typer.Typer(
 console = Console(stderr=True)
 out = Console()
 
+# the --format option of every command that reads a dataset
+FORMAT_HELP = "auto, catalog, gldv2, revisitop, folder or imc"
+
 P = ParamSpec("P")
 R = TypeVar("R")
 

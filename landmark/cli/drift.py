@@ -1,4 +1,4 @@
-"""Monitoring commands: ``drift`` (Evidently drift report + workspace snapshot)."""
+"""Drift command: ``drift`` (Evidently drift report + workspace snapshot)."""
 
 from __future__ import annotations
 
