@@ -23,6 +23,9 @@ from landmark.errors import ConfigError as ConfigError  # re-exported: callers c
 
 T = TypeVar("T")
 
+# old params key -> its new name: the loader says so instead of "unknown key"
+RENAMED_KEYS = {"clean.inlier_threshold": "clean.min_inliers"}
+
 
 def _require(ok: bool, message: str) -> None:
     if not ok:
@@ -581,7 +584,7 @@ class CleanConfig:
 
     k: int = 1000  # nearest neighbours over the train global descriptors
     max_same_label: int = 100  # same-label neighbours verified per image
-    inlier_threshold: int = 12  # T_inlier: a neighbour is verified with at least this many inliers
+    min_inliers: int = 12  # T_inlier: a neighbour is verified with at least this many inliers
     min_verified: int = 1  # T_freq: keep an image with at least this many verified neighbours
     min_class_images: int = 2  # classes left with fewer kept images are dropped
     chunk_size: int = 4096  # queries per kNN step and pairs per verification batch
@@ -592,7 +595,7 @@ class CleanConfig:
         for name in (
             "k",
             "max_same_label",
-            "inlier_threshold",
+            "min_inliers",
             "min_verified",
             "min_class_images",
             "chunk_size",
@@ -607,6 +610,11 @@ class CleanConfig:
             f"min_verified must be <= max_same_label ({self.max_same_label}), got {self.min_verified}",
         )
         _require(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+
+    @property
+    def inlier_threshold(self) -> int:
+        """Read-only alias of :attr:`min_inliers` for ``stages/clean.py`` until its refactor lands (then drop it)."""
+        return self.min_inliers
 
 
 _SQRT2 = math.sqrt(2.0)
@@ -933,6 +941,11 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
+    for key in unknown:
+        if f"{prefix}{key}" in RENAMED_KEYS:
+            raise ConfigError(
+                f"{source}: '{prefix}{key}' was renamed '{RENAMED_KEYS[prefix + key]}'; use the new name"
+            )
     if unknown:
         raise ConfigError(
             f"{source}: unknown key '{prefix}{unknown[0]}' (allowed in {where}: {', '.join(sorted(names))})"
