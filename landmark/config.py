@@ -235,6 +235,8 @@ class TrainConfig:
         _require(
             self.distill_real_images >= 2, f"distill_real_images must be >= 2: {self.distill_real_images}"
         )
+        # training.ensemble.interpolate_weights accepts alpha in [0, 1] (a plain lerp); 0 here would throw the
+        # whole fine-tuning away, so the knob excludes it on purpose (tests pin both ranges)
         _require(0.0 < self.wise_alpha <= 1.0, f"wise_alpha must be in (0, 1], got {self.wise_alpha}")
         _require(
             self.backbone_lr_multiplier > 0,
