@@ -7,7 +7,7 @@ image j of synthetic landmark c reuses a real image of real landmark c mod 40, s
 same-landmark pairs with their real match and inlier statistics (the injected wrong-label and junk images too).
 
 The cleaning runs as the stage runs it: ``StoreVerifier.pair_counts`` with ``clean.workers`` processes that read
-the store themselves, pairs rejected before RANSAC below ``clean.inlier_threshold`` matches, neighbours verified
+the store themselves, pairs rejected before RANSAC below ``clean.min_inliers`` matches, neighbours verified
 best first until ``clean.min_verified``. Up to ``--full-max`` images everything is measured end to end
 (:func:`landmark.cleaning.clean.clean_train_set`). Above it (100k: the kNN alone is ~5e12 flops on 2 busy cores), a seeded
 sample of whole classes is cleaned: their kNN against the full index and their verification are timed and
@@ -186,7 +186,7 @@ def main() -> None:
             real.setdefault(int(label), []).append(str(image_id))
     store = PerturbedStore(base, tuple(tuple(real[k]) for k in sorted(real)), args.per_class)
     verify_cfg = dataclasses.replace(cfg.verify, workers=cfg.clean.workers)
-    verifier = StoreVerifier(store, verify_cfg, reject_below=cfg.clean.inlier_threshold)
+    verifier = StoreVerifier(store, verify_cfg, reject_below=cfg.clean.min_inliers)
     sample_ids = [i for pool in store.pools for i in pool][:100]
     result: dict[str, Any] = {
         "config": {"clean": cfg.clean.__dict__, "verify": verify_cfg.__dict__, "local": cfg.local.__dict__},

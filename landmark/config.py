@@ -19,16 +19,17 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from landmark.errors import ConfigError as ConfigError  # re-exported: callers catch config.ConfigError
+
 T = TypeVar("T")
 
-
-class ConfigError(ValueError):
-    """A params file or override that cannot be turned into a valid :class:`Config`."""
+# old params key -> its new name: the loader says so instead of "unknown key"
+RENAMED_KEYS = {"clean.inlier_threshold": "clean.min_inliers"}
 
 
 def _require(ok: bool, message: str) -> None:
     if not ok:
-        raise ValueError(message)
+        raise ConfigError(message)
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,8 @@ class TrainConfig:
         _require(
             self.distill_real_images >= 2, f"distill_real_images must be >= 2: {self.distill_real_images}"
         )
+        # training.ensemble.interpolate_weights accepts alpha in [0, 1] (a plain lerp); 0 here would throw the
+        # whole fine-tuning away, so the knob excludes it on purpose (tests pin both ranges)
         _require(0.0 < self.wise_alpha <= 1.0, f"wise_alpha must be in (0, 1], got {self.wise_alpha}")
         _require(
             self.backbone_lr_multiplier > 0,
@@ -583,7 +586,7 @@ class CleanConfig:
 
     k: int = 1000  # nearest neighbours over the train global descriptors
     max_same_label: int = 100  # same-label neighbours verified per image
-    inlier_threshold: int = 12  # T_inlier: a neighbour is verified with at least this many inliers
+    min_inliers: int = 12  # T_inlier: a neighbour is verified with at least this many inliers
     min_verified: int = 1  # T_freq: keep an image with at least this many verified neighbours
     min_class_images: int = 2  # classes left with fewer kept images are dropped
     chunk_size: int = 4096  # queries per kNN step and pairs per verification batch
@@ -594,7 +597,7 @@ class CleanConfig:
         for name in (
             "k",
             "max_same_label",
-            "inlier_threshold",
+            "min_inliers",
             "min_verified",
             "min_class_images",
             "chunk_size",
@@ -935,6 +938,11 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
+    for key in unknown:
+        if f"{prefix}{key}" in RENAMED_KEYS:
+            raise ConfigError(
+                f"{source}: '{prefix}{key}' was renamed '{RENAMED_KEYS[prefix + key]}'; use the new name"
+            )
     if unknown:
         raise ConfigError(
             f"{source}: unknown key '{prefix}{unknown[0]}' (allowed in {where}: {', '.join(sorted(names))})"

@@ -6,7 +6,7 @@ import pytest
 
 from landmark.config import Config, ConfigError, config_to_dict, load_config
 
-REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -96,3 +96,12 @@ def test_config_to_dict_round_trips(tmp_path: Path) -> None:
     cfg = load_config(None, ["seed=5", "extract.scales=[1.0, 2.0]"])
     path = write(tmp_path, yaml.safe_dump(config_to_dict(cfg)))
     assert load_config(path) == cfg
+
+
+def test_renamed_key_names_the_new_one(tmp_path: Path) -> None:
+    path = write(tmp_path, "clean:\n  inlier_threshold: 4\n")
+    with pytest.raises(ConfigError, match=r"'clean.inlier_threshold' was renamed 'clean.min_inliers'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"renamed 'clean.min_inliers'"):
+        load_config(None, ["clean.inlier_threshold=4"])
+    assert load_config(None, ["clean.min_inliers=4"]).clean.min_inliers == 4

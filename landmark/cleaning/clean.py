@@ -6,7 +6,7 @@ For every labelled train image x:
    queries in chunks so the (N, k) neighbour table never has to be in memory);
 2. the first ``max_same_label`` of those neighbours that carry x's label;
 3. spatial verification of x against them in descending global similarity (inlier counts);
-4. cnt(x) = the neighbours with inliers >= ``inlier_threshold`` (T_inlier); x is kept when cnt(x) >=
+4. cnt(x) = the neighbours with inliers >= ``min_inliers`` (T_inlier); x is kept when cnt(x) >=
    ``min_verified`` (T_freq);
 5. classes left with fewer than ``min_class_images`` kept images are dropped, repeated to a fixed point.
 
@@ -235,9 +235,9 @@ def candidate_inliers(candidates: np.ndarray, pairs: np.ndarray, counts: np.ndar
 # Decisions
 
 
-def verified_counts(inliers: np.ndarray, inlier_threshold: int) -> np.ndarray:
-    """cnt(x): candidates with inliers >= ``inlier_threshold``, shape (N,) int64 (step 4)."""
-    return (np.asarray(inliers) >= inlier_threshold).sum(axis=1).astype(np.int64)
+def verified_counts(inliers: np.ndarray, min_inliers: int) -> np.ndarray:
+    """cnt(x): candidates with inliers >= ``min_inliers``, shape (N,) int64 (step 4)."""
+    return (np.asarray(inliers) >= min_inliers).sum(axis=1).astype(np.int64)
 
 
 def drop_small_classes(
@@ -334,7 +334,7 @@ def verify_in_rank_order(
         candidates: (N, M) neighbour indices, rank order, -1 padded (:func:`candidate_table`).
         ids: (N,) image ids, the verifier's keys.
         verifier: inlier counts of id pairs.
-        cfg: inlier_threshold, min_verified, verify_all, chunk_size.
+        cfg: min_inliers, min_verified, verify_all, chunk_size.
         progress: called with the number of pairs verified after each batch.
 
     Returns:
@@ -348,7 +348,7 @@ def verify_in_rank_order(
     while len(open_rows):
         table = inliers[open_rows]
         pending = table == NOT_VERIFIED
-        short = np.maximum(cfg.min_verified - (table >= cfg.inlier_threshold).sum(axis=1), 0)
+        short = np.maximum(cfg.min_verified - (table >= cfg.min_inliers).sum(axis=1), 0)
         wants = short << np.minimum(asked[open_rows], 20)
         if cfg.verify_all:
             wants = np.full(len(open_rows), candidates.shape[1])
@@ -363,7 +363,7 @@ def verify_in_rank_order(
         _fill(inliers, candidates, pairs, counts)
         verified, rounds = verified + len(pairs), rounds + 1
         still = inliers[open_rows]
-        undecided = ((still >= cfg.inlier_threshold).sum(axis=1) < cfg.min_verified) | cfg.verify_all
+        undecided = ((still >= cfg.min_inliers).sum(axis=1) < cfg.min_verified) | cfg.verify_all
         open_rows = open_rows[undecided & (still == NOT_VERIFIED).any(axis=1)]
     return inliers, verified, rounds
 
@@ -432,7 +432,7 @@ def clean_train_set(
     knn_seconds = time.perf_counter() - start
     inliers, n_verified, verify_rounds = verify_in_rank_order(candidates, sub_ids, verifier, cfg, progress)
     verify_seconds = time.perf_counter() - start - knn_seconds
-    cnt = verified_counts(inliers, cfg.inlier_threshold)
+    cnt = verified_counts(inliers, cfg.min_inliers)
     verified_ok = cnt >= cfg.min_verified
     kept_sub, small_sub, rounds = drop_small_classes(sub_labels, verified_ok, cfg.min_class_images)
 

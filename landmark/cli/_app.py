@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from landmark.config import Config, ConfigError, load_config
+from landmark.config import Config, load_config
+from landmark.errors import LandmarkError
 
 app = typer.Typer(
     name="landmark",
@@ -23,6 +25,9 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 out = Console()
+
+# the --format option of every command that reads a dataset
+FORMAT_HELP = "auto, catalog, gldv2, revisitop, folder or imc"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -58,19 +63,38 @@ def main(
     state.params, state.overrides, state.debug = params, list(set_ or []), debug
 
 
+# failures the user can fix: printed as one line, exit 1
+USER_ERRORS = (LandmarkError, FileNotFoundError, NotADirectoryError, PermissionError)
+# click's own control flow (typer.Exit, Abort, usage errors): passed through untouched
+_CLICK_FLOW = (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException)
+
+
 def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn expected failures (bad config, bad input data, missing files) into a one-line error, exit 1."""
+    """Report a user error (:data:`USER_ERRORS`) as one line, exit 1; any other exception as a bug, exit 2.
+
+    With ``--debug`` both re-raise, so the traceback shows.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, ValueError, KeyError, FileNotFoundError, NotADirectoryError) as exc:
+        except _CLICK_FLOW:
+            raise
+        except USER_ERRORS as exc:
             if state.debug:
                 raise
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             # one line whatever the terminal width (soft_wrap), and the message is text, not rich markup
-            console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(message))}", soft_wrap=True)
+            console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(1) from None
+        except Exception as exc:
+            if state.debug:
+                raise
+            console.print(
+                f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
+                "this is a bug; run again with `landmark --debug ...` for the traceback and report it",
+                soft_wrap=True,
+            )
+            raise typer.Exit(2) from None
 
     return wrapper

@@ -10,7 +10,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from landmark.cli._app import app, out, state, user_errors
-from landmark.cli.platform import service_errors
 
 registry_app = typer.Typer(
     help="The model registry in the object store: versions, the production pointer, decisions.",
@@ -51,7 +50,6 @@ def golden(
 
 @app.command("refresh-index")
 @user_errors
-@service_errors
 def refresh_index(
     model: Annotated[Path, typer.Option(help="production's model directory (<paths.production>/model)")],
     index: Annotated[
@@ -73,7 +71,6 @@ def refresh_index(
 
 @app.command()
 @user_errors
-@service_errors
 def production(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="where the production model goes (default: paths.production)")
@@ -90,7 +87,6 @@ def production(
 
 @app.command()
 @user_errors
-@service_errors
 def promote(
     model: Annotated[Path, typer.Option("--model", help="candidate model directory")],
     index: Annotated[Path, typer.Option("--index", help="candidate index directory")],
@@ -151,7 +147,6 @@ def promote(
 
 @app.command()
 @user_errors
-@service_errors
 def rollback() -> None:
     """Switch the production pointer back to the previous version (and record the decision)."""
     from landmark.stages.promote import rollback as run_rollback
@@ -166,7 +161,6 @@ def rollback() -> None:
 
 @registry_app.command("list")
 @user_errors
-@service_errors
 def registry_list() -> None:
     """Every version in the registry, oldest first, marking production and the rollback history."""
     from landmark.stages.promote import open_registry
@@ -192,7 +186,6 @@ def registry_list() -> None:
 
 @registry_app.command("show")
 @user_errors
-@service_errors
 def registry_show(
     version: Annotated[str | None, typer.Argument(help="version id (default: production)")] = None,
     decisions: Annotated[int, typer.Option(help="recent decisions to show")] = 5,

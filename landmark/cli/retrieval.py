@@ -1,8 +1,8 @@
-"""Retrieval commands: extract global descriptors, build the index, evaluate retrieval and recognition."""
+"""Retrieval commands: ``extract`` global descriptors, build the ``index``, ``evaluate`` retrieval and recognition,
+``eval-revisitop`` on a Revisited Oxford/Paris-format benchmark."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,11 +10,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from landmark.cli._app import app, out, state, user_errors
+from landmark.cli._app import FORMAT_HELP, app, out, state, user_errors
 
 # stages are imported inside the commands: measured, `landmark --help` takes 0.5 s, importing the stages 5.4 s
-
-FORMAT_HELP = "auto, catalog, gldv2, revisitop, folder or imc"
 
 
 @app.command()
@@ -225,66 +223,3 @@ def metrics_table(metrics: dict[str, Any]) -> Table:
     for protocol in ("easy", "medium", "hard"):
         table.add_row(protocol, *(f"{rev[protocol][c]:.2f}" for c in columns))
     return table
-
-
-@app.command()
-@user_errors
-def train(
-    data: Annotated[
-        Path | None, typer.Option(help="dataset root (default: paths.catalog, the validated catalog)")
-    ] = None,
-    out_dir: Annotated[
-        Path | None, typer.Option("--out", help="model directory to write (default: paths.models/candidate)")
-    ] = None,
-    manifest: Annotated[
-        Path | None,
-        typer.Option(help="cleaned train manifest (parquet) instead of the dataset's train split"),
-    ] = None,
-    work: Annotated[Path | None, typer.Option(help="checkpoint/log directory (default: <out>.work)")] = None,
-    resume: Annotated[
-        bool, typer.Option(help="continue from the last checkpoint in the work directory")
-    ] = False,
-    auto_resume: Annotated[
-        bool,
-        typer.Option(
-            help="resume a checkpoint a killed run left when it still fits the data and config, else start over "
-            "(what the pipeline uses)"
-        ),
-    ] = False,
-    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
-) -> None:
-    """Fine-tune the global model (ArcFace/CosFace + GeM); torchrun-ready for several devices. Undecodable images
-    are left out and listed in <out>/quarantined.json (training fails above train.max_bad_share)."""
-    from landmark.data.bad_images import QUARANTINE_FILE, reason_counts
-    from landmark.stages.train import train as run_train
-
-    cfg = state.config()
-    target = out_dir or Path(cfg.paths.models) / "candidate"
-    from landmark.training.trainer import CheckpointError
-
-    dataset = data or Path(cfg.paths.catalog)
-    work_dir = work or target.with_name(target.name + ".work")
-    resume = resume or (auto_resume and (work_dir / "checkpoint.pt").is_file())
-    try:
-        summary = run_train(
-            cfg, dataset, target, manifest=manifest, work_dir=work_dir, resume=resume, fmt=fmt
-        )
-    except CheckpointError as exc:
-        if not auto_resume:
-            raise
-        out.print(f"discarding the checkpoint of an earlier run: {exc}", markup=False, soft_wrap=True)
-        shutil.rmtree(work_dir, ignore_errors=True)
-        summary = run_train(cfg, dataset, target, manifest=manifest, work_dir=work_dir, fmt=fmt)
-    if summary.model_dir is not None:
-        out.print(
-            f"trained {summary.steps} steps on {summary.images} images / {summary.classes} classes "
-            f"({summary.dropped_classes} classes dropped) in {summary.seconds:.0f}s: "
-            f"loss {summary.final_loss:.3f}, accuracy {summary.final_accuracy:.2f}"
-        )
-        if summary.bad_images:
-            out.print(
-                f"left out {len(summary.bad_images)} undecodable images {reason_counts(summary.bad_images)}, "
-                f"listed in {summary.model_dir / QUARANTINE_FILE}",
-                markup=False, soft_wrap=True,
-            )  # fmt: skip
-        out.print(f"model written to [bold]{summary.model_dir}[/]")

@@ -12,8 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from landmark.cli._app import app, console, out, state, user_errors
-from landmark.cli.platform import service_errors
 from landmark.config import Config
+from landmark.errors import InputError
 
 if TYPE_CHECKING:
     from landmark.serving.api import ServingState
@@ -64,9 +64,9 @@ class Source:
 
     def check(self) -> None:
         if self.local is None and (self.index is not None or self.metrics is not None):
-            raise ValueError("--index and --metrics go with --local (a model directory on disk)")
+            raise InputError("--index and --metrics go with --local (a model directory on disk)")
         if self.local is not None and self.version is not None:
-            raise ValueError("give --version (a registry version) or --local (a directory), not both")
+            raise InputError("give --version (a registry version) or --local (a directory), not both")
 
 
 def production_version(cfg: Config) -> str:
@@ -196,7 +196,6 @@ def print_answers(answers: list[dict[str, Any]], *, as_json: bool, recognize: bo
 
 @app.command()
 @user_errors
-@service_errors
 def search(
     images: ImagesArgument,
     top: Annotated[
@@ -218,7 +217,6 @@ def search(
 
 @app.command()
 @user_errors
-@service_errors
 def recognize(
     images: ImagesArgument,
     as_json: JsonOption = False,
@@ -237,7 +235,6 @@ def recognize(
 
 @app.command()
 @user_errors
-@service_errors
 def serve(
     host: Annotated[str | None, typer.Option(help="bind address (default: serve.host)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default: serve.port)")] = None,

@@ -26,12 +26,13 @@ from landmark.data.atomic import atomic_path
 from landmark.data.groundtruth import LandmarkDataset
 from landmark.data.images import ImageDecodeError
 from landmark.data.manifest import STATUS_OK, STATUS_QUARANTINED, format_reason, make_manifest
+from landmark.errors import InputError, LandmarkError
 
 QUARANTINE_FILE = "quarantined.json"
 SHOWN_FILES = 3  # files named in the one-line error
 
 
-class TooManyBadImagesError(ValueError):
+class TooManyBadImagesError(LandmarkError, ValueError):
     """The share of undecodable images of a split passed the stage's configured bound."""
 
 
@@ -150,7 +151,7 @@ def read_quarantine(directory: Path) -> list[BadImage]:
         rows = json.loads(path.read_text())["rows"]
         return [BadImage(**{k: str(row[k]) for k in BadImage.__dataclass_fields__}) for row in rows]
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(
+        raise InputError(
             f"{path} is not a record of quarantined images: {type(exc).__name__}: {exc}"
         ) from exc
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from landmark.data.sources import SourceItem
+from landmark.errors import LandmarkError
 
 if TYPE_CHECKING:
     from landmark.platform.storage import ObjectStore
@@ -204,7 +205,7 @@ def http_only_opener(budget: TransferBudget) -> urllib.request.OpenerDirector:
     return opener
 
 
-class FetchError(ValueError):
+class FetchError(LandmarkError, ValueError):
     """An item whose bytes cannot be fetched.
 
     Attributes:

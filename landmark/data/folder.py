@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from landmark.errors import InputError
 from landmark.data.atomic import atomic_path
 from landmark.data.groundtruth import LandmarkDataset
 from landmark.data.ids import is_safe_image_id
@@ -41,7 +42,7 @@ def validate_label_name(name: str) -> str:
     Names may hold spaces and non-ASCII letters, but not path separators, NUL, a leading "." or "..".
     """
     if not name or name.startswith(".") or any(c in name for c in "/\\\x00"):
-        raise ValueError(
+        raise InputError(
             f"landmark name {name!r} cannot be a folder name (empty, leading '.', or a path separator/NUL)"
         )
     return name
@@ -114,7 +115,7 @@ def write_folder(dataset: LandmarkDataset, root: str | Path, *, split: str = SPL
     ok = manifest[manifest["status"] == STATUS_OK]
     unlabelled = ok["landmark_id"] < 0
     if unlabelled.any():
-        raise ValueError(
+        raise InputError(
             f"folder layout needs a landmark for every image; {int(unlabelled.sum())} ok rows have -1, "
             f"e.g. {list(ok.loc[unlabelled, 'image_id'][:5])}"
         )
@@ -134,7 +135,7 @@ def write_folder(dataset: LandmarkDataset, root: str | Path, *, split: str = SPL
         source = sources[image_id]
         extension = Path(uri).suffix.lower()
         if extension not in IMAGE_EXTENSIONS:
-            raise ValueError(
+            raise InputError(
                 f"image {image_id!r} has extension {extension!r}; expected one of {IMAGE_EXTENSIONS}"
             )
         target = root / names[int(landmark_id)] / f"{image_id}{extension}"

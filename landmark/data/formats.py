@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from landmark.errors import InputError
 from landmark.data.catalog import is_catalog, read_catalog
 from landmark.data.folder import is_image_file, landmark_dirs, read_folder, write_folder
 from landmark.data.gldv2 import read_gldv2, write_gldv2
@@ -84,7 +85,7 @@ def read_dataset(
     """
     root = Path(root)
     if fmt not in ("auto", *READ_FORMATS):
-        raise ValueError(f"unknown dataset format {fmt!r}; expected 'auto' or one of {READ_FORMATS}")
+        raise InputError(f"unknown dataset format {fmt!r}; expected 'auto' or one of {READ_FORMATS}")
     resolved = detect_format(root) if fmt == "auto" else fmt
     if resolved == "catalog":
         return read_catalog(root)
@@ -114,10 +115,10 @@ def write_dataset(
         return write_gldv2(dataset, root)
     if fmt == "revisitop":
         if name is None:
-            raise ValueError("writing revisitop needs the dataset name (gnd_<name>.pkl)")
+            raise InputError("writing revisitop needs the dataset name (gnd_<name>.pkl)")
         return [write_revisitop(dataset, root, name)]
     if fmt == "folder":
         return write_folder(dataset, root)
     if fmt == "imc":
         return write_imc(dataset, root)
-    raise ValueError(f"unknown dataset format {fmt!r}; expected one of {FORMATS}")
+    raise InputError(f"unknown dataset format {fmt!r}; expected one of {FORMATS}")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from landmark.errors import InputError
 from landmark.data.csvtable import CsvTable, read_csv_table, write_csv_rows
 from landmark.data.groundtruth import DatasetFormatError, LandmarkDataset, QueryTruth
 from landmark.data.ids import is_safe_image_id, validate_image_id
@@ -60,10 +61,10 @@ def image_uri(split: str, image_id: str) -> str:
         ValueError: for an unknown split, or an unsafe or too-short id.
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown GLDv2 split {split!r}; expected one of {SPLITS}")
+        raise InputError(f"unknown GLDv2 split {split!r}; expected one of {SPLITS}")
     validate_image_id(image_id)
     if len(image_id) < _MIN_ID_LENGTH:
-        raise ValueError(f"GLDv2 image id {image_id!r} is shorter than the 3 characters the layout needs")
+        raise InputError(f"GLDv2 image id {image_id!r} is shorter than the 3 characters the layout needs")
     return _unchecked_uri(split, image_id)
 
 
@@ -302,7 +303,7 @@ def _split_rows(manifest: pd.DataFrame, split: str) -> list[list[str]]:
     unlabelled = ok["landmark_id"] < 0
     if unlabelled.any():
         examples = list(ok.loc[unlabelled, "image_id"][:5])
-        raise ValueError(
+        raise InputError(
             f"GLDv2 train rows need a landmark_id >= 0; {int(unlabelled.sum())} have -1, e.g. {examples}"
         )
     return [[i, u, str(lm)] for i, u, lm in zip(ok["image_id"], ok["url"], ok["landmark_id"], strict=True)]
@@ -311,7 +312,7 @@ def _split_rows(manifest: pd.DataFrame, split: str) -> list[list[str]]:
 def _usage_of(test_id: str, usage: Mapping[str, str]) -> str:
     value = usage.get(test_id, DEFAULT_USAGE)
     if value not in USAGES:
-        raise ValueError(f"usage of {test_id!r} is {value!r}; expected one of {USAGES}")
+        raise InputError(f"usage of {test_id!r} is {value!r}; expected one of {USAGES}")
     return value
 
 
@@ -347,7 +348,7 @@ def write_gldv2_csvs(
     written = []
     for split, manifest in manifests.items():
         if split not in SPLIT_COLUMNS:
-            raise ValueError(f"unknown GLDv2 split {split!r}; expected one of {SPLITS}")
+            raise InputError(f"unknown GLDv2 split {split!r}; expected one of {SPLITS}")
         rows = _split_rows(make_manifest(manifest), split)
         written.append(write_csv_rows(root / f"{split}.csv", SPLIT_COLUMNS[split], rows))
     usage = usage or {}

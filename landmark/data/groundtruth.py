@@ -10,11 +10,12 @@ from pathlib import Path
 import pandas as pd
 
 from landmark.data.manifest import STATUS_OK, resolve_uri
+from landmark.errors import InputError, LandmarkError, NotFoundError
 
 DATASET_SPLITS = ("train", "index", "test")
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(LandmarkError, ValueError):
     """A dataset file that does not follow its format (the message names the file and what is wrong)."""
 
 
@@ -22,7 +23,7 @@ def _id_tuple(values: Iterable[str], what: str) -> tuple[str, ...]:
     ids = tuple(values)
     for value in ids:
         if not isinstance(value, str):
-            raise ValueError(f"{what} must hold string image ids, got {value!r} ({type(value).__name__})")
+            raise InputError(f"{what} must hold string image ids, got {value!r} ({type(value).__name__})")
     return ids
 
 
@@ -46,7 +47,7 @@ class QueryTruth:
 
     def __post_init__(self) -> None:
         if not isinstance(self.query_id, str):
-            raise ValueError(f"query_id must be a string, got {self.query_id!r}")
+            raise InputError(f"query_id must be a string, got {self.query_id!r}")
         # Accept lists (and arrays of str) for convenience; store tuples so the object stays hashable.
         for name in ("easy", "hard", "junk"):
             object.__setattr__(self, name, _id_tuple(getattr(self, name), f"QueryTruth.{name}"))
@@ -58,7 +59,7 @@ class QueryTruth:
                 or box[2] <= box[0]
                 or box[3] <= box[1]
             ):
-                raise ValueError(
+                raise InputError(
                     f"query {self.query_id!r}: bbox must be 4 finite numbers with x1 > x0 and y1 > y0, "
                     f"got {self.bbox!r}"
                 )
@@ -115,7 +116,7 @@ class LandmarkDataset:
             KeyError: the dataset has no such split (the message lists the splits it has).
         """
         if split not in self.manifests:
-            raise KeyError(f"dataset at {self.root} has no split {split!r}; it has {list(self.manifests)}")
+            raise NotFoundError(f"dataset at {self.root} has no split {split!r}; it has {list(self.manifests)}")
         return self.manifests[split]
 
     def ok_ids(self, split: str) -> tuple[str, ...]:
@@ -133,7 +134,7 @@ class LandmarkDataset:
         frame = self.manifest(split)
         match = frame.loc[(frame["image_id"] == image_id) & (frame["status"] == STATUS_OK), "uri"]
         if match.empty:
-            raise KeyError(f"no usable image {image_id!r} in split {split!r} of {self.root}")
+            raise NotFoundError(f"no usable image {image_id!r} in split {split!r} of {self.root}")
         return resolve_uri(self.root, str(match.iloc[0]))
 
     def image_paths(self, split: str) -> dict[str, Path]:
@@ -153,4 +154,4 @@ class LandmarkDataset:
         for truth in self.retrieval:
             if truth.query_id == query_id:
                 return truth
-        raise KeyError(f"no retrieval ground truth for query {query_id!r}")
+        raise NotFoundError(f"no retrieval ground truth for query {query_id!r}")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 
+from landmark.errors import LandmarkError
+
 # GLDv2 ids are 16 hex chars; Oxford/Paris ids look like "all_souls_000013"; IMC ids are digits + underscores.
 # One conservative rule covers all of them and keeps ids usable as file names on every OS.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
 
 
-class UnsafeIdError(ValueError):
+class UnsafeIdError(LandmarkError, ValueError):
     """An image id that is empty, too long, or could escape its directory when used as a path."""
 
 

@@ -20,6 +20,8 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from landmark.errors import InputError, LandmarkError
+
 logger = logging.getLogger(__name__)
 
 DECODE_REASONS = ("empty", "truncated", "not_an_image", "too_large", "corrupt", "unreadable")
@@ -39,7 +41,7 @@ _PIL_LIMIT_LOCK = threading.Lock()
 ImageSource = bytes | str | Path
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(LandmarkError, ValueError):
     """An image that cannot be decoded safely.
 
     Attributes:
@@ -280,7 +282,7 @@ def decode_image(
         default); this function never changes it.
     """
     if max_pixels < 1:
-        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+        raise InputError(f"max_pixels must be >= 1, got {max_pixels}")
     label = _source_name(source, name)
     with _open_source(source, label) as stream, _open_header(stream, label, max_pixels) as img:
         _check_pixels(img.size, max_pixels, label)
@@ -313,7 +315,7 @@ def read_image_size(source: ImageSource, *, name: str | None = None) -> tuple[in
 def file_sha1(path: str | Path, *, chunk_size: int = 1 << 20) -> str:
     """Hex SHA-1 of a file's bytes, read in chunks of ``chunk_size`` bytes (constant memory)."""
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
     digest = hashlib.sha1(usedforsecurity=False)
     with open(path, "rb") as stream:
         for chunk in iter(lambda: stream.read(chunk_size), b""):
@@ -338,9 +340,9 @@ def crop_to_bbox(image: np.ndarray, bbox: tuple[float, float, float, float]) -> 
         ValueError: a box that is not 4 finite numbers, or that is empty once clipped to the image.
     """
     if image.ndim not in (2, 3):
-        raise ValueError(f"image must be (H, W) or (H, W, C), got shape {image.shape}")
+        raise InputError(f"image must be (H, W) or (H, W, C), got shape {image.shape}")
     if len(bbox) != 4 or not all(math.isfinite(float(v)) for v in bbox):
-        raise ValueError(f"bbox must be 4 finite numbers (x0, y0, x1, y1), got {bbox!r}")
+        raise InputError(f"bbox must be 4 finite numbers (x0, y0, x1, y1), got {bbox!r}")
     height, width = image.shape[:2]
     x0, y0, x1, y1 = bbox_pixels(bbox, width, height)
     return np.array(image[y0:y1, x0:x1], order="C", copy=True)
@@ -358,5 +360,5 @@ def bbox_pixels(
     x0, x1 = max(0, x0), min(width, x1)
     y0, y1 = max(0, y0), min(height, y1)
     if x1 <= x0 or y1 <= y0:
-        raise ValueError(f"bbox {bbox!r} is empty once clipped to the {width}x{height} image")
+        raise InputError(f"bbox {bbox!r} is empty once clipped to the {width}x{height} image")
     return x0, y0, x1, y1

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from landmark.errors import InputError
 from landmark.data.atomic import atomic_path
 
 if TYPE_CHECKING:
@@ -129,9 +130,9 @@ def create_image_store(
     if kind == "local":
         return LocalImageStore(Path(root), prefix)
     if kind not in ("s3", "both"):
-        raise ValueError(f"unknown image store {kind!r}; expected 'local', 's3' or 'both'")
+        raise InputError(f"unknown image store {kind!r}; expected 'local', 's3' or 'both'")
     if object_store is None:
-        raise ValueError(f"image store {kind!r} needs an object store (storage settings)")
+        raise InputError(f"image store {kind!r} needs an object store (storage settings)")
     remote = S3ImageStore(object_store, prefix)
     if kind == "s3":
         return remote

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from landmark.errors import InputError
 from landmark.data.atomic import atomic_path
 from landmark.data.csvtable import read_csv_table, write_csv_rows
 from landmark.data.folder import IMAGE_EXTENSIONS, is_image_file, validate_label_name
@@ -51,7 +52,7 @@ class Camera:
         for name, shape in (("K", (3, 3)), ("R", (3, 3)), ("t", (3,))):
             value = np.asarray(getattr(self, name), dtype=np.float64)
             if value.shape != shape or not np.isfinite(value).all():
-                raise ValueError(f"Camera.{name} must be finite with shape {shape}, got {value.shape}")
+                raise InputError(f"Camera.{name} must be finite with shape {shape}, got {value.shape}")
             object.__setattr__(self, name, value)
 
 
@@ -225,7 +226,7 @@ def normalize_fundamental(F: np.ndarray) -> np.ndarray:
     matrix = np.asarray(F, dtype=np.float64)
     norm = float(np.linalg.norm(matrix))
     if matrix.shape != (3, 3) or not np.isfinite(norm) or norm == 0:
-        raise ValueError(f"cannot normalise fundamental matrix of shape {matrix.shape} and norm {norm}")
+        raise InputError(f"cannot normalise fundamental matrix of shape {matrix.shape} and norm {norm}")
     matrix = matrix / norm
     return matrix if matrix.flat[np.argmax(np.abs(matrix))] > 0 else -matrix
 
@@ -265,7 +266,7 @@ def write_imc(
     manifest = dataset.manifest(split)
     ok = manifest[manifest["status"] == STATUS_OK]
     if (ok["landmark_id"] < 0).any():
-        raise ValueError(
+        raise InputError(
             "IMC layout needs a scene (landmark) for every image; some ok rows have landmark_id -1"
         )
     sources = dataset.image_paths(split)
@@ -275,7 +276,7 @@ def write_imc(
         scene = validate_label_name(dataset.label_names.get(int(landmark_id), f"landmark_{landmark_id}"))
         extension = Path(uri).suffix.lower()
         if extension not in IMAGE_EXTENSIONS:
-            raise ValueError(
+            raise InputError(
                 f"image {image_id!r} has extension {extension!r}; expected one of {IMAGE_EXTENSIONS}"
             )
         target = root / scene / "images" / f"{image_id}{extension}"

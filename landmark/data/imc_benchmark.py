@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from landmark.errors import InputError
 from landmark.data.atomic import atomic_path
 from landmark.data.groundtruth import QueryTruth
 from landmark.data.images import read_image_size
@@ -88,10 +89,10 @@ def read_imc_scene(scene_dir: str | Path, thresholds: OverlapThresholds | None =
     photos = {p.stem: p for p in sorted((scene_dir / "images").iterdir()) if p.is_file()}
     not_jpeg = [p.name for p in photos.values() if p.suffix.lower() not in JPEG_SUFFIXES]
     if not_jpeg:
-        raise ValueError(f"{scene_dir}: Revisited sets need JPEG photos, got {not_jpeg[:5]}")
+        raise InputError(f"{scene_dir}: Revisited sets need JPEG photos, got {not_jpeg[:5]}")
     cameras = {i: c for i, c in read_imc_cameras(scene_dir).items() if i in photos}
     if len(cameras) < 2:
-        raise ValueError(f"{scene_dir}: needs at least two photos with cameras, found {len(cameras)}")
+        raise InputError(f"{scene_dir}: needs at least two photos with cameras, found {len(cameras)}")
     without_camera = sorted(set(photos) - set(cameras))
     if without_camera:
         logger.warning(
@@ -166,7 +167,7 @@ def write_imc_set(
     for scene in scenes:
         for image_id, path in zip(scene.image_ids, scene.paths, strict=True):
             if image_id in paths:
-                raise ValueError(f"image id {image_id!r} is in two scenes ({paths[image_id]} and {path})")
+                raise InputError(f"image id {image_id!r} is in two scenes ({paths[image_id]} and {path})")
             paths[image_id] = path
     db_ids = [i for i in paths if i not in query_ids]
     set_dir = out_root / name
@@ -203,20 +204,20 @@ def build_imc_sets(
         FileNotFoundError: ``imc_root`` is not a directory.
     """
     if queries_per_scene < 1:
-        raise ValueError(f"queries_per_scene must be >= 1, got {queries_per_scene}")
+        raise InputError(f"queries_per_scene must be >= 1, got {queries_per_scene}")
     root = Path(imc_root)
     if not root.is_dir():
         raise FileNotFoundError(f"IMC root {root} is not a directory")
     scenes = [read_imc_scene(d, thresholds) for d in scene_dirs(root)]
     if len(scenes) < 2:
-        raise ValueError(
+        raise InputError(
             f"{root}: needs at least two scenes (the others are distractors), found {len(scenes)}"
         )
     summaries = []
     for position, scene in enumerate(scenes):
         chosen = choose_queries(scene.codes, queries_per_scene, scene_seed(seed, position)).tolist()
         if len(chosen) == 0:
-            raise ValueError(f"scene {scene.name!r} has no photo with both an easy and a hard positive")
+            raise InputError(f"scene {scene.name!r} has no photo with both an easy and a hard positive")
         truths = query_truths(scene.image_ids, scene.codes, chosen, whole_image_boxes(scene, chosen))
         name = f"{SET_PREFIX}{scene.name}"
         db_ids = write_imc_set(Path(out_root), name, scenes, truths, root / LICENSE_FILE)

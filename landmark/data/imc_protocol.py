@@ -44,6 +44,7 @@ from typing import Literal
 
 import numpy as np
 
+from landmark.errors import InputError
 from landmark.data.groundtruth import QueryTruth
 
 PairClass = Literal["easy", "hard", "junk"]
@@ -71,25 +72,25 @@ class OverlapThresholds:
         for name in ("easy_max_rotation", "easy_max_view", "hard_max_view"):
             value = getattr(self, name)
             if not 0.0 <= value <= 180.0:
-                raise ValueError(f"{name} must be in [0, 180] degrees, got {value}")
+                raise InputError(f"{name} must be in [0, 180] degrees, got {value}")
         for name in ("easy_max_lateral", "hard_max_lateral"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0.0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+                raise InputError(f"{name} must be a finite number >= 0, got {value}")
         for name in ("easy_min_covisibility", "hard_min_covisibility"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
+                raise InputError(f"{name} must be in [0, 1], got {value}")
         for easy, hard in (
             ("easy_max_view", "hard_max_view"),
             ("easy_max_lateral", "hard_max_lateral"),
         ):
             if getattr(self, easy) > getattr(self, hard):
-                raise ValueError(
+                raise InputError(
                     f"{easy} ({getattr(self, easy)}) must not exceed {hard} ({getattr(self, hard)})"
                 )
         if self.easy_min_covisibility < self.hard_min_covisibility:
-            raise ValueError(
+            raise InputError(
                 f"easy_min_covisibility ({self.easy_min_covisibility}) must be >= hard_min_covisibility "
                 f"({self.hard_min_covisibility})"
             )
@@ -98,7 +99,7 @@ class OverlapThresholds:
 def _rotations(rotations: np.ndarray) -> np.ndarray:
     r = np.asarray(rotations, dtype=np.float64)
     if r.ndim != 3 or r.shape[1:] != (3, 3) or not np.isfinite(r).all():
-        raise ValueError(f"rotations must be finite with shape (n, 3, 3), got {r.shape}")
+        raise InputError(f"rotations must be finite with shape (n, 3, 3), got {r.shape}")
     return r
 
 
@@ -119,7 +120,7 @@ def camera_centres(rotations: np.ndarray, translations: np.ndarray) -> np.ndarra
     r = _rotations(rotations)
     t = np.asarray(translations, dtype=np.float64)
     if t.shape != (r.shape[0], 3) or not np.isfinite(t).all():
-        raise ValueError(f"translations must be finite with shape ({r.shape[0]}, 3), got {t.shape}")
+        raise InputError(f"translations must be finite with shape ({r.shape[0]}, 3), got {t.shape}")
     return -np.einsum("nji,nj->ni", r, t)
 
 
@@ -149,10 +150,10 @@ def scene_radius(centres: np.ndarray) -> float:
     """
     c = np.asarray(centres, dtype=np.float64)
     if c.ndim != 2 or c.shape[1] != 3 or c.shape[0] < 2:
-        raise ValueError(f"centres must have shape (n >= 2, 3), got {c.shape}")
+        raise InputError(f"centres must have shape (n >= 2, 3), got {c.shape}")
     radius = float(np.median(np.linalg.norm(c - np.median(c, axis=0), axis=1)))
     if not radius > 0.0:
-        raise ValueError(f"scene radius is {radius}: most cameras share one centre, offsets have no unit")
+        raise InputError(f"scene radius is {radius}: most cameras share one centre, offsets have no unit")
     return radius
 
 
@@ -168,11 +169,11 @@ def lateral_offsets(centres: np.ndarray, directions: np.ndarray, radius: float) 
         radius: the scene's length unit (:func:`scene_radius`).
     """
     if not (np.isfinite(radius) and radius > 0.0):
-        raise ValueError(f"radius must be a finite number > 0, got {radius}")
+        raise InputError(f"radius must be a finite number > 0, got {radius}")
     c = np.asarray(centres, dtype=np.float64)
     d = np.asarray(directions, dtype=np.float64)
     if c.ndim != 2 or c.shape[1] != 3 or d.shape != c.shape:
-        raise ValueError(f"centres and directions must both have shape (n, 3), got {c.shape} and {d.shape}")
+        raise InputError(f"centres and directions must both have shape (n, 3), got {c.shape} and {d.shape}")
     diff = c[None, :, :] - c[:, None, :]
     mean = d[:, None, :] + d[None, :, :]
     norm = np.linalg.norm(mean, axis=-1, keepdims=True)
@@ -192,16 +193,16 @@ def covisibility_matrix(
     """
     position = {image_id: k for k, image_id in enumerate(image_ids)}
     if len(pairs) != len(values):
-        raise ValueError(f"got {len(pairs)} pairs but {len(values)} covisibility values")
+        raise InputError(f"got {len(pairs)} pairs but {len(values)} covisibility values")
     out = np.full((len(image_ids), len(image_ids)), np.nan)
     for (first, second), value in zip(pairs, values, strict=True):
         for image_id in (first, second):
             if image_id not in position:
-                raise ValueError(
+                raise InputError(
                     f"covisibility pair ({first!r}, {second!r}) names unknown image {image_id!r}"
                 )
         if not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"covisibility of ({first!r}, {second!r}) must be in [0, 1], got {value}")
+            raise InputError(f"covisibility of ({first!r}, {second!r}) must be in [0, 1], got {value}")
         out[position[first], position[second]] = out[position[second], position[first]] = float(value)
     return out
 
@@ -236,13 +237,13 @@ def classify_pairs(
     covis = np.full(rot.shape, np.nan) if covisibility is None else np.asarray(covisibility, np.float64)
     for name, value in (("view", vw), ("lateral", side), ("covisibility", covis)):
         if value.shape != rot.shape:
-            raise ValueError(f"{name} has shape {value.shape}, rotation has {rot.shape}")
+            raise InputError(f"{name} has shape {value.shape}, rotation has {rot.shape}")
     for name, value in (("rotation", rot), ("view", vw), ("lateral", side)):
         if np.isnan(value).any() or (value < 0).any():
-            raise ValueError(f"{name} must be >= 0 and not NaN, got min {np.nanmin(value, initial=0.0)}")
+            raise InputError(f"{name} must be >= 0 and not NaN, got min {np.nanmin(value, initial=0.0)}")
     known = ~np.isnan(covis)
     if ((covis[known] < 0) | (covis[known] > 1)).any():
-        raise ValueError(
+        raise InputError(
             f"covisibility must be in [0, 1], got values in [{covis[known].min()}, {covis[known].max()}]"
         )
     # where covisibility is known it is the overlap evidence; elsewhere the lateral offset stands in for it
@@ -298,7 +299,7 @@ def eligible_queries(codes: np.ndarray) -> np.ndarray:
     """Indices of cameras with at least one easy and one hard partner in (n, n) pair codes, ascending."""
     codes = np.asarray(codes)
     if codes.ndim != 2 or codes.shape[0] != codes.shape[1]:
-        raise ValueError(f"codes must be a square (n, n) matrix, got shape {codes.shape}")
+        raise InputError(f"codes must be a square (n, n) matrix, got shape {codes.shape}")
     return np.flatnonzero((codes == EASY).any(axis=1) & (codes == HARD).any(axis=1))
 
 
@@ -311,7 +312,7 @@ def choose_queries(codes: np.ndarray, count: int, seed: int) -> np.ndarray:
         ValueError: ``count`` < 1.
     """
     if count < 1:
-        raise ValueError(f"queries per scene must be >= 1, got {count}")
+        raise InputError(f"queries per scene must be >= 1, got {count}")
     eligible = eligible_queries(codes)
     if len(eligible) <= count:
         return eligible
@@ -342,17 +343,17 @@ def query_truths(
     codes = np.asarray(codes)
     n = len(image_ids)
     if codes.shape != (n, n):
-        raise ValueError(f"codes must have shape ({n}, {n}), got {codes.shape}")
+        raise InputError(f"codes must have shape ({n}, {n}), got {codes.shape}")
     chosen = [int(q) for q in queries]
     if len(set(chosen)) != len(chosen) or any(not 0 <= q < n for q in chosen):
-        raise ValueError(f"query indices must be distinct and in [0, {n}), got {chosen}")
+        raise InputError(f"query indices must be distinct and in [0, {n}), got {chosen}")
     in_database = np.ones(n, bool)
     in_database[chosen] = False
     truths = []
     for q in chosen:
         query_id = image_ids[q]
         if query_id not in boxes:
-            raise ValueError(f"query {query_id!r} has no bounding box")
+            raise InputError(f"query {query_id!r} has no bounding box")
         lists = {
             name: tuple(image_ids[int(j)] for j in np.flatnonzero((codes[q] == code) & in_database))
             for name, code in (("easy", EASY), ("hard", HARD), ("junk", JUNK))

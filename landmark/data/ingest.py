@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 import pandas as pd
 from tqdm.auto import tqdm
 
+from landmark.errors import InputError
 from landmark.data.atomic import atomic_path
 from landmark.data.fetch import Fetcher, FetchError
 from landmark.data.images import ImageDecodeError, decode_image
@@ -564,7 +565,7 @@ def ingest_batch(
         StorageError: the object store failed; finished items stay journaled for the rerun.
     """
     if max_attempts < 1:
-        raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        raise InputError(f"max_attempts must be >= 1, got {max_attempts}")
     start = time.perf_counter()
     out_dir = Path(out_dir)
     manifest_file = manifest_path(out_dir / MANIFESTS_DIR, split)

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from landmark.data.atomic import atomic_path
+from landmark.errors import LandmarkError
 
 logger = logging.getLogger(__name__)
 
 
-class JournalError(ValueError):
+class JournalError(LandmarkError, ValueError):
     """A journal whose header cannot be read (the message names the file)."""
 
 

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from landmark.data.atomic import atomic_path
 from landmark.data.ids import is_safe_image_id, validate_image_id
+from landmark.errors import InputError, LandmarkError
 
 STATUS_OK = "ok"
 STATUS_QUARANTINED = "quarantined"
@@ -69,7 +70,7 @@ _REASON_CODE = re.compile(r"^[a-z][a-z0-9_]*$")
 _MAX_EXAMPLES = 5
 
 
-class ManifestError(ValueError):
+class ManifestError(LandmarkError, ValueError):
     """A manifest that does not follow the schema or its rules (the message names the rows)."""
 
 
@@ -358,9 +359,9 @@ def resolve_uri(root: str | Path, uri: str) -> Path:
         ValueError: an empty or unsafe uri (``..``), or an ``s3://`` uri (fetch it through storage first).
     """
     if uri.startswith("s3://"):
-        raise ValueError(f"uri {uri!r} is in object storage, not on the local file system")
+        raise InputError(f"uri {uri!r} is in object storage, not on the local file system")
     if not is_safe_uri(uri):
-        raise ValueError(f"unsafe or empty uri {uri!r}")
+        raise InputError(f"unsafe or empty uri {uri!r}")
     path = Path(uri)
     return path if path.is_absolute() else Path(root) / path
 

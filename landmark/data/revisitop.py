@@ -24,6 +24,7 @@ from typing import Any, ClassVar, cast
 import numpy as np
 import pandas as pd
 
+from landmark.errors import InputError
 from landmark.data.atomic import atomic_path
 from landmark.data.groundtruth import DatasetFormatError, LandmarkDataset, QueryTruth
 from landmark.data.ids import is_safe_image_id, validate_image_id
@@ -350,7 +351,7 @@ def write_gnd(pkl_path: str | Path, db_ids: Sequence[str], queries: Sequence[Que
     db_list = [str(i) for i in db_ids]
     position = {image_id: k for k, image_id in enumerate(db_list)}
     if len(position) != len(db_list):
-        raise ValueError("db_ids has duplicates; indices would be ambiguous")
+        raise InputError("db_ids has duplicates; indices would be ambiguous")
     gnd = []
     for truth in queries:
         entry: dict[str, Any] = {}
@@ -359,7 +360,7 @@ def write_gnd(pkl_path: str | Path, db_ids: Sequence[str], queries: Sequence[Que
         for key in ("easy", "hard", "junk"):
             unknown = [i for i in getattr(truth, key) if i not in position]
             if unknown:
-                raise ValueError(f"query {truth.query_id!r}: {key} ids not in db_ids: {unknown[:5]}")
+                raise InputError(f"query {truth.query_id!r}: {key} ids not in db_ids: {unknown[:5]}")
             entry[key] = [position[i] for i in getattr(truth, key)]
         gnd.append(entry)
     content = {"imlist": db_list, "qimlist": [t.query_id for t in queries], "gnd": gnd}

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from landmark.data.csvtable import read_csv_table
 from landmark.data.ids import UnsafeIdError, validate_image_id
 from landmark.data.manifest import NO_LANDMARK, STATUS_OK, format_reason
+from landmark.errors import LandmarkError
 
 if TYPE_CHECKING:
     from landmark.platform.storage import ObjectStore
@@ -28,7 +29,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".ti
 _LABEL = re.compile(r"^[0-9]{1,18}$")
 
 
-class SourceError(ValueError):
+class SourceError(LandmarkError, ValueError):
     """A source that cannot be listed at all (the message names it)."""
 
 

@@ -21,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 
+from landmark.errors import LandmarkError
 from landmark.features.local import LocalFeatures
 from landmark.normalize import l2_normalize
 
@@ -29,7 +30,7 @@ _PARTS = ("desc", "loc", "aux", "offsets")
 LocationDtype = Literal["int16", "float16"]
 
 
-class LocalStoreError(ValueError):
+class LocalStoreError(LandmarkError, ValueError):
     """A local feature store that is missing, inconsistent, or lacks the requested id."""
 
 

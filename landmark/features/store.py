@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from landmark.errors import LandmarkError
+
 _META = "store.json"
 
 
-class FeatureStoreError(ValueError):
+class FeatureStoreError(LandmarkError, ValueError):
     """A feature store that is missing, inconsistent, or does not hold the requested ids."""
 
 

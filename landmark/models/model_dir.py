@@ -28,13 +28,14 @@ import torch
 
 from landmark.config import ConfigError, ModelConfig, config_to_dict, section_from_dict
 from landmark.data.atomic import atomic_directory
+from landmark.errors import LandmarkError
 from landmark.models.global_model import GlobalDescriptor, create_global_model
 
 FORMAT_VERSION = 1
 _FILES = ("config.json", "weights.pt", "labels.json", "metrics.json")
 
 
-class ModelDirError(ValueError):
+class ModelDirError(LandmarkError, ValueError):
     """A model directory that is missing, incomplete or incompatible with this code."""
 
 

@@ -34,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 import pandas as pd
 
 from landmark.data.manifest import MANIFEST_COLUMNS, STATUS_OK, STATUS_QUARANTINED, STATUSES
+from landmark.errors import LandmarkError
 
 if TYPE_CHECKING:
     from landmark.config import ValidateConfig
@@ -56,7 +57,7 @@ _QUARANTINED_ROWS = f'status=="{STATUS_QUARANTINED}"'
 _EXAMPLES = 5
 
 
-class QualityGateError(ValueError):
+class QualityGateError(LandmarkError, ValueError):
     """A gate with at least one failed critical expectation; ``report`` holds the details."""
 
     def __init__(self, report: QualityReport) -> None:

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from landmark.errors import LandmarkError
 from landmark.platform.storage import ObjectNotFoundError, ObjectStore
 
 MANIFEST = "MANIFEST.json"
@@ -48,7 +49,7 @@ _CHUNK = 1 << 20
 UploadHook = Callable[[str], None]
 
 
-class RegistryError(ValueError):
+class RegistryError(LandmarkError, ValueError):
     """A registry operation that cannot be done: unknown or incomplete version, no rollback target, bad files."""
 
 

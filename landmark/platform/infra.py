@@ -41,6 +41,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from landmark.errors import LandmarkError
 from landmark.platform.private_files import PRIVATE_DIR_MODE, ensure_private, write_private_text
 from landmark.platform.storage import (
     CREDENTIALS_FILE_NAME,
@@ -75,7 +76,7 @@ def _port_range() -> tuple[int, int]:
     return (10000, high) if high - 10000 >= 2000 else (20000, 65535 - GRPC_OFFSET)
 
 
-class InfraError(RuntimeError):
+class InfraError(LandmarkError, RuntimeError):
     """A local service that cannot be started, reached or stopped (the message says why and where the log is)."""
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
+from landmark.errors import LandmarkError
 from landmark.platform.private_files import write_private_text
 
 if TYPE_CHECKING:
@@ -46,11 +47,11 @@ _MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NotFound", "NoSuchBuck
 _S3_URI = re.compile(r"^s3://([^/]+)(?:/(.*))?$")
 
 
-class StorageConfigError(ValueError):
+class StorageConfigError(LandmarkError, ValueError):
     """Endpoint, bucket or credentials that cannot be used (the message names the value and where it came from)."""
 
 
-class StorageError(RuntimeError):
+class StorageError(LandmarkError, RuntimeError):
     """The object store failed: unreachable, access denied, or an unexpected S3 error."""
 
 

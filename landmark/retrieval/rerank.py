@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from landmark.config import IndexConfig, RerankConfig
+from landmark.errors import InputError
 from landmark.normalize import l2_normalize
 from landmark.retrieval.index import ShardedIndex, build_in_memory, sample_rows
 from landmark.retrieval.recognize import (
@@ -1050,7 +1051,7 @@ def rerank_for_steps(base: RerankConfig, steps: Sequence[str] | None) -> RerankC
         return replace(base, **off)  # type: ignore[arg-type]
     unknown = sorted(set(steps) - set(REVISITOP_RERANK_STEPS))
     if unknown:
-        raise ValueError(f"unknown re-ranking step(s) {unknown}; choose from {list(REVISITOP_RERANK_STEPS)}")
+        raise InputError(f"unknown re-ranking step(s) {unknown}; choose from {list(REVISITOP_RERANK_STEPS)}")
     if "qe" in steps and "dqe" in steps:
         raise ValueError("choose one query expansion: qe (alpha-QE) or dqe, not both")
     qe = "alpha" if "qe" in steps else "dqe" if "dqe" in steps else "none"

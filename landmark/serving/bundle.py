@@ -32,6 +32,7 @@ from landmark.config import (
     RerankConfig,
     section_from_dict,
 )
+from landmark.errors import LandmarkError
 from landmark.models.model_dir import load_model_dir
 from landmark.ops.registry import INDEX_PART, METRICS, MODEL_PART
 from landmark.retrieval.index import ShardedIndex, load_index
@@ -50,7 +51,7 @@ logger = logging.getLogger(__name__)
 SKIPPED_SPATIAL = "spatial verification skipped"  # evaluate's note when it ran without local features
 
 
-class ServingLoadError(ValueError):
+class ServingLoadError(LandmarkError, ValueError):
     """A version that cannot be served: missing parts, a model and index that do not belong together."""
 
 

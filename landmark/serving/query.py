@@ -22,6 +22,7 @@ import numpy as np
 
 from landmark.cleaning.verify import StoreVerifier
 from landmark.data.images import ImageDecodeError, decode_image
+from landmark.errors import LandmarkError
 from landmark.features.global_desc import describe_image
 from landmark.features.local import LocalFeatures
 from landmark.features.local_extract import local_features
@@ -30,7 +31,7 @@ from landmark.retrieval.rerank import run_retrieval
 from landmark.serving.bundle import ServedModel
 
 
-class RecognitionUnavailableError(ValueError):
+class RecognitionUnavailableError(LandmarkError, ValueError):
     """The served version cannot recognise (it stores no labelled train set)."""
 
 

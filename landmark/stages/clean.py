@@ -188,7 +188,7 @@ def clean(
     verifier = StoreVerifier(
         inputs.reader,
         dataclasses.replace(cfg.verify, workers=cfg.clean.workers),
-        reject_below=cfg.clean.inlier_threshold,
+        reject_below=cfg.clean.min_inliers,
         parallel=cfg.parallel,
     )
     with tqdm(desc="clean: verify pairs", unit="pair", disable=not progress) as bar:

@@ -13,6 +13,7 @@ from landmark.data.bad_images import usable_ids
 from landmark.data.groundtruth import LandmarkDataset
 from landmark.data.images import ImageDecodeError, file_sha1, read_image_size
 from landmark.data.manifest import format_reason, resolve_uri
+from landmark.errors import InputError
 from landmark.features.store import load_features
 from landmark.ops.quality import QualityReport, cleaning_tables, require_passed, run_gate, write_report
 from landmark.retrieval.recognize import LabelledSet
@@ -82,7 +83,7 @@ def read_table(path: Path) -> pd.DataFrame:
         return pd.read_parquet(path)
     if path.suffix == ".csv":
         return pd.read_csv(path)
-    raise ValueError(f"table {path} must be .parquet or .csv")
+    raise InputError(f"table {path} must be .parquet or .csv")
 
 
 def validate_cleaning(

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from landmark.config import Config
+from landmark.errors import InputError
 from landmark.features.store import read_meta
 from landmark.ops.drift import (
     FAILURE_COLUMN,
@@ -112,12 +113,12 @@ def select_batch(manifest: pd.DataFrame, batch: str) -> tuple[pd.DataFrame, str]
         return manifest.reset_index(drop=True), "all"
     if batch == "latest":
         if manifest.empty:
-            raise ValueError("the manifest is empty: there is no latest batch")
+            raise InputError("the manifest is empty: there is no latest batch")
         batch = str(manifest["batch_id"].iloc[-1])
     rows = manifest[manifest["batch_id"] == batch].reset_index(drop=True)
     if rows.empty:
         known = list(dict.fromkeys(manifest["batch_id"].astype(str)))[-5:]
-        raise ValueError(f"no rows of batch {batch!r} in the manifest (latest batches: {known})")
+        raise InputError(f"no rows of batch {batch!r} in the manifest (latest batches: {known})")
     return rows, batch
 
 
@@ -153,7 +154,7 @@ def load_image_set(source: Path, split: str, *, batch: str = "all", fmt: str = "
     if chosen != "all":
         label += f" batch {chosen}"
     if rows.empty:
-        raise ValueError(f"{label}: no images to compare")
+        raise InputError(f"{label}: no images to compare")
     return ImageSet(label, rows, Path(root))
 
 
@@ -168,7 +169,7 @@ def without_images_of(reference: ImageSet, current: ImageSet) -> ImageSet:
     if not mask.any():
         return reference
     if mask.all():
-        raise ValueError(
+        raise InputError(
             f"{reference.label}: every reference image is also a current one; nothing to compare"
         )
     rows = reference.manifest[~mask].reset_index(drop=True)
@@ -195,7 +196,7 @@ def load_side_features(store: Path, ids: list[str]) -> tuple[list[str], np.ndarr
     held = set(stored_ids(store))
     wanted = [i for i in ids if i in held]
     if not wanted:
-        raise ValueError(f"the feature store {store} holds none of the {len(ids)} sampled images")
+        raise InputError(f"the feature store {store} holds none of the {len(ids)} sampled images")
     return load_features(store, wanted)
 
 
@@ -271,7 +272,7 @@ def image_set_frames(
 ) -> Frames:
     """The frames of ``ingest`` and ``retrain``: two image sets, with both sides' feature stores when given."""
     if (reference_features is None) != (current_features is None):
-        raise ValueError(
+        raise InputError(
             "pass feature stores for both sides (--reference-features and --current-features) or none"
         )
     c = cfg.drift
@@ -329,12 +330,12 @@ def serving_frames(
     """The frames of ``serving``: the train split of the catalog against the last window of logged queries,
     with descriptors on both sides when the reference store was written by the queries' model."""
     if current_features is not None:
-        raise ValueError(
+        raise InputError(
             "--current-features does not apply to the serving drift: the query log holds the queries' descriptors"
         )
     window = read_window(Path(log_dir), cfg.serve.log_window)
     if len(window.stats) < 2:
-        raise ValueError(
+        raise InputError(
             f"the query log {log_dir} holds {len(window.stats)} query; the serving drift needs at least 2"
         )
     ref_set, ref_stats = reference_stats(cfg, reference, reference_split, fmt=fmt, progress=progress)
@@ -396,7 +397,7 @@ def drift(
         FileNotFoundError: a missing input.
     """
     if purpose not in PURPOSES:
-        raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
+        raise InputError(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
     start = time.perf_counter()
     if purpose == SERVING:
         frames = serving_frames(

@@ -31,6 +31,7 @@ from landmark.data.bad_images import skipped_note, usable_ids
 from landmark.data.datasets import open_dataset
 from landmark.data.groundtruth import LandmarkDataset, QueryTruth
 from landmark.data.images import crop_to_bbox, decode_image
+from landmark.errors import InputError
 from landmark.features.store import load_features, read_meta
 from landmark.retrieval.index import ShardedIndex, check_compatible, load_index
 from landmark.retrieval.metrics import gldv2_retrieval_metrics, gnd_indices, revisitop_metrics
@@ -85,7 +86,7 @@ def _load_inputs(cfg: Config, data_dir: Path, features_dir: Path, fmt: str) -> E
     """
     dataset = open_dataset(cfg, Path(data_dir), fmt)
     if not (dataset.retrieval or dataset.retrieval_solution or dataset.recognition_solution):
-        raise ValueError(f"{data_dir} has no ground truth (gnd_*.pkl or solution CSVs): nothing to evaluate")
+        raise InputError(f"{data_dir} has no ground truth (gnd_*.pkl or solution CSVs): nothing to evaluate")
     db_ids, db = load_features(Path(features_dir) / "index", usable_ids(dataset, "index", features_dir)[0])
     test_ids, queries = load_features(
         Path(features_dir) / "test", usable_ids(dataset, "test", features_dir)[0]
@@ -110,7 +111,7 @@ def open_saved_index(
         return None
     index = load_index(index_dir, gpu=gpu)
     if list(index.ids) != list(db_ids):
-        raise ValueError(f"the index at {index_dir} holds other images than the index split; rebuild it")
+        raise InputError(f"the index at {index_dir} holds other images than the index split; rebuild it")
     check_compatible(index.meta, read_meta(Path(features_dir) / "index"))
     return index
 

@@ -11,6 +11,7 @@ from landmark.config import Config
 from landmark.data.bad_images import skipped_note, usable_ids
 from landmark.data.datasets import open_dataset
 from landmark.data.groundtruth import LandmarkDataset
+from landmark.errors import InputError
 from landmark.features.store import iter_feature_chunks, load_features, read_meta
 from landmark.retrieval.index import check_compatible, model_version, resolve_kind, sample_rows, write_index
 from landmark.retrieval.index_labels import write_index_labels, write_labelled_set
@@ -38,7 +39,7 @@ def build_index(
     if skipped:
         logger.warning("index: %s", skipped_note({split: skipped}))
     if not ids:
-        raise ValueError(f"split {split!r} of {data_dir} has no usable images to index")
+        raise InputError(f"split {split!r} of {data_dir} has no usable images to index")
     store = Path(features_dir) / split
     feature_meta = read_meta(store)
     kind = resolve_kind(cfg.index, len(ids))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from landmark.config import Config, config_to_dict
+from landmark.errors import InputError
 from landmark.ops.gate import Decision, decide
 
 if TYPE_CHECKING:
@@ -91,9 +92,9 @@ def read_json_file(path: Path, what: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{what} {path} is not valid JSON: {exc}") from exc
+        raise InputError(f"{what} {path} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"{what} {path} must hold a JSON object, got {type(data).__name__}")
+        raise InputError(f"{what} {path} must hold a JSON object, got {type(data).__name__}")
     return data
 
 
@@ -101,7 +102,7 @@ def quality_verdict(report: Mapping[str, Any], source: str) -> bool:
     """The ``passed`` flag of a data-quality report (landmark.ops.quality.QualityReport JSON)."""
     passed = report.get("passed")
     if not isinstance(passed, bool):
-        raise ValueError(f"quality report {source}: 'passed' must be true or false, got {passed!r}")
+        raise InputError(f"quality report {source}: 'passed' must be true or false, got {passed!r}")
     return passed
 
 
@@ -196,7 +197,7 @@ def promote(
     # given metrics with nothing in production yet: a baseline (e.g. the pretrained model), not production
     reference = "baseline" if pointer is None and production_metrics_path is not None else "production"
     if (golden_path is None) != (production_golden_path is None):
-        raise ValueError("pass the golden results of both the candidate and production, or neither")
+        raise InputError("pass the golden results of both the candidate and production, or neither")
     golden = (
         (
             read_json_file(golden_path, "candidate golden results"),

@@ -27,6 +27,7 @@ from landmark.data.datasets import open_dataset
 from landmark.data.groundtruth import LandmarkDataset
 from landmark.data.images import ImageDecodeError, decode_image
 from landmark.data.manifest import read_manifest, resolve_uri
+from landmark.errors import InputError
 from landmark.platform.parallel import parallel_map
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ def training_set(
 def require_classes(data: TrainingSet, min_images: int, what: str) -> None:
     """Raise ValueError (``what`` names the training) unless at least 2 classes have ``min_images`` images."""
     if len(data.labels) < 2:
-        raise ValueError(
+        raise InputError(
             f"{what} needs at least 2 classes with >= {min_images} images; found {len(data.labels)}"
         )
 

@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from landmark.errors import LandmarkError
 from landmark.training.sampling import Sample
 from landmark.training.schedule import lr_at
 
@@ -40,7 +41,7 @@ LOG_FIELDS = ("step", "epoch", "loss", "accuracy", "lr", "seconds")
 Forward = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(LandmarkError, ValueError):
     """A checkpoint that cannot be resumed with the current data or config."""
 
 

@@ -62,9 +62,7 @@ TABLE = {
     frozenset({"a1", "a2"}): 3,
     frozenset({"b0", "b1"}): 4,
 }
-CFG = CleanConfig(
-    k=10, max_same_label=10, inlier_threshold=10, min_verified=1, min_class_images=2, chunk_size=2
-)
+CFG = CleanConfig(k=10, max_same_label=10, min_inliers=10, min_verified=1, min_class_images=2, chunk_size=2)
 
 
 def reasons(result_decisions: object) -> dict[str, str]:
@@ -116,7 +114,7 @@ def test_rank_order_table_marks_unverified_neighbours() -> None:
     candidates = np.array([[1, 2], [0, 2], [1, 0]])  # three images of one label, rank order
     table = {frozenset({"x", "y"}): 15, frozenset({"y", "z"}): 3, frozenset({"x", "z"}): 14}
     verifier = TableVerifier(table)
-    cfg = CleanConfig(k=10, max_same_label=2, inlier_threshold=10, min_verified=1)
+    cfg = CleanConfig(k=10, max_same_label=2, min_inliers=10, min_verified=1)
     inliers, verified, rounds = verify_in_rank_order(candidates, ["x", "y", "z"], verifier, cfg)
     # round 1: x-y (x, y done), y-z (z's first); round 2: z's next, x-z; x never needed x-z
     np.testing.assert_array_equal(inliers, [[15, 14], [15, 3], [3, 14]])
@@ -133,7 +131,7 @@ def test_an_image_that_keeps_failing_asks_for_twice_as_many_each_round() -> None
     candidates = np.full((8, 7), -1)
     candidates[0] = np.arange(1, 8)  # only image 0 has neighbours: all fail but the last
     verifier = TableVerifier({frozenset({"i0", "i7"}): 50})
-    cfg = CleanConfig(k=10, max_same_label=7, inlier_threshold=10, min_verified=1)
+    cfg = CleanConfig(k=10, max_same_label=7, min_inliers=10, min_verified=1)
     inliers, verified, rounds = verify_in_rank_order(candidates, ids, verifier, cfg)
     # rounds ask for 1, 2 and 4 neighbours: i1 | i2 i3 | i4 i5 i6 i7
     assert [sorted(k)[1] for k in verifier.asked] == ["i1", "i2", "i3", "i4", "i5", "i6", "i7"]
@@ -150,7 +148,7 @@ def test_early_stopping_keeps_the_decisions_of_verifying_everything(seed: int) -
     desc = rng.normal(size=(n, 8)).astype(np.float32)
     table = {frozenset({a, b}): int(rng.integers(0, 25)) for a in ids for b in ids if a < b}
     for t_freq in (1, 2, 3):
-        cfg = CleanConfig(k=20, max_same_label=6, inlier_threshold=12, min_verified=t_freq, chunk_size=7)
+        cfg = CleanConfig(k=20, max_same_label=6, min_inliers=12, min_verified=t_freq, chunk_size=7)
         lazy = TableVerifier(table)
         early = clean_train_set(ids, labels, desc, lazy, cfg)
         full = clean_train_set(ids, labels, desc, TableVerifier(table), replace(cfg, verify_all=True))
@@ -162,7 +160,7 @@ def test_early_stopping_keeps_the_decisions_of_verifying_everything(seed: int) -
 
 def test_max_same_label_limits_candidates_to_the_nearest() -> None:
     verifier = TableVerifier(TABLE)
-    cfg = CleanConfig(k=10, max_same_label=1, inlier_threshold=10, min_verified=1, chunk_size=4)
+    cfg = CleanConfig(k=10, max_same_label=1, min_inliers=10, min_verified=1, chunk_size=4)
     result = clean_train_set(IDS, LABELS, DESC, verifier, cfg)
     # nearest same-label: a0 -> a1, a1 -> a0 (10 deg vs 20), a2 -> a1; b0 <-> b1
     assert sorted(map(sorted, verifier.asked)) == [["a0", "a1"], ["a1", "a2"], ["b0", "b1"]]
@@ -171,10 +169,10 @@ def test_max_same_label_limits_candidates_to_the_nearest() -> None:
 
 
 def test_thresholds_are_inclusive() -> None:
-    cfg = CleanConfig(k=10, max_same_label=10, inlier_threshold=5, min_verified=1)
+    cfg = CleanConfig(k=10, max_same_label=10, min_inliers=5, min_verified=1)
     result = clean_train_set(IDS, LABELS, DESC, TableVerifier(TABLE), cfg)
     assert result.kept_ids == ["a0", "a1", "a2"]  # a2 has exactly 5 inliers with a0
-    cfg = CleanConfig(k=10, max_same_label=10, inlier_threshold=5, min_verified=2)
+    cfg = CleanConfig(k=10, max_same_label=10, min_inliers=5, min_verified=2)
     result = clean_train_set(IDS, LABELS, DESC, TableVerifier(TABLE), cfg)
     # only a0 has two verified neighbours; alone in its class, it goes with the class
     assert result.kept_ids == []
@@ -182,7 +180,7 @@ def test_thresholds_are_inclusive() -> None:
 
 
 def test_small_class_dropped_with_its_reason() -> None:
-    cfg = CleanConfig(k=10, max_same_label=10, inlier_threshold=10, min_verified=1, min_class_images=3)
+    cfg = CleanConfig(k=10, max_same_label=10, min_inliers=10, min_verified=1, min_class_images=3)
     result = clean_train_set(IDS, LABELS, DESC, TableVerifier(TABLE), cfg)
     got = reasons(result.decisions)
     assert got["a0"] == got["a1"] == SMALL_CLASS and got["a2"] == UNVERIFIED

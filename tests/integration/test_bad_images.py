@@ -217,7 +217,7 @@ def test_index_and_clean_leave_skipped_images_out(extracted: Path, local_feature
     assert index.exit_code == 0, index.output
     meta = json.loads((root / "index_bad" / "meta.json").read_text())
     assert meta["ntotal"] == 12 and meta["undecodable_left_out"] == 4
-    clean = cli("--set", "clean.workers=0", "--set", "clean.inlier_threshold=4", "clean",
+    clean = cli("--set", "clean.workers=0", "--set", "clean.min_inliers=4", "clean",
                 "--data", str(root / "bad"), "--features", str(root / "feat_bad"),
                 "--local", str(root / "local_bad"), "--out", str(root / "clean_bad"))  # fmt: skip
     assert clean.exit_code == 0, clean.output

@@ -30,7 +30,7 @@ SETTINGS = [
     "--set", "extract.workers=0",
     "--set", "local.image_size=0",
     "--set", "local.workers=0",
-    "--set", "clean.inlier_threshold=10",
+    "--set", "clean.min_inliers=10",
     "--set", "clean.workers=0",
 ]  # fmt: skip
 

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from landmark.errors import InputError
 from landmark.config import FeedConfig
 from landmark.data.atomic import atomic_directory
 from landmark.data.gldv2 import image_relpath
@@ -147,7 +148,7 @@ def write_feed(world: Path, inbox: Path, cfg: FeedConfig, seed: int, days: int) 
         FileNotFoundError: ``world`` has no ``synth_meta.parquet`` (run ``landmark synth`` first).
     """
     if not 1 <= days <= cfg.days:
-        raise ValueError(f"feed days must be in [1, {cfg.days}] (feed.days), got {days}")
+        raise InputError(f"feed days must be in [1, {cfg.days}] (feed.days), got {days}")
     meta_path = Path(world) / META_FILE
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: generate the world first (`landmark synth`)")

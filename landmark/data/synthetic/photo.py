@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from landmark.errors import InputError
 from landmark.data.synthetic.textures import ACCENTS, MATERIALS, jitter, pick, rgb, value_noise
 
 LEVELS: tuple[str, ...] = ("easy", "hard", "junk")
@@ -198,7 +199,7 @@ def _view_params(
             "angle": math.radians(float(np.clip(rng.normal(0, 10), -25, 25))),
         }
     else:
-        raise ValueError(f"unknown view level {level!r}; expected one of {LEVELS}")
+        raise InputError(f"unknown view level {level!r}; expected one of {LEVELS}")
     return {k: float(v) for k, v in p.items()}, mode
 
 
@@ -624,7 +625,7 @@ def render_photo(
         The photo with its ground truth (see :class:`RenderedPhoto`).
     """
     if level not in LEVELS:
-        raise ValueError(f"unknown view level {level!r}; expected one of {LEVELS}")
+        raise InputError(f"unknown view level {level!r}; expected one of {LEVELS}")
     hw = photo_shape(rng, long_side)
     h = hw[0]
     img, horizon = background(rng, hw)

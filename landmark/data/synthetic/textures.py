@@ -19,6 +19,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from landmark.errors import InputError
+
 Colour = tuple[int, int, int]
 
 FAMILIES: tuple[str, ...] = (
@@ -963,9 +965,9 @@ def render_facet(rng: np.random.Generator, size: int, family: str) -> np.ndarray
     """
     parts = family.split("+")
     if len(parts) > 2 or any(p not in PAINTERS for p in parts):
-        raise ValueError(f"unknown facet family {family!r}; expected one of {FAMILIES} or two joined by '+'")
+        raise InputError(f"unknown facet family {family!r}; expected one of {FAMILIES} or two joined by '+'")
     if size < 32:
-        raise ValueError(f"facet size must be >= 32 pixels, got {size}")
+        raise InputError(f"facet size must be >= 32 pixels, got {size}")
     img = PAINTERS[parts[0]](rng, size)
     if len(parts) == 2:
         other = PAINTERS[parts[1]](rng, size)

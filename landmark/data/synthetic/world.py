@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from landmark.errors import InputError
 from landmark.config import SynthConfig
 from landmark.data.synthetic.textures import FAMILIES
 
@@ -82,7 +83,7 @@ class WorldPlan:
     def split(self, name: str) -> tuple[PhotoSpec, ...]:
         """The photos of split ``name``."""
         if name not in SPLIT_CODES:
-            raise ValueError(f"unknown split {name!r}; expected one of {tuple(SPLIT_CODES)}")
+            raise InputError(f"unknown split {name!r}; expected one of {tuple(SPLIT_CODES)}")
         photos: tuple[PhotoSpec, ...] = getattr(self, name)
         return photos
 

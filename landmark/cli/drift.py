@@ -1,4 +1,4 @@
-"""Monitoring commands: ``drift`` (Evidently drift report + workspace snapshot)."""
+"""Drift command: ``drift`` (Evidently drift report + workspace snapshot)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.table import Table
 
 from landmark.cli._app import app, out, state, user_errors
 from landmark.config import Config
+from landmark.errors import InputError
 
 if TYPE_CHECKING:
     from landmark.ops.drift import DriftResult
@@ -42,7 +43,7 @@ def default_current(cfg: Config, purpose: str) -> Path:
         return Path(cfg.serve.log_dir)
     if purpose == "retrain":
         return Path(cfg.paths.catalog)
-    raise ValueError(f"give --current for purpose {purpose!r}: the new batch's ingestion root or manifest")
+    raise InputError(f"give --current for purpose {purpose!r}: the new batch's ingestion root or manifest")
 
 
 @app.command()
