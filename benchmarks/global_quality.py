@@ -2,18 +2,18 @@
 a held-out real scene and on the synthetic test split.
 
     python benchmarks/global_quality.py [--work build/bench/global] [--held-out brandenburg_gate]
-        [--variants default,no-whitening,...] [--set k=v]
+        [--variants old-default,no-whitening,...] [--set k=v]
 
-Rows (all with the params.yaml training settings plus the row's change; every trained row also gets its weight
+Rows (the params.yaml training settings with the old default's neck and no real photos, plus the row's change; every trained row also gets its weight
 ensemble re-chosen per run, below):
 
 - ``pretrained``: the packaged ImageNet backbone + GeM, no training (the golden gate's version 0);
-- ``default``: ``landmark train`` as configured;
+- ``old-default``: the training defaults before this table (whitened PCA neck, no real photos);
 - ``no-whitening``: ``train.neck_whiten=false`` (the PCA neck keeps the pretrained geometry);
 - ``distill-batch``: ``train.distill_weight=1`` (cosine to the step-0 model on the synthetic batch);
 - ``backbone-lr-0.1``: ``train.backbone_lr_multiplier=0.1``;
 - ``distill-real``: ``train.distill_real`` = the IMC photos of the *other* scenes (never the held-out one);
-- ``no-whitening+distill-real``: both.
+- ``no-whitening+distill-real``: both (the default since: ``neck_whiten: auto`` + the two folders).
 
 Columns: plain-kNN medium/hard mAP on the synthetic test split and on every IMC golden set (``landmark
 imc-benchmark`` protocol, ``promote.golden_queries`` queries per scene), the held-out scene's difference from the
@@ -64,7 +64,7 @@ from landmark.training.trainer import CHECKPOINT
 
 ALPHAS = (1.0, 0.75, 0.5)
 VARIANTS = (
-    "default",
+    "old-default",
     "no-whitening",
     "distill-batch",
     "backbone-lr-0.1",
@@ -75,10 +75,13 @@ VARIANTS = (
 
 def variant_config(cfg: Config, name: str, real_folders: tuple[str, ...]) -> Config:
     """``cfg`` with the training change of row ``name`` (``+`` joins changes)."""
-    changes: dict[str, Any] = {}
+    changes: dict[str, Any] = {
+        "neck_whiten": True,
+        "distill_real": (),
+    }  # the old default, then the row's change
     for part in name.split("+"):
         changes |= {
-            "default": {},
+            "old-default": {},
             "no-whitening": {"neck_whiten": False},
             "distill-batch": {"distill_weight": 1.0},
             "backbone-lr-0.1": {"backbone_lr_multiplier": 0.1},
@@ -116,11 +119,12 @@ def synthetic_scores(cfg: Config, world: Path, model: Path | None, work: Path) -
 
 
 def trained(cfg: Config, world: Path, run: Path) -> tuple[Path, float | None]:
-    """The run's model directory (trained unless already there) and its training seconds (None when cached)."""
-    if (run / "model" / "weights.pt").is_file():
-        return run / "model", None
-    summary = train(cfg, world, run / "model", work_dir=run / "model.work", resume=True, progress=False)
-    return run / "model", round(summary.seconds, 1)
+    """The run's model directory (trained unless already there) and its training seconds (from its
+    metrics.json when cached)."""
+    if not (run / "model" / "weights.pt").is_file():
+        train(cfg, world, run / "model", work_dir=run / "model.work", resume=True, progress=False)
+    metrics = json.loads((run / "model" / "metrics.json").read_text())
+    return run / "model", metrics.get("train", {}).get("train_seconds")
 
 
 def ensembled(cfg: Config, world: Path, run: Path, alpha: float) -> Path:
@@ -136,7 +140,7 @@ def ensembled(cfg: Config, world: Path, run: Path, alpha: float) -> Path:
     items, _, _ = training_items(cfg, world, None, "auto", cfg.train.min_images_per_class, "the benchmark")
     torch.manual_seed(cfg.seed)
     step0 = create_global_model(cfg.model)
-    _init_neck(step0, items, cfg.train, cfg.seed, "cpu")
+    _init_neck(step0, items, cfg.train, cfg.seed, "cpu", distilling=bool(cfg.train.distill_real))
     template = load_model_dir(run / "model")
     model = copy.deepcopy(template.model)
     model.load_state_dict(interpolate_weights(zero_shot_state(step0), fine_tuned, alpha))
@@ -244,7 +248,7 @@ def main() -> None:
             base_imc[held],
             cfg.seed,
         )
-        rows[name]["train_seconds"] = seconds if seconds is not None else "cached"
+        rows[name]["train_seconds"] = seconds
         by_alpha = {}
         for alpha in alphas:
             alpha_dir = ensembled(run_cfg, world, run, alpha)

@@ -75,8 +75,10 @@ def main() -> None:
     args.work.mkdir(parents=True)
     seaweed = start_seaweed(args.work / "s3")
     try:
-        imc = str((PROJECT_ROOT / load_config(PROJECT_ROOT / "params.yaml").paths.imc).resolve())
-        base = deep_update({"paths": {"imc": imc}}, DEMO_SETTINGS)
+        project_cfg = load_config(PROJECT_ROOT / "params.yaml")
+        imc = str((PROJECT_ROOT / project_cfg.paths.imc).resolve())
+        real = [str((PROJECT_ROOT / f).resolve()) for f in project_cfg.train.distill_real]
+        base = deep_update({"paths": {"imc": imc}, "train": {"distill_real": real}}, DEMO_SETTINGS)
         settings = deep_update(base, parse_sets(args.sets))
         project = scratch_project(
             args.work / "project",

@@ -88,7 +88,7 @@ def endpoints(
     items, _, _ = training_items(world, None, "auto", cfg.train.min_images_per_class, "the benchmark")
     torch.manual_seed(cfg.seed)  # the step-0 model exactly as training built it
     step0 = create_global_model(cfg.model)
-    _init_neck(step0, items, cfg.train, cfg.seed, "cpu")
+    _init_neck(step0, items, cfg.train, cfg.seed, "cpu", distilling=bool(cfg.train.distill_real))
     return zero_shot_state(step0), fine_tuned
 
 

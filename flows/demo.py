@@ -217,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         {
             "drift": {"workspace": str(run.path(run.cfg.drift.workspace))},  # one dashboard for every run
             "paths": {"imc": str(run.path(run.cfg.paths.imc))},  # the golden real photos, wherever they are
+            "train": {"distill_real": [str(run.path(f)) for f in run.cfg.train.distill_real]},  # the same
         },
         DEMO_SETTINGS,
     )

@@ -182,9 +182,10 @@ class TrainConfig:
     # imprint: each class weight of the head starts as the mean embedding of its images under the initialised
     # model, so early gradients do not distort the pretrained features; random: Xavier
     head_init: Literal["random", "imprint"] = "imprint"
-    # pca init also whitens (unit variance per direction); off keeps the pretrained descriptor's geometry: a
-    # whitening fitted on a few hundred images blows up near-zero-variance directions (real photos suffer)
-    neck_whiten: bool = True
+    # pca init also whitens (unit variance per direction); false keeps the pretrained descriptor's geometry.
+    # auto: un-whitened when real photos are distilled on (distill_real), whitened otherwise: each is the better
+    # of the two in its case on the held-out real scene (benchmarks/global_quality.py)
+    neck_whiten: bool | Literal["auto"] = "auto"
     # knowledge-preserving fine-tuning: loss += distill_weight * (1 - cos(embedding, step-0 model's embedding))
     # on the same batch, so the embedding keeps what generalises to real photos (0 = off)
     distill_weight: float = 0.0

@@ -358,6 +358,12 @@ def _real_batches(
     return real_batches(TrainImages(real.items, "none", seed), plan[start:], cfg.workers, ctx.device)
 
 
+def neck_whitens(cfg: TrainConfig, distilling: bool) -> bool:
+    """Whether the PCA neck whitens: ``train.neck_whiten``, where ``auto`` = not when real photos are distilled
+    on (``distilling``)."""
+    return cfg.neck_whiten if isinstance(cfg.neck_whiten, bool) else not distilling
+
+
 def _init_neck(
     model: GlobalDescriptor,
     items: Sequence[TrainItem],
@@ -365,10 +371,12 @@ def _init_neck(
     seed: int,
     device: str,
     head: MarginHead | None = None,
+    *,
+    distilling: bool = False,
 ) -> None:
-    """Initialise from un-augmented training images: the neck as PCA whitening of the pooled features of a
-    seeded subset (``neck_init: pca``), and with a ``head`` and ``head_init: imprint`` the head's class weights
-    from the initialised model's embeddings of all images."""
+    """Initialise from un-augmented training images: the neck as PCA (whitening, see :func:`neck_whitens`) of the
+    pooled features of a seeded subset (``neck_init: pca``), and with a ``head`` and ``head_init: imprint`` the
+    head's class weights from the initialised model's embeddings of all images."""
     imprint = head is not None and cfg.head_init == "imprint"
     if cfg.neck_init != "pca" and not imprint:
         return
@@ -377,7 +385,7 @@ def _init_neck(
     pooled = _pooled_features(model, items if imprint else [items[i] for i in chosen], cfg, seed, device)
     if cfg.neck_init == "pca":
         model.init_neck_pca(pooled[chosen] if imprint else pooled)
-        if not cfg.neck_whiten:
+        if not neck_whitens(cfg, distilling):
             unwhiten_neck(model)
     if head is not None and imprint:
         with torch.inference_mode():
@@ -511,8 +519,8 @@ def _build(
     weights, the frozen layers and the step-0 teacher, all as on a fresh run (a resumed run loads over them)."""
     model = create_global_model(model_cfg)
     head = create_head(cfg.head, model.dim, num_classes, cfg.scale, cfg.margin)
-    _init_neck(model, items, cfg, seed, ctx.device, head)
-    real = _real_photos(model, cfg, seed, ctx.device)
+    real = _real_photos(model, cfg, seed, ctx.device)  # pooled features: the neck does not matter yet
+    _init_neck(model, items, cfg, seed, ctx.device, head, distilling=real is not None)
     # the zero-shot end of the weight ensemble, rebuilt the same way on a resumed run
     zero_shot = zero_shot_state(model) if cfg.wise_alpha < 1 else None
     freeze_leading(model.backbone, cfg.frozen_fraction)

@@ -166,3 +166,19 @@ def test_training_keeps_the_real_photos_relations_and_resumes(
     assert resumed.steps == kept.steps == 24
     for key, value in kept_state.items():
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_neck_whitens_auto_follows_real_photo_distillation() -> None:
+    from landmark.config import ConfigError, load_config
+    from landmark.training.loop import neck_whitens
+
+    auto = TrainConfig()
+    assert auto.neck_whiten == "auto"
+    assert neck_whitens(auto, distilling=False) is True  # whitened: the better neck without real photos
+    assert neck_whitens(auto, distilling=True) is False  # un-whitened: the better one with them
+    for fixed in (True, False):
+        cfg = dataclasses.replace(auto, neck_whiten=fixed)
+        assert neck_whitens(cfg, distilling=True) is fixed and neck_whitens(cfg, distilling=False) is fixed
+    assert load_config(None, ["train.neck_whiten=false"]).train.neck_whiten is False
+    with pytest.raises(ConfigError, match="neck_whiten"):
+        load_config(None, ["train.neck_whiten=sometimes"])
