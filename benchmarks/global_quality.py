@@ -42,25 +42,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, RESULTS, cached_world, config_parser, paired_bootstrap, write_result
 from real_quality import PROTOCOLS, per_query_ap
+from weight_ensemble import run_endpoints
 
 from landmark.config import Config, load_config
 from landmark.data.imc_benchmark import build_imc_sets
 from landmark.data.revisitop import gnd_path, read_gnd
-from landmark.models.global_model import create_global_model
 from landmark.models.model_dir import load_model_dir, save_model_dir
 from landmark.retrieval.rerank import rerank_for_steps
 from landmark.stages.eval_revisitop import eval_revisitop
 from landmark.stages.evaluate import evaluate
 from landmark.stages.extract import extract
-from landmark.stages.train import train, training_items
-from landmark.training.ensemble import interpolate_weights, zero_shot_state
-from landmark.training.loop import _init_neck
-from landmark.training.trainer import CHECKPOINT
+from landmark.stages.train import train
+from landmark.training.ensemble import interpolate_weights
 
 ALPHAS = (1.0, 0.75, 0.5)
 VARIANTS = (
@@ -135,15 +132,10 @@ def ensembled(cfg: Config, world: Path, run: Path, alpha: float) -> Path:
     out = run / f"alpha_{alpha:g}" / "model"
     if (out / "weights.pt").is_file():
         return out
-    payload = torch.load(run / "model.work" / CHECKPOINT, map_location="cpu", weights_only=False)
-    fine_tuned = {k[len("model.") :]: v for k, v in payload["module"].items() if k.startswith("model.")}
-    items, _, _ = training_items(cfg, world, None, "auto", cfg.train.min_images_per_class, "the benchmark")
-    torch.manual_seed(cfg.seed)
-    step0 = create_global_model(cfg.model)
-    _init_neck(step0, items, cfg.train, cfg.seed, "cpu", distilling=bool(cfg.train.distill_real))
+    zero_shot, fine_tuned = run_endpoints(cfg, world, run)
     template = load_model_dir(run / "model")
     model = copy.deepcopy(template.model)
-    model.load_state_dict(interpolate_weights(zero_shot_state(step0), fine_tuned, alpha))
+    model.load_state_dict(interpolate_weights(zero_shot, fine_tuned, alpha))
     return save_model_dir(out, model, template.config, template.labels, {"wise_alpha": alpha})
 
 

@@ -77,19 +77,27 @@ def imc_aps(cfg: Config, items: list[ImageItem], labels: np.ndarray, model_dir: 
     return np.array(aps)
 
 
-def endpoints(
-    cfg: Config, world: Path, work: Path
+def run_endpoints(
+    cfg: Config, world: Path, run: Path
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """The zero-shot and the plain fine-tuned state dicts of the run under ``work`` (trained first if missing)."""
-    if not (work / "model" / "weights.pt").exists():
-        train(cfg, world, work / "model", work_dir=work / "model.work", resume=True)
-    payload = torch.load(work / "model.work" / CHECKPOINT, map_location="cpu", weights_only=False)
+    """The zero-shot and the plain fine-tuned state dicts of the finished training run under ``run``
+    (``run/model.work`` holds its last checkpoint); the zero-shot end is rebuilt exactly as training built it."""
+    payload = torch.load(run / "model.work" / CHECKPOINT, map_location="cpu", weights_only=False)
     fine_tuned = {k[len("model.") :]: v for k, v in payload["module"].items() if k.startswith("model.")}
-    items, _, _ = training_items(world, None, "auto", cfg.train.min_images_per_class, "the benchmark")
+    items, _, _ = training_items(cfg, world, None, "auto", cfg.train.min_images_per_class, "the benchmark")
     torch.manual_seed(cfg.seed)  # the step-0 model exactly as training built it
     step0 = create_global_model(cfg.model)
     _init_neck(step0, items, cfg.train, cfg.seed, "cpu", distilling=bool(cfg.train.distill_real))
     return zero_shot_state(step0), fine_tuned
+
+
+def endpoints(
+    cfg: Config, world: Path, work: Path
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """:func:`run_endpoints` of the run under ``work``, trained first if missing."""
+    if not (work / "model" / "weights.pt").exists():
+        train(cfg, world, work / "model", work_dir=work / "model.work", resume=True)
+    return run_endpoints(cfg, world, work)
 
 
 def point(
