@@ -66,7 +66,7 @@ def photo_paths(folders: Sequence[str | Path], limit: int, seed: int) -> tuple[l
             continue
         found += [p for p in root.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file()]
     found = sorted(set(found))
-    if len(found) == 1 or (not found and len(notes) < len(folders)):
+    if len(found) < 2 and len(notes) < len(folders):  # folders there, but not two photos in them
         raise ValueError(f"train.distill_real: need at least 2 photos under {list(map(str, folders))}")
     if len(found) > limit:
         keep = np.random.default_rng([seed, 0xD15]).choice(len(found), size=limit, replace=False)
