@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -123,21 +123,32 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> TinyWorld:
     return TinyWorld(root, pd.read_parquet(root / "synth_meta.parquet"), TINY_WORLD, 11)
 
 
-@pytest.fixture(scope="module")
-def items(tmp_path_factory: pytest.TempPathFactory) -> list[TrainItem]:
-    """4 classes x 8 images: class-specific stripe orientation and colour, with per-image noise and shifts."""
-    root = tmp_path_factory.mktemp("train_images")
+def make_stripe_items(root: Path, per_class: int, phase_max: float) -> list[TrainItem]:
+    """4 classes x ``per_class`` images of coloured stripes (class = orientation + colour), each with a seeded
+    phase in [0, phase_max) and per-pixel noise, written as PNGs under ``root``."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:72, 0:96]
     out = []
     for label in range(4):
         angle = label * np.pi / 4
         colour = np.array([[255, 60, 60], [60, 255, 60], [60, 60, 255], [230, 230, 60]][label])
-        for k in range(8):
-            phase = rng.uniform(0, 2 * np.pi)
+        for k in range(per_class):
+            phase = rng.uniform(0, phase_max)
             stripes = 0.5 + 0.5 * np.sin((xx * np.cos(angle) + yy * np.sin(angle)) / 3.0 + phase)
             image = stripes[..., None] * colour + rng.normal(0, 20, (72, 96, 3))
             path = root / f"c{label}_{k}.png"
             Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path)
             out.append(TrainItem(path, label, 96, 72))
     return out
+
+
+@pytest.fixture(scope="session")
+def stripe_items() -> Callable[[Path, int, float], list[TrainItem]]:
+    """:func:`make_stripe_items`, for test modules' own image sets."""
+    return make_stripe_items
+
+
+@pytest.fixture(scope="module")
+def items(tmp_path_factory: pytest.TempPathFactory) -> list[TrainItem]:
+    """4 classes x 8 stripe images."""
+    return make_stripe_items(tmp_path_factory.mktemp("train_images"), 8, 2 * np.pi)

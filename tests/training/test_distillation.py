@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -127,24 +128,11 @@ def test_unwhitened_neck_is_the_centred_pca_projection() -> None:
 
 
 @pytest.fixture(scope="module")
-def items(tmp_path_factory: pytest.TempPathFactory) -> list[TrainItem]:
-    """4 classes x 8 images of coloured stripes (class = orientation + colour) with noise."""
-    root = tmp_path_factory.mktemp("distill_images")
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:72, 0:96]
-    out = []
-    for label in range(4):
-        angle = label * np.pi / 4
-        colour = np.array([[255, 60, 60], [60, 255, 60], [60, 60, 255], [230, 230, 60]][label])
-        for k in range(8):
-            stripes = 0.5 + 0.5 * np.sin(
-                (xx * np.cos(angle) + yy * np.sin(angle)) / 3.0 + rng.uniform(0, 6.3)
-            )
-            image = stripes[..., None] * colour + rng.normal(0, 20, (72, 96, 3))
-            path = root / f"c{label}_{k}.png"
-            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path)
-            out.append(TrainItem(path, label, 96, 72))
-    return out
+def items(
+    tmp_path_factory: pytest.TempPathFactory, stripe_items: Callable[[Path, int, float], list[TrainItem]]
+) -> list[TrainItem]:
+    """4 classes x 8 stripe images (this module's own phases)."""
+    return stripe_items(tmp_path_factory.mktemp("distill_images"), 8, 6.3)
 
 
 def _agreement_with_step0(model: torch.nn.Module, step0: torch.nn.Module, items: list[TrainItem]) -> float:

@@ -4,6 +4,7 @@ training run that keeps the pretrained similarity structure of the photos and re
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -107,24 +108,11 @@ def test_batch_plan_is_seeded_per_rank_and_keeps_one_template_per_batch() -> Non
 
 
 @pytest.fixture(scope="module")
-def labelled(tmp_path_factory: pytest.TempPathFactory) -> list[TrainItem]:
-    """4 classes x 4 stripe images (class = orientation + colour)."""
-    root = tmp_path_factory.mktemp("labelled")
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:72, 0:96]
-    out = []
-    for label in range(4):
-        angle = label * np.pi / 4
-        colour = np.array([[255, 60, 60], [60, 255, 60], [60, 60, 255], [230, 230, 60]][label])
-        for k in range(4):
-            stripes = 0.5 + 0.5 * np.sin(
-                (xx * np.cos(angle) + yy * np.sin(angle)) / 3.0 + rng.uniform(0, 6.3)
-            )
-            image = stripes[..., None] * colour + rng.normal(0, 20, (72, 96, 3))
-            path = root / f"c{label}_{k}.png"
-            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path)
-            out.append(TrainItem(path, label, 96, 72))
-    return out
+def labelled(
+    tmp_path_factory: pytest.TempPathFactory, stripe_items: Callable[[Path, int, float], list[TrainItem]]
+) -> list[TrainItem]:
+    """4 classes x 4 stripe images."""
+    return stripe_items(tmp_path_factory.mktemp("labelled"), 4, 6.3)
 
 
 def _relations_drift(model: torch.nn.Module, photos: list[Path]) -> float:
