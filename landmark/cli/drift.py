@@ -14,6 +14,7 @@ from landmark.errors import InputError
 
 if TYPE_CHECKING:
     from landmark.ops.drift import DriftResult
+    from landmark.stages.drift import DriftSummary
 
 
 def columns_table(result: DriftResult) -> Table:
@@ -46,61 +47,92 @@ def default_current(cfg: Config, purpose: str) -> Path:
     raise InputError(f"give --current for purpose {purpose!r}: the new batch's ingestion root or manifest")
 
 
+ReferenceOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="reference images: a dataset dir, an ingestion root or a manifest .parquet (training data; "
+        "default: paths.catalog)"
+    ),
+]
+CurrentOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="current images: the new batch (ingest) or the evaluation dataset (retrain; default: "
+        "paths.catalog), same kinds; the query log for serving (default: serve.log_dir)"
+    ),
+]
+OutOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", help="drift.json, report.html, evidently.json (default: <paths.reports>/drift-<purpose>)"
+    ),
+]
+PurposeOption = Annotated[
+    str,
+    typer.Option(
+        help="ingest: newest batch vs training data; retrain: test split vs train split; serving: the last "
+        "serve.log_window logged queries vs the train split (sets the defaults below)"
+    ),
+]
+CurrentSplitOption = Annotated[
+    str | None,
+    typer.Option(help="split of the current dataset (default: train for ingest, test for retrain)"),
+]
+CurrentBatchOption = Annotated[
+    str | None,
+    typer.Option(
+        help="latest, all or a batch id of the current manifest (default: latest for ingest, else all)"
+    ),
+]
+ReferenceFeaturesOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="feature store of the reference side (or its parent holding <split>/); for serving, the "
+        "descriptors of the serving model (e.g. paths.features_boot)"
+    ),
+]
+CurrentFeaturesOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="feature store of the current side (or its parent holding <split>/); not for serving (the "
+        "query log holds the descriptors)"
+    ),
+]
+
+
+def print_drift_summary(summary: DriftSummary) -> None:
+    """The columns table, the notes, both sides, the verdict and where the report and snapshot went."""
+    result = summary.result
+    out.print(columns_table(result))
+    for note in summary.notes:
+        out.print(note, markup=False, soft_wrap=True)
+    out.print(f"reference: {result.metadata.get('reference', '')}", markup=False, soft_wrap=True)
+    out.print(f"current:   {result.metadata.get('current', '')}", markup=False, soft_wrap=True)
+    style = "bold green" if result.passed else "bold red"
+    out.print(result.summary, style=style, markup=False, soft_wrap=True)
+    out.print(
+        f"report: {summary.files['report.html']}  result: {summary.files['drift.json']}", soft_wrap=True
+    )
+    if summary.snapshot_id is not None:
+        out.print(
+            f"snapshot {summary.snapshot_id} stored in {summary.workspace} (view: make monitor)",
+            soft_wrap=True,
+        )
+    out.print(f"done in {summary.seconds:.1f}s")
+
+
 @app.command()
 @user_errors
 def drift(
-    reference: Annotated[
-        Path | None,
-        typer.Option(
-            help="reference images: a dataset dir, an ingestion root or a manifest .parquet (training data; "
-            "default: paths.catalog)"
-        ),
-    ] = None,
-    current: Annotated[
-        Path | None,
-        typer.Option(
-            help="current images: the new batch (ingest) or the evaluation dataset (retrain; default: "
-            "paths.catalog), same kinds; the query log for serving (default: serve.log_dir)"
-        ),
-    ] = None,
-    out_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--out", help="drift.json, report.html, evidently.json (default: <paths.reports>/drift-<purpose>)"
-        ),
-    ] = None,
-    purpose: Annotated[
-        str,
-        typer.Option(
-            help="ingest: newest batch vs training data; retrain: test split vs train split; serving: the last "
-            "serve.log_window logged queries vs the train split (sets the defaults below)"
-        ),
-    ] = "retrain",
+    reference: ReferenceOption = None,
+    current: CurrentOption = None,
+    out_dir: OutOption = None,
+    purpose: PurposeOption = "retrain",
     reference_split: Annotated[str, typer.Option(help="split of the reference dataset")] = "train",
-    current_split: Annotated[
-        str | None,
-        typer.Option(help="split of the current dataset (default: train for ingest, test for retrain)"),
-    ] = None,
-    current_batch: Annotated[
-        str | None,
-        typer.Option(
-            help="latest, all or a batch id of the current manifest (default: latest for ingest, else all)"
-        ),
-    ] = None,
-    reference_features: Annotated[
-        Path | None,
-        typer.Option(
-            help="feature store of the reference side (or its parent holding <split>/); for serving, the "
-            "descriptors of the serving model (e.g. paths.features_boot)"
-        ),
-    ] = None,
-    current_features: Annotated[
-        Path | None,
-        typer.Option(
-            help="feature store of the current side (or its parent holding <split>/); not for serving (the "
-            "query log holds the descriptors)"
-        ),
-    ] = None,
+    current_split: CurrentSplitOption = None,
+    current_batch: CurrentBatchOption = None,
+    reference_features: ReferenceFeaturesOption = None,
+    current_features: CurrentFeaturesOption = None,
     workspace: Annotated[
         Path | None, typer.Option(help="Evidently workspace (default: drift.workspace)")
     ] = None,
@@ -131,20 +163,4 @@ def drift(
         fmt=fmt,
         progress=True,
     )
-    result = summary.result
-    out.print(columns_table(result))
-    for note in summary.notes:
-        out.print(note, markup=False, soft_wrap=True)
-    out.print(f"reference: {result.metadata.get('reference', '')}", markup=False, soft_wrap=True)
-    out.print(f"current:   {result.metadata.get('current', '')}", markup=False, soft_wrap=True)
-    style = "bold green" if result.passed else "bold red"
-    out.print(result.summary, style=style, markup=False, soft_wrap=True)
-    out.print(
-        f"report: {summary.files['report.html']}  result: {summary.files['drift.json']}", soft_wrap=True
-    )
-    if summary.snapshot_id is not None:
-        out.print(
-            f"snapshot {summary.snapshot_id} stored in {summary.workspace} (view: make monitor)",
-            soft_wrap=True,
-        )
-    out.print(f"done in {summary.seconds:.1f}s")
+    print_drift_summary(summary)

@@ -955,12 +955,7 @@ def run_retrieval(
     Returns:
         A :class:`RetrievalResult`.
     """
-    if top < 1:
-        raise ValueError(f"top must be >= 1, got {top}")
-    if label_steps_enabled(cfg) and train is None:
-        raise ValueError("the sort/insert steps need the train set's descriptors and labels (train=None)")
-    if cfg.spatial and (verifier is None or len(query_ids) != len(queries) or len(db_ids) != len(db)):
-        raise ValueError("spatial re-ranking needs a verifier and the query and database ids")
+    _check_retrieval_args(cfg, top, train is not None, verifier is not None, query_ids, db_ids, queries, db)
     if database is None:
         database = prepare_database(
             db, cfg, index_cfg=index_cfg, seed=seed, train=train, first_stage=first_stage
@@ -971,20 +966,11 @@ def run_retrieval(
     laps.seconds.update(database.seconds)
     db, index = database.vectors, database.index
     queries = raw_queries = np.asarray(queries, np.float32)
-    depth = max(
-        top, cfg.qe_n, cfg.spatial_top if cfg.spatial else 1, cfg.graph_top if cfg.graph != "none" else 1
-    )
+    depth = search_depth(cfg, top)
     sims, ranked = index.search(queries, depth)
     laps("search")
     if cfg.qe != "none":
-        expand_idx = expansion_neighbours(sims, ranked, cfg.qe_n, cfg)
-        if cfg.qe == "alpha":
-            queries = alpha_query_expansion(queries, db, sims, expand_idx, cfg.qe_n, cfg.qe_alpha)
-        else:
-            negatives = dqe_negatives(db.shape[0], cfg.dqe_negatives, seed)
-            queries = discriminative_query_expansion(
-                queries, db, expand_idx, cfg.qe_n, negatives, cfg.dqe_regularization
-            )
+        queries = expand_queries(queries, db, sims, ranked, cfg, seed)
         sims, ranked = index.search(queries, depth)
         laps("qe")
     if cfg.graph != "none":
@@ -1003,16 +989,79 @@ def run_retrieval(
             database.prediction,
         )
         laps("labels")
-        if cfg.sort_step:
-            ranked = sort_step(ranked, query_pred.labels, db_pred.labels)
-            laps("sort_step")
-        if cfg.insert_step:
-            ranked = insert_step(
-                ranked, query_pred.labels, db_pred.labels, db_pred.confidence, cfg.insert_threshold, depth
-            )
-            laps("insert_step")
+        ranked = _label_steps(ranked, query_pred, db_pred, cfg, depth, laps)
     ranked = _cut(ranked, top)
     return RetrievalResult(ranked, queries, db, query_pred, db_pred, inliers, laps.seconds)
+
+
+def _check_retrieval_args(
+    cfg: RerankConfig,
+    top: int,
+    has_train: bool,
+    has_verifier: bool,
+    query_ids: Sequence[str],
+    db_ids: Sequence[str],
+    queries: np.ndarray,
+    db: np.ndarray,
+) -> None:
+    """Raise ValueError when :func:`run_retrieval` lacks what ``cfg`` asks for."""
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    if label_steps_enabled(cfg) and not has_train:
+        raise ValueError("the sort/insert steps need the train set's descriptors and labels (train=None)")
+    if cfg.spatial and (not has_verifier or len(query_ids) != len(queries) or len(db_ids) != len(db)):
+        raise ValueError("spatial re-ranking needs a verifier and the query and database ids")
+
+
+def search_depth(cfg: RerankConfig, top: int) -> int:
+    """How many neighbours the first search returns: enough for the results and every enabled step."""
+    return max(
+        top, cfg.qe_n, cfg.spatial_top if cfg.spatial else 1, cfg.graph_top if cfg.graph != "none" else 1
+    )
+
+
+def expand_queries(
+    queries: np.ndarray, db: np.ndarray, sims: np.ndarray, ranked: np.ndarray, cfg: RerankConfig, seed: int
+) -> np.ndarray:
+    """Queries expanded by alpha-QE or DQE (``cfg.qe``) over their first search's neighbours.
+
+    Args:
+        queries: (n_queries, d) query descriptors.
+        db: (n_db, d) database descriptors.
+        sims, ranked: (n_queries, depth) similarities and database rows of the first search.
+        cfg: ``qe`` (``alpha`` or ``dqe``) and its parameters.
+        seed: seeds DQE's negative set.
+
+    Returns:
+        (n_queries, d) expanded queries.
+    """
+    expand_idx = expansion_neighbours(sims, ranked, cfg.qe_n, cfg)
+    if cfg.qe == "alpha":
+        return alpha_query_expansion(queries, db, sims, expand_idx, cfg.qe_n, cfg.qe_alpha)
+    negatives = dqe_negatives(db.shape[0], cfg.dqe_negatives, seed)
+    return discriminative_query_expansion(
+        queries, db, expand_idx, cfg.qe_n, negatives, cfg.dqe_regularization
+    )
+
+
+def _label_steps(
+    ranked: np.ndarray,
+    query_pred: LabelPrediction,
+    db_pred: LabelPrediction,
+    cfg: RerankConfig,
+    depth: int,
+    laps: _Laps,
+) -> np.ndarray:
+    """The sort- and insert-steps (those ``cfg`` enables) over ``ranked``, each timed in ``laps``."""
+    if cfg.sort_step:
+        ranked = sort_step(ranked, query_pred.labels, db_pred.labels)
+        laps("sort_step")
+    if cfg.insert_step:
+        ranked = insert_step(
+            ranked, query_pred.labels, db_pred.labels, db_pred.confidence, cfg.insert_threshold, depth
+        )
+        laps("insert_step")
+    return ranked
 
 
 def _cut(ranked: np.ndarray, top: int) -> np.ndarray:

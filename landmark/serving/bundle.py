@@ -254,6 +254,37 @@ def _read_json_object(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def read_index_labelling(
+    index_dir: Path, ntotal: int, dim: int
+) -> tuple[np.ndarray | None, LabelledSet | None]:
+    """The (ntotal,) landmark ids of an index of ``ntotal`` ``dim``-d vectors (``labels.json``) and its labelled
+    train set; None for either that the index does not store.
+
+    Raises:
+        ServingLoadError: malformed files, or a train set of another dimension.
+    """
+    try:
+        labels = read_index_labels(index_dir, ntotal)
+        train = read_labelled_set(index_dir)
+    except ValueError as exc:
+        raise ServingLoadError(str(exc)) from exc
+    if train is not None and train.vectors.shape[1] != dim:
+        raise ServingLoadError(f"the train set holds {train.vectors.shape[1]}-d vectors, the index {dim}-d")
+    return labels, train
+
+
+def served_threshold(
+    metrics: dict[str, Any], train: LabelledSet | None, recognize: RecognizeConfig
+) -> tuple[float | None, list[str]]:
+    """The calibrated "no landmark" threshold of a version's metrics (None: none) and the notes about it."""
+    threshold = calibrated_threshold(metrics)
+    notes = []
+    if train is not None and threshold is None:
+        notes.append("no calibrated threshold in the version's metrics: every recognition is accepted")
+    caveat = threshold_note(metrics, recognize)
+    return threshold, notes + ([caveat] if caveat else [])
+
+
 def load_served_model(
     cfg: Config,
     model_dir: Path,
@@ -289,26 +320,15 @@ def load_served_model(
         raise ServingLoadError(
             f"the index holds {db.shape[1]}-d vectors, the model makes {loaded.model.dim}-d ones"
         )
-    try:
-        labels = read_index_labels(Path(index_dir), index.ntotal)
-        train = read_labelled_set(Path(index_dir))
-    except ValueError as exc:
-        raise ServingLoadError(str(exc)) from exc
-    if train is not None and train.vectors.shape[1] != db.shape[1]:
-        raise ServingLoadError(
-            f"the train set holds {train.vectors.shape[1]}-d vectors, the index {db.shape[1]}-d"
-        )
+    labels, train = read_index_labelling(Path(index_dir), index.ntotal, db.shape[1])
     verifier, verifier_note = open_local_verifier(cfg, local_dir, index.ids, train)
     rerank, recognize, notes = effective_config(cfg, train, verifier_note)
     notes = ([extract_note] if extract_note else []) + notes
     if labels is None:
         notes.append("the index stores no labels (labels.json): results show predicted landmarks only")
     metrics = dict(metrics or {})
-    threshold = calibrated_threshold(metrics)
-    if train is not None and threshold is None:
-        notes.append("no calibrated threshold in the version's metrics: every recognition is accepted")
-    caveat = threshold_note(metrics, recognize)
-    notes += [caveat] if caveat else []
+    threshold, threshold_notes = served_threshold(metrics, train, recognize)
+    notes += threshold_notes
     loaded.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return ServedModel(
         version=version,

@@ -363,6 +363,47 @@ def serving_frames(
     )
 
 
+def purpose_frames(
+    cfg: Config,
+    reference: Path,
+    current: Path,
+    *,
+    purpose: str,
+    reference_split: str,
+    current_split: str | None,
+    current_batch: str | None,
+    reference_features: Path | None,
+    current_features: Path | None,
+    fmt: str,
+    progress: bool,
+) -> Frames:
+    """The frames ``purpose`` compares: :func:`serving_frames` for ``serving``, else :func:`image_set_frames`."""
+    if purpose == SERVING:
+        return serving_frames(
+            cfg,
+            reference,
+            current,
+            reference_split=reference_split,
+            reference_features=reference_features,
+            current_features=current_features,
+            fmt=fmt,
+            progress=progress,
+        )
+    return image_set_frames(
+        cfg,
+        reference,
+        current,
+        purpose=purpose,
+        reference_split=reference_split,
+        current_split=current_split,
+        current_batch=current_batch,
+        reference_features=reference_features,
+        current_features=current_features,
+        fmt=fmt,
+        progress=progress,
+    )
+
+
 def drift(
     cfg: Config,
     reference: Path,
@@ -399,31 +440,19 @@ def drift(
     if purpose not in PURPOSES:
         raise InputError(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
     start = time.perf_counter()
-    if purpose == SERVING:
-        frames = serving_frames(
-            cfg,
-            reference,
-            current,
-            reference_split=reference_split,
-            reference_features=reference_features,
-            current_features=current_features,
-            fmt=fmt,
-            progress=progress,
-        )
-    else:
-        frames = image_set_frames(
-            cfg,
-            reference,
-            current,
-            purpose=purpose,
-            reference_split=reference_split,
-            current_split=current_split,
-            current_batch=current_batch,
-            reference_features=reference_features,
-            current_features=current_features,
-            fmt=fmt,
-            progress=progress,
-        )
+    frames = purpose_frames(
+        cfg,
+        reference,
+        current,
+        purpose=purpose,
+        reference_split=reference_split,
+        current_split=current_split,
+        current_batch=current_batch,
+        reference_features=reference_features,
+        current_features=current_features,
+        fmt=fmt,
+        progress=progress,
+    )
     metadata = {"purpose": purpose, "reference": frames.reference_label, "current": frames.current_label}
     result, snapshot = drift_report(
         frames.reference,

@@ -23,8 +23,10 @@ from landmark.errors import InputError
 from landmark.ops.gate import Decision, decide
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from landmark.ops.registry import FileEntry, PreparedVersion, Registry, UploadHook
-    from landmark.platform.storage import ObjectStore
+    from landmark.platform.storage import ObjectStore, StorageError
 
 DECISION_FILE = "decision.json"
 
@@ -132,6 +134,149 @@ def _write_decision(path: Path, record: Mapping[str, Any]) -> None:
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
+def _production_side(
+    registry: Registry, production_metrics_path: Path | None
+) -> tuple[str | None, dict[str, Any] | None, str]:
+    """Production's version (None: nothing in production), the metrics to compare with and what they are.
+
+    The metrics come from ``production_metrics_path`` when given, else from the production version in the
+    registry; given metrics with nothing in production yet are a ``baseline`` (e.g. the pretrained model), not
+    ``production``.
+    """
+    pointer = registry.production()
+    previous = None if pointer is None else pointer.version
+    production_metrics: dict[str, Any] | None
+    if production_metrics_path is not None:
+        production_metrics = read_json_file(production_metrics_path, "production metrics")
+    elif previous is not None:
+        production_metrics = registry.metrics(previous)
+    else:
+        production_metrics = None
+    reference = "baseline" if previous is None and production_metrics_path is not None else "production"
+    return previous, production_metrics, reference
+
+
+def read_golden_pair(
+    golden_path: Path | None, production_golden_path: Path | None
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The candidate's and production's golden results, or None when neither is given.
+
+    Raises:
+        InputError: only one of the two is given.
+    """
+    if (golden_path is None) != (production_golden_path is None):
+        raise InputError("pass the golden results of both the candidate and production, or neither")
+    if golden_path is None or production_golden_path is None:
+        return None
+    return (
+        read_json_file(golden_path, "candidate golden results"),
+        read_json_file(production_golden_path, "production golden results"),
+    )
+
+
+def unless_identical(decision: Decision, identical: bool, previous: str | None) -> Decision:
+    """The gate's decision, turned into "not promoted" when the candidate's weights are production's."""
+    if not identical:
+        return decision
+    return dataclasses.replace(
+        decision,
+        promote=False,
+        reasons=[f"candidate weights are identical to production {previous}: not registered again"],
+    )
+
+
+def promote_inputs(
+    model_dir: Path,
+    index_dir: Path,
+    metrics_path: Path,
+    quality_path: Path,
+    drift_path: Path,
+    production_metrics_path: Path | None,
+    golden_path: Path | None,
+    production_golden_path: Path | None,
+) -> dict[str, Any]:
+    """The ``inputs`` of a decision record: where each input of :func:`promote` came from."""
+    return {
+        "model": str(model_dir),
+        "index": str(index_dir),
+        "metrics": str(metrics_path),
+        "quality": str(quality_path),
+        "drift": str(drift_path),
+        "production_metrics": str(production_metrics_path) if production_metrics_path else "registry",
+        "golden": str(golden_path) if golden_path else None,
+        "production_golden": str(production_golden_path) if production_golden_path else None,
+    }
+
+
+def _promotion_failed(
+    exc: Exception,
+    decision: Decision,
+    base_record: Mapping[str, Any],
+    candidate: str,
+    previous: str | None,
+    serving: str | None,
+    decision_path: Path,
+) -> StorageError:
+    """Write the ``failed`` decision.json of a publication that hit ``exc``; returns the error to raise."""
+    from landmark.platform.storage import StorageError
+
+    failed = {
+        **decision.to_dict(),
+        **base_record,
+        "outcome": "failed",
+        "candidate_version": candidate,
+        "production_before": previous,
+        "production_after": serving,
+        "error": str(exc),
+    }
+    _write_decision(decision_path, failed)
+    state = (
+        f"production still {previous or 'empty'} (an incomplete upload is ignored and redone by the next run)"
+        if serving == previous
+        else f"production switched to {serving}, but recording the decision or pruning failed"
+    )
+    return StorageError(f"promotion of {candidate} failed, {state}: {exc}")
+
+
+def _publish_candidate(
+    cfg: Config,
+    registry: Registry,
+    prepared: PreparedVersion,
+    decision: Decision,
+    previous: str | None,
+    decision_path: Path,
+    base_record: Mapping[str, Any],
+    now: datetime,
+    on_uploaded: UploadHook | None,
+) -> PromoteSummary:
+    """Upload a promoted candidate, switch production to it, log the decision and prune old versions.
+
+    Raises:
+        StorageError: the store failed (decision.json says ``failed``).
+    """
+    from landmark.ops.registry import decision_id, version_id
+    from landmark.platform.storage import StorageError
+
+    candidate = version_id(prepared.entries, now)
+    serving = previous  # what production names, as far as this run knows
+    try:
+        candidate = registry.version_for(prepared)
+        registry.publish_prepared(prepared, version=candidate, on_uploaded=on_uploaded)
+        ident = decision_id(candidate, now)
+        outcome = "unchanged" if candidate == previous else "promoted"
+        serving = registry.switch(candidate, decision=ident, keep_history=cfg.promote.keep_versions).version
+        summary = PromoteSummary(decision, outcome, candidate, ident, serving, previous, decision_path)
+        registry.record_decision({**summary.record(), **base_record}, candidate, when=now)
+        pruned = registry.prune(cfg.promote.keep_versions)
+    except StorageError as exc:
+        raise _promotion_failed(
+            exc, decision, base_record, candidate, previous, serving, decision_path
+        ) from exc
+    summary = dataclasses.replace(summary, pruned=pruned)
+    _write_decision(decision_path, {**summary.record(), **base_record, "pruned": pruned})
+    return summary
+
+
 def promote(
     cfg: Config,
     model_dir: Path,
@@ -173,8 +318,7 @@ def promote(
         StorageError: the store failed; the production pointer still names the previous (complete) version, and
             ``decision.json`` says ``failed`` with the error.
     """
-    from landmark.ops.registry import decision_id, prepare_version, version_id
-    from landmark.platform.storage import StorageError
+    from landmark.ops.registry import prepare_version
 
     decision_path = Path(out) if out is not None else Path(metrics_path).parent / DECISION_FILE
     decision_path.unlink(missing_ok=True)  # never leave an earlier run's verdict next to new metrics
@@ -184,95 +328,53 @@ def promote(
     prepared = prepare_version(model_dir, index_dir, candidate_metrics)
 
     registry = open_registry(cfg, store)
-    pointer = registry.production()
-    previous = None if pointer is None else pointer.version
-    if production_metrics_path is not None:
-        production_metrics: dict[str, Any] | None = read_json_file(
-            production_metrics_path, "production metrics"
-        )
-    elif pointer is not None:
-        production_metrics = registry.metrics(pointer.version)
-    else:
-        production_metrics = None
-    # given metrics with nothing in production yet: a baseline (e.g. the pretrained model), not production
-    reference = "baseline" if pointer is None and production_metrics_path is not None else "production"
-    if (golden_path is None) != (production_golden_path is None):
-        raise InputError("pass the golden results of both the candidate and production, or neither")
-    golden = (
-        (
-            read_json_file(golden_path, "candidate golden results"),
-            read_json_file(production_golden_path, "production golden results"),
-        )
-        if golden_path is not None and production_golden_path is not None
-        else None
-    )
+    previous, production_metrics, reference = _production_side(registry, production_metrics_path)
+    golden = read_golden_pair(golden_path, production_golden_path)
     decision = decide(
         candidate_metrics, production_metrics, quality_passed, drift, cfg.promote, reference, golden
     )
-    identical = pointer is not None and same_weights(prepared.entries, registry.manifest(pointer.version))
-    if identical:
-        decision = dataclasses.replace(
-            decision,
-            promote=False,
-            reasons=[f"candidate weights are identical to production {previous}: not registered again"],
-        )
+    identical = previous is not None and same_weights(prepared.entries, registry.manifest(previous))
+    decision = unless_identical(decision, identical, previous)
 
     now = registry.now()
-    candidate = version_id(prepared.entries, now)
-    base_record: dict[str, Any] = {
-        "decided_at": now.isoformat(),
-        "inputs": {
-            "model": str(model_dir),
-            "index": str(index_dir),
-            "metrics": str(metrics_path),
-            "quality": str(quality_path),
-            "drift": str(drift_path),
-            "production_metrics": str(production_metrics_path) if production_metrics_path else "registry",
-            "golden": str(golden_path) if golden_path else None,
-            "production_golden": str(production_golden_path) if production_golden_path else None,
-        },
-        "config": config_to_dict(cfg.promote),
-    }
-    if not decision.promote:
-        ident = decision_id(candidate, now)
-        outcome = "unchanged" if identical else "rejected"
-        summary = PromoteSummary(decision, outcome, candidate, ident, previous, previous, decision_path)
-        registry.record_decision({**summary.record(), **base_record}, candidate, when=now)
-        _write_decision(decision_path, {**summary.record(), **base_record})
-        return summary
-
-    serving = previous  # what production names, as far as this run knows
-    try:
-        candidate = registry.version_for(prepared)
-        registry.publish_prepared(prepared, version=candidate, on_uploaded=on_uploaded)
-        ident = decision_id(candidate, now)
-        outcome = "unchanged" if candidate == previous else "promoted"
-        new_pointer = registry.switch(candidate, decision=ident, keep_history=cfg.promote.keep_versions)
-        serving = new_pointer.version
-        summary = PromoteSummary(decision, outcome, candidate, ident, serving, previous, decision_path)
-        registry.record_decision({**summary.record(), **base_record}, candidate, when=now)
-        pruned = registry.prune(cfg.promote.keep_versions)
-    except StorageError as exc:
-        failed = {
-            **decision.to_dict(),
-            **base_record,
-            "outcome": "failed",
-            "candidate_version": candidate,
-            "production_before": previous,
-            "production_after": serving,
-            "error": str(exc),
-        }
-        _write_decision(decision_path, failed)
-        state = (
-            f"production still {previous or 'empty'} (an incomplete upload is ignored and redone by the next run)"
-            if serving == previous
-            else f"production switched to {serving}, but recording the decision or pruning failed"
-        )
-        raise StorageError(f"promotion of {candidate} failed, {state}: {exc}") from exc
-    summary = PromoteSummary(
-        decision, outcome, candidate, ident, new_pointer.version, previous, decision_path, pruned
+    inputs = promote_inputs(
+        model_dir,
+        index_dir,
+        metrics_path,
+        quality_path,
+        drift_path,
+        production_metrics_path,
+        golden_path,
+        production_golden_path,
     )
-    _write_decision(decision_path, {**summary.record(), **base_record, "pruned": pruned})
+    base_record = {"decided_at": now.isoformat(), "inputs": inputs, "config": config_to_dict(cfg.promote)}
+    if decision.promote:
+        return _publish_candidate(
+            cfg, registry, prepared, decision, previous, decision_path, base_record, now, on_uploaded
+        )
+    outcome = "unchanged" if identical else "rejected"
+    return _record_rejection(registry, prepared, decision, outcome, previous, decision_path, base_record, now)
+
+
+def _record_rejection(
+    registry: Registry,
+    prepared: PreparedVersion,
+    decision: Decision,
+    outcome: str,
+    previous: str | None,
+    decision_path: Path,
+    base_record: Mapping[str, Any],
+    now: datetime,
+) -> PromoteSummary:
+    """Log a candidate that is not published (``outcome``: ``rejected`` or ``unchanged``); production stays."""
+    from landmark.ops.registry import decision_id, version_id
+
+    candidate = version_id(prepared.entries, now)
+    summary = PromoteSummary(
+        decision, outcome, candidate, decision_id(candidate, now), previous, previous, decision_path
+    )
+    registry.record_decision({**summary.record(), **base_record}, candidate, when=now)
+    _write_decision(decision_path, {**summary.record(), **base_record})
     return summary
 
 
