@@ -75,10 +75,10 @@ def stage_runs(paths: list[Path], workers: int, stages: list[str], work: Path, c
 
     from landmark.config import ExtractConfig, LocalConfig, ModelConfig, ParallelConfig
     from landmark.features.global_desc import ImageItem
+    from landmark.features.global_extract import GlobalChunk, extract_global_chunk
     from landmark.features.local_extract import LocalItem, extract_local_to_store
     from landmark.ops.drift import image_stats
     from landmark.platform.parallel import chunked, map_chunks
-    from landmark.stages.extract import GlobalChunk, extract_global_chunk
 
     out: dict[str, Any] = {}
     for stage in stages:

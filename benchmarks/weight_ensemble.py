@@ -33,10 +33,11 @@ from landmark.retrieval.metrics import revisitop_map
 from landmark.retrieval.rerank import rerank_for_steps
 from landmark.stages.evaluate import evaluate
 from landmark.stages.extract import extract
-from landmark.stages.train import train, training_items
+from landmark.stages.train import train
 from landmark.training.ensemble import interpolate_weights, zero_shot_state
 from landmark.training.loop import _init_neck
 from landmark.training.trainer import CHECKPOINT
+from landmark.training.training_set import training_items
 
 REPO = Path(__file__).resolve().parents[1]
 IMC = REPO.parent / "shared" / "data" / "imc2022-landmarks"

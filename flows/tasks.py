@@ -19,7 +19,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import Run, flatten, publish_markdown, publish_table
-from landmark.stages.extract import (
+from landmark.features.global_extract import (
     GlobalChunk,
     GlobalChunkResult,
     extract_global_chunk,

@@ -1,39 +1,24 @@
 """Stage ``eval-revisitop``: the direct evaluation of a Revisited Oxford/Paris-format benchmark.
 
-``root/name`` holds ``gnd_<name>.pkl`` and ``jpg/``; the configured model describes its database images and its
-queries cropped to their bbx (the ``extract`` stage, resumable), retrieval runs with the configured re-ranking
-(optionally spatial verification over local features), and ``out_dir`` receives ``ranks.npy`` and
-``metrics.json`` (easy/medium/hard mAP and mP@k in percent). The golden sets of the promotion gate are scored
-with it (:mod:`landmark.stages.golden`).
+``root/name`` holds ``gnd_<name>.pkl`` and ``jpg/``; :func:`landmark.retrieval.revisitop_eval.evaluate_revisitop`
+describes its database images and cropped queries and scores retrieval with the configured re-ranking; this stage
+adds the local features that spatial verification needs. ``out_dir`` receives ``ranks.npy`` and ``metrics.json``
+(easy/medium/hard mAP and mP@k in percent).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from landmark.cleaning.verify import StoreVerifier
-from landmark.config import Config, RerankConfig, resolve_device
-from landmark.data.atomic import write_json
+from landmark.config import Config, resolve_device
 from landmark.data.groundtruth import QueryTruth
-from landmark.data.revisitop import gnd_path, image_uri, read_gnd
+from landmark.data.revisitop import image_uri
 from landmark.features.local_extract import LocalItem, extract_local_to_store
-from landmark.features.store import load_features
-from landmark.retrieval.metrics import gnd_indices, revisitop_metrics
-from landmark.retrieval.rerank import (
-    RetrievalResult,
-    Verifier,
-    applied_steps,
-    rerank_for_steps,
-    run_retrieval,
-)
-
-# the benchmark's descriptors are the extract stage's output (same stores, same resume), so it runs that stage
-from landmark.stages.extract import extract
+from landmark.retrieval.rerank import Verifier
+from landmark.retrieval.revisitop_eval import RevisitopBenchmark, SpatialSetup, evaluate_revisitop
 
 
 def revisitop_local_verifier(
@@ -75,6 +60,19 @@ def revisitop_local_verifier(
         "extracted": {name: run.extracted for name, run in runs.items()},
     }
     return StoreVerifier([db_store], cfg.verify, query_store=query_store), report
+
+
+def _local_verifier_setup(cfg: Config, db_store: Path, query_store: Path, *, progress: bool) -> SpatialSetup:
+    """Spatial verification for :func:`evaluate_revisitop`: :func:`revisitop_local_verifier` over a benchmark's
+    images, with the database's local features in ``db_store`` and the cropped queries' in ``query_store``."""
+
+    def setup(benchmark: RevisitopBenchmark) -> tuple[Verifier, dict[str, Any]]:
+        return revisitop_local_verifier(
+            cfg, benchmark.dataset_dir, benchmark.db_names, benchmark.truths, db_store, query_store,
+            progress=progress,
+        )  # fmt: skip
+
+    return setup
 
 
 def eval_revisitop(
@@ -119,117 +117,19 @@ def eval_revisitop(
     Returns:
         The metrics written.
     """
-    cfg, model_dir = _with_model(cfg, model)
-    rerank = rerank_for_steps(cfg.rerank, rerank_steps)  # bad steps fail before any extraction
-    rerank = replace(rerank, spatial=spatial)
-    db_names, query_names, truths = _read_benchmark(root, name)
-    dataset_dir = Path(root) / name
     out_dir = Path(out_dir)
-    db_features = Path(features_cache) if features_cache is not None else out_dir / "features"
-    db, queries = _descriptors(
-        cfg,
-        dataset_dir,
-        model_dir,
-        db_features,
-        out_dir / "features",
-        db_names,
-        query_names,
-        progress=progress,
-    )
-    verifier, spatial_report = None, None
+    setup = None
     if spatial:
         db_local = (Path(local_cache) if local_cache is not None else out_dir / "local") / "index"
-        verifier, spatial_report = revisitop_local_verifier(
-            cfg, dataset_dir, db_names, truths, db_local, out_dir / "local" / "queries", progress=progress
-        )
-    result = run_retrieval(
-        queries,
-        db,
-        rerank,
-        top=min(cfg.evaluate.topk, len(db_names)),
-        index_cfg=cfg.index,
-        seed=cfg.seed,
-        verifier=verifier,
-        query_ids=query_names,
-        db_ids=db_names,
+        setup = _local_verifier_setup(cfg, db_local, out_dir / "local" / "queries", progress=progress)
+    return evaluate_revisitop(
+        cfg,
+        root,
+        name,
+        out_dir,
+        model=model,
+        rerank_steps=rerank_steps,
+        spatial=setup,
+        features_cache=features_cache,
+        progress=progress,
     )
-    ranks = result.full_ranking().T.astype(np.int64)
-    metrics: dict[str, Any] = {
-        "dataset": name,
-        "revisitop": revisitop_metrics(ranks, gnd_indices(truths, db_names), cfg.evaluate.kappas),
-        "n_database": len(db_names),
-        "n_queries": len(query_names),
-        "model": _model_record(cfg, model_dir),
-        "rerank": _rerank_record(rerank, result, spatial_report),
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.save(out_dir / "ranks.npy", ranks)
-    write_json(out_dir / "metrics.json", metrics)
-    return metrics
-
-
-def _with_model(cfg: Config, model: Path | None) -> tuple[Config, Path | None]:
-    """The config and model directory ``--model`` asks for: a model directory is used as it is, a checkpoint file
-    becomes ``model.pretrained``, None keeps the off-the-shelf backbone."""
-    if model is None:
-        return cfg, None
-    if Path(model).is_dir():
-        return cfg, Path(model)
-    if Path(model).is_file():
-        return replace(cfg, model=replace(cfg.model, pretrained=str(model))), None
-    raise FileNotFoundError(f"--model {model}: neither a model directory nor a checkpoint file")
-
-
-def _read_benchmark(root: Path, name: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[QueryTruth, ...]]:
-    """(database names, query names, query truths) of ``root/name``'s ``gnd_<name>.pkl``."""
-    path = gnd_path(root, name)
-    if not path.is_file():
-        raise FileNotFoundError(f"no revisitop ground truth at {path}")
-    return read_gnd(path)
-
-
-def _rerank_record(
-    rerank: RerankConfig, result: RetrievalResult, spatial_report: dict[str, Any] | None
-) -> dict[str, Any]:
-    """What ran for metrics.json: the steps, their seconds and, with spatial verification, its local features."""
-    record: dict[str, Any] = {
-        "steps": applied_steps(rerank),
-        "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
-    }
-    if spatial_report is not None:
-        record["spatial"] = {**spatial_report, "top": rerank.spatial_top}
-    return record
-
-
-def _model_record(cfg: Config, model_dir: Path | None) -> dict[str, Any]:
-    if model_dir:
-        return {"dir": str(model_dir)}
-    return {"backbone": cfg.model.backbone, "pretrained": cfg.model.pretrained}
-
-
-def _descriptors(
-    cfg: Config,
-    dataset_dir: Path,
-    model_dir: Path | None,
-    db_features: Path,
-    query_features: Path,
-    db_names: Sequence[str],
-    query_names: Sequence[str],
-    *,
-    progress: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(database (n_database, d), queries (n_queries, d)) descriptors in the gnd's order, extracted into
-    ``db_features/index`` and ``query_features/test`` unless already there."""
-    for split, store_root in (("index", db_features), ("test", query_features)):
-        extract(
-            cfg,
-            dataset_dir,
-            store_root,
-            splits=(split,),
-            fmt="revisitop",
-            model_dir=model_dir,
-            progress=progress,
-        )
-    _, db = load_features(db_features / "index", db_names)
-    _, queries = load_features(query_features / "test", query_names)
-    return db, queries

@@ -3,8 +3,8 @@
 The golden sets are ``promote.golden``: ``imc`` stands for the Revisited-format sets built from the IMC photos at
 ``paths.imc`` with the pose-based protocol (one set per held-out scene, :mod:`landmark.data.imc_benchmark`;
 built once under ``<paths.golden>/sets``), any other entry is a ``DIR/NAME`` Revisited Oxford/Paris-format set.
-Each set is evaluated with :func:`landmark.stages.eval_revisitop.eval_revisitop` (global descriptors + the configured
-DBA/alpha-QE; the same code as ``landmark eval-revisitop``), and ``<out>/golden.json`` holds medium and hard mAP
+Each set is evaluated with :func:`landmark.retrieval.revisitop_eval.evaluate_revisitop` (global descriptors + the
+configured DBA/alpha-QE; the same code as ``landmark eval-revisitop``), and ``<out>/golden.json`` holds medium and hard mAP
 per set. A model's results are cached under ``<paths.golden>/results/<model key>.json`` (the key hashes its
 weights and the settings that change the numbers), so production, which is last night's candidate, is not
 evaluated twice. A missing IMC directory is a note, not an error: the gate then has no golden set to check.
@@ -21,9 +21,7 @@ from landmark.config import Config, config_to_dict
 from landmark.data.atomic import atomic_path, write_json
 from landmark.data.imc_benchmark import build_imc_sets
 from landmark.data.revisitop import gnd_path
-
-# a golden set is scored exactly as `landmark eval-revisitop` scores it: the same stage, not a copy of it
-from landmark.stages.eval_revisitop import eval_revisitop
+from landmark.retrieval.revisitop_eval import evaluate_revisitop
 
 GOLDEN_FILE = "golden.json"
 IMC = "imc"
@@ -86,7 +84,7 @@ def golden_sets(cfg: Config) -> tuple[list[tuple[Path, str]], list[str]]:
 
 
 def set_scores(metrics: dict[str, Any]) -> dict[str, float]:
-    """Medium and hard mAP (percent) and the query count of one ``eval_revisitop`` result."""
+    """Medium and hard mAP (percent) and the query count of one :func:`evaluate_revisitop` result."""
     revisitop = metrics["revisitop"]
     return {
         "medium": round(float(revisitop["medium"]["mAP"]), 3),
@@ -116,7 +114,7 @@ def golden(cfg: Config, model_dir: Path, out_dir: Path, *, progress: bool = True
     for root, name in sets:
         if name in scores:
             continue
-        metrics = eval_revisitop(
+        metrics = evaluate_revisitop(
             cfg,
             root,
             name,

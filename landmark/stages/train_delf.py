@@ -6,6 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from landmark.config import Config, resolve_device
+from landmark.models.delf_dir import save_delf_dir
+from landmark.training.delf import LOG
+from landmark.training.delf import train_delf as run_training
+from landmark.training.training_set import training_items
 
 
 @dataclass(frozen=True)
@@ -41,13 +45,8 @@ def train_delf(
     Raises:
         ValueError: fewer than 2 classes with ``delf.min_images_per_class`` images, or too few images.
         TooManyBadImagesError: more than ``train.max_bad_share`` of the images cannot be decoded (fewer are left
-            out, see :func:`landmark.stages.train.training_items`).
+            out, see :func:`landmark.training.training_set.training_items`).
     """
-    from landmark.models.delf_dir import save_delf_dir
-    from landmark.stages.train import training_items
-    from landmark.training.delf import LOG
-    from landmark.training.delf import train_delf as run_training
-
     items, labels, dropped = training_items(
         cfg, data_dir, manifest, fmt, cfg.delf.min_images_per_class, "DELF training", workers=cfg.delf.workers
     )
