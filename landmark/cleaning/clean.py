@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from landmark.config import CleanConfig
+from landmark.errors import InputError
 from landmark.normalize import l2_normalize
 
 KEPT = "kept"
@@ -279,7 +280,7 @@ def _check_inputs(ids: Sequence[str], labels: np.ndarray, descriptors: np.ndarra
     seen: set[str] = set()
     for image_id in ids:
         if image_id in seen:
-            raise ValueError(f"duplicate image id {image_id!r}")
+            raise InputError(f"duplicate image id {image_id!r}")
         seen.add(image_id)
 
 

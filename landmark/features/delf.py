@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from landmark.errors import ConfigError
 from landmark.features.local import LocalExtractor, LocalFeatures, register_local_extractor
 from landmark.models.delf import DelfModel, DelfPca, original_centres
 
@@ -206,10 +207,10 @@ def load_delf_extractor(
 @register_local_extractor("delf")
 def _create_delf(**params: object) -> LocalExtractor:
     if "model_dir" not in params:
-        raise ValueError(
+        raise ConfigError(
             "the delf backend needs model_dir=<a DELF model directory from `landmark train-delf`>"
         )
     try:
         return load_delf_extractor(**params)  # type: ignore[arg-type]  # checked at run time
     except TypeError as exc:
-        raise ValueError(f"bad parameters for the delf backend: {exc}") from exc
+        raise ConfigError(f"bad parameters for the delf backend: {exc}") from exc

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from landmark.errors import ConfigError, InputError
 from landmark.features.delf import as_rgb
 from landmark.features.local import LocalExtractor, LocalFeatures, register_local_extractor
 from landmark.normalize import l2_normalize
@@ -52,12 +53,12 @@ def _serving_function(loaded: Any, model_dir: Path, signature: str) -> Any:
     names = [signature] if signature else [s for s in SIGNATURES if s in signatures]
     if not names or names[0] not in signatures:
         wanted = signature or " or ".join(SIGNATURES)
-        raise ValueError(f"{model_dir}: SavedModel has no signature {wanted} (it has: {sorted(signatures)})")
+        raise InputError(f"{model_dir}: SavedModel has no signature {wanted} (it has: {sorted(signatures)})")
     fn = signatures[names[0]]
     _, kwargs = fn.structured_input_signature
     missing = [name for name in INPUTS if name not in kwargs]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{model_dir}: signature {names[0]!r} lacks the DELF inputs {missing} (it takes {sorted(kwargs)})"
         )
     return fn
@@ -133,18 +134,18 @@ class DelfTfExtractor:
 
 def _as_scales(value: object) -> tuple[float, ...]:
     if not isinstance(value, Sequence) or isinstance(value, str):
-        raise ValueError(f"scales must be a list of numbers, got {value!r}")
+        raise ConfigError(f"scales must be a list of numbers, got {value!r}")
     return tuple(float(s) for s in value)
 
 
 @register_local_extractor("delf-tf")
 def _create_delf_tf(**params: object) -> LocalExtractor:
     if "model_dir" not in params:
-        raise ValueError("the delf-tf backend needs model_dir=<a DELF/DELG TensorFlow SavedModel directory>")
+        raise ConfigError("the delf-tf backend needs model_dir=<a DELF/DELG TensorFlow SavedModel directory>")
     if "scales" in params:
         params["scales"] = _as_scales(params["scales"])
     params["model_dir"] = Path(str(params["model_dir"]))
     try:
         return DelfTfExtractor(**params)  # type: ignore[arg-type]  # checked at run time
     except TypeError as exc:
-        raise ValueError(f"bad parameters for the delf-tf backend: {exc}") from exc
+        raise ConfigError(f"bad parameters for the delf-tf backend: {exc}") from exc

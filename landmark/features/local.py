@@ -23,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
+from landmark.errors import ConfigError
 from landmark.normalize import l2_normalize
 
 
@@ -113,7 +114,7 @@ def create_local_extractor(name: str, **params: object) -> LocalExtractor:
     if name not in _REGISTRY and name in _LAZY_BACKENDS:
         importlib.import_module(_LAZY_BACKENDS[name])  # registers the backend
     if name not in _REGISTRY:
-        raise ValueError(
+        raise ConfigError(
             f"unknown local feature backend {name!r}; available: {', '.join(local_extractor_names())}"
         )
     return _REGISTRY[name](**params)
@@ -204,4 +205,4 @@ def _create_sift(**params: object) -> LocalExtractor:
     try:
         return SiftExtractor(**params)  # type: ignore[arg-type]  # checked at run time
     except TypeError as exc:
-        raise ValueError(f"bad parameters for the sift backend: {exc}") from exc
+        raise ConfigError(f"bad parameters for the sift backend: {exc}") from exc

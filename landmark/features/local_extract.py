@@ -18,6 +18,7 @@ import numpy as np
 
 from landmark.config import LocalConfig, ParallelConfig
 from landmark.data.images import ImageDecodeError, bbox_pixels, decode_image
+from landmark.errors import InputError
 from landmark.features.local import LocalExtractor, LocalFeatures, create_local_extractor
 from landmark.features.local_store import (
     LocalStoreError,
@@ -263,7 +264,7 @@ def extract_local_to_store(
     keys = [item.key for item in items]
     if len(set(keys)) != len(keys):
         repeated = sorted({k for k in keys if keys.count(k) > 1})[:5]
-        raise ValueError(f"local feature keys must be unique, repeated: {repeated}")
+        raise InputError(f"local feature keys must be unique, repeated: {repeated}")
     done = set(stored_local_ids(store)) if store.exists() else set()
     if done:
         check_store_settings(store, cfg)

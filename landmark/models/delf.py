@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from landmark.errors import ConfigError
 from landmark.models.backbones import Normalisation, backbone_normalisation, create_backbone
 
 FEATURE_STRIDE = 16  # the paper's stride: the block of nominal reduction 16 is where the body is cut
@@ -112,12 +113,12 @@ def _feature_index(backbone: nn.Module, reduction: int) -> int:
     """Position in the (undilated) backbone's timm ``feature_info`` of its block of output ``reduction``."""
     info = getattr(backbone, "feature_info", None)
     if not info:
-        raise ValueError(
+        raise ConfigError(
             f"backbone {type(backbone).__name__} has no timm feature_info: cannot cut at stride {reduction}"
         )
     reductions = [int(entry["reduction"]) for entry in info]
     if reduction not in reductions:
-        raise ValueError(f"backbone has no feature map of reduction {reduction} (has {reductions})")
+        raise ConfigError(f"backbone has no feature map of reduction {reduction} (has {reductions})")
     return reductions.index(reduction)
 
 
@@ -231,7 +232,7 @@ def create_delf_model(
         ValueError: a stride other than 8 or 16, or a backbone without a reduction-16 block.
     """
     if feature_stride not in FEATURE_STRIDES:
-        raise ValueError(f"feature_stride must be one of {FEATURE_STRIDES}, got {feature_stride}")
+        raise ConfigError(f"feature_stride must be one of {FEATURE_STRIDES}, got {feature_stride}")
     full = create_backbone(backbone, pretrained)
     index = _feature_index(full, FEATURE_STRIDE)
     if feature_stride != FEATURE_STRIDE:

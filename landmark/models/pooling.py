@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from landmark.errors import ConfigError
+
 
 def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> torch.Tensor:
     """Generalised-mean pooling over the spatial dimensions.
@@ -82,5 +84,5 @@ def create_pooling(name: str, **kwargs: float) -> nn.Module:
     try:
         factory = _POOLINGS[name]
     except KeyError:
-        raise ValueError(f"unknown pooling {name!r}; choose one of {pooling_names()}") from None
+        raise ConfigError(f"unknown pooling {name!r}; choose one of {pooling_names()}") from None
     return factory(**kwargs)

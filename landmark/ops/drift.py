@@ -39,6 +39,7 @@ from landmark.config import DriftConfig, ParallelConfig
 from landmark.data.atomic import atomic_path
 from landmark.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 from landmark.data.manifest import STATUS_OK, reason_code, resolve_uri
+from landmark.errors import InputError
 from landmark.platform.parallel import parallel_map
 
 if TYPE_CHECKING:
@@ -246,7 +247,7 @@ def manifest_images(manifest: pd.DataFrame, root: str | Path) -> list[ImageRef]:
             refs.append(ImageRef(str(image_id), None, f"quarantined: {reason_code(str(reason))}"))
             continue
         if str(uri).startswith("s3://"):
-            raise ValueError(
+            raise InputError(
                 f"image {image_id!r} is only in object storage ({uri}); drift statistics read local files "
                 "(ingest with ingest.store local or both)"
             )
@@ -442,7 +443,7 @@ class DriftResult:
             values["metadata"] = dict(data.get("metadata", {}))
             return cls(**values)
         except (KeyError, TypeError) as exc:
-            raise ValueError(f"not a drift result: {exc}") from exc
+            raise InputError(f"not a drift result: {exc}") from exc
 
 
 def _describe_column(c: ColumnDrift) -> str:
@@ -482,7 +483,7 @@ def _compared_columns(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[l
     compared = [c for c in numeric if reference[c].count() >= 2 and current[c].count() >= 2]
     skipped = [c for c in numeric if c not in compared]
     if not compared:
-        raise ValueError(f"no column has at least 2 values on both sides (skipped: {skipped})")
+        raise InputError(f"no column has at least 2 values on both sides (skipped: {skipped})")
     return compared, skipped
 
 
@@ -556,7 +557,7 @@ def drift_report(
     from evidently.metrics import MeanValue
 
     if len(reference) < 2 or len(current) < 2:
-        raise ValueError(
+        raise InputError(
             f"need at least 2 rows per side, got {len(reference)} reference, {len(current)} current"
         )
     compared, skipped = _compared_columns(reference, current)
@@ -638,7 +639,7 @@ def read_result(path: Path) -> DriftResult:
     try:
         data = json.loads(Path(path).read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not JSON: {exc}") from exc
+        raise InputError(f"{path} is not JSON: {exc}") from exc
     return DriftResult.from_dict(data)
 
 

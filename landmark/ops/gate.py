@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from landmark.config import PromoteConfig
+from landmark.errors import InputError
 
 _TOLERANCE = 1e-9  # deltas like 70.3 - 70.0 must meet a 0.3 margin despite binary floating point
 
@@ -80,13 +81,13 @@ def metric_value(metrics: Mapping[str, Any], path: str, *, source: str = "metric
         if not isinstance(node, Mapping) or part not in node:
             where = ".".join(walked) or "the top level"
             available = ", ".join(sorted(map(str, node))) if isinstance(node, Mapping) else "not a mapping"
-            raise ValueError(
+            raise InputError(
                 f"metric {path!r} not found in {source}: no key {part!r} at {where} (available: {available})"
             )
         node = node[part]
         walked.append(part)
     if isinstance(node, bool) or not isinstance(node, int | float) or not math.isfinite(node):
-        raise ValueError(f"metric {path!r} in {source} must be a finite number, got {node!r}")
+        raise InputError(f"metric {path!r} in {source} must be a finite number, got {node!r}")
     return float(node)
 
 
@@ -103,14 +104,14 @@ def drift_bound(drift: Mapping[str, Any], cfg: PromoteConfig) -> tuple[float, fl
     bound = _fraction(drift, "max_drift_share")
     verdict = drift.get("passed")
     if not isinstance(verdict, bool):
-        raise ValueError(f"drift report: 'passed' must be true or false, got {verdict!r}")
+        raise InputError(f"drift report: 'passed' must be true or false, got {verdict!r}")
     return share, bound, verdict
 
 
 def _fraction(drift: Mapping[str, Any], key: str) -> float:
     value = drift.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"drift report: {key!r} must be a number in [0, 1], got {value!r}")
+        raise InputError(f"drift report: {key!r} must be a number in [0, 1], got {value!r}")
     return float(value)
 
 

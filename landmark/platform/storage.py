@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
-from landmark.errors import LandmarkError
+from landmark.errors import InputError, LandmarkError
 from landmark.platform.private_files import write_private_text
 
 if TYPE_CHECKING:
@@ -125,10 +125,10 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     """
     match = _S3_URI.match(uri)
     if match is None:
-        raise ValueError(f"not an s3:// URI: {uri!r}")
+        raise InputError(f"not an s3:// URI: {uri!r}")
     bucket, key = match.group(1), match.group(2) or ""
     if ".." in key.split("/"):
-        raise ValueError(f"S3 key must not contain '..' segments: {uri!r}")
+        raise InputError(f"S3 key must not contain '..' segments: {uri!r}")
     return bucket, key
 
 

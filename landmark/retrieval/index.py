@@ -34,6 +34,7 @@ import numpy as np
 
 from landmark.config import IndexConfig, config_to_dict
 from landmark.data.atomic import atomic_directory, repair_interrupted_swap
+from landmark.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def _flat(dim: int, cfg: IndexConfig) -> faiss.Index:
 
 def _ivfpq(dim: int, cfg: IndexConfig) -> faiss.Index:
     if dim % cfg.pq_m:
-        raise ValueError(f"index.pq_m = {cfg.pq_m} must divide the descriptor dim {dim}")
+        raise ConfigError(f"index.pq_m = {cfg.pq_m} must divide the descriptor dim {dim}")
     index = faiss.index_factory(
         dim, f"IVF{cfg.nlist},PQ{cfg.pq_m}x{cfg.pq_nbits}", faiss.METRIC_INNER_PRODUCT
     )
@@ -159,7 +160,7 @@ def train_index(index: faiss.Index, kind: str, sample: np.ndarray, cfg: IndexCon
     sample = _as_float32_matrix(sample, "sample")
     need = min_training_vectors(kind, cfg)
     if sample.shape[0] < need:
-        raise ValueError(
+        raise InputError(
             f"{kind} index needs at least {need} training vectors (nlist={cfg.nlist}, pq_nbits={cfg.pq_nbits}), "
             f"got {sample.shape[0]}; use index.kind=flat or smaller nlist/pq_nbits"
         )
@@ -294,7 +295,7 @@ def check_compatible(index_meta: Mapping[str, Any], feature_meta: Mapping[str, A
     built = index_meta.get("model_version")
     wanted = model_version(feature_meta)
     if built != wanted:
-        raise ValueError(
+        raise InputError(
             f"the index was built from model version {built!r} but the queries come from {wanted!r}; "
             "rebuild the index (`landmark index`) from the current features"
         )
@@ -434,7 +435,7 @@ def write_index(
             os.fsync(ids_fh.fileno())
         writer.flush()
         if total == 0:
-            raise ValueError("no vectors to index")
+            raise InputError("no vectors to index")
         info: dict[str, Any] = {
             "format": INDEX_FORMAT,
             "kind": kind,
@@ -466,7 +467,7 @@ def read_index_meta(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"no index at {path} (missing {META_FILE}); run `landmark index` first")
     meta: dict[str, Any] = json.loads(meta_path.read_text())
     if meta.get("format") != INDEX_FORMAT:
-        raise ValueError(f"{meta_path}: format {meta.get('format')!r} is not {INDEX_FORMAT!r}")
+        raise InputError(f"{meta_path}: format {meta.get('format')!r} is not {INDEX_FORMAT!r}")
     return meta
 
 
@@ -488,7 +489,7 @@ def load_index(path: str | Path, *, nprobe: int | None = None, gpu: str = "auto"
     for entry in meta["shards"]:
         shard = faiss.read_index(str(path / entry["file"]))
         if shard.ntotal != entry["ntotal"] or shard.d != meta["dim"]:
-            raise ValueError(
+            raise InputError(
                 f"{path / entry['file']}: holds {shard.ntotal} x {shard.d}, meta says "
                 f"{entry['ntotal']} x {meta['dim']}"
             )
@@ -496,5 +497,5 @@ def load_index(path: str | Path, *, nprobe: int | None = None, gpu: str = "auto"
             faiss.extract_index_ivf(shard).nprobe = nprobe
         shards.append(to_search_device(shard, gpu))
     if len(ids) != meta["ntotal"]:
-        raise ValueError(f"{path}: {len(ids)} ids for {meta['ntotal']} vectors")
+        raise InputError(f"{path}: {len(ids)} ids for {meta['ntotal']} vectors")
     return ShardedIndex(shards, ids, meta)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from landmark.errors import InputError
 from landmark.retrieval.recognize import LabelledSet
 
 LABELS_FILE = "labels.json"
@@ -52,11 +53,11 @@ def read_index_labels(index_dir: Path, n: int) -> np.ndarray | None:
         labels = np.asarray(payload["labels"], dtype=np.int64)
         well_formed = payload.get("format") == LABELS_FORMAT and labels.ndim == 1
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path} is not an index labels file: {exc}") from exc
+        raise InputError(f"{path} is not an index labels file: {exc}") from exc
     if not well_formed:
-        raise ValueError(f"{path} is not an index labels file of format {LABELS_FORMAT!r}")
+        raise InputError(f"{path} is not an index labels file of format {LABELS_FORMAT!r}")
     if labels.size != n:
-        raise ValueError(f"{path} holds {labels.size} labels for an index of {n} images")
+        raise InputError(f"{path} holds {labels.size} labels for an index of {n} images")
     return labels
 
 
@@ -92,11 +93,11 @@ def read_labelled_set(index_dir: Path) -> LabelledSet | None:
         return None
     missing = [name for name in (_VECTORS, _LABELS, _IDS) if not (root / name).is_file()]
     if missing:
-        raise ValueError(f"{root} is incomplete: missing {', '.join(missing)}")
+        raise InputError(f"{root} is incomplete: missing {', '.join(missing)}")
     vectors = np.load(root / _VECTORS, allow_pickle=False)
     labels = np.load(root / _LABELS, allow_pickle=False)
     ids = tuple((root / _IDS).read_text(encoding="utf-8").splitlines())
     try:
         return LabelledSet(np.asarray(vectors, np.float32), np.asarray(labels, np.int64), ids)
     except ValueError as exc:
-        raise ValueError(f"{root}: {exc}") from exc
+        raise InputError(f"{root}: {exc}") from exc

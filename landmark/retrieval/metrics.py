@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from landmark.errors import InputError
+
 if TYPE_CHECKING:  # annotations only: the ground-truth module loads pandas
     from landmark.data.groundtruth import QueryTruth
 
@@ -309,7 +311,7 @@ def _checked_predictions(
 def _landmark_queries(solution: Mapping[str, Collection[int]]) -> int:
     count = sum(1 for labels in solution.values() if len(labels) > 0)
     if count == 0:
-        raise ValueError("the solution has no query with a landmark: GAP and accuracy are undefined")
+        raise InputError("the solution has no query with a landmark: GAP and accuracy are undefined")
     return count
 
 

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from landmark.config import IndexConfig, RecognizeConfig
+from landmark.errors import ConfigError, InputError
 from landmark.normalize import l2_normalize
 from landmark.retrieval.metrics import Prediction, global_average_precision, top1_accuracy
 
@@ -195,7 +196,7 @@ def threshold_for_fpr(nonlandmark_confidences: Sequence[float] | np.ndarray, tar
     """
     conf = np.asarray(nonlandmark_confidences, dtype=np.float64).reshape(-1)
     if conf.size == 0:
-        raise ValueError("need at least one non-landmark confidence to choose a threshold")
+        raise InputError("need at least one non-landmark confidence to choose a threshold")
     if not np.all(np.isfinite(conf)):
         raise ValueError(f"confidences must be finite, got {conf[~np.isfinite(conf)][:3]}")
     if not 0.0 <= target_fpr <= 1.0:
@@ -283,15 +284,15 @@ def knn_recognition(
     from landmark.retrieval.index import build_in_memory
 
     if cfg.inliers and (verifier is None or cfg.index != "images" or len(query_ids) != len(queries)):
-        raise ValueError("recognize.inliers needs a verifier, index=images and the query ids")
+        raise ConfigError("recognize.inliers needs a verifier, index=images and the query ids")
     if cfg.inliers and len(train.ids) != np.size(train.labels):
-        raise ValueError("recognize.inliers needs the train image ids")
+        raise InputError("recognize.inliers needs the train image ids")
     if cfg.index == "centroids":
         base_labels, base = class_centroids(train.vectors, train.labels)
     else:
         base_labels, base = np.asarray(train.labels, np.int64), np.asarray(train.vectors, np.float32)
     if base.shape[0] == 0:
-        raise ValueError("no labelled train descriptors to recognise with")
+        raise InputError("no labelled train descriptors to recognise with")
     index = build_in_memory(base, index_cfg, seed=seed)
     sims, idx = index.search(np.asarray(queries, np.float32), min(cfg.k, index.ntotal))
     labels = neighbour_labels(idx, base_labels)

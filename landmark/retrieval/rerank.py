@@ -1102,7 +1102,7 @@ def rerank_for_steps(base: RerankConfig, steps: Sequence[str] | None) -> RerankC
     if unknown:
         raise InputError(f"unknown re-ranking step(s) {unknown}; choose from {list(REVISITOP_RERANK_STEPS)}")
     if "qe" in steps and "dqe" in steps:
-        raise ValueError("choose one query expansion: qe (alpha-QE) or dqe, not both")
+        raise InputError("choose one query expansion: qe (alpha-QE) or dqe, not both")
     qe = "alpha" if "qe" in steps else "dqe" if "dqe" in steps else "none"
     return replace(base, dba="dba" in steps, qe=qe, **off)  # type: ignore[arg-type]
 

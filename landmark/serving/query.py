@@ -22,7 +22,7 @@ import numpy as np
 
 from landmark.cleaning.verify import StoreVerifier
 from landmark.data.images import ImageDecodeError, decode_image
-from landmark.errors import LandmarkError
+from landmark.errors import InputError, LandmarkError
 from landmark.features.global_desc import describe_image
 from landmark.features.local import LocalFeatures
 from landmark.features.local_extract import local_features
@@ -147,7 +147,7 @@ def _verification(served: ServedModel, queries: Sequence[Query]) -> tuple[QueryV
 
 def _vectors(queries: Sequence[Query]) -> np.ndarray:
     if not queries:
-        raise ValueError("no queries")
+        raise InputError("no queries")
     return np.vstack([q.vector.reshape(1, -1) for q in queries]).astype(np.float32)
 
 
@@ -163,7 +163,7 @@ def search(served: ServedModel, queries: Sequence[Query], top: int) -> list[list
         Per query, up to ``top`` hits, best first.
     """
     if not 1 <= top <= served.topk:
-        raise ValueError(f"top must be in [1, {served.topk}] (evaluate.topk), got {top}")
+        raise InputError(f"top must be in [1, {served.topk}] (evaluate.topk), got {top}")
     verifier, query_ids = _verification(served, queries)
     result = run_retrieval(
         _vectors(queries),

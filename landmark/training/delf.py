@@ -29,6 +29,7 @@ from torch import nn
 
 from landmark.config import DelfConfig
 from landmark.data.images import decode_image
+from landmark.errors import InputError
 from landmark.models.delf import DelfModel, DelfPca, create_delf_model, fit_pca
 from landmark.training.loop import TrainImages, TrainItem, freeze_leading
 from landmark.training.sampling import Sample, assign_templates, epoch_batches, size_templates
@@ -165,7 +166,7 @@ def run_phase(
     phase_seed = seed ^ _PHASE_SEED[phase]
     steps_per_epoch = len(phase_plan(items, cfg, phase_seed, 0))
     if steps_per_epoch < 1:
-        raise ValueError(
+        raise InputError(
             f"{len(items)} training images give no batch of >= 2 images: lower delf.batch_size or add data"
         )
     total = steps_per_epoch * epochs
@@ -241,7 +242,7 @@ def train_delf(
         ValueError: labels out of range, too few images for a batch, or too few descriptors for the PCA.
     """
     if num_classes < 2:
-        raise ValueError(f"DELF training needs at least 2 classes, got {num_classes}")
+        raise InputError(f"DELF training needs at least 2 classes, got {num_classes}")
     if any(not 0 <= i.label < num_classes for i in items):
         raise ValueError(f"item labels must be class indices in [0, {num_classes})")
     work_dir = Path(work_dir)

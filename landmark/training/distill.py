@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from landmark.errors import InputError
 from landmark.training.sampling import Sample, assign_templates, size_templates
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -67,7 +68,7 @@ def photo_paths(folders: Sequence[str | Path], limit: int, seed: int) -> tuple[l
         found += [p for p in root.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file()]
     found = sorted(set(found))
     if len(found) < 2 and len(notes) < len(folders):  # folders there, but not two photos in them
-        raise ValueError(f"train.distill_real: need at least 2 photos under {list(map(str, folders))}")
+        raise InputError(f"train.distill_real: need at least 2 photos under {list(map(str, folders))}")
     if len(found) > limit:
         keep = np.random.default_rng([seed, 0xD15]).choice(len(found), size=limit, replace=False)
         found = [found[i] for i in sorted(keep.tolist())]
@@ -82,7 +83,7 @@ def image_sizes(paths: Sequence[Path]) -> tuple[list[int], list[int]]:
             with Image.open(path) as image:
                 width, height = image.size
         except OSError as err:
-            raise ValueError(f"train.distill_real: cannot read {path}: {err}") from err
+            raise InputError(f"train.distill_real: cannot read {path}: {err}") from err
         widths.append(width)
         heights.append(height)
     return widths, heights
@@ -104,7 +105,7 @@ def batch_plan(
     groups = [np.flatnonzero(templates == t) for t in sorted(set(templates.tolist()))]
     groups = [g for g in groups if len(g) >= 2]  # a batch needs two photos to have a relation
     if not groups:
-        raise ValueError("train.distill_real: no two photos share a size template")
+        raise InputError("train.distill_real: no two photos share a size template")
     weights = np.array([len(g) for g in groups], dtype=np.float64)
     rng = np.random.default_rng([seed, 0xD15, rank])
     batches = []

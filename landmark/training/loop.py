@@ -25,6 +25,7 @@ from torch.utils.hooks import RemovableHandle
 
 from landmark.config import ModelConfig, TrainConfig, config_to_dict
 from landmark.data.images import decode_image
+from landmark.errors import ConfigError, InputError
 from landmark.models.global_model import GlobalDescriptor, create_global_model
 from landmark.models.heads import MarginHead, create_head
 from landmark.training.augment import augment
@@ -436,7 +437,7 @@ def train_global_model(
         progress: show a progress bar (rank 0 only).
     """
     if model_cfg.embedding_dim <= 0:
-        raise ValueError("training needs model.embedding_dim > 0 (the FC -> BatchNorm neck)")
+        raise ConfigError("training needs model.embedding_dim > 0 (the FC -> BatchNorm neck)")
     if any(not 0 <= i.label < num_classes for i in items):
         raise ValueError(f"item labels must be class indices in [0, {num_classes})")
     with distributed(device) as ctx:
@@ -489,7 +490,7 @@ def _steps_in_epoch(items: Sequence[TrainItem], cfg: TrainConfig, seed: int, ctx
     per_epoch = len(_plan(items, dataclasses.replace(cfg, full_res_last_epoch=False), seed, 0, ctx))
     steps = per_epoch // cfg.accumulation_steps
     if steps < 1:
-        raise ValueError(
+        raise InputError(
             f"{len(items)} training images give no complete batch of {cfg.batch_size} per process: "
             "lower train.batch_size or add data"
         )

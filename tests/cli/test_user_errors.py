@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NoReturn
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -92,3 +93,74 @@ def test_domain_errors_are_landmark_errors_and_keep_their_builtin_base() -> None
     ]:
         assert issubclass(cls, LandmarkError) and issubclass(cls, base), cls
     assert str(NotFoundError("no version 'v3'")) == "no version 'v3'"  # not quoted as KeyError would
+
+
+def write_folder_dataset(root: Path) -> Path:
+    """A folder-format dataset: one landmark folder with two small JPEGs."""
+    from PIL import Image
+
+    (root / "bridge").mkdir(parents=True)
+    for i in range(2):
+        pixels = np.random.default_rng(i).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "bridge" / f"{i}.jpg")
+    return root
+
+
+def test_unknown_backbone_from_set_is_a_config_error(tmp_path: Path) -> None:
+    data = write_folder_dataset(tmp_path / "data")
+    result = runner.invoke(
+        app,
+        ["--set", "model.backbone=no_such_net", "extract", "--data", str(data), "--out", str(tmp_path / "f")],
+    )
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "error: ConfigError: unknown backbone 'no_such_net': not a timm model name (see timm.list_models())"
+    ]
+
+
+def test_missing_dataset_folder_is_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no_such_dir"
+    result = runner.invoke(app, ["extract", "--data", str(missing), "--out", str(tmp_path / "f")])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"error: FileNotFoundError: dataset root {missing} is not a directory"
+    ]
+
+
+def test_split_the_dataset_lacks_is_a_not_found_error(tmp_path: Path) -> None:
+    data = write_folder_dataset(tmp_path / "data")
+    result = runner.invoke(
+        app,
+        ["index", "--data", str(data), "--features", str(tmp_path / "f"), "--out", str(tmp_path / "i")],
+    )
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"error: NotFoundError: dataset at {data} has no split 'index'; it has ['train']"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        (["qe", "dqe"], "choose one query expansion: qe (alpha-QE) or dqe, not both"),
+        (["qe,dqe"], "unknown re-ranking step(s) ['qe,dqe']; choose from ['none', 'dba', 'qe', 'dqe']"),
+    ],
+)
+def test_bad_rerank_steps_are_input_errors(tmp_path: Path, steps: list[str], message: str) -> None:
+    options = [arg for step in steps for arg in ("--rerank", step)]
+    result = runner.invoke(
+        app,
+        ["eval-revisitop", "--root", str(tmp_path), "--dataset", "x", "--out", str(tmp_path / "o"), *options],
+    )
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [f"error: InputError: {message}"]
+
+
+def test_a_benchmark_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["eval-revisitop", "--root", str(tmp_path), "--dataset", "nope", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"error: FileNotFoundError: no revisitop ground truth at {tmp_path / 'nope' / 'gnd_nope.pkl'}"
+    ]
