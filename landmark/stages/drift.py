@@ -363,47 +363,6 @@ def serving_frames(
     )
 
 
-def purpose_frames(
-    cfg: Config,
-    reference: Path,
-    current: Path,
-    *,
-    purpose: str,
-    reference_split: str,
-    current_split: str | None,
-    current_batch: str | None,
-    reference_features: Path | None,
-    current_features: Path | None,
-    fmt: str,
-    progress: bool,
-) -> Frames:
-    """The frames ``purpose`` compares: :func:`serving_frames` for ``serving``, else :func:`image_set_frames`."""
-    if purpose == SERVING:
-        return serving_frames(
-            cfg,
-            reference,
-            current,
-            reference_split=reference_split,
-            reference_features=reference_features,
-            current_features=current_features,
-            fmt=fmt,
-            progress=progress,
-        )
-    return image_set_frames(
-        cfg,
-        reference,
-        current,
-        purpose=purpose,
-        reference_split=reference_split,
-        current_split=current_split,
-        current_batch=current_batch,
-        reference_features=reference_features,
-        current_features=current_features,
-        fmt=fmt,
-        progress=progress,
-    )
-
-
 def drift(
     cfg: Config,
     reference: Path,
@@ -440,19 +399,40 @@ def drift(
     if purpose not in PURPOSES:
         raise InputError(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
     start = time.perf_counter()
-    frames = purpose_frames(
-        cfg,
-        reference,
-        current,
-        purpose=purpose,
-        reference_split=reference_split,
-        current_split=current_split,
-        current_batch=current_batch,
-        reference_features=reference_features,
-        current_features=current_features,
-        fmt=fmt,
-        progress=progress,
-    )
+    if purpose == SERVING:
+        frames = serving_frames(
+            cfg,
+            reference,
+            current,
+            reference_split=reference_split,
+            reference_features=reference_features,
+            current_features=current_features,
+            fmt=fmt,
+            progress=progress,
+        )
+    else:
+        frames = image_set_frames(
+            cfg,
+            reference,
+            current,
+            purpose=purpose,
+            reference_split=reference_split,
+            current_split=current_split,
+            current_batch=current_batch,
+            reference_features=reference_features,
+            current_features=current_features,
+            fmt=fmt,
+            progress=progress,
+        )
+    target = Path(workspace) if workspace is not None else Path(cfg.drift.workspace)
+    return report_drift(cfg, frames, purpose, Path(out_dir), target if log_to_workspace else None, start)
+
+
+def report_drift(
+    cfg: Config, frames: Frames, purpose: str, out_dir: Path, workspace: Path | None, start: float
+) -> DriftSummary:
+    """Run the drift report over ``frames``, write it under ``out_dir`` and store its snapshot in ``workspace``
+    (None: nowhere); ``start`` is when the stage began (``time.perf_counter``)."""
     metadata = {"purpose": purpose, "reference": frames.reference_label, "current": frames.current_label}
     result, snapshot = drift_report(
         frames.reference,
@@ -462,17 +442,16 @@ def drift(
         tags=[purpose],
         metadata=metadata,
     )
-    files = {name: str(path) for name, path in save_report(result, snapshot, Path(out_dir)).items()}
+    files = {name: str(path) for name, path in save_report(result, snapshot, out_dir).items()}
     snapshot_id: str | None = None
-    target = Path(workspace) if workspace is not None else Path(cfg.drift.workspace)
-    if log_to_workspace:
-        snapshot_id = add_to_workspace(snapshot, target, cfg.drift.project)[0]
+    if workspace is not None:
+        snapshot_id = add_to_workspace(snapshot, workspace, cfg.drift.project)[0]
     return DriftSummary(
         result=result,
         purpose=purpose,
         files=files,
         snapshot_id=snapshot_id,
-        workspace=str(target) if log_to_workspace else None,
+        workspace=str(workspace) if workspace is not None else None,
         embedding_columns=frames.embedding_columns,
         seconds=time.perf_counter() - start,
         notes=frames.notes,
