@@ -56,6 +56,30 @@ def cached_world(cfg: Any, work: Path) -> Path:
     return world
 
 
+def golden_sets(
+    cfg: Any, imc: Path, work: Path, *, leave_one_out: bool, queries: int | None = None
+) -> tuple[list[tuple[Path, str]], str]:
+    """The IMC sets a real-photo benchmark scores on, as (root, name), and the suffix of its result files.
+
+    Default: the gate's protocol, ``queries`` (default ``promote.golden_queries``) queries drawn per scene and
+    left out of the database, sets under ``work/sets``, suffix "". ``leave_one_out``: every eligible photo is
+    a query and stays in the database, junk to itself (663 queries on the shared photos instead of 60), sets
+    under ``work/sets_loo``, suffix "_loo".
+    """
+    from landmark.data.imc_benchmark import build_imc_sets
+
+    root = work / ("sets_loo" if leave_one_out else "sets")
+    count = None if leave_one_out else (queries or cfg.promote.golden_queries)
+    summaries = build_imc_sets(imc, root, queries_per_scene=count, seed=cfg.seed, leave_one_out=leave_one_out)
+    return [(root, s.name) for s in summaries], "_loo" if leave_one_out else ""
+
+
+def eval_dir(work: Path, root: Path, name: str) -> Path:
+    """Where one evaluation of set ``name`` (written under ``root``) goes below ``work``: the gate-protocol sets
+    keep their old place, leave-one-out ones get their own (query descriptors are cached there)."""
+    return work / name if root.name == "sets" else work / root.name / name
+
+
 def paired_bootstrap(
     a: np.ndarray, b: np.ndarray, *, seed: int, resamples: int = 10000, level: float = 0.95
 ) -> dict[str, float]:

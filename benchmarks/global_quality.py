@@ -44,12 +44,20 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, RESULTS, cached_world, config_parser, paired_bootstrap, write_result
+from _common import (
+    REPO,
+    RESULTS,
+    cached_world,
+    config_parser,
+    eval_dir,
+    golden_sets,
+    paired_bootstrap,
+    write_result,
+)
 from real_quality import PROTOCOLS, per_query_ap
 from weight_ensemble import run_endpoints
 
 from landmark.config import Config, load_config
-from landmark.data.imc_benchmark import build_imc_sets
 from landmark.data.revisitop import gnd_path, read_gnd
 from landmark.models.model_dir import load_model_dir, save_model_dir
 from landmark.retrieval.rerank import rerank_for_steps
@@ -95,7 +103,7 @@ def imc_scores(
     for root, name in sets:
         if names is not None and name not in names:
             continue
-        out = work / "imc" / name
+        out = eval_dir(work / "imc", root, name)
         metrics = eval_revisitop(
             cfg, root, name, out, model=model, rerank_steps=("none",), features_cache=work / "imc_features",
             progress=False,
@@ -205,17 +213,17 @@ def main() -> None:
     parser.add_argument("--held-out", default="brandenburg_gate", help="IMC scene never trained or tuned on")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--alphas", default=",".join(map(str, ALPHAS)))
+    parser.add_argument(
+        "--leave-one-out",
+        action="store_true",
+        help="every eligible photo a query, kept in the database (writes global_quality_loo.*)",
+    )
     args = parser.parse_args()
     cfg = load_config(args.params, [*args.overrides, "extract.scales=[1.0]"])
     work: Path = args.work
     world = cached_world(cfg, work)
     imc = REPO / cfg.paths.imc
-    sets = [
-        (work / "sets", s.name)
-        for s in build_imc_sets(
-            imc, work / "sets", queries_per_scene=cfg.promote.golden_queries, seed=cfg.seed
-        )
-    ]
+    sets, suffix = golden_sets(cfg, imc, work, leave_one_out=args.leave_one_out)
     names = [n for _, n in sets]
     held = f"imc_{args.held_out}"
     if held not in names:
@@ -269,13 +277,14 @@ def main() -> None:
             flush=True,
         )
     table = markdown(rows, held, names)
-    (RESULTS / "global_quality.md").write_text(
+    (RESULTS / f"global_quality{suffix}.md").write_text(
         f"## Training levers: held-out real scene ({args.held_out}) and the synthetic test split, plain kNN "
         f"mAP (single-scale descriptors)\n\n{table}\n"
     )
     write_result(
-        "global_quality",
+        f"global_quality{suffix}",
         {
+            "protocol": "leave-one-out, every eligible photo a query" if suffix else "the gate's query draw",
             "what": "training levers that keep real-photo quality (held-out IMC scene) while gaining on synthetic",
             "held_out": held,
             "selection_sets": selection,

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, RESULTS, config_parser, paired_bootstrap, write_result
+from _common import REPO, RESULTS, config_parser, eval_dir, golden_sets, paired_bootstrap, write_result
 
 from landmark.config import Config, load_config
 
@@ -92,7 +92,7 @@ def run_row(cfg: Config, row: Row, sets: Sequence[tuple[Path, str]], work: Path)
     tag = "pretrained" if row.model is None else "trained"
     result: dict[str, Any] = {"sets": {}, "per_query": {p: [] for p in PROTOCOLS}}
     for root, name in sets:
-        out = work / "runs" / row.name.replace(" ", "_").replace("/", "-") / name
+        out = eval_dir(work / "runs" / row.name.replace(" ", "_").replace("/", "-"), root, name)
         metrics = eval_revisitop(
             row_config(cfg, row),
             root,
@@ -159,23 +159,29 @@ def main() -> None:
     parser.add_argument(
         "--queries", type=int, default=None, help="queries per scene (default: promote.golden_queries)"
     )
+    parser.add_argument(
+        "--leave-one-out",
+        action="store_true",
+        help="every eligible photo a query, kept in the database (writes real_quality_loo.*)",
+    )
     args = parser.parse_args()
     cfg = load_config(args.params, args.overrides)
-    from landmark.data.imc_benchmark import build_imc_sets
-
     imc = args.imc or (REPO / cfg.paths.imc)
-    queries = args.queries or cfg.promote.golden_queries
-    summaries = build_imc_sets(imc, args.work / "sets", queries_per_scene=queries, seed=cfg.seed)
-    sets = [(args.work / "sets", s.name) for s in summaries]
+    sets, suffix = golden_sets(cfg, imc, args.work, leave_one_out=args.leave_one_out, queries=args.queries)
+    queries = (
+        "every eligible photo as a query (leave-one-out)"
+        if suffix
+        else f"{args.queries or cfg.promote.golden_queries} queries per scene"
+    )
     results = {row.name: run_row(cfg, row, sets, args.work) for row in rows(args.model)}
     reference = "default pipeline (trained)" if args.model is not None else "default pipeline (pretrained)"
     versus = comparisons(results, reference, cfg.seed)
     table = markdown(results, versus, [name for _, name in sets])
-    (RESULTS / "real_quality.md").write_text(
-        f"## Real photos: IMC golden sets ({queries} queries per scene), medium / hard mAP\n\n{table}\n"
+    (RESULTS / f"real_quality{suffix}.md").write_text(
+        f"## Real photos: IMC golden sets ({queries}), medium / hard mAP\n\n{table}\n"
     )
     write_result(
-        "real_quality",
+        f"real_quality{suffix}",
         {
             "what": "default pipeline vs peers on the IMC held-out-scene sets (landmark imc-benchmark)",
             "reference": reference,

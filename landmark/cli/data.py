@@ -62,6 +62,13 @@ def imc_benchmark(
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="where the imc_<scene>/ sets are written")],
     queries_per_scene: Annotated[int, typer.Option(help="queries drawn from each held-out scene")] = 20,
+    leave_one_out: Annotated[
+        bool,
+        typer.Option(
+            help="every eligible photo is a query and stays in the database, junk to itself "
+            "(many more queries; --queries-per-scene is ignored)"
+        ),
+    ] = False,
     seed: Annotated[
         int | None, typer.Option(help="seed of the query draws (default: the config's seed)")
     ] = None,
@@ -72,7 +79,11 @@ def imc_benchmark(
     from landmark.data.imc_benchmark import build_imc_sets
 
     summaries = build_imc_sets(
-        imc, out_dir, queries_per_scene=queries_per_scene, seed=state.config().seed if seed is None else seed
+        imc,
+        out_dir,
+        queries_per_scene=None if leave_one_out else queries_per_scene,
+        seed=state.config().seed if seed is None else seed,
+        leave_one_out=leave_one_out,
     )
     table = Table(title=f"Revisited-format IMC sets in {out_dir}")
     for column in ("set", "queries", "database", "distractors", "easy", "hard", "junk"):

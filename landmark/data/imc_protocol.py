@@ -303,18 +303,18 @@ def eligible_queries(codes: np.ndarray) -> np.ndarray:
     return np.flatnonzero((codes == EASY).any(axis=1) & (codes == HARD).any(axis=1))
 
 
-def choose_queries(codes: np.ndarray, count: int, seed: int) -> np.ndarray:
+def choose_queries(codes: np.ndarray, count: int | None, seed: int) -> np.ndarray:
     """``count`` eligible queries (:func:`eligible_queries`) drawn without replacement, ascending.
 
-    Fewer are returned when fewer are eligible.
+    Fewer are returned when fewer are eligible; ``count=None`` returns every eligible photo.
 
     Raises:
         ValueError: ``count`` < 1.
     """
-    if count < 1:
+    if count is not None and count < 1:
         raise InputError(f"queries per scene must be >= 1, got {count}")
     eligible = eligible_queries(codes)
-    if len(eligible) <= count:
+    if count is None or len(eligible) <= count:
         return eligible
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(eligible, size=count, replace=False))
@@ -325,14 +325,19 @@ def query_truths(
     codes: np.ndarray,
     queries: Sequence[int],
     boxes: Mapping[str, tuple[float, float, float, float]],
+    *,
+    leave_one_out: bool = False,
 ) -> tuple[QueryTruth, ...]:
-    """Ground truth of one scene's queries: easy/hard/junk ids among the scene's non-query photos.
+    """Ground truth of one scene's queries: easy/hard/junk ids among the scene's database photos.
 
     Args:
         image_ids: (n,) the scene's image ids, in the order of ``codes``.
         codes: (n, n) pair codes (:func:`scene_pair_classes`).
-        queries: indices of the query photos; they are left out of every list (they are not in the database).
+        queries: indices of the query photos.
         boxes: query id -> bbx (x0, y0, x1, y1) in pixels.
+        leave_one_out: False: the queries are not in the database, so they are left out of every list. True:
+            every photo stays in the database; a query's own photo is junk to it (ignored when ranked) and the
+            other queries are classed like any photo.
 
     Returns:
         One :class:`QueryTruth` per query, in ``queries`` order, lists in ``image_ids`` order.
@@ -348,14 +353,17 @@ def query_truths(
     if len(set(chosen)) != len(chosen) or any(not 0 <= q < n for q in chosen):
         raise InputError(f"query indices must be distinct and in [0, {n}), got {chosen}")
     in_database = np.ones(n, bool)
-    in_database[chosen] = False
+    if not leave_one_out:
+        in_database[chosen] = False
     truths = []
     for q in chosen:
         query_id = image_ids[q]
         if query_id not in boxes:
             raise InputError(f"query {query_id!r} has no bounding box")
+        row = codes[q].copy()
+        row[q] = JUNK  # only reachable with leave_one_out: the query's own photo
         lists = {
-            name: tuple(image_ids[int(j)] for j in np.flatnonzero((codes[q] == code) & in_database))
+            name: tuple(image_ids[int(j)] for j in np.flatnonzero((row == code) & in_database))
             for name, code in (("easy", EASY), ("hard", HARD), ("junk", JUNK))
         }
         truths.append(QueryTruth(query_id, lists["easy"], lists["hard"], lists["junk"], boxes[query_id]))

@@ -149,6 +149,10 @@ def test_scene_classes_and_queries() -> None:
     assert truths[0].bbox == (0.0, 0.0, 64.0, 48.0)
     both = query_truths(IDS, codes, [0, 1], {"a": (0, 0, 1, 1), "b": (0, 0, 1, 1)})
     assert "b" not in both[0].easy and "a" not in both[1].easy + both[1].hard + both[1].junk
+    # leave-one-out: the queries stay in the database; a query's own photo is junk, the other query is classed
+    kept = query_truths(IDS, codes, [0, 1], {"a": (0, 0, 1, 1), "b": (0, 0, 1, 1)}, leave_one_out=True)
+    assert kept[0].easy == ("b",) and kept[0].hard == ("c",) and kept[0].junk == ("a", "d", "e")
+    assert "a" in kept[1].easy and "b" in kept[1].junk and "b" not in kept[1].easy + kept[1].hard
 
 
 def test_choose_queries_is_seeded() -> None:
@@ -159,6 +163,7 @@ def test_choose_queries_is_seeded() -> None:
     assert first.tolist() == choose_queries(codes, 4, seed=3).tolist()
     assert len(first) == 4 and np.all(np.diff(first) > 0)
     assert choose_queries(codes, 50, seed=0).tolist() == list(range(1, 12))  # 0 has no hard partner
+    assert choose_queries(codes, None, seed=0).tolist() == list(range(1, 12))  # None: every eligible photo
     with pytest.raises(ValueError, match="queries per scene must be >= 1, got 0"):
         choose_queries(codes, 0, seed=0)
 
@@ -254,3 +259,24 @@ def test_sets_from_the_shared_photos(imc_root: Path, tmp_path: Path) -> None:
         check=False,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_leave_one_out_sets_from_the_shared_photos(imc_root: Path, tmp_path: Path) -> None:
+    summaries = build_imc_sets(imc_root, tmp_path, queries_per_scene=None, seed=0, leave_one_out=True)
+    assert [s.queries for s in summaries] == [348, 233, 82]  # every photo with an easy and a hard partner
+    for summary in summaries:
+        db_ids, query_ids, truths = read_gnd(gnd_path(tmp_path, summary.name))
+        assert summary.database == len(db_ids) == 676 and set(query_ids) <= set(db_ids)
+        for truth in truths:
+            assert truth.query_id in truth.junk  # never counted for or against its own query
+            assert truth.query_id not in truth.easy + truth.hard
+            assert truth.easy and truth.hard
+    # the query ranked first on its own photo (as a real search does) costs nothing: oracle = 100
+    db_ids, _, truths = read_gnd(gnd_path(tmp_path, summaries[2].name))
+    gnd = gnd_indices(truths, db_ids)
+    columns = []
+    for truth, g in zip(truths, gnd, strict=True):
+        first = [db_ids.index(truth.query_id), *g["easy"], *g["hard"]]
+        columns.append(first + sorted(set(range(len(db_ids))) - set(first)))
+    metrics = revisitop_metrics(np.array(columns, dtype=np.int64).T, gnd, [1, 5, 10])
+    assert metrics["medium"]["mAP"] == pytest.approx(100.0) and metrics["hard"]["mAP"] == pytest.approx(100.0)
