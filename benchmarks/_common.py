@@ -57,21 +57,24 @@ def cached_world(cfg: Any, work: Path) -> Path:
 
 
 def golden_sets(
-    cfg: Any, imc: Path, work: Path, *, leave_one_out: bool, queries: int | None = None
+    cfg: Any, imc: Path, work: Path, queries: int | None = None
 ) -> tuple[list[tuple[Path, str]], str]:
-    """The IMC sets a real-photo benchmark scores on, as (root, name), and the suffix of its result files.
+    """The IMC sets a real-photo benchmark scores on, as (root, name), and a few words on their queries.
 
-    Default: the gate's protocol, ``queries`` (default ``promote.golden_queries``) queries drawn per scene and
-    left out of the database, sets under ``work/sets``, suffix "". ``leave_one_out``: every eligible photo is
-    a query and stays in the database, junk to itself (663 queries on the shared photos instead of 60), sets
-    under ``work/sets_loo``, suffix "_loo".
+    By default the gate's protocol, ``promote.golden_queries``: "all" = every eligible photo a query, kept in the
+    database and junk to itself (leave-one-out, sets under ``work/sets_loo``); ``queries`` (or a number there) =
+    that many drawn photos per scene, left out of the database (sets under ``work/sets``).
     """
     from landmark.data.imc_benchmark import build_imc_sets
 
-    root = work / ("sets_loo" if leave_one_out else "sets")
-    count = None if leave_one_out else (queries or cfg.promote.golden_queries)
-    summaries = build_imc_sets(imc, root, queries_per_scene=count, seed=cfg.seed, leave_one_out=leave_one_out)
-    return [(root, s.name) for s in summaries], "_loo" if leave_one_out else ""
+    count = queries if queries is not None else cfg.promote.golden_queries
+    every = count == "all"
+    root = work / ("sets_loo" if every else "sets")
+    summaries = build_imc_sets(
+        imc, root, queries_per_scene=None if every else int(count), seed=cfg.seed, leave_one_out=every
+    )
+    label = "every eligible photo a query, leave-one-out" if every else f"{count} drawn queries per scene"
+    return [(root, s.name) for s in summaries], label
 
 
 def eval_dir(work: Path, root: Path, name: str) -> Path:

@@ -16,7 +16,7 @@ ensemble re-chosen per run, below):
 - ``no-whitening+distill-real``: both (the default since: ``neck_whiten: auto`` + the two folders).
 
 Columns: plain-kNN medium/hard mAP on the synthetic test split and on every IMC golden set (``landmark
-imc-benchmark`` protocol, ``promote.golden_queries`` queries per scene), the held-out scene's difference from the
+imc-benchmark`` protocol with the gate's queries, ``promote.golden_queries``), the held-out scene's difference from the
 pretrained backbone as a paired bootstrap interval over queries, training seconds.
 
 ``wise_alpha`` chosen per run: from each run's plain fine-tuned weights, alphas 1, 0.75, 0.5 are scored on
@@ -214,16 +214,14 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--alphas", default=",".join(map(str, ALPHAS)))
     parser.add_argument(
-        "--leave-one-out",
-        action="store_true",
-        help="every eligible photo a query, kept in the database (writes global_quality_loo.*)",
+        "--queries", type=int, default=None, help="drawn queries per scene (default: promote.golden_queries)"
     )
     args = parser.parse_args()
     cfg = load_config(args.params, [*args.overrides, "extract.scales=[1.0]"])
     work: Path = args.work
     world = cached_world(cfg, work)
     imc = REPO / cfg.paths.imc
-    sets, suffix = golden_sets(cfg, imc, work, leave_one_out=args.leave_one_out)
+    sets, protocol = golden_sets(cfg, imc, work, args.queries)
     names = [n for _, n in sets]
     held = f"imc_{args.held_out}"
     if held not in names:
@@ -277,14 +275,14 @@ def main() -> None:
             flush=True,
         )
     table = markdown(rows, held, names)
-    (RESULTS / f"global_quality{suffix}.md").write_text(
+    (RESULTS / "global_quality.md").write_text(
         f"## Training levers: held-out real scene ({args.held_out}) and the synthetic test split, plain kNN "
         f"mAP (single-scale descriptors)\n\n{table}\n"
     )
     write_result(
-        f"global_quality{suffix}",
+        "global_quality",
         {
-            "protocol": "leave-one-out, every eligible photo a query" if suffix else "the gate's query draw",
+            "protocol": protocol,
             "what": "training levers that keep real-photo quality (held-out IMC scene) while gaining on synthetic",
             "held_out": held,
             "selection_sets": selection,

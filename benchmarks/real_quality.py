@@ -159,30 +159,21 @@ def main() -> None:
     parser.add_argument(
         "--queries", type=int, default=None, help="queries per scene (default: promote.golden_queries)"
     )
-    parser.add_argument(
-        "--leave-one-out",
-        action="store_true",
-        help="every eligible photo a query, kept in the database (writes real_quality_loo.*)",
-    )
     args = parser.parse_args()
     cfg = load_config(args.params, args.overrides)
     imc = args.imc or (REPO / cfg.paths.imc)
-    sets, suffix = golden_sets(cfg, imc, args.work, leave_one_out=args.leave_one_out, queries=args.queries)
-    queries = (
-        "every eligible photo as a query (leave-one-out)"
-        if suffix
-        else f"{args.queries or cfg.promote.golden_queries} queries per scene"
-    )
+    sets, protocol = golden_sets(cfg, imc, args.work, args.queries)
     results = {row.name: run_row(cfg, row, sets, args.work) for row in rows(args.model)}
     reference = "default pipeline (trained)" if args.model is not None else "default pipeline (pretrained)"
     versus = comparisons(results, reference, cfg.seed)
     table = markdown(results, versus, [name for _, name in sets])
-    (RESULTS / f"real_quality{suffix}.md").write_text(
-        f"## Real photos: IMC golden sets ({queries}), medium / hard mAP\n\n{table}\n"
+    (RESULTS / "real_quality.md").write_text(
+        f"## Real photos: IMC golden sets ({protocol}), medium / hard mAP\n\n{table}\n"
     )
     write_result(
-        f"real_quality{suffix}",
+        "real_quality",
         {
+            "protocol": protocol,
             "what": "default pipeline vs peers on the IMC held-out-scene sets (landmark imc-benchmark)",
             "reference": reference,
             "rerank_default": json.loads(json.dumps(dataclasses.asdict(cfg.rerank))),

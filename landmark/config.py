@@ -519,14 +519,19 @@ class PromoteConfig:
     keep_versions: int = 5  # complete versions kept (production + rollback history + newest); 0 = keep all
     golden: tuple[str, ...] = ("imc",)  # real-photo benchmarks: "imc" (built from paths.imc) or DIR/NAME sets
     golden_tolerance: float = 1.0  # points of medium or hard mAP a candidate may lose on any golden set
-    golden_queries: int = 20  # queries per held-out scene of the "imc" sets
+    # queries per held-out scene of the "imc" sets: "all" = every eligible photo, kept in the database and junk
+    # to itself (leave-one-out: 663 queries on the shared photos); N = N drawn photos left out of the database
+    golden_queries: int | Literal["all"] = "all"
 
     def __post_init__(self) -> None:
         _require(
             0.0 <= self.golden_tolerance <= 100.0,
             f"golden_tolerance must be in [0, 100], got {self.golden_tolerance}",
         )
-        _require(self.golden_queries >= 1, f"golden_queries must be >= 1, got {self.golden_queries}")
+        _require(
+            self.golden_queries == "all" or self.golden_queries >= 1,
+            f"golden_queries must be 'all' or >= 1, got {self.golden_queries}",
+        )
         _require(len(set(self.golden)) == len(self.golden), f"golden has duplicates: {list(self.golden)}")
         _require(
             bool(self.prefix)

@@ -19,7 +19,8 @@ import numpy as np
 from landmark.config import Config, RerankConfig
 from landmark.data.atomic import write_json
 from landmark.data.groundtruth import QueryTruth
-from landmark.data.revisitop import gnd_path, read_gnd
+from landmark.data.images import bbox_pixels, read_image_size
+from landmark.data.revisitop import gnd_path, image_uri, read_gnd
 from landmark.features.global_extract import extract_dataset
 from landmark.features.store import load_features
 from landmark.retrieval.metrics import gnd_indices, revisitop_metrics
@@ -155,8 +156,14 @@ def benchmark_descriptors(
     progress: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(database (n_database, d), queries (n_queries, d)) descriptors in the gnd's order, extracted into
-    ``db_features/index`` and ``query_features/test`` unless already there."""
-    for split, store_root in (("index", db_features), ("test", query_features)):
+    ``db_features/index`` and ``query_features/test`` unless already there. When every query is a database photo
+    described whole (:func:`whole_image_queries`, e.g. a leave-one-out set), its database descriptor is its query
+    descriptor and nothing is extracted for the queries."""
+    same = whole_image_queries(benchmark)
+    splits = (
+        (("index", db_features),) if same is not None else (("index", db_features), ("test", query_features))
+    )
+    for split, store_root in splits:
         extract_dataset(
             cfg,
             benchmark.dataset_dir,
@@ -167,8 +174,24 @@ def benchmark_descriptors(
             progress=progress,
         )
     _, db = load_features(db_features / "index", benchmark.db_names)
+    if same is not None:
+        return db, db[same]
     _, queries = load_features(query_features / "test", benchmark.query_names)
     return db, queries
+
+
+def whole_image_queries(benchmark: RevisitopBenchmark) -> np.ndarray | None:
+    """Database positions of the queries when every query is a database photo whose bbx (if any) covers the
+    whole image, so the crop is the photo itself; None otherwise (then the queries are extracted)."""
+    position = {name: i for i, name in enumerate(benchmark.db_names)}
+    for truth in benchmark.truths:
+        if truth.query_id not in position:
+            return None
+        if truth.bbox is not None:
+            width, height = read_image_size(benchmark.dataset_dir / image_uri(truth.query_id))
+            if bbox_pixels(truth.bbox, width, height) != (0, 0, width, height):
+                return None
+    return np.array([position[t.query_id] for t in benchmark.truths], dtype=np.int64)
 
 
 def _rerank_record(

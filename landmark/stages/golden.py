@@ -2,11 +2,11 @@
 
 The golden sets are ``promote.golden``: ``imc`` stands for the Revisited-format sets built from the IMC photos at
 ``paths.imc`` with the pose-based protocol (one set per held-out scene, :mod:`landmark.data.imc_benchmark`;
-built once under ``<paths.golden>/sets``), any other entry is a ``DIR/NAME`` Revisited Oxford/Paris-format set.
+built once under ``<paths.golden>/sets``; by default leave-one-out, every eligible photo a query), any other entry is a ``DIR/NAME`` Revisited Oxford/Paris-format set.
 Each set is evaluated with :func:`landmark.retrieval.revisitop_eval.evaluate_revisitop` (global descriptors + the
 configured DBA/alpha-QE; the same code as ``landmark eval-revisitop``), and ``<out>/golden.json`` holds medium and hard mAP
 per set. A model's results are cached under ``<paths.golden>/results/<model key>.json`` (the key hashes its
-weights and the settings that change the numbers), so production, which is last night's candidate, is not
+weights and the settings that change the numbers; each set's entry also records its ground truth's hash), so production, which is last night's candidate, is not
 evaluated twice. A missing IMC directory is a note, not an error: the gate then has no golden set to check.
 """
 
@@ -58,7 +58,14 @@ def imc_sets(cfg: Config) -> tuple[list[tuple[Path, str]], str]:
     record = root / SETS_RECORD
     built = json.loads(record.read_text()) if record.is_file() else {}
     if {k: built.get(k) for k in wanted} != wanted:
-        summaries = build_imc_sets(imc, root, queries_per_scene=cfg.promote.golden_queries, seed=cfg.seed)
+        every = cfg.promote.golden_queries == "all"
+        summaries = build_imc_sets(
+            imc,
+            root,
+            queries_per_scene=None if every else int(cfg.promote.golden_queries),
+            seed=cfg.seed,
+            leave_one_out=every,
+        )
         built = {**wanted, "sets": [s.name for s in summaries]}
         with atomic_path(record) as tmp:
             tmp.write_text(json.dumps(built, indent=2) + "\n")
@@ -81,6 +88,11 @@ def golden_sets(cfg: Config) -> tuple[list[tuple[Path, str]], list[str]]:
         else:
             notes.append(f"golden {spec!r}: no {gnd_path(path.parent, path.name)}: not checked")
     return sets, notes
+
+
+def gnd_digest(root: Path, name: str) -> str:
+    """A short hash of a set's ground-truth file: a cached score counts only for the queries it was scored on."""
+    return hashlib.sha1(gnd_path(root, name).read_bytes(), usedforsecurity=False).hexdigest()[:16]
 
 
 def set_scores(metrics: dict[str, Any]) -> dict[str, float]:
@@ -110,7 +122,9 @@ def golden(cfg: Config, model_dir: Path, out_dir: Path, *, progress: bool = True
     names = [name for _, name in sets]
     cache = Path(cfg.paths.golden) / "results" / f"{key}.json"
     cached = json.loads(cache.read_text()) if cache.is_file() else {}
-    scores: dict[str, dict[str, float]] = {n: cached[n] for n in names if n in cached}
+    digests = {name: gnd_digest(root, name) for root, name in sets}
+    scores = {n: cached[n] for n in names if n in cached and cached[n].get("gnd") == digests[n]}
+    fresh = sorted(scores)
     for root, name in sets:
         if name in scores:
             continue
@@ -123,13 +137,13 @@ def golden(cfg: Config, model_dir: Path, out_dir: Path, *, progress: bool = True
             features_cache=Path(cfg.paths.golden) / "features" / key,
             progress=progress,
         )
-        scores[name] = set_scores(metrics)
+        scores[name] = {**set_scores(metrics), "gnd": digests[name]}
         write_json(cache, {**cached, **scores})
     result = {
         "model_key": key,
-        "sets": scores,
+        "sets": {n: {k: v for k, v in scores[n].items() if k != "gnd"} for n in names},
         "notes": notes,
-        "cached": sorted(n for n in names if n in cached),
+        "cached": fresh,
     }
     write_json(Path(out_dir) / GOLDEN_FILE, result)
     return result

@@ -19,10 +19,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from landmark.cli import app
+from landmark.config import load_config
 from landmark.data.groundtruth import QueryTruth
 from landmark.data.imc import read_imc_cameras, write_imc_cameras
 from landmark.data.imc_benchmark import build_imc_sets
 from landmark.data.revisitop import gnd_path, write_gnd
+from landmark.features.global_extract import extract_dataset
+from landmark.features.store import load_features
+from landmark.retrieval.revisitop_eval import read_benchmark, whole_image_queries
 
 FAST = [
     "--set", "extract.image_size=64",
@@ -232,3 +236,29 @@ def test_spatial_reranking_on_imc_set(imc_set: Path, tmp_path: Path) -> None:
     rerun = json.loads((tmp_path / "spatial" / "metrics.json").read_text())
     assert rerun["rerank"]["spatial"]["extracted"] == {"database": 0, "queries": 0}
     assert rerun["revisitop"] == after["revisitop"]  # seeded verification: the same ranking
+
+
+def test_leave_one_out_queries_reuse_database_descriptors(imc_root: Path, tmp_path: Path) -> None:
+    """A leave-one-out set's queries are whole database photos: their database descriptors are used as they are
+    (equal to extracting the whole-image crops) and checked against the independent tool."""
+    mini = mini_imc(imc_root, tmp_path / "imc", ("brandenburg_gate", "sagrada_familia"), per_scene=8)
+    build_imc_sets(mini, tmp_path / "sets", queries_per_scene=None, seed=0, leave_one_out=True)
+    name = "imc_sagrada_familia"
+    common = ["eval-revisitop", "--root", str(tmp_path / "sets"), "--dataset", name, "--rerank", "none"]
+    result = runner.invoke(app, [*FAST, *common, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "out" / "features" / "test").exists()  # no query was extracted
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["n_database"] == 16 and metrics["n_queries"] >= 2
+    check_with_tool(gnd_path(tmp_path / "sets", name), tmp_path / "out")
+    # the same queries extracted as cropped queries: equal descriptors, so equal rankings
+    cfg = load_config(None, [s for s in FAST if s != "--set"])
+    benchmark = read_benchmark(tmp_path / "sets", name)
+    extract_dataset(
+        cfg, benchmark.dataset_dir, tmp_path / "q", splits=("test",), fmt="revisitop", progress=False
+    )
+    _, cropped = load_features(tmp_path / "q" / "test", benchmark.query_names)
+    _, db = load_features(tmp_path / "out" / "features" / "index", benchmark.db_names)
+    positions = whole_image_queries(benchmark)
+    assert positions is not None
+    np.testing.assert_allclose(db[positions], cropped, atol=1e-5)

@@ -85,6 +85,13 @@ def test_a_damaged_candidate_is_rejected_for_losing_on_real_photos(
     # the same model again: every set comes from the cache
     again = golden(cfg, production, tmp_path / "again", progress=False)
     assert again["sets"] == scores["sets"] and again["cached"] == sorted(scores["sets"])
+    # the default protocol (every eligible photo a query, kept in the database) rebuilds the sets, no stale score
+    # is reused, and the queries are not extracted again: they are database photos described whole
+    every = dataclasses.replace(cfg, promote=dataclasses.replace(cfg.promote, golden_queries="all"))
+    loo = golden(every, production, tmp_path / "loo", progress=False)
+    assert loo["cached"] == [] and [s["queries"] for s in loo["sets"].values()] == [348, 233, 82]
+    assert not (tmp_path / "loo" / "imc_sagrada_familia" / "features" / "test").exists()
+    assert all(s["medium"] > 50 for s in loo["sets"].values()), loo
 
 
 def test_a_candidate_as_good_as_production_passes_the_golden_check(
@@ -120,5 +127,8 @@ def test_without_imc_photos_the_gate_notes_it(cfg: Config, tmp_path: Path) -> No
 def test_promote_config_rejects_bad_golden_settings() -> None:
     with pytest.raises(ValueError, match="golden_tolerance"):
         PromoteConfig(golden_tolerance=-1.0)
+    with pytest.raises(ValueError, match="golden_queries must be 'all' or >= 1, got 0"):
+        PromoteConfig(golden_queries=0)
+    assert PromoteConfig().golden_queries == "all"
     with pytest.raises(ValueError, match="golden has duplicates"):
         PromoteConfig(golden=("imc", "imc"))
