@@ -159,7 +159,7 @@ def benchmark_descriptors(
     ``db_features/index`` and ``query_features/test`` unless already there. When every query is a database photo
     described whole (:func:`whole_image_queries`, e.g. a leave-one-out set), its database descriptor is its query
     descriptor and nothing is extracted for the queries."""
-    same = whole_image_queries(benchmark)
+    same = whole_image_queries(benchmark.dataset_dir, benchmark.db_names, benchmark.truths)
     splits = (
         (("index", db_features),) if same is not None else (("index", db_features), ("test", query_features))
     )
@@ -180,18 +180,20 @@ def benchmark_descriptors(
     return db, queries
 
 
-def whole_image_queries(benchmark: RevisitopBenchmark) -> np.ndarray | None:
+def whole_image_queries(
+    dataset_dir: Path, db_names: Sequence[str], truths: Sequence[QueryTruth]
+) -> np.ndarray | None:
     """Database positions of the queries when every query is a database photo whose bbx (if any) covers the
     whole image, so the crop is the photo itself; None otherwise (then the queries are extracted)."""
-    position = {name: i for i, name in enumerate(benchmark.db_names)}
-    for truth in benchmark.truths:
+    position = {name: i for i, name in enumerate(db_names)}
+    for truth in truths:
         if truth.query_id not in position:
             return None
         if truth.bbox is not None:
-            width, height = read_image_size(benchmark.dataset_dir / image_uri(truth.query_id))
+            width, height = read_image_size(Path(dataset_dir) / image_uri(truth.query_id))
             if bbox_pixels(truth.bbox, width, height) != (0, 0, width, height):
                 return None
-    return np.array([position[t.query_id] for t in benchmark.truths], dtype=np.int64)
+    return np.array([position[t.query_id] for t in truths], dtype=np.int64)
 
 
 def _rerank_record(

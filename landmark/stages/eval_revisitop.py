@@ -18,7 +18,12 @@ from landmark.data.groundtruth import QueryTruth
 from landmark.data.revisitop import image_uri
 from landmark.features.local_extract import LocalItem, extract_local_to_store
 from landmark.retrieval.rerank import Verifier
-from landmark.retrieval.revisitop_eval import RevisitopBenchmark, SpatialSetup, evaluate_revisitop
+from landmark.retrieval.revisitop_eval import (
+    RevisitopBenchmark,
+    SpatialSetup,
+    evaluate_revisitop,
+    whole_image_queries,
+)
 
 
 def revisitop_local_verifier(
@@ -33,12 +38,15 @@ def revisitop_local_verifier(
 ) -> tuple[Verifier, dict[str, Any]]:
     """Local features (``cfg.local``) of a Revisited-format benchmark's database images and of its queries cropped
     to their bbx, each extracted into its store unless already there (keyed by image id), and a spatial verifier
-    over them (``cfg.verify``): queries come from ``query_store``, candidates from ``db_store``.
+    over them (``cfg.verify``): queries come from ``query_store``, candidates from ``db_store``. When every query is
+    a database photo described whole (a leave-one-out set), the queries' features are the database's.
 
     Returns:
         The verifier and what was extracted (for metrics.json).
     """
     device = resolve_device(cfg.device)
+    if whole_image_queries(dataset_dir, db_names, truths) is not None:
+        query_store, truths = db_store, ()
     runs = {
         name: extract_local_to_store(
             items, store, cfg.local, device=device, desc=f"local {name}", progress=progress

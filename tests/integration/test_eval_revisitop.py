@@ -259,6 +259,12 @@ def test_leave_one_out_queries_reuse_database_descriptors(imc_root: Path, tmp_pa
     )
     _, cropped = load_features(tmp_path / "q" / "test", benchmark.query_names)
     _, db = load_features(tmp_path / "out" / "features" / "index", benchmark.db_names)
-    positions = whole_image_queries(benchmark)
+    positions = whole_image_queries(benchmark.dataset_dir, benchmark.db_names, benchmark.truths)
     assert positions is not None
     np.testing.assert_allclose(db[positions], cropped, atol=1e-5)
+    # spatial verification: the queries' local features are the database photos' too
+    spatial = runner.invoke(app, [*SPATIAL_FAST, *common, "--out", str(tmp_path / "spatial"), "--spatial"])
+    assert spatial.exit_code == 0, spatial.output
+    report = json.loads((tmp_path / "spatial" / "metrics.json").read_text())["rerank"]["spatial"]
+    assert report["extracted"] == {"database": 16, "queries": 0}
+    check_with_tool(gnd_path(tmp_path / "sets", name), tmp_path / "spatial")
