@@ -13,7 +13,9 @@ ensemble re-chosen per run, below):
 - ``distill-batch``: ``train.distill_weight=1`` (cosine to the step-0 model on the synthetic batch);
 - ``backbone-lr-0.1``: ``train.backbone_lr_multiplier=0.1``;
 - ``distill-real``: ``train.distill_real`` = the IMC photos of the *other* scenes (never the held-out one);
-- ``no-whitening+distill-real``: both (the default since: ``neck_whiten: auto`` + the two folders).
+- ``no-whitening+distill-real``: both (the default since: ``neck_whiten: auto`` + the two folders);
+- ``distill-x30``: ``train.distill_real_weight=30`` (at weight 1 the relational loss, ~0.04, is invisible beside
+  ArcFace's 4-12; at 30 it is about half of the total).
 
 Columns: plain-kNN medium/hard mAP on the synthetic test split and on every IMC golden set (``landmark
 imc-benchmark`` protocol with the gate's queries, ``promote.golden_queries``), the held-out scene's difference from the
@@ -92,6 +94,7 @@ def variant_config(cfg: Config, name: str, real_folders: tuple[str, ...]) -> Con
             "distill-batch": {"distill_weight": 1.0},
             "backbone-lr-0.1": {"backbone_lr_multiplier": 0.1},
             "distill-real": {"distill_real": real_folders},
+            "distill-x30": {"distill_real_weight": 30.0},
         }[part]
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
 

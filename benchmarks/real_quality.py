@@ -112,23 +112,45 @@ def run_row(cfg: Config, row: Row, sets: Sequence[tuple[Path, str]], work: Path)
             **{p: round(float(metrics["revisitop"][p]["mAP"]), 2) for p in PROTOCOLS},
             "ms_per_query": round(1000 * seconds / max(1, metrics["n_queries"]), 2),
         }
+        by_set = {p: per_query_ap(ranks, truths, db_names, p).tolist() for p in PROTOCOLS}
+        result["sets"][name]["per_query"] = by_set
         for p in PROTOCOLS:
-            result["per_query"][p] += per_query_ap(ranks, truths, db_names, p).tolist()
+            result["per_query"][p] += by_set[p]
     for p in PROTOCOLS:
         result[p] = round(float(np.mean(result["per_query"][p])), 2)
     return result
 
 
+def strip_per_query(row: dict[str, Any]) -> dict[str, Any]:
+    """A row for the JSON: the scores without the per-query lists."""
+    sets = {s: {k: v for k, v in scores.items() if k != "per_query"} for s, scores in row["sets"].items()}
+    return {**{k: v for k, v in row.items() if k != "per_query"}, "sets": sets}
+
+
+def difference(mine: dict[str, list[float]], theirs: dict[str, list[float]], seed: int) -> dict[str, Any]:
+    """Per protocol: the paired bootstrap of ``mine - theirs`` over the same queries."""
+    return {p: paired_bootstrap(np.array(mine[p]), np.array(theirs[p]), seed=seed) for p in PROTOCOLS}
+
+
 def comparisons(results: dict[str, dict[str, Any]], reference: str, seed: int) -> dict[str, Any]:
-    """``reference`` minus every other row, per protocol, paired over all queries."""
-    mine = results[reference]["per_query"]
+    """``reference`` minus every other row, per protocol, paired over all queries and over each set's."""
+    mine = results[reference]
     return {
         name: {
-            p: paired_bootstrap(np.array(mine[p]), np.array(r["per_query"][p]), seed=seed) for p in PROTOCOLS
+            **difference(mine["per_query"], r["per_query"], seed),
+            "sets": {
+                s: difference(v["per_query"], r["sets"][s]["per_query"], seed)
+                for s, v in mine["sets"].items()
+            },
         }
         for name, r in results.items()
         if name != reference
     }
+
+
+def interval(d: dict[str, Any]) -> str:
+    """ "+m [lo, hi]; +m [lo, hi]" for medium and hard."""
+    return "; ".join(f"{d[p]['mean']:+.1f} [{d[p]['low']:+.1f}, {d[p]['high']:+.1f}]" for p in PROTOCOLS)
 
 
 def markdown(results: dict[str, dict[str, Any]], versus: dict[str, Any], set_names: Sequence[str]) -> str:
@@ -138,17 +160,16 @@ def markdown(results: dict[str, dict[str, Any]], versus: dict[str, Any], set_nam
     for name, r in results.items():
         cells = [f"{r['sets'][s]['medium']:.1f} / {r['sets'][s]['hard']:.1f}" for s in set_names]
         ms = np.mean([r["sets"][s]["ms_per_query"] for s in set_names])
-        d = versus.get(name)
-        delta = (
-            "; ".join(f"{d[p]['mean']:+.1f} [{d[p]['low']:+.1f}, {d[p]['high']:+.1f}]" for p in PROTOCOLS)
-            if d
-            else "(reference)"
-        )
+        delta = interval(versus[name]) if name in versus else "(reference)"
         lines.append(
             f"| {name} | "
             + " | ".join(cells)
             + f" | {r['medium']:.1f} / {r['hard']:.1f} | {ms:.1f} | {delta} |"
         )
+    lines += ["", "Per set, default - row (medium; hard), paired over the set's queries:", ""]
+    lines += ["| row | " + " | ".join(set_names) + " |", "|---|" + "---|" * len(set_names)]
+    for name, d in versus.items():
+        lines.append(f"| {name} | " + " | ".join(interval(d["sets"][s]) for s in set_names) + " |")
     return "\n".join(lines)
 
 
@@ -179,7 +200,7 @@ def main() -> None:
             "rerank_default": json.loads(json.dumps(dataclasses.asdict(cfg.rerank))),
             "extract": {"image_size": cfg.extract.image_size, "scales": list(cfg.extract.scales)},
             "model": str(args.model) if args.model else None,
-            "rows": {k: {kk: vv for kk, vv in v.items() if kk != "per_query"} for k, v in results.items()},
+            "rows": {k: strip_per_query(v) for k, v in results.items()},
             "default_minus_row": versus,
             "table": table,
         },
