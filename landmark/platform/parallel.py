@@ -158,6 +158,30 @@ def _local_map(
 
 
 @contextmanager
+def submitter(config: ParallelConfig | None, workers: int) -> Iterator[Callable[[Callable[[T], R], T], R]]:
+    """A call-and-wait function for streaming work, ``run(fn, item) -> fn(item)``, on the configured backend.
+
+    For work whose items arrive one by one (e.g. downloads finishing in threads) where :func:`parallel_map`, which
+    takes all items first, would make every item wait for the slowest arrival. Thread-safe: many threads may wait
+    on it at once. ``config`` None or backend ``local``: in the calling thread with ``workers`` <= 1, else in a
+    pool of ``workers`` spawned processes (spawned: the caller's threads may hold locks a fork would copy);
+    ``dask``: one task per call on the cluster (``config.address``, or a LocalCluster of ``config.workers``).
+    """
+    backend = config.backend if config is not None else "local"
+    _check(workers, backend)
+    if config is not None and backend == "dask":
+        with dask_client(config.address or None, config.workers) as client:
+            yield lambda fn, item: client.submit(fn, item, pure=False).result()
+    elif in_process(workers, 2):
+        yield lambda fn, item: fn(item)
+    else:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
+            yield lambda fn, item: pool.submit(fn, item).result()
+
+
+@contextmanager
 def dask_client(address: str | None, workers: int) -> Iterator[Client]:
     """A client of the scheduler at ``address``, or of a LocalCluster of ``workers`` single-threaded worker
     processes on 127.0.0.1 (no dashboard) that is closed on exit."""
