@@ -19,6 +19,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import Run, flatten, publish_markdown, publish_table
+from landmark.features.local_extract import LocalChunk, LocalChunkResult, extract_local_chunk
 from landmark.stages.extract import (
     GlobalChunk,
     GlobalChunkResult,
@@ -26,6 +27,7 @@ from landmark.stages.extract import (
     finish_split,
     plan_extract,
 )
+from landmark.stages.local import LocalSummary, finish_local, plan_local
 
 
 def _stage_task(name: str, retries: int = 0) -> Any:
@@ -101,13 +103,46 @@ def local_features(run: Run, data_dir: Path, out_dir: Path) -> dict[str, Any]:
     summaries = {
         split: local(run.cfg, data_dir, out_dir, split=split, progress=False) for split in LOCAL_SPLITS
     }
-    return {
-        split: {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(summary).items()}
-        for split, summary in summaries.items()
-    }
+    return {split: _summary_dict(summary) for split, summary in summaries.items()}
 
 
 LOCAL_SPLITS = ("train", "index", "test")
+
+
+@task(
+    name="local-shard",
+    task_run_name="local-{chunk.store_name}-shard-{chunk.number:05d}",
+    retries=2,
+    retry_delay_seconds=5,
+    cache_policy=NO_CACHE,
+)
+def local_shard(chunk: LocalChunk) -> LocalChunkResult:
+    """One chunk of the local stage (one local-store shard), on whatever worker the task runner picks: a failed
+    or lost attempt is retried by Prefect and shows as such on this task run."""
+    return extract_local_chunk(chunk)
+
+
+def local_features_per_shard(
+    run: Run, data_dir: Path, out_dir: Path, splits: Sequence[str] = LOCAL_SPLITS
+) -> dict[str, dict[str, Any]]:
+    """The local stage with one Prefect task per shard (``flows.dask_address`` set: the Dask task runner spreads
+    them over the cluster). Same store as :func:`local_features`: the stage's own plan, chunk function and
+    bookkeeping."""
+    out: dict[str, dict[str, Any]] = {}
+    for split in splits:
+        plan = plan_local(run.cfg, data_dir, out_dir, split=split)
+        chunks = list(plan.work.chunks)
+        summary = finish_local(run.cfg, plan, local_shard.map(chunks).result() if chunks else [])
+        get_run_logger().info(
+            "local %s: %d shards, %d images extracted, %d skipped",
+            split, len(chunks), summary.extracted, len(summary.bad_images),
+        )  # fmt: skip
+        out[split] = _summary_dict(summary)
+    return out
+
+
+def _summary_dict(summary: LocalSummary) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(summary).items()}
 
 
 @_stage_task("index")
