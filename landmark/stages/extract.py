@@ -271,8 +271,8 @@ def extract(
         split -> number of images newly extracted, with the skipped images in ``bad_images``.
 
     Raises:
-        TooManyBadImagesError: a split with more than ``extract.max_bad_share`` undecodable images (the splits
-            before it and its good images are stored).
+        TooManyBadImagesError: a split with more than ``extract.max_bad_share`` undecodable images (every
+            split's good images are stored, and the records of the splits up to it).
     """
     plans = plan_extract(cfg, data_dir, out_dir, splits=splits, fmt=fmt, model_dir=model_dir)
     # CUDA does not survive a fork: on the GPU the chunks run one after the other in this process
@@ -281,13 +281,15 @@ def extract(
     # for the whole stage, not one per split; work that fits in one chunk runs in this process
     chunks = [chunk for plan in plans for chunk in plan.chunks]
     results = iter(
-        map_chunks(
-            extract_global_chunk, chunks, cfg.parallel, workers=workers, desc="extract", progress=progress,
-            sizes=[len(c.items) for c in chunks],
+        list(
+            map_chunks(
+                extract_global_chunk, chunks, cfg.parallel, workers=workers, desc="extract", progress=progress,
+                sizes=[len(c.items) for c in chunks],
+            )
         )
     )  # fmt: skip
     summary = ExtractSummary()
-    for plan in plans:
+    for plan in plans:  # every split's shards are written before a split's bad share can stop the stage
         done = [next(results) for _ in plan.chunks]
         summary[plan.split], summary.bad_images[plan.split] = finish_split(cfg, plan, done)
     return summary
