@@ -34,6 +34,18 @@ def _stage_task(name: str, retries: int = 0) -> Any:
     return task(name=name, retries=retries, retry_delay_seconds=5, cache_policy=NO_CACHE)
 
 
+def _shard_task(stage: str) -> Any:
+    """A task of one chunk (one store shard) of ``stage``, its run named ``<stage>-<split>-shard-NNNNN``: run on
+    whatever worker the task runner picks, a failed or lost attempt is retried and shows on its task run."""
+    return task(
+        name=f"{stage}-shard",
+        task_run_name=stage + "-{chunk.store_name}-shard-{chunk.number:05d}",
+        retries=2,
+        retry_delay_seconds=5,
+        cache_policy=NO_CACHE,
+    )
+
+
 @_stage_task("fetch-production", retries=2)
 def fetch_production(run: Run) -> dict[str, Any] | None:
     """Download the production model (and its index) from the registry, or None when nothing is in production.
@@ -63,16 +75,9 @@ def extract_features(
     return extract(run.cfg, data_dir, out_dir, splits=splits, model_dir=model_dir, progress=False)
 
 
-@task(
-    name="extract-shard",
-    task_run_name="extract-{chunk.store_name}-shard-{chunk.number:05d}",
-    retries=2,
-    retry_delay_seconds=5,
-    cache_policy=NO_CACHE,
-)
+@_shard_task("extract")
 def extract_shard(chunk: GlobalChunk) -> GlobalChunkResult:
-    """One chunk of the extract stage (one store shard), on whatever worker the task runner picks: a failed or
-    lost attempt is retried by Prefect and shows as such on this task run."""
+    """One chunk of the extract stage (one store shard)."""
     return extract_global_chunk(chunk)
 
 
@@ -109,16 +114,9 @@ def local_features(run: Run, data_dir: Path, out_dir: Path) -> dict[str, Any]:
 LOCAL_SPLITS = ("train", "index", "test")
 
 
-@task(
-    name="local-shard",
-    task_run_name="local-{chunk.store_name}-shard-{chunk.number:05d}",
-    retries=2,
-    retry_delay_seconds=5,
-    cache_policy=NO_CACHE,
-)
+@_shard_task("local")
 def local_shard(chunk: LocalChunk) -> LocalChunkResult:
-    """One chunk of the local stage (one local-store shard), on whatever worker the task runner picks: a failed
-    or lost attempt is retried by Prefect and shows as such on this task run."""
+    """One chunk of the local stage (one local-store shard)."""
     return extract_local_chunk(chunk)
 
 

@@ -766,9 +766,11 @@ class FlowsConfig:
 class ParallelConfig:
     """Where per-image work runs (``landmark/platform/parallel.py``): local processes or a Dask cluster, in chunks.
 
-    Every per-image stage (synth, extract, local, drift statistics, ingestion's decode checks, cleaning's
-    verification) cuts its work into chunks of ``chunk_images`` items; a chunk is one task (one Dask task, one
-    Prefect task per shard in the flows) and writes its own store shard, so a lost worker costs one chunk.
+    Every per-image stage (synth, extract, local, drift statistics, cleaning's verification) cuts its work into
+    chunks of ``chunk_images`` items; a chunk is one task (one Dask task, one Prefect task per shard in the flows)
+    and writes its own store shard, so a lost worker costs one chunk. Ingestion's decode checks run on the same
+    backend one image at a time, as downloads finish. On the local backend a stage with one worker, or whose
+    work fits in one chunk, runs in the calling process.
     """
 
     backend: Literal["local", "dask"] = "local"  # local: each stage's own ``workers`` processes
