@@ -28,7 +28,6 @@ from landmark.features.local_store import (
     write_local_shard,
 )
 from landmark.platform.parallel import chunked, map_chunks
-from landmark.platform.threads import torch_threads
 
 BBox = tuple[float, float, float, float]
 
@@ -199,9 +198,8 @@ def extract_local_chunk(chunk: LocalChunk) -> LocalChunkResult:
     keys: list[str] = []
     feats: list[LocalFeatures] = []
     bad: list[tuple[str, ImageDecodeError]] = []
-    with torch_threads():  # DELF's convolutions: the same features in this process, a pool or on Dask
-        described = [extract_image_or_error(task) for task in chunk.tasks]
-    for key, result in described:
+    for task in chunk.tasks:
+        key, result = extract_image_or_error(task)
         if isinstance(result, ImageDecodeError):
             bad.append((key, result))
         else:
