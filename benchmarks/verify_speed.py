@@ -121,6 +121,16 @@ def median_sampson(
 ROUNDS = 5
 
 
+def bytes_per_image(features: Sequence[LocalFeatures]) -> tuple[float, float]:
+    """Bytes per image in a local store (float16 descriptors, int16 locations) and as plain float32."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with LocalFeatureWriter(tmp, dim=128) as writer:
+            for k, f in enumerate(features):
+                writer.add(f"img{k}", f)
+        store_bytes = local_bytes_per_image(tmp)
+    return store_bytes, float(np.mean([len(f) * (128 + 2 + 1 + 1) * 4 for f in features]))
+
+
 def interleaved_rates(
     timed: Sequence[tuple[LocalFeatures, LocalFeatures]], config: VerifyConfig, seed: int, rounds: int
 ) -> tuple[float, float]:
@@ -178,12 +188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     features = {p: extractor(images[p]) for p in paths}
     extract_s = time.perf_counter() - start
     feature_pairs = [(features[a], features[b]) for a, b in pairs]
-    with tempfile.TemporaryDirectory() as tmp:
-        with LocalFeatureWriter(tmp, dim=128) as writer:
-            for k, p in enumerate(paths):
-                writer.add(f"img{k}", features[p])
-        store_bytes = local_bytes_per_image(tmp)
-    float32_bytes = float(np.mean([len(f) * (128 + 2 + 1 + 1) * 4 for f in features.values()]))
+    store_bytes, float32_bytes = bytes_per_image([features[p] for p in paths])
 
     config = VerifyConfig()  # one process, like the reference
     verify_pairs(feature_pairs[:2], config)  # warm-up: lazy imports, first OpenCV/torch calls
