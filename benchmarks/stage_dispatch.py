@@ -8,7 +8,8 @@ default synthetic world (1080 images, seed 0), each run in its own fresh Python 
 - ``workers=2``: ``extract.workers = local.workers = 2`` (a pool of 2 spawned processes when there are 2+ chunks);
 - ``workers=1``: every chunk in the calling process (the stage's own process, no pool);
 - ``baseline`` (with ``--baseline-code DIR``): ``workers=2`` on another revision's ``landmark`` package, e.g.
-  ``git archive main landmark | tar -x -C DIR`` (before: one pool per split, a pool even for one worker).
+  ``git archive main landmark params.yaml | tar -x -C DIR`` (before: one pool per split, a pool even for one
+  worker).
 
 Variants are interleaved over ``--rounds`` so that load from other jobs on the machine falls on all of them; the
 load average before each run is recorded.
@@ -34,13 +35,13 @@ from _common import REPO, cached_world, config_parser, write_result
 DEMO = ["device=cpu", "extract.scales=[1.0]", "extract.image_size=320"]
 
 
-def run_stages(world: Path, out: Path, workers: int) -> dict[str, float]:
+def run_stages(world: Path, out: Path, workers: int, params: Path) -> dict[str, float]:
     """Seconds of ``extract`` (every split) and ``local`` (train) into a fresh ``out``, in this process."""
     from landmark.config import load_config
     from landmark.stages.extract import extract
     from landmark.stages.local import local
 
-    cfg = load_config(REPO / "params.yaml", [*DEMO, f"extract.workers={workers}", f"local.workers={workers}"])
+    cfg = load_config(params, [*DEMO, f"extract.workers={workers}", f"local.workers={workers}"])
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
     extract(cfg, world, out / "features", progress=False)
@@ -50,17 +51,20 @@ def run_stages(world: Path, out: Path, workers: int) -> dict[str, float]:
 
 
 def run_variant(world: Path, out: Path, workers: int, code: Path) -> dict[str, Any]:
-    """One timed run in a fresh interpreter importing ``landmark`` from ``code``."""
+    """One timed run in a fresh interpreter importing ``landmark`` from ``code`` (and its ``params.yaml`` when
+    it has one: another revision may not know this one's keys)."""
     env = {**os.environ, "PYTHONPATH": str(code)}
+    params = code / "params.yaml" if (code / "params.yaml").is_file() else REPO / "params.yaml"
     load = os.getloadavg()
-    args = [sys.executable, __file__, "--one", str(world), str(out), str(workers)]
+    args = [sys.executable, __file__, "--one", str(world), str(out), str(workers), str(params)]
     result = subprocess.run(args, env=env, capture_output=True, text=True, check=True, cwd=REPO)
     return {**json.loads(result.stdout.strip().splitlines()[-1]), "load_before": [round(x, 2) for x in load]}
 
 
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--one":
-        print(json.dumps(run_stages(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))))
+    if len(sys.argv) == 6 and sys.argv[1] == "--one":
+        world, out, workers, params = sys.argv[2:]
+        print(json.dumps(run_stages(Path(world), Path(out), int(workers), Path(params))))
         return
     parser = config_parser(__doc__, REPO / "build" / "bench" / "stage_dispatch")
     parser.add_argument("--rounds", type=int, default=2)
@@ -68,6 +72,7 @@ def main() -> None:
         "--baseline-code", type=Path, default=None, help="directory holding another landmark/"
     )
     args = parser.parse_args()
+    load_at_start = os.getloadavg()
     from landmark.config import load_config
 
     world = cached_world(load_config(args.params, args.overrides), args.work)
@@ -89,7 +94,7 @@ def main() -> None:
             "settings": DEMO,
             "median_seconds": summary,
             "runs": runs,
-            "load_average_at_end": os.getloadavg(),
+            "load_average_at_run_start": load_at_start,  # machine.load_average_at_start is taken at the end
             "note": "2 shared cores: other engineers' jobs ran at the same time",
         },
     )
