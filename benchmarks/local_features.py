@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cached_world, config_parser, write_result
 from verify_speed import DEFAULT_ROOT, roc_auc
 
-from landmark.cleaning.verify import sampson_error, verify_pairs_detailed
+from landmark.cleaning.verify import sampson_error, verify_pairs
 from landmark.config import Config, VerifyConfig, load_config
 from landmark.data.images import decode_image
 from landmark.data.imc import fundamental_from_cameras, read_imc_cameras, scene_dirs
@@ -310,7 +310,7 @@ def evaluate_scene(
         keys.append((data.key(int(rng.choice(data.eval_idx))), pool[int(rng.integers(len(pool)))]))
         kinds.append("other")
     kind = np.array(kinds)
-    details = verify_pairs_detailed([(features[a], features[b]) for a, b in keys], verify)
+    details = verify_pairs([(features[a], features[b]) for a, b in keys], verify)
     counts = np.array([d.num_inliers for d in details], np.float64)
     positive = kind == "positive"
     errors = []

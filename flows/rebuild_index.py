@@ -20,6 +20,7 @@ from flows.tasks import (
     fetch_production,
     headline_metrics,
     local_features,
+    local_features_per_shard,
 )
 
 
@@ -39,15 +40,15 @@ def rebuild_index(
     features, index_dir, eval_dir = (
         run.path(p) for p in (run.cfg.paths.features, run.cfg.paths.index, run.cfg.paths.eval)
     )
+    local_dir = run.path(run.cfg.paths.local)  # local features of new index images, for spatial re-ranking
     if run.cfg.flows.dask_address:  # one task per shard, spread over the cluster by the Dask task runner
         extract_features_per_shard(run, data_dir, features, model)
+        local_features_per_shard(run, data_dir, local_dir)
     else:
         extract_features(run, data_dir, features, model)
-    local_features(run, data_dir, run.path(run.cfg.paths.local))  # new index images, for spatial re-ranking
+        local_features(run, data_dir, local_dir)
     meta = build_search_index(run, data_dir, features, index_dir)
-    metrics = evaluate_model(
-        run, data_dir, features, eval_dir, index_dir, "production", run.path(run.cfg.paths.local)
-    )
+    metrics = evaluate_model(run, data_dir, features, eval_dir, index_dir, "production", local_dir)
     if version:
         version_and_push(run, ["index"])
     publish_markdown(

@@ -26,10 +26,24 @@ from landmark.features.global_extract import (
     finish_split,
     plan_extract,
 )
+from landmark.features.local_extract import LocalChunk, LocalChunkResult, extract_local_chunk
+from landmark.stages.local import LocalSummary, finish_local, plan_local
 
 
 def _stage_task(name: str, retries: int = 0) -> Any:
     return task(name=name, retries=retries, retry_delay_seconds=5, cache_policy=NO_CACHE)
+
+
+def _shard_task(stage: str) -> Any:
+    """A task of one chunk (one store shard) of ``stage``, its run named ``<stage>-<split>-shard-NNNNN``: run on
+    whatever worker the task runner picks, a failed or lost attempt is retried and shows on its task run."""
+    return task(
+        name=f"{stage}-shard",
+        task_run_name=stage + "-{chunk.store_name}-shard-{chunk.number:05d}",
+        retries=2,
+        retry_delay_seconds=5,
+        cache_policy=NO_CACHE,
+    )
 
 
 @_stage_task("fetch-production", retries=2)
@@ -61,16 +75,9 @@ def extract_features(
     return extract(run.cfg, data_dir, out_dir, splits=splits, model_dir=model_dir, progress=False)
 
 
-@task(
-    name="extract-shard",
-    task_run_name="extract-{chunk.store_name}-shard-{chunk.number:05d}",
-    retries=2,
-    retry_delay_seconds=5,
-    cache_policy=NO_CACHE,
-)
+@_shard_task("extract")
 def extract_shard(chunk: GlobalChunk) -> GlobalChunkResult:
-    """One chunk of the extract stage (one store shard), on whatever worker the task runner picks: a failed or
-    lost attempt is retried by Prefect and shows as such on this task run."""
+    """One chunk of the extract stage (one store shard)."""
     return extract_global_chunk(chunk)
 
 
@@ -101,13 +108,39 @@ def local_features(run: Run, data_dir: Path, out_dir: Path) -> dict[str, Any]:
     summaries = {
         split: local(run.cfg, data_dir, out_dir, split=split, progress=False) for split in LOCAL_SPLITS
     }
-    return {
-        split: {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(summary).items()}
-        for split, summary in summaries.items()
-    }
+    return {split: _summary_dict(summary) for split, summary in summaries.items()}
 
 
 LOCAL_SPLITS = ("train", "index", "test")
+
+
+@_shard_task("local")
+def local_shard(chunk: LocalChunk) -> LocalChunkResult:
+    """One chunk of the local stage (one local-store shard)."""
+    return extract_local_chunk(chunk)
+
+
+def local_features_per_shard(
+    run: Run, data_dir: Path, out_dir: Path, splits: Sequence[str] = LOCAL_SPLITS
+) -> dict[str, dict[str, Any]]:
+    """The local stage with one Prefect task per shard (``flows.dask_address`` set: the Dask task runner spreads
+    them over the cluster). Same store as :func:`local_features`: the stage's own plan, chunk function and
+    bookkeeping."""
+    out: dict[str, dict[str, Any]] = {}
+    for split in splits:
+        plan = plan_local(run.cfg, data_dir, out_dir, split=split)
+        chunks = list(plan.work.chunks)
+        summary = finish_local(run.cfg, plan, local_shard.map(chunks).result() if chunks else [])
+        get_run_logger().info(
+            "local %s: %d shards, %d images extracted, %d skipped",
+            split, len(chunks), summary.extracted, len(summary.bad_images),
+        )  # fmt: skip
+        out[split] = _summary_dict(summary)
+    return out
+
+
+def _summary_dict(summary: LocalSummary) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(summary).items()}
 
 
 @_stage_task("index")

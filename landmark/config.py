@@ -429,6 +429,9 @@ class IngestConfig:
     # Where images go: the DVC-tracked ``paths.ingest`` dir, the S3 store, or both.
     store: Literal["local", "s3", "both"] = "local"
     workers: int = 8  # concurrent fetches (I/O bound threads)
+    check_workers: int = (
+        0  # local processes for the decode checks (0 or 1: in the fetch threads; PIL decodes outside the GIL)
+    )
     timeout_s: float = 10.0  # wall-clock deadline of one HTTP attempt, connect to last byte
     min_bytes_per_s: float = 1024.0  # slower downloads are cut (retryable timeout) after 2 s; 0 = off
     retries: int = 3  # extra attempts after a timeout, connection error, 5xx/429 or cut transfer
@@ -447,6 +450,7 @@ class IngestConfig:
 
     def __post_init__(self) -> None:
         _require(self.workers >= 1, "workers must be >= 1")
+        _require(self.check_workers >= 0, f"check_workers must be >= 0, got {self.check_workers}")
         _require(self.timeout_s > 0, "timeout_s must be > 0")
         _require(self.min_bytes_per_s >= 0, f"min_bytes_per_s must be >= 0, got {self.min_bytes_per_s}")
         _require(self.retries >= 0, "retries must be >= 0")
@@ -767,9 +771,11 @@ class FlowsConfig:
 class ParallelConfig:
     """Where per-image work runs (``landmark/platform/parallel.py``): local processes or a Dask cluster, in chunks.
 
-    Every per-image stage (synth, extract, local, drift statistics, ingestion's decode checks, cleaning's
-    verification) cuts its work into chunks of ``chunk_images`` items; a chunk is one task (one Dask task, one
-    Prefect task per shard in the flows) and writes its own store shard, so a lost worker costs one chunk.
+    Every per-image stage (synth, extract, local, drift statistics, cleaning's verification) cuts its work into
+    chunks of ``chunk_images`` items; a chunk is one task (one Dask task, one Prefect task per shard in the flows)
+    and writes its own store shard, so a lost worker costs one chunk. Ingestion's decode checks run on the same
+    backend one image at a time, as downloads finish. On the local backend a stage with one worker, or whose
+    work fits in one chunk, runs in the calling process.
     """
 
     backend: Literal["local", "dask"] = "local"  # local: each stage's own ``workers`` processes

@@ -6,9 +6,11 @@ A run (:func:`ingest_batch`) takes the items a source lists and:
    are exact repeats inside the source, so re-ingesting the same CSV adds nothing; except items quarantined
    for a transient reason (``retryable``: a timeout, a cut connection, a 5xx or 429) by fewer than
    ``max_attempts`` runs: those are fetched again;
-2. **fetches, checks and stores** the rest concurrently: download (see :mod:`landmark.data.fetch`), full
-   decode (truncated, corrupt, non-image, decompression-bomb files fail here), SHA-1, then a content-addressed
-   put (see :mod:`landmark.data.imagestore`). Each finished item is appended to the batch journal;
+2. **fetches, checks and stores** the rest concurrently (:func:`process_items`): download in threads (see
+   :mod:`landmark.data.fetch`), SHA-1, full decode (truncated, corrupt, non-image, decompression-bomb files fail
+   here) on the ``parallel`` backend (in the thread, local processes or a Dask cluster:
+   :func:`landmark.platform.parallel.submitter`), then a content-addressed put (see
+   :mod:`landmark.data.imagestore`). Each finished item is appended to the batch journal;
 3. **commits**: the outcomes, in source order, become manifest rows with the batch id and status. A second
    row for an id already in the manifest or earlier in the batch is skipped when its bytes are identical,
    quarantined as ``duplicate_id`` when they differ; a new id whose bytes are already stored under another id
@@ -46,7 +48,7 @@ from typing import Any, TypeVar
 import pandas as pd
 from tqdm.auto import tqdm
 
-from landmark.errors import InputError
+from landmark.config import ParallelConfig
 from landmark.data.atomic import atomic_path
 from landmark.data.fetch import Fetcher, FetchError
 from landmark.data.images import ImageDecodeError, decode_image
@@ -64,6 +66,8 @@ from landmark.data.manifest import (
     write_manifest,
 )
 from landmark.data.sources import SourceItem
+from landmark.errors import InputError
+from landmark.platform.parallel import submitter
 
 logger = logging.getLogger(__name__)
 
@@ -383,13 +387,17 @@ def inspect_image(data: bytes, *, max_pixels: int, name: str) -> tuple[int, int]
     return int(pixels.shape[1]), int(pixels.shape[0])
 
 
-def process_item(
-    position: int, item: SourceItem, fetcher: Fetcher, store: ImageStore, *, max_pixels: int, clock: Clock
-) -> ItemOutcome:
-    """Fetch, decode-check, hash and store one item.
+@dataclass(frozen=True)
+class FetchedItem:
+    """An item whose bytes arrived, before its decode check: its outcome so far, the bytes and their SHA-1."""
 
-    Item faults become an outcome with a quarantine reason; store faults (StorageError) propagate.
-    """
+    base: ItemOutcome
+    data: bytes
+    sha1: str
+
+
+def fetch_item(position: int, item: SourceItem, fetcher: Fetcher, *, clock: Clock) -> ItemOutcome | FetchedItem:
+    """Fetch one item: its bytes, or its final outcome when the source row is bad or the fetch fails."""
     base = ItemOutcome(position=position, image_id=item.image_id, url=item.url, landmark_id=item.landmark_id)
     if item.reason:
         return dataclasses.replace(base, reason=item.reason, ingested_at=clock().isoformat())
@@ -402,17 +410,71 @@ def process_item(
             retryable=exc.retryable,
             ingested_at=clock().isoformat(),
         )
-    sha1 = hashlib.sha1(data, usedforsecurity=False).hexdigest()
+    return FetchedItem(base, data, hashlib.sha1(data, usedforsecurity=False).hexdigest())
+
+
+def check_image(task: tuple[bytes, int, str]) -> tuple[int, int] | ImageDecodeError:
+    """The decode check of one image's ``(bytes, max_pixels, name)``: (width, height), or the error (returned,
+    not raised: a module-level function whose result travels back from a worker process or a Dask worker)."""
+    data, max_pixels, name = task
     try:
-        width, height = inspect_image(data, max_pixels=max_pixels, name=item.url)
+        return inspect_image(data, max_pixels=max_pixels, name=name)
     except ImageDecodeError as exc:
-        return dataclasses.replace(
-            base, reason=format_reason(exc.reason, exc.detail), sha1=sha1, ingested_at=clock().isoformat()
-        )
-    uri = store.put(content_key(sha1, sniff_extension(data)), data)
+        return exc
+
+
+def store_item(
+    fetched: FetchedItem, checked: tuple[int, int] | ImageDecodeError, store: ImageStore, *, clock: Clock
+) -> ItemOutcome:
+    """The outcome of a checked item: stored under its content key, or quarantined with the decode error.
+
+    Store faults (StorageError) propagate.
+    """
+    base, sha1 = fetched.base, fetched.sha1
+    if isinstance(checked, ImageDecodeError):
+        reason = format_reason(checked.reason, checked.detail)
+        return dataclasses.replace(base, reason=reason, sha1=sha1, ingested_at=clock().isoformat())
+    uri = store.put(content_key(sha1, sniff_extension(fetched.data)), fetched.data)
+    width, height = checked
     return dataclasses.replace(
         base, uri=uri, sha1=sha1, width=width, height=height, ingested_at=clock().isoformat()
     )
+
+
+@dataclass(frozen=True)
+class ItemWork:
+    """How a batch's items are processed: ``workers`` threads fetch, check and store; each thread's decode check
+    runs on the ``parallel`` backend (:func:`landmark.platform.parallel.submitter`: local, ``check_workers``
+    processes, 0 or 1 = in the thread; Dask: a task on the cluster)."""
+
+    fetcher: Fetcher
+    store: ImageStore
+    max_pixels: int
+    clock: Clock
+    workers: int
+    check_workers: int = 0
+    parallel: ParallelConfig | None = None
+
+
+def process_items(
+    jobs: Sequence[tuple[int, SourceItem]], work: ItemWork
+) -> Generator[ItemOutcome, None, None]:
+    """Fetch, decode-check, hash and store items (position, item); yields each outcome as it is known.
+
+    Items stream through: an item is checked and stored as soon as its download ends, never waiting for slower
+    downloads. Item faults become an outcome with a quarantine reason; store faults (StorageError) propagate.
+    Outcomes do not depend on the backend or the number of workers.
+    """
+    with submitter(work.parallel, work.check_workers) as run:
+
+        def one(job: tuple[int, SourceItem]) -> ItemOutcome:
+            fetched = fetch_item(*job, work.fetcher, clock=work.clock)
+            if isinstance(fetched, ItemOutcome):
+                return fetched
+            checked = run(check_image, (fetched.data, work.max_pixels, fetched.base.url))
+            return store_item(fetched, checked, work.store, clock=work.clock)
+
+        yield from run_concurrently(one, jobs, work.workers)
 
 
 def run_concurrently(fn: Callable[[T], R], jobs: Iterable[T], workers: int) -> Generator[R, None, None]:
@@ -525,49 +587,11 @@ def _settle_pending(
     return None, updated
 
 
-def ingest_batch(
-    items: Sequence[SourceItem],
-    fetcher: Fetcher,
-    store: ImageStore,
-    out_dir: str | Path,
-    *,
-    split: str,
-    source: str,
-    workers: int,
-    max_pixels: int,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    on_outcome: Callable[[ItemOutcome], None] | None = None,
-    progress: bool = True,
-    clock: Clock = utc_now,
-) -> BatchSummary:
-    """Ingest the new items of one source listing as one batch (see the module docstring).
-
-    Args:
-        items: the source listing, in a stable order.
-        fetcher: gets the bytes of an item.
-        store: where checked images go.
-        out_dir: the ingestion root (manifests, batch summaries, journal; local images).
-        split: the manifest to append to ("train", "index", "test", ...; a safe file name).
-        source: a label for the source, recorded in the journal and summary.
-        workers: concurrent fetches.
-        max_pixels: decompression-bomb limit of the decode check.
-        max_attempts: ingest runs that may try an item whose failures are transient; the last one's failure
-            is permanent.
-        on_outcome: called after each item is journaled (progress hooks, fault-injection in tests).
-        progress: show a progress bar.
-        clock: the time source.
-
-    Returns:
-        The batch summary (also written to ``batches/<batch_id>.json``).
-
-    Raises:
-        ValueError: ``max_attempts`` < 1.
-        StorageError: the object store failed; finished items stay journaled for the rerun.
-    """
-    if max_attempts < 1:
-        raise InputError(f"max_attempts must be >= 1, got {max_attempts}")
-    start = time.perf_counter()
-    out_dir = Path(out_dir)
+def _open_batch(
+    items: Sequence[SourceItem], out_dir: Path, split: str, source: str, max_attempts: int, clock: Clock
+) -> tuple[BatchJournal, BatchPlan, pd.DataFrame, Path]:
+    """The batch to run: a pending one of the same plan resumed, else a new journal (a pending batch of another
+    source is committed first); with its plan, the manifest it appends to and that manifest's path."""
     manifest_file = manifest_path(out_dir / MANIFESTS_DIR, split)
     manifest = _read_or_empty(manifest_file)
     plan = plan_batch(items, manifest, max_attempts=max_attempts)
@@ -584,6 +608,77 @@ def ingest_batch(
             started_at=clock().isoformat(),
         )
         journal = BatchJournal.create(journal_path(out_dir, split), header)
+    return journal, plan, manifest, manifest_file
+
+
+def _journal_outcomes(
+    journal: BatchJournal,
+    todo: Sequence[tuple[int, SourceItem]],
+    work: ItemWork,
+    summary: BatchSummary,
+    on_outcome: Callable[[ItemOutcome], None] | None,
+    progress: bool,
+) -> None:
+    """Process the items still to do, appending each outcome to the journal as it is known."""
+    bar = tqdm(total=len(todo), desc=f"ingest {summary.split}", unit="img", disable=not progress)
+    with bar, contextlib.closing(process_items(todo, work)) as outcomes:
+        for outcome in outcomes:
+            journal.append(asdict(outcome))
+            summary.processed += 1
+            bar.update(1)
+            if on_outcome is not None:
+                on_outcome(outcome)
+
+
+def ingest_batch(
+    items: Sequence[SourceItem],
+    fetcher: Fetcher,
+    store: ImageStore,
+    out_dir: str | Path,
+    *,
+    split: str,
+    source: str,
+    workers: int,
+    max_pixels: int,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    check_workers: int = 0,
+    parallel: ParallelConfig | None = None,
+    on_outcome: Callable[[ItemOutcome], None] | None = None,
+    progress: bool = True,
+    clock: Clock = utc_now,
+) -> BatchSummary:
+    """Ingest the new items of one source listing as one batch (see the module docstring).
+
+    Args:
+        items: the source listing, in a stable order.
+        fetcher: gets the bytes of an item.
+        store: where checked images go.
+        out_dir: the ingestion root (manifests, batch summaries, journal; local images).
+        split: the manifest to append to ("train", "index", "test", ...; a safe file name).
+        source: a label for the source, recorded in the journal and summary.
+        workers: concurrent fetches (and store writes).
+        max_pixels: decompression-bomb limit of the decode check.
+        max_attempts: ingest runs that may try an item whose failures are transient; the last one's failure
+            is permanent.
+        check_workers: local processes for the decode checks (0 or 1: this process).
+        parallel: where the decode checks run (the ``parallel`` section; None: locally); the outcomes are the
+            same on every backend.
+        on_outcome: called after each item is journaled (progress hooks, fault-injection in tests).
+        progress: show a progress bar.
+        clock: the time source.
+
+    Returns:
+        The batch summary (also written to ``batches/<batch_id>.json``).
+
+    Raises:
+        InputError: ``max_attempts`` < 1.
+        StorageError: the object store failed; finished items stay journaled for the rerun.
+    """
+    if max_attempts < 1:
+        raise InputError(f"max_attempts must be >= 1, got {max_attempts}")
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    journal, plan, manifest, manifest_file = _open_batch(items, out_dir, split, source, max_attempts, clock)
     done = {o.position: o for o in (ItemOutcome.from_record(r) for r in journal.records())}
     summary = BatchSummary(
         batch_id=journal.header.batch_id,
@@ -597,18 +692,9 @@ def ingest_batch(
         manifest=str(manifest_file),
     )
     todo = [(position, item) for position, item in plan.todo if position not in done]
-
-    def work(job: tuple[int, SourceItem]) -> ItemOutcome:
-        return process_item(job[0], job[1], fetcher, store, max_pixels=max_pixels, clock=clock)
-
-    with journal, tqdm(total=len(todo), desc=f"ingest {split}", unit="img", disable=not progress) as bar:
-        with contextlib.closing(run_concurrently(work, todo, workers)) as outcomes:
-            for outcome in outcomes:
-                journal.append(asdict(outcome))
-                summary.processed += 1
-                bar.update(1)
-                if on_outcome is not None:
-                    on_outcome(outcome)
+    work = ItemWork(fetcher, store, max_pixels, clock, workers, check_workers, parallel)
+    with journal:
+        _journal_outcomes(journal, todo, work, summary, on_outcome, progress)
         _commit(journal, manifest, manifest_file, summary, max_attempts)
     summary.seconds = round(time.perf_counter() - start, 3)
     _write_summary(out_dir, summary)

@@ -22,6 +22,7 @@ import torch
 from landmark.errors import ConfigError
 from landmark.features.local import LocalExtractor, LocalFeatures, register_local_extractor
 from landmark.models.delf import DelfModel, DelfPca, original_centres
+from landmark.platform.threads import torch_threads
 
 MIN_SIDE = 16  # pyramid levels whose resized image is smaller than one feature cell are skipped
 
@@ -163,10 +164,15 @@ class DelfExtractor:
         self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
 
     def raw(self, image: np.ndarray) -> RawKeypoints:
-        """Keypoints with the raw C-d feature-map descriptors (what the PCA is fitted on)."""
-        return pyramid_keypoints(
-            self.model, image, self.scales, self.score_threshold, self.max_features, self.device
-        )
+        """Keypoints with the raw C-d feature-map descriptors (what the PCA is fitted on).
+
+        Described with one CPU thread (:mod:`landmark.platform.threads`): the same features in this process, a
+        pool process or on a Dask worker, so local stores are bit-identical whatever the backend.
+        """
+        with torch_threads():
+            return pyramid_keypoints(
+                self.model, image, self.scales, self.score_threshold, self.max_features, self.device
+            )
 
     def __call__(self, image: np.ndarray) -> LocalFeatures:
         raw = self.raw(image)

@@ -12,8 +12,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from landmark.features.global_desc import ImageItem, iter_chunk_descriptors, wri
 from landmark.features.store import ensure_meta, next_shard_number, read_meta, stored_ids
 from landmark.models.model_dir import descriptor_model
 from landmark.platform.parallel import chunked, map_chunks
+from landmark.platform.threads import torch_threads
 
 BBox = tuple[float, float, float, float]
 logger = logging.getLogger(__name__)
@@ -156,25 +156,9 @@ def extract_global_chunk(chunk: GlobalChunk) -> GlobalChunkResult:
         model, chunk.items, cfg, resolve_device(chunk.device), max(len(chunk.items), 1), progress=False,
         on_bad=lambda item, error: bad.append((item.image_id, error)),
     )  # fmt: skip
-    with torch_threads(1):
+    with torch_threads():
         stored = sum(write_chunks(described, Path(chunk.store), chunk.number))
     return GlobalChunkResult(chunk.number, stored, tuple(bad))
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` intra-op CPU threads, then restore the previous count.
-
-    A chunk is always described with one thread: CPU convolutions sum in an order that depends on the thread
-    count (descriptors differ in the 7th digit), so one thread per chunk makes every backend (in this process,
-    a process pool, any Dask worker) write bit-identical shards; parallelism comes from chunks side by side.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def split_items(dataset: LandmarkDataset, split: str) -> list[ImageItem]:
@@ -279,7 +263,8 @@ def extract_dataset(
     ingestion never gives an id new bytes); a store written by another model or setting is replaced.
     The missing images are cut into chunks of ``parallel.chunk_images``, each described with one CPU thread and
     written as its own store shard: in ``extract.workers`` local processes (``parallel.backend: local``; in this
-    process on CUDA) or one Dask task per chunk (``dask``), with bit-identical stores.
+    process on CUDA, with one worker, or when all splits' missing images fit in one chunk) or one Dask task per
+    chunk (``dask``), with bit-identical stores.
     An image that cannot be decoded is skipped and recorded in ``out_dir/<split>/quarantined.json`` with its
     reason code (:mod:`landmark.data.bad_images`); the next run tries it again.
 
@@ -287,19 +272,25 @@ def extract_dataset(
         split -> number of images newly extracted, with the skipped images in ``bad_images``.
 
     Raises:
-        TooManyBadImagesError: a split with more than ``extract.max_bad_share`` undecodable images (the splits
-            before it and its good images are stored).
+        TooManyBadImagesError: a split with more than ``extract.max_bad_share`` undecodable images (every
+            split's good images are stored, and the records of the splits up to it).
     """
     plans = plan_extract(cfg, data_dir, out_dir, splits=splits, fmt=fmt, model_dir=model_dir)
     # CUDA does not survive a fork: on the GPU the chunks run one after the other in this process
     workers = 0 if resolve_device(cfg.device).startswith("cuda") else cfg.extract.workers
-    summary = ExtractSummary()
-    for plan in plans:
-        results = list(
+    # every split's chunks in one map: one pool of worker processes (each imports torch and loads the model)
+    # for the whole stage, not one per split; work that fits in one chunk runs in this process
+    chunks = [chunk for plan in plans for chunk in plan.chunks]
+    results = iter(
+        list(
             map_chunks(
-                extract_global_chunk, plan.chunks, cfg.parallel, workers=workers, desc=f"extract {plan.split}",
-                progress=progress, sizes=[len(c.items) for c in plan.chunks],
+                extract_global_chunk, chunks, cfg.parallel, workers=workers, desc="extract", progress=progress,
+                sizes=[len(c.items) for c in chunks],
             )
-        )  # fmt: skip
-        summary[plan.split], summary.bad_images[plan.split] = finish_split(cfg, plan, results)
+        )
+    )  # fmt: skip
+    summary = ExtractSummary()
+    for plan in plans:  # every split's shards are written before a split's bad share can stop the stage
+        done = [next(results) for _ in plan.chunks]
+        summary[plan.split], summary.bad_images[plan.split] = finish_split(cfg, plan, done)
     return summary

@@ -10,7 +10,7 @@ each chunk writing its own store shard.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,6 +177,11 @@ class LocalChunk:
     tasks: tuple[ExtractTask, ...]
     meta: tuple[tuple[str, object], ...]  # the store's recorded settings (:func:`store_meta`)
 
+    @property
+    def store_name(self) -> str:
+        """The store's directory name (the split), for naming the chunk's task run."""
+        return Path(self.store).name
+
 
 @dataclass(frozen=True)
 class LocalChunkResult:
@@ -224,6 +229,66 @@ def plan_local_chunks(
     ]
 
 
+@dataclass(frozen=True)
+class LocalPlan:
+    """The local-feature work on a store: the chunks of the missing items, and what is already there."""
+
+    items: int
+    already_stored: int
+    chunks: tuple[LocalChunk, ...]
+    todo: tuple[LocalItem, ...]
+
+    @property
+    def sizes(self) -> list[int]:
+        """Images per chunk."""
+        return [len(c.tasks) for c in self.chunks]
+
+
+def plan_local_extraction(
+    items: Sequence[LocalItem],
+    store: Path,
+    cfg: LocalConfig,
+    *,
+    device: str = "cpu",
+    chunk_images: int = 256,
+    limit: int | None = None,
+) -> LocalPlan:
+    """The chunks that extract the items whose key is not yet in the store at ``store`` (at most ``limit``).
+
+    Raises:
+        LocalStoreError: the store was written with other settings.
+        ValueError: repeated keys.
+    """
+    keys = [item.key for item in items]
+    if len(set(keys)) != len(keys):
+        repeated = sorted({k for k in keys if keys.count(k) > 1})[:5]
+        raise InputError(f"local feature keys must be unique, repeated: {repeated}")
+    done = set(stored_local_ids(store)) if store.exists() else set()
+    if done:
+        check_store_settings(store, cfg)
+    todo = [item for item in items if item.key not in done]
+    if limit is not None:
+        todo = todo[: max(limit, 0)]
+    chunks = plan_local_chunks(todo, store, cfg, device=device, chunk_images=chunk_images)
+    return LocalPlan(len(items), sum(1 for k in keys if k in done), tuple(chunks), tuple(todo))
+
+
+def collect_local_results(
+    plan: LocalPlan, results: Iterable[LocalChunkResult], on_bad: OnBadLocalItem | None = None
+) -> LocalExtraction:
+    """What the plan's chunks did; each undecodable image goes to ``on_bad`` (None: its error is raised)."""
+    by_key = {item.key: item for item in plan.todo}
+    keypoints = extracted = 0
+    for result in results:
+        for key, error in result.bad:
+            if on_bad is None:
+                raise error
+            on_bad(by_key[key], error)
+        keypoints += result.keypoints
+        extracted += len(result.stored)
+    return LocalExtraction(plan.items, plan.already_stored, extracted, keypoints)
+
+
 def extract_local_to_store(
     items: Sequence[LocalItem],
     store: Path,
@@ -261,34 +326,23 @@ def extract_local_to_store(
         LocalStoreError: the store was written with other settings.
         ValueError: repeated keys.
     """
-    keys = [item.key for item in items]
-    if len(set(keys)) != len(keys):
-        repeated = sorted({k for k in keys if keys.count(k) > 1})[:5]
-        raise InputError(f"local feature keys must be unique, repeated: {repeated}")
-    done = set(stored_local_ids(store)) if store.exists() else set()
-    if done:
-        check_store_settings(store, cfg)
-    todo = [item for item in items if item.key not in done]
-    if limit is not None:
-        todo = todo[: max(limit, 0)]
     config = parallel or ParallelConfig(chunk_images=shard_size)
-    workers = 0 if cfg.backend == "delf" and device == "cuda" else cfg.workers
-    chunks = plan_local_chunks(todo, store, cfg, device=device, chunk_images=config.chunk_images)
-    by_key = {item.key: item for item in todo}
-    keypoints = extracted = 0
-    for result in map_chunks(
-        extract_local_chunk, chunks, config, workers=workers, desc=desc, progress=progress,
-        sizes=[len(c.tasks) for c in chunks],
-    ):  # fmt: skip
-        for key, error in result.bad:
-            if on_bad is None:
-                raise error
-            on_bad(by_key[key], error)
-        keypoints += result.keypoints
-        extracted += len(result.stored)
-    return LocalExtraction(
-        items=len(items),
-        already_stored=sum(1 for k in keys if k in done),
-        extracted=extracted,
-        keypoints=keypoints,
+    plan = plan_local_extraction(
+        items, store, cfg, device=device, chunk_images=config.chunk_images, limit=limit
     )
+    workers = local_workers(cfg, device)
+    results = map_chunks(
+        extract_local_chunk,
+        plan.chunks,
+        config,
+        workers=workers,
+        desc=desc,
+        progress=progress,
+        sizes=plan.sizes,
+    )
+    return collect_local_results(plan, results, on_bad)
+
+
+def local_workers(cfg: LocalConfig, device: str) -> int:
+    """Local processes of the local stage: ``cfg.workers``; none for a GPU DELF (CUDA does not survive a fork)."""
+    return 0 if cfg.backend == "delf" and device == "cuda" else cfg.workers

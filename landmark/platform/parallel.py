@@ -61,8 +61,9 @@ def parallel_map(
         items: the inputs.
         config: the ``parallel`` section; when given it sets ``backend``, ``address``, and on Dask the chunk
             size (``chunk_images`` items per Dask task) and the LocalCluster size (``workers``).
-        workers: local backend: 0 runs in this process, N > 0 uses N processes. Dask without an address: the
-            LocalCluster's worker processes (``config.workers`` when a config is given).
+        workers: local backend: 0 or 1 runs in this process, N > 1 uses N processes (one item: this process).
+            Dask without an address: the LocalCluster's worker processes (``config.workers`` when a config is
+            given).
         backend: ``"local"`` or ``"dask"`` (``address`` = scheduler address; None starts a local cluster).
         desc: progress-bar label.
         progress: show a progress bar.
@@ -105,7 +106,8 @@ def map_chunks(
             k"); it must be idempotent, since Dask runs a chunk again when the worker running it dies.
         chunks: the chunk tasks.
         config: the ``parallel`` section (backend, address, LocalCluster size).
-        workers: local backend: processes (0 = in this process).
+        workers: local backend: processes; 0 or 1, or a single chunk, run in this process (chunk functions set
+            their own thread count, :mod:`landmark.platform.threads`, so the results are the same).
         desc, progress: progress bar, counted in items when ``sizes`` (items per chunk) is given.
     """
     _check(workers, config.backend)
@@ -137,15 +139,46 @@ def _apply_chunk(task: tuple[Callable[[Any], Any], Sequence[Any]]) -> list[Any]:
     return [fn(item) for item in chunk]
 
 
+def in_process(workers: int, tasks: int) -> bool:
+    """Whether the local backend runs ``tasks`` tasks in the calling process rather than in a pool of ``workers``
+    processes: with at most one worker or at most one task a pool only adds its start-up (a spawned chunk process
+    imports torch and loads its model, seconds) to the same serial work."""
+    return workers <= 1 or tasks <= 1
+
+
 def _local_map(
     fn: Callable[[T], R], items: Sequence[T], workers: int, chunksize: int, start: str | None = None
 ) -> Iterator[R]:
-    if workers == 0 or len(items) <= 1:
+    if in_process(workers, len(items)):
         yield from map(fn, items)
         return
     context = multiprocessing.get_context(start) if start else None
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         yield from pool.map(fn, items, chunksize=max(chunksize, 1))
+
+
+@contextmanager
+def submitter(config: ParallelConfig | None, workers: int) -> Iterator[Callable[[Callable[[T], R], T], R]]:
+    """A call-and-wait function for streaming work, ``run(fn, item) -> fn(item)``, on the configured backend.
+
+    For work whose items arrive one by one (e.g. downloads finishing in threads) where :func:`parallel_map`, which
+    takes all items first, would make every item wait for the slowest arrival. Thread-safe: many threads may wait
+    on it at once. ``config`` None or backend ``local``: in the calling thread with ``workers`` <= 1, else in a
+    pool of ``workers`` spawned processes (spawned: the caller's threads may hold locks a fork would copy);
+    ``dask``: one task per call on the cluster (``config.address``, or a LocalCluster of ``config.workers``).
+    """
+    backend = config.backend if config is not None else "local"
+    _check(workers, backend)
+    if config is not None and backend == "dask":
+        with dask_client(config.address or None, config.workers) as client:
+            yield lambda fn, item: client.submit(fn, item, pure=False).result()
+    elif in_process(workers, 2):
+        yield lambda fn, item: fn(item)
+    else:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
+            yield lambda fn, item: pool.submit(fn, item).result()
 
 
 @contextmanager

@@ -149,6 +149,8 @@ def ingest(
             workers=cfg.ingest.workers,
             max_pixels=cfg.ingest.max_pixels,
             max_attempts=cfg.ingest.max_attempts,
+            check_workers=cfg.ingest.check_workers,
+            parallel=cfg.parallel,
             on_outcome=on_outcome,
             progress=progress,
         )

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from landmark.config import Config, resolve_device
+from landmark.config import Config, ParallelConfig, resolve_device
 from landmark.data.bad_images import (
     BadImage,
     check_bad_share,
@@ -20,8 +21,17 @@ from landmark.data.bad_images import (
 )
 from landmark.data.datasets import open_dataset
 from landmark.data.images import ImageDecodeError
-from landmark.features.local_extract import LocalItem, extract_local_to_store
+from landmark.features.local_extract import (
+    LocalChunkResult,
+    LocalItem,
+    LocalPlan,
+    collect_local_results,
+    extract_local_chunk,
+    local_workers,
+    plan_local_extraction,
+)
 from landmark.features.local_store import LocalFeatureReader, stored_local_ids
+from landmark.platform.parallel import map_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +50,85 @@ class LocalSummary:
     seconds: float
     bad_images: tuple[BadImage, ...] = ()
     quarantine: Path | None = None  # the record of ``bad_images``, None when there are none
+
+
+@dataclass(frozen=True)
+class LocalSplitPlan:
+    """The local stage's work on one split: its images, store, chunks and earlier skip records."""
+
+    split: str
+    store: Path
+    paths: dict[str, Path]
+    work: LocalPlan
+    earlier: tuple[BadImage, ...]
+    parallel: ParallelConfig  # where the chunks run (chunk size included)
+    workers: int  # local processes
+    started: float  # time.perf_counter() when planning began
+
+
+def plan_local(
+    cfg: Config,
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    split: str = "train",
+    fmt: str = "auto",
+    shard_size: int | None = None,
+    limit: int | None = None,
+) -> LocalSplitPlan:
+    """Plan the local stage on ``split``: chunks of the ok images not yet in ``out_dir/<split>`` (see
+    :func:`local` for the arguments)."""
+    started = time.perf_counter()
+    dataset = open_dataset(cfg, Path(data_dir), fmt)
+    paths = {image_id: Path(path) for image_id, path in dataset.image_paths(split).items()}
+    store = Path(out_dir) / split
+    parallel = cfg.parallel if shard_size is None else replace(cfg.parallel, chunk_images=shard_size)
+    device = resolve_device(cfg.device)
+    work = plan_local_extraction(
+        [LocalItem(image_id, path) for image_id, path in paths.items()], store, cfg.local, device=device,
+        chunk_images=parallel.chunk_images, limit=limit,
+    )  # fmt: skip
+    earlier = tuple(read_quarantine(store))
+    return LocalSplitPlan(
+        split, store, paths, work, earlier, parallel, local_workers(cfg.local, device), started
+    )
+
+
+def finish_local(cfg: Config, plan: LocalSplitPlan, results: Iterable[LocalChunkResult]) -> LocalSummary:
+    """Collect a split's chunk results: record its undecodable images (``quarantined.json``), bound their share.
+
+    Raises:
+        TooManyBadImagesError: more than ``local.max_bad_share`` of the split's images cannot be decoded (the
+            good ones are stored and the bad ones recorded first).
+    """
+    split, store = plan.split, plan.store
+    new: list[BadImage] = []
+
+    def skip(item: LocalItem, error: ImageDecodeError) -> None:
+        new.append(BadImage.from_error(item.key, split, error))
+        logger.info("local %s: skipped %s: %s", split, item.key, error)
+
+    run = collect_local_results(plan.work, results, skip)
+    stored = stored_local_ids(store) if store.exists() else []
+    bad = merge_bad_images(list(plan.earlier), new, set(stored), set(plan.paths))
+    quarantine = write_quarantine(store, bad, stage="local", images=len(plan.paths))
+    if bad:
+        logger.warning(
+            "local %s: %d images skipped as undecodable %s, listed in %s",
+            split, len(bad), reason_counts(bad), quarantine,
+        )  # fmt: skip
+    check_bad_share(f"local {split}", "local.max_bad_share", cfg.local.max_bad_share, bad, len(plan.paths))
+    return LocalSummary(
+        store=store,
+        images=run.items,
+        already_stored=run.already_stored,
+        extracted=run.extracted,
+        mean_keypoints=run.keypoints / run.extracted if run.extracted else 0.0,
+        bytes_per_image=LocalFeatureReader(store).bytes_per_image() if stored else 0.0,
+        seconds=time.perf_counter() - plan.started,
+        bad_images=tuple(bad),
+        quarantine=quarantine,
+    )
 
 
 def local(
@@ -73,45 +162,9 @@ def local(
         TooManyBadImagesError: more than ``local.max_bad_share`` of the split's images cannot be decoded (the
             good ones are stored and the bad ones recorded first).
     """
-    start = time.perf_counter()
-    dataset = open_dataset(cfg, Path(data_dir), fmt)
-    paths = dataset.image_paths(split)
-    store = Path(out_dir) / split
-    new: list[BadImage] = []
-
-    def skip(item: LocalItem, error: ImageDecodeError) -> None:
-        new.append(BadImage.from_error(item.key, split, error))
-        logger.info("local %s: skipped %s: %s", split, item.key, error)
-
-    earlier = read_quarantine(store)
-    run = extract_local_to_store(
-        [LocalItem(image_id, Path(path)) for image_id, path in paths.items()],
-        store,
-        cfg.local,
-        device=resolve_device(cfg.device),
-        limit=limit,
-        desc=f"local {split}",
-        progress=progress,
-        on_bad=skip,
-        parallel=cfg.parallel if shard_size is None else replace(cfg.parallel, chunk_images=shard_size),
-    )
-    stored = stored_local_ids(store) if store.exists() else []
-    bad = merge_bad_images(earlier, new, set(stored), set(paths))
-    quarantine = write_quarantine(store, bad, stage="local", images=len(paths))
-    if bad:
-        logger.warning(
-            "local %s: %d images skipped as undecodable %s, listed in %s",
-            split, len(bad), reason_counts(bad), quarantine,
-        )  # fmt: skip
-    check_bad_share(f"local {split}", "local.max_bad_share", cfg.local.max_bad_share, bad, len(paths))
-    return LocalSummary(
-        store=store,
-        images=run.items,
-        already_stored=run.already_stored,
-        extracted=run.extracted,
-        mean_keypoints=run.keypoints / run.extracted if run.extracted else 0.0,
-        bytes_per_image=LocalFeatureReader(store).bytes_per_image() if stored else 0.0,
-        seconds=time.perf_counter() - start,
-        bad_images=tuple(bad),
-        quarantine=quarantine,
-    )
+    plan = plan_local(cfg, data_dir, out_dir, split=split, fmt=fmt, shard_size=shard_size, limit=limit)
+    results = map_chunks(
+        extract_local_chunk, plan.work.chunks, plan.parallel, workers=plan.workers, desc=f"local {split}",
+        progress=progress, sizes=plan.work.sizes,
+    )  # fmt: skip
+    return finish_local(cfg, plan, results)

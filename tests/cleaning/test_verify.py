@@ -16,13 +16,15 @@ from landmark.cleaning.verify import (
     StoreVerifier,
     features_key,
     fit_inliers,
+    inlier_counts,
     match_descriptors,
     match_many,
     pair_seed,
+    products,
+    quantize,
     run_pairs,
     sampson_error,
     verify_pairs,
-    verify_pairs_detailed,
 )
 from landmark.config import VerifyConfig
 from landmark.features.local import LocalFeatures
@@ -169,13 +171,13 @@ def test_verify_pairs_counts_and_independence_from_workers() -> None:
         for a, b in same
     ]
     config = VerifyConfig(model="homography", ransac_threshold=3.0, min_inliers=8)
-    counts = verify_pairs(same + unrelated, config)
+    counts = inlier_counts(verify_pairs(same + unrelated, config))
     assert counts.dtype == np.int64 and counts.shape == (6,)
     assert (counts[:3] >= 45).all()
     assert (counts[3:] == 0).all()  # below min_inliers: reported as 0
-    parallel = verify_pairs(same + unrelated, dataclasses.replace(config, workers=2))
+    parallel = inlier_counts(verify_pairs(same + unrelated, dataclasses.replace(config, workers=2)))
     np.testing.assert_array_equal(counts, parallel)
-    details = verify_pairs_detailed(same[:1], config)
+    details = verify_pairs(same[:1], config)
     assert details[0].matches.shape[1] == 2 and details[0].inliers.shape == (len(details[0].matches),)
     assert details[0].num_inliers == counts[0]
 
@@ -227,7 +229,7 @@ def test_inliers_do_not_depend_on_order_position_or_swap(tmp_path: Path) -> None
 def test_detailed_results_come_back_in_the_callers_orientation() -> None:
     f1, f2 = synthetic_pair(5, n_in=40, n_out=20)
     config = VerifyConfig(model="homography", ransac_threshold=3.0)
-    forward, backward = verify_pairs_detailed([(f1, f2), (f2, f1)], config)
+    forward, backward = verify_pairs([(f1, f2), (f2, f1)], config)
     assert forward.num_inliers == backward.num_inliers >= 30
     np.testing.assert_array_equal(
         backward.matches, forward.matches[:, ::-1][np.argsort(forward.matches[:, 1])]
@@ -238,7 +240,7 @@ def test_detailed_results_come_back_in_the_callers_orientation() -> None:
     both = backward.model @ forward.model
     np.testing.assert_allclose(both / both[2, 2], np.eye(3), atol=1e-6)
     # and a bare pair's result does not depend on what else is verified with it
-    alone = verify_pairs([(f2, f1)], config)
+    alone = inlier_counts(verify_pairs([(f2, f1)], config))
     assert alone[0] == backward.num_inliers
     assert features_key(f1) != features_key(f2) and features_key(f1) == features_key(
         synthetic_pair(5, 40, 20)[0]
@@ -314,3 +316,17 @@ def test_store_verifier_satisfies_protocol(tmp_path: Path) -> None:
 def test_verify_config_rejects_bad_values(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=str(value)):
         VerifyConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_quantized_products_are_exact_integer_sums() -> None:
+    rng = np.random.default_rng(12)
+    a, b = unit(*rng.normal(size=(9, 16)).tolist()), unit(*rng.normal(size=(5, 16)).tolist())
+    qa, qb = quantize(a), quantize(b)
+    codes_a, codes_b = qa.codes_t.numpy().T.astype(np.int64), qb.codes_t.numpy().T.astype(np.int64)
+    assert np.abs(codes_a).max() == 127 and np.abs(codes_b).max() == 127  # each set uses the full range
+    np.testing.assert_array_equal(products(qa, qb), codes_a @ codes_b.T)
+    # the ranking follows the float cosines wherever they are not within the quantisation of each other
+    scale = np.abs(a).max() * np.abs(b).max() / 127**2
+    np.testing.assert_allclose(products(qa, qb) * scale, a @ b.T, atol=0.05)
+    assert quantize(np.zeros((0, 16), np.float32)).codes_t.shape == (16, 0)
+    assert (quantize(np.zeros((2, 16), np.float32)).codes_t.numpy() == 0).all()

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from landmark.cleaning.verify import sampson_error, verify_pairs, verify_pairs_detailed
+from landmark.cleaning.verify import inlier_counts, sampson_error, verify_pairs
 from landmark.config import VerifyConfig
 from landmark.data.gldv2 import image_relpath
 from landmark.data.imc import read_imc_pairs
@@ -127,12 +127,14 @@ def test_sift_verifier_separates_same_facet_from_other_landmarks(
         if owner[a] != owner[b]:
             different.append((feats[a], feats[b]))
     config = VerifyConfig()
-    counts_same = verify_pairs(same, config)
-    counts_diff = verify_pairs(different, config)
+    counts_same = inlier_counts(verify_pairs(same, config))
+    counts_diff = inlier_counts(verify_pairs(different, config))
     assert len(same) >= 8
     assert np.median(counts_same) >= 15
     assert np.median(counts_same) >= 3 * max(np.median(counts_diff), 1)
-    np.testing.assert_array_equal(counts_same, verify_pairs(same, config))  # seeded: reproducible
+    np.testing.assert_array_equal(
+        counts_same, inlier_counts(verify_pairs(same, config))
+    )  # seeded: reproducible
 
 
 # Median Sampson error bound, px^2: inliers of a correct fit lie within a pixel or two of their epipolar lines
@@ -153,7 +155,7 @@ def test_verifier_inliers_agree_with_ground_truth_geometry(imc_root: Path) -> No
         return extractor(cv2.imread(str(scene / "images" / f"{image_id}.jpg"), cv2.IMREAD_GRAYSCALE))
 
     feats = [(load(r.id1), load(r.id2)) for r in chosen.itertuples()]
-    details = verify_pairs_detailed(feats, VerifyConfig())
+    details = verify_pairs(feats, VerifyConfig())
     errors = []
     for (f1, f2), d, F in zip(feats, details, chosen["F"], strict=True):
         rows = d.matches[d.inliers]

@@ -1,7 +1,8 @@
 """The per-image stages on a real ``dask.distributed`` LocalCluster (2 worker processes, 1 thread each).
 
 - ``extract`` and ``local`` on the cluster write byte-identical stores to the local run in 2 processes (same
-  shard files);
+  shard files), and so does the local run in this process (one worker: no pool);
+- ingestion's decode checks give the serial manifest on 2 local processes and on the cluster;
 - a chunk whose worker is killed is run again on another worker, with the same result: once with a chunk that
   kills its own worker on its first attempt (deterministic), once with a worker killed by the test while the
   ``local`` stage runs.
@@ -91,6 +92,63 @@ def test_extract_and_local_on_dask_equal_the_local_run(tiny_world, cluster, tmp_
         pairs
     )
     assert local_counts.tolist() == dask_counts.tolist() and local_counts.sum() > 0
+
+
+def test_in_process_chunks_equal_spawned_chunks(tiny_world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from landmark.stages.extract import extract
+    from landmark.stages.local import local
+
+    # one worker: the chunks run in this process (no pool); two: in spawned processes. Same shards, byte for byte
+    here = load_config(None, [*SETTINGS, "parallel.chunk_images=8", "extract.workers=1", "local.workers=1"])
+    spawned = load_config(
+        None, [*SETTINGS, "parallel.chunk_images=8", "extract.workers=2", "local.workers=2"]
+    )
+    a = extract(here, tiny_world.root, tmp_path / "a", splits=["index", "test"], progress=False)
+    b = extract(spawned, tiny_world.root, tmp_path / "b", splits=["index", "test"], progress=False)
+    assert dict(a) == dict(b) == {"index": 40, "test": 8}
+    for split in ("index", "test"):
+        shards = _files(tmp_path / "a" / split)
+        assert shards and shards == _files(tmp_path / "b" / split)
+    assert len(_files(tmp_path / "a" / "index")) == 2 * 5
+
+    la = local(here, tiny_world.root, tmp_path / "la", split="test", progress=False)
+    lb = local(spawned, tiny_world.root, tmp_path / "lb", split="test", progress=False)
+    assert la.extracted == lb.extracted == len(tiny_world.meta.query("split == 'test'"))
+    assert _files(tmp_path / "la" / "test") == _files(tmp_path / "lb" / "test")
+
+
+def test_ingest_decode_checks_equal_serial_on_processes_and_dask(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from http_images import make_image
+
+    from landmark.config import IngestConfig
+    from landmark.data.manifest import read_manifest
+    from landmark.stages.ingest import ingest
+
+    photos = tmp_path / "photos" / "paris"
+    photos.mkdir(parents=True)
+    for k in range(9):
+        (photos / f"p{k}.jpg").write_bytes(make_image(k, fmt="PNG" if k % 3 == 0 else "JPEG"))
+    (photos / "text.jpg").write_bytes(b"plain text pretending to be a photo")
+    (photos / "cut.jpg").write_bytes(make_image(20)[:300])
+
+    def run(name: str, check_workers: int, parallel: ParallelConfig) -> object:
+        cfg = dataclasses.replace(
+            load_config(None, []),
+            ingest=IngestConfig(workers=3, check_workers=check_workers),
+            parallel=parallel,
+        )
+        ingest(cfg, str(tmp_path / "photos"), tmp_path / name, progress=False)
+        frame = read_manifest(tmp_path / name / "manifests" / "train.parquet")
+        return frame.drop(columns=["batch_id", "ingested_at"]).sort_values("image_id").reset_index(drop=True)
+
+    serial = run("serial", 0, ParallelConfig(chunk_images=2))
+    processes = run("processes", 2, ParallelConfig(chunk_images=2))
+    dask = run("dask", 0, ParallelConfig(backend="dask", address=cluster.scheduler_address, chunk_images=2))  # type: ignore[attr-defined]
+    assert serial.equals(processes) and serial.equals(dask)  # type: ignore[attr-defined]
+    status = dict(zip(serial["image_id"], serial["status"], strict=True))  # type: ignore[index]
+    assert sum(v == "ok" for v in status.values()) == 9
+    assert status["text"] == status["cut"] == "quarantined"
+    assert (serial["width"] == 96).sum() == 9  # type: ignore[index]
 
 
 def kill_own_worker_once(task: tuple[str, int]) -> int:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from landmark.platform.parallel import parallel_map
+from landmark.config import ParallelConfig
+from landmark.platform.parallel import map_chunks, parallel_map
 
 
 def square(x: int) -> int:
@@ -15,6 +18,21 @@ def test_local_backends_keep_order(workers: int) -> None:
     assert list(parallel_map(square, items, workers=workers, progress=False, chunksize=3)) == [
         x * x for x in items
     ]
+
+
+def pid_of(chunk: int) -> tuple[int, int]:
+    return chunk, os.getpid()
+
+
+@pytest.mark.parametrize(
+    ("workers", "chunks", "here"), [(0, 3, True), (1, 3, True), (2, 1, True), (2, 3, False)]
+)
+def test_small_work_runs_in_this_process(workers: int, chunks: int, here: bool) -> None:
+    # one worker or one chunk: no pool is started (a spawned process would import torch and load the model)
+    results = list(map_chunks(pid_of, list(range(chunks)), ParallelConfig(), workers=workers, progress=False))
+    assert [chunk for chunk, _ in results] == list(range(chunks))
+    assert all((pid == os.getpid()) == here for _, pid in results)
+    assert list(parallel_map(square, [1, 2, 3], workers=1, progress=False)) == [1, 4, 9]
 
 
 def test_dask_backend_keeps_order() -> None:
