@@ -30,8 +30,9 @@ there; the pick is in the JSON (``wise_alpha_per_run``) and marked in the table.
 
 Descriptors are single-scale (``extract.scales=[1.0]``, to fit the CPU budget; the golden gate uses the configured
 multi-scale extraction): this table compares levers, it does not quote the pipeline. Runs are cached under
-``--work`` per row; delete a row's directory to train it again. Writes ``benchmarks/results/global_quality.json``
-and ``global_quality.md``.
+``--work`` per row (one work directory per held-out scene: the distillation folders differ); delete a row's
+directory to train it again. Writes ``benchmarks/results/global_quality.json`` and ``global_quality.md``
+(``global_quality_<scene>.*`` for another ``--held-out``).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ from landmark.stages.extract import extract
 from landmark.stages.train import train
 from landmark.training.ensemble import interpolate_weights
 
+RUN_ALPHA = 0.75  # every run is trained with this weight ensemble (its plain row), then re-ensembled at --alphas
+HELD_OUT = "brandenburg_gate"  # another held-out scene writes global_quality_<scene>.json/.md
 ALPHAS = (1.0, 0.75, 0.5, 0.25)
 VARIANTS = (
     "old-default",
@@ -86,6 +89,7 @@ def variant_config(cfg: Config, name: str, real_folders: tuple[str, ...]) -> Con
     changes: dict[str, Any] = {
         "neck_whiten": True,
         "distill_real": (),
+        "wise_alpha": RUN_ALPHA,
     }  # the old default, then the row's change
     for part in name.split("+"):
         changes |= {
@@ -214,7 +218,7 @@ def markdown(rows: dict[str, dict[str, Any]], held: str, set_names: list[str]) -
 
 def main() -> None:
     parser = config_parser(__doc__, REPO / "build" / "bench" / "global")
-    parser.add_argument("--held-out", default="brandenburg_gate", help="IMC scene never trained or tuned on")
+    parser.add_argument("--held-out", default=HELD_OUT, help="IMC scene never trained or tuned on")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--alphas", default=",".join(map(str, ALPHAS)))
     parser.add_argument(
@@ -277,12 +281,13 @@ def main() -> None:
             flush=True,
         )
     table = markdown(rows, held, names)
-    (RESULTS / "global_quality.md").write_text(
+    name = "global_quality" if args.held_out == HELD_OUT else f"global_quality_{args.held_out}"
+    (RESULTS / f"{name}.md").write_text(
         f"## Training levers: held-out real scene ({args.held_out}) and the synthetic test split, plain kNN "
         f"mAP (single-scale descriptors)\n\n{table}\n"
     )
     write_result(
-        "global_quality",
+        name,
         {
             "protocol": protocol,
             "what": "training levers that keep real-photo quality (held-out IMC scene) while gaining on synthetic",

@@ -199,7 +199,7 @@ class TrainConfig:
     backbone_lr_multiplier: float = 1.0  # backbone lr = lr * this (neck and GeM: lr)
     # weight-space ensemble (WiSE-FT): final weights = (1 - a) * zero-shot + a * fine-tuned, the zero-shot end
     # being the pretrained backbone with the initial neck as a plain projection; 1 = the fine-tuned weights only
-    wise_alpha: float = 0.75
+    wise_alpha: float = 0.25
     sampler: Literal["plain", "balanced"] = "plain"
     min_images_per_class: int = 2
     checkpoint_every: int = 50  # optimizer steps; 0 = only at epoch ends
