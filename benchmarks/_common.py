@@ -70,9 +70,7 @@ def golden_sets(
     count = queries if queries is not None else cfg.promote.golden_queries
     every = count == "all"
     root = work / ("sets_loo" if every else "sets")
-    summaries = build_imc_sets(
-        imc, root, queries_per_scene=None if every else int(count), seed=cfg.seed, leave_one_out=every
-    )
+    summaries = build_imc_sets(imc, root, queries_per_scene=count, seed=cfg.seed)
     label = "every eligible photo a query, leave-one-out" if every else f"{count} drawn queries per scene"
     return [(root, s.name) for s in summaries], label
 

@@ -81,9 +81,8 @@ def imc_benchmark(
     summaries = build_imc_sets(
         imc,
         out_dir,
-        queries_per_scene=None if leave_one_out else queries_per_scene,
+        queries_per_scene="all" if leave_one_out else queries_per_scene,
         seed=state.config().seed if seed is None else seed,
-        leave_one_out=leave_one_out,
     )
     table = Table(title=f"Revisited-format IMC sets in {out_dir}")
     for column in ("set", "queries", "database", "distractors", "easy", "hard", "junk"):

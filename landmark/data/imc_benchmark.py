@@ -5,7 +5,7 @@ LICENSE.txt). Its queries are photos of that scene only (bbx = the whole image, 
 photo of every scene except those queries, so the other scenes' photos are distractors. Image ids are the IMC
 ids, the same in every set, so descriptors cached by id are shared between sets.
 
-Leave-one-out sets (``leave_one_out=True``, usually with every eligible photo as a query) keep the queries in the
+Leave-one-out sets (``queries_per_scene="all"``: every eligible photo a query) keep the queries in the
 database, each query's own photo being junk to it: many more queries for the same database, so differences of a
 point or two between models can be resolved (a paired interval over 348 Brandenburg Gate queries instead of 20).
 """
@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -191,21 +191,19 @@ def build_imc_sets(
     imc_root: str | Path,
     out_root: str | Path,
     *,
-    queries_per_scene: int | None,
+    queries_per_scene: int | Literal["all"],
     seed: int,
     thresholds: OverlapThresholds | None = None,
-    leave_one_out: bool = False,
 ) -> list[ImcSetSummary]:
     """Write one Revisited-format set ``imc_<scene>`` per scene of ``imc_root`` (module docstring).
 
     Args:
         imc_root: IMC layout (``<scene>/images``, ``<scene>/calibration.csv``, optional covisibility).
         out_root: where the sets go (``<out_root>/imc_<scene>/``); rewriting is idempotent.
-        queries_per_scene: queries drawn per held-out scene (fewer when fewer are eligible); None: every
-            eligible photo.
+        queries_per_scene: queries drawn per held-out scene and left out of the database (fewer when fewer are
+            eligible); "all": every eligible photo, kept in the database and junk to itself (leave-one-out).
         seed: seeds the query draws.
         thresholds: the protocol's limits (default :class:`OverlapThresholds`).
-        leave_one_out: keep the queries in the database, each one junk to itself (module docstring).
 
     Returns:
         One summary per set, in scene order.
@@ -214,7 +212,9 @@ def build_imc_sets(
         ValueError: ``queries_per_scene`` < 1, fewer than two scenes, or a scene without eligible queries.
         FileNotFoundError: ``imc_root`` is not a directory.
     """
-    if queries_per_scene is not None and queries_per_scene < 1:
+    leave_one_out = queries_per_scene == "all"
+    count = None if leave_one_out else int(queries_per_scene)
+    if count is not None and count < 1:
         raise InputError(f"queries_per_scene must be >= 1, got {queries_per_scene}")
     root = Path(imc_root)
     if not root.is_dir():
@@ -226,7 +226,7 @@ def build_imc_sets(
         )
     summaries = []
     for position, scene in enumerate(scenes):
-        chosen = choose_queries(scene.codes, queries_per_scene, scene_seed(seed, position)).tolist()
+        chosen = choose_queries(scene.codes, count, scene_seed(seed, position)).tolist()
         if len(chosen) == 0:
             raise InputError(f"scene {scene.name!r} has no photo with both an easy and a hard positive")
         truths = query_truths(

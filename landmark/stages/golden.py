@@ -58,14 +58,7 @@ def imc_sets(cfg: Config) -> tuple[list[tuple[Path, str]], str]:
     record = root / SETS_RECORD
     built = json.loads(record.read_text()) if record.is_file() else {}
     if {k: built.get(k) for k in wanted} != wanted:
-        every = cfg.promote.golden_queries == "all"
-        summaries = build_imc_sets(
-            imc,
-            root,
-            queries_per_scene=None if every else int(cfg.promote.golden_queries),
-            seed=cfg.seed,
-            leave_one_out=every,
-        )
+        summaries = build_imc_sets(imc, root, queries_per_scene=cfg.promote.golden_queries, seed=cfg.seed)
         built = {**wanted, "sets": [s.name for s in summaries]}
         with atomic_path(record) as tmp:
             tmp.write_text(json.dumps(built, indent=2) + "\n")

@@ -262,7 +262,7 @@ def test_sets_from_the_shared_photos(imc_root: Path, tmp_path: Path) -> None:
 
 
 def test_leave_one_out_sets_from_the_shared_photos(imc_root: Path, tmp_path: Path) -> None:
-    summaries = build_imc_sets(imc_root, tmp_path, queries_per_scene=None, seed=0, leave_one_out=True)
+    summaries = build_imc_sets(imc_root, tmp_path, queries_per_scene="all", seed=0)
     assert [s.queries for s in summaries] == [348, 233, 82]  # every photo with an easy and a hard partner
     for summary in summaries:
         db_ids, query_ids, truths = read_gnd(gnd_path(tmp_path, summary.name))

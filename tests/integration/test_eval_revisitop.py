@@ -242,7 +242,7 @@ def test_leave_one_out_queries_reuse_database_descriptors(imc_root: Path, tmp_pa
     """A leave-one-out set's queries are whole database photos: their database descriptors are used as they are
     (equal to extracting the whole-image crops) and checked against the independent tool."""
     mini = mini_imc(imc_root, tmp_path / "imc", ("brandenburg_gate", "sagrada_familia"), per_scene=8)
-    build_imc_sets(mini, tmp_path / "sets", queries_per_scene=None, seed=0, leave_one_out=True)
+    build_imc_sets(mini, tmp_path / "sets", queries_per_scene="all", seed=0)
     name = "imc_sagrada_familia"
     common = ["eval-revisitop", "--root", str(tmp_path / "sets"), "--dataset", name, "--rerank", "none"]
     result = runner.invoke(app, [*FAST, *common, "--out", str(tmp_path / "out")])
