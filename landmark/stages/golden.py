@@ -117,7 +117,7 @@ def golden(cfg: Config, model_dir: Path, out_dir: Path, *, progress: bool = True
     cached = json.loads(cache.read_text()) if cache.is_file() else {}
     digests = {name: gnd_digest(root, name) for root, name in sets}
     scores = {n: cached[n] for n in names if n in cached and cached[n].get("gnd") == digests[n]}
-    fresh = sorted(scores)
+    from_cache = sorted(scores)
     for root, name in sets:
         if name in scores:
             continue
@@ -136,7 +136,7 @@ def golden(cfg: Config, model_dir: Path, out_dir: Path, *, progress: bool = True
         "model_key": key,
         "sets": {n: {k: v for k, v in scores[n].items() if k != "gnd"} for n in names},
         "notes": notes,
-        "cached": fresh,
+        "cached": from_cache,
     }
     write_json(Path(out_dir) / GOLDEN_FILE, result)
     return result
