@@ -15,6 +15,7 @@ under --work; delete it to start over.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cached_world, config_parser, write_result
+from _common import RESULTS, cached_world, config_parser, write_result
 
 from landmark.cleaning.clean import (
     candidate_inliers,
@@ -72,7 +73,10 @@ def threshold_sweep(
     cfg: Config, work: Path, ids: list[str], labels: np.ndarray, meta: pd.DataFrame
 ) -> list[dict[str, Any]]:
     """Verify every candidate pair once (cached), then re-decide for each (T_inlier, T_freq)."""
-    cache = work / "candidate_inliers_pair_seeded.npy"  # seeds from the unordered pair's ids
+    # one cache per verifier setting (workers aside: they do not change a count); seeds from the pair's ids
+    setting = {k: v for k, v in dataclasses.asdict(cfg.verify).items() if k != "workers"}
+    digest = hashlib.blake2b(json.dumps(setting, sort_keys=True).encode(), digest_size=6).hexdigest()
+    cache = work / f"candidate_inliers_{digest}.npy"
     if not cache.exists():
         _, desc = load_features(work / "boot" / "train", ids)
         candidates = candidate_table(desc, labels, cfg.clean)
@@ -104,6 +108,20 @@ def retrieval_map(cfg: Config, world: Path, model_dir: Path, features: Path, out
         result[name] = {p: metrics["revisitop"][p]["mAP"] for p in ("easy", "medium", "hard")}
         result[name]["notes"] = metrics.get("notes")
     return result
+
+
+def earlier_training(path: Path) -> dict[str, Any] | None:
+    """The raw-vs-cleaned training comparison in the result a ``--skip-train`` run replaces (kept, not re-run)."""
+    if not path.exists():
+        return None
+    old = json.loads(path.read_text())
+    if "previous_training_run" in old:
+        return old["previous_training_run"]
+    if "map_gain_cleaned_minus_raw" not in old:
+        return None
+    keep = ("configured", "train_overrides", "train_raw", "train_cleaned", "map_raw", "map_cleaned",
+            "map_gain_cleaned_minus_raw")  # fmt: skip
+    return {"note": "from the run before this one (--skip-train)", **{k: old[k] for k in keep if k in old}}
 
 
 def main() -> None:
@@ -182,6 +200,8 @@ def main() -> None:
             }
             for kind in ("knn", "reranked")
         }
+    else:
+        result["previous_training_run"] = earlier_training(RESULTS / "clean_quality.json")
     result["load_average_at_run_start"] = load_at_start
     result["load_average_at_end"] = os.getloadavg()
     write_result("clean_quality", result)

@@ -53,11 +53,11 @@ from landmark.cleaning.verify import StoreVerifier
 from landmark.config import Config, RerankConfig, load_config
 from landmark.data.formats import read_dataset
 from landmark.data.groundtruth import LandmarkDataset
-from landmark.data.revisitop import gnd_path, read_gnd
 from landmark.features.store import load_features
 from landmark.retrieval.metrics import gldv2_retrieval_metrics, gnd_indices, revisitop_map, revisitop_metrics
 from landmark.retrieval.recognize import LabelledSet, knn_recognition, recognition_metrics
 from landmark.retrieval.rerank import Verifier, run_retrieval
+from landmark.retrieval.revisitop_eval import read_benchmark
 from landmark.stages.common import load_train_set
 from landmark.stages.eval_revisitop import eval_revisitop, revisitop_local_verifier
 
@@ -374,11 +374,11 @@ def load_imc_sets(cfg: Config, imc_root: Path, work: Path) -> list[RevisitopSet]
             cfg, sets_root, name, set_dir, rerank_steps=["none"], features_cache=cache / "features",
             progress=False,
         )  # fmt: skip
-        db_names, query_names, truths = read_gnd(gnd_path(sets_root, name))
+        benchmark = read_benchmark(sets_root, name)
+        db_names, query_names = benchmark.db_names, benchmark.query_names
         verifier, _ = revisitop_local_verifier(
-            cfg, sets_root / name, db_names, truths, cache / "local" / "index", set_dir / "local" / "queries",
-            progress=False,
-        )  # fmt: skip
+            cfg, benchmark, cache / "local" / "index", set_dir / "local" / "queries", progress=False
+        )
         _, db = load_features(cache / "features" / "index", db_names)
         _, queries = load_features(set_dir / "features" / "test", query_names)
         out.append(
@@ -388,7 +388,7 @@ def load_imc_sets(cfg: Config, imc_root: Path, work: Path) -> list[RevisitopSet]
                 db,
                 list(query_names),
                 queries,
-                gnd_indices(truths, db_names),
+                gnd_indices(benchmark.truths, db_names),
                 PairCachedVerifier(verifier),
             )
         )

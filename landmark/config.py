@@ -490,8 +490,11 @@ class VerifyConfig:
     max_distance: float = 2.0  # L2 distance cap of a match between unit descriptors (2.0 = off)
     mutual: bool = True  # keep only mutual nearest neighbours
     model: Literal["affine", "homography"] = "affine"
-    ransac_threshold: float = 12.0  # MAGSAC++ maximum residual, pixels
-    max_iters: int = 2000
+    # robust fit's scoring: "msac" (truncated squared residuals, inliers within the threshold) or "magsac"
+    # (MAGSAC++: marginalised over the noise scale); both with MAGSAC++'s local optimisation and final polish
+    score: Literal["msac", "magsac"] = "msac"
+    ransac_threshold: float = 12.0  # maximum residual, pixels
+    max_iters: int = 1000
     confidence: float = 0.999
     min_inliers: int = 0  # inlier counts below this are reported as 0
     seed: int = 0  # base seed; each pair's RANSAC seed derives from it and the pair's position
@@ -500,6 +503,7 @@ class VerifyConfig:
     def __post_init__(self) -> None:
         _require(0.0 < self.ratio <= 1.0, f"ratio must be in (0, 1], got {self.ratio}")
         _require(0.0 < self.max_distance <= 2.0, f"max_distance must be in (0, 2], got {self.max_distance}")
+        _require(self.score in ("msac", "magsac"), f"score must be msac or magsac, got {self.score!r}")
         _require(self.ransac_threshold > 0, f"ransac_threshold must be > 0, got {self.ransac_threshold}")
         _require(self.max_iters >= 1, f"max_iters must be >= 1, got {self.max_iters}")
         _require(0.0 < self.confidence < 1.0, f"confidence must be in (0, 1), got {self.confidence}")

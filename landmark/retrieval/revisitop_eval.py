@@ -9,6 +9,7 @@ the ``golden`` stage for the promotion gate's golden sets.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +43,11 @@ class RevisitopBenchmark:
     db_names: tuple[str, ...]
     query_names: tuple[str, ...]
     truths: tuple[QueryTruth, ...]
+
+    @functools.cached_property
+    def whole_image_positions(self) -> np.ndarray | None:
+        """:func:`whole_image_queries` of this benchmark, read once (it opens every query's image header)."""
+        return whole_image_queries(self.dataset_dir, self.db_names, self.truths)
 
 
 # sets up spatial verification for a benchmark: the verifier and what was extracted for it (for metrics.json)
@@ -159,7 +165,7 @@ def benchmark_descriptors(
     ``db_features/index`` and ``query_features/test`` unless already there. When every query is a database photo
     described whole (:func:`whole_image_queries`, e.g. a leave-one-out set), its database descriptor is its query
     descriptor and nothing is extracted for the queries."""
-    same = whole_image_queries(benchmark.dataset_dir, benchmark.db_names, benchmark.truths)
+    same = benchmark.whole_image_positions
     splits = (
         (("index", db_features),) if same is not None else (("index", db_features), ("test", query_features))
     )

@@ -14,23 +14,15 @@ from typing import Any
 
 from landmark.cleaning.verify import StoreVerifier
 from landmark.config import Config, resolve_device
-from landmark.data.groundtruth import QueryTruth
 from landmark.data.revisitop import image_uri
 from landmark.features.local_extract import LocalItem, extract_local_to_store
 from landmark.retrieval.rerank import Verifier
-from landmark.retrieval.revisitop_eval import (
-    RevisitopBenchmark,
-    SpatialSetup,
-    evaluate_revisitop,
-    whole_image_queries,
-)
+from landmark.retrieval.revisitop_eval import RevisitopBenchmark, SpatialSetup, evaluate_revisitop
 
 
 def revisitop_local_verifier(
     cfg: Config,
-    dataset_dir: Path,
-    db_names: Sequence[str],
-    truths: Sequence[QueryTruth],
+    benchmark: RevisitopBenchmark,
     db_store: Path,
     query_store: Path,
     *,
@@ -45,14 +37,15 @@ def revisitop_local_verifier(
         The verifier and what was extracted (for metrics.json).
     """
     device = resolve_device(cfg.device)
-    if whole_image_queries(dataset_dir, db_names, truths) is not None:
+    dataset_dir, truths = benchmark.dataset_dir, benchmark.truths
+    if benchmark.whole_image_positions is not None:
         query_store, truths = db_store, ()
     runs = {
         name: extract_local_to_store(
             items, store, cfg.local, device=device, desc=f"local {name}", progress=progress
         )
         for name, items, store in (
-            ("database", [LocalItem(i, dataset_dir / image_uri(i)) for i in db_names], db_store),
+            ("database", [LocalItem(i, dataset_dir / image_uri(i)) for i in benchmark.db_names], db_store),
             (
                 "queries",
                 [LocalItem(t.query_id, dataset_dir / image_uri(t.query_id), t.bbox) for t in truths],
@@ -75,10 +68,7 @@ def _local_verifier_setup(cfg: Config, db_store: Path, query_store: Path, *, pro
     images, with the database's local features in ``db_store`` and the cropped queries' in ``query_store``."""
 
     def setup(benchmark: RevisitopBenchmark) -> tuple[Verifier, dict[str, Any]]:
-        return revisitop_local_verifier(
-            cfg, benchmark.dataset_dir, benchmark.db_names, benchmark.truths, db_store, query_store,
-            progress=progress,
-        )  # fmt: skip
+        return revisitop_local_verifier(cfg, benchmark, db_store, query_store, progress=progress)
 
     return setup
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -117,15 +118,25 @@ def homography_points(
     return p1, p2, truth
 
 
-def test_fit_recovers_homography_inliers_deterministically() -> None:
+@pytest.mark.parametrize("score", ["msac", "magsac"])
+def test_fit_recovers_homography_inliers_deterministically(score: Literal["msac", "magsac"]) -> None:
     p1, p2, truth = homography_points(60, 90, seed=3)
-    config = VerifyConfig(model="homography", ransac_threshold=3.0)
+    config = VerifyConfig(model="homography", ransac_threshold=3.0, score=score)
     mask, model = fit_inliers(p1, p2, config, rng_seed=7)
     assert model is not None
     assert (mask & truth).sum() >= 57  # nearly all true inliers
     assert (mask & ~truth).sum() <= 2  # an outlier may land near the true map by chance
     again, _ = fit_inliers(p1, p2, config, rng_seed=7)
     np.testing.assert_array_equal(mask, again)
+
+
+def test_msac_inliers_lie_within_the_threshold() -> None:
+    p1, p2, truth = homography_points(60, 90, seed=4, noise=1.0)
+    mask, model = fit_inliers(p1, p2, VerifyConfig(model="homography", ransac_threshold=3.0), rng_seed=1)
+    assert model is not None and (mask & truth).sum() >= 55
+    h = np.hstack([p1, np.ones((len(p1), 1))]) @ model.T
+    residual = np.linalg.norm(h[:, :2] / h[:, 2:] - p2, axis=1)
+    assert residual[mask].max() <= 3.0 + 1e-3  # MSAC's inliers: within the threshold of the returned model
 
 
 def test_fit_honours_the_seed() -> None:
@@ -311,7 +322,14 @@ def test_store_verifier_satisfies_protocol(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("ratio", 0.0), ("max_distance", 2.5), ("ransac_threshold", 0.0), ("confidence", 1.0), ("workers", -1)],
+    [
+        ("ratio", 0.0),
+        ("max_distance", 2.5),
+        ("ransac_threshold", 0.0),
+        ("confidence", 1.0),
+        ("workers", -1),
+        ("score", "lmeds"),
+    ],
 )
 def test_verify_config_rejects_bad_values(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=str(value)):
@@ -322,11 +340,11 @@ def test_quantized_products_are_exact_integer_sums() -> None:
     rng = np.random.default_rng(12)
     a, b = unit(*rng.normal(size=(9, 16)).tolist()), unit(*rng.normal(size=(5, 16)).tolist())
     qa, qb = quantize(a), quantize(b)
-    codes_a, codes_b = qa.codes_t.numpy().T.astype(np.int64), qb.codes_t.numpy().T.astype(np.int64)
+    codes_a, codes_b = qa.codes.numpy().astype(np.int64), qb.codes.numpy().astype(np.int64)
     assert np.abs(codes_a).max() == 127 and np.abs(codes_b).max() == 127  # each set uses the full range
     np.testing.assert_array_equal(products(qa, qb), codes_a @ codes_b.T)
     # the ranking follows the float cosines wherever they are not within the quantisation of each other
     scale = np.abs(a).max() * np.abs(b).max() / 127**2
     np.testing.assert_allclose(products(qa, qb) * scale, a @ b.T, atol=0.05)
-    assert quantize(np.zeros((0, 16), np.float32)).codes_t.shape == (16, 0)
-    assert (quantize(np.zeros((2, 16), np.float32)).codes_t.numpy() == 0).all()
+    assert quantize(np.zeros((0, 16), np.float32)).codes.shape == (0, 16)
+    assert (quantize(np.zeros((2, 16), np.float32)).codes.numpy() == 0).all()
