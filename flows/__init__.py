@@ -1,1 +1,10 @@
 """Prefect flows: orchestration only; every task calls a `landmark` stage."""
+
+import os
+
+from landmark.platform.prefect_services import ANALYTICS_OFF
+
+# No network at run time: without PREFECT_API_URL a flow starts Prefect's temporary server in this process, which
+# would otherwise try to send telemetry (the Makefile and `make up` set the same; a user's own choice wins).
+for _name, _value in ANALYTICS_OFF.items():
+    os.environ.setdefault(_name, _value)
