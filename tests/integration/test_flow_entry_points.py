@@ -79,7 +79,9 @@ def test_an_unreachable_store_is_named_and_other_errors_are_not_hidden(
 def test_flows_switch_prefect_telemetry_off_unless_the_user_chose() -> None:
     # the temporary server a flow starts without PREFECT_API_URL must not try to reach the internet
     probe = "import flows, prefect.settings as s; print(s.get_current_settings().server.analytics_enabled)"
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")
+    }
     off = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True)
     assert off.stdout.strip() == "False", off.stderr
     chosen = {**env, "PREFECT_SERVER_ANALYTICS_ENABLED": "true"}
