@@ -494,7 +494,7 @@ class VerifyConfig:
     # (MAGSAC++: marginalised over the noise scale); both with MAGSAC++'s local optimisation and final polish
     score: Literal["msac", "magsac"] = "msac"
     ransac_threshold: float = 12.0  # maximum residual, pixels
-    max_iters: int = 1000
+    max_iters: int = 1000  # hypotheses at most (adaptive: fewer once the confidence is reached)
     confidence: float = 0.999
     min_inliers: int = 0  # inlier counts below this are reported as 0
     seed: int = 0  # base seed; each pair's RANSAC seed derives from it and the pair's position
