@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -46,12 +47,22 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def digest(payload: Any) -> str:
+    """A short stable name for a JSON-able ``payload`` (cache keys: what a cached result was computed from)."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
 def cached_world(cfg: Any, work: Path) -> Path:
-    """The synthetic world of ``cfg.synth`` under ``work/synth``, rendered unless already there."""
+    """The synthetic world of ``cfg.synth`` and ``cfg.seed`` under ``work/synth``, rendered unless the one there was
+    rendered with the same settings (another world there is replaced, with a note)."""
+    from landmark.data.synthetic import world_matches
     from landmark.stages.synth import synth
 
     world = work / "synth"
-    if not (world / "gnd_synth.pkl").exists():
+    if not world_matches(world, cfg.synth, seed=cfg.seed):
+        if world.exists():
+            print(f"{world}: rendered with other synth settings (or incomplete); rendering it again")
         synth(cfg, world)
     return world
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, cached_world, config_parser, write_result
+from _common import RESULTS, cached_world, config_parser, digest, write_result
 
 from landmark.cleaning.clean import (
     candidate_inliers,
@@ -75,8 +75,7 @@ def threshold_sweep(
     """Verify every candidate pair once (cached), then re-decide for each (T_inlier, T_freq)."""
     # one cache per verifier setting (workers aside: they do not change a count); seeds from the pair's ids
     setting = {k: v for k, v in dataclasses.asdict(cfg.verify).items() if k != "workers"}
-    digest = hashlib.blake2b(json.dumps(setting, sort_keys=True).encode(), digest_size=6).hexdigest()
-    cache = work / f"candidate_inliers_{digest}.npy"
+    cache = work / f"candidate_inliers_{digest(setting)}.npy"
     if not cache.exists():
         _, desc = load_features(work / "boot" / "train", ids)
         candidates = candidate_table(desc, labels, cfg.clean)
@@ -172,7 +171,10 @@ def main() -> None:
     if not args.skip_train:
         result["train_overrides"] = args.overrides
         for name, manifest in (("raw", None), ("cleaned", work / "clean" / "train.parquet")):
-            model_dir = work / f"model_{name}"
+            # one model per training setting and train set: a changed cleaning trains its model again
+            source = hashlib.sha1(manifest.read_bytes()).hexdigest() if manifest else None
+            tag = f"{name}_{digest([dataclasses.asdict(cfg.train), dataclasses.asdict(cfg.model), cfg.seed, source])}"
+            model_dir = work / f"model_{tag}"
             start = time.perf_counter()
             if (model_dir / "metrics.json").exists():
                 result[f"train_{name}"] = json.loads((model_dir / "metrics.json").read_text())["train"]
@@ -182,7 +184,7 @@ def main() -> None:
                     world,
                     model_dir,
                     manifest=manifest,
-                    work_dir=work / f"model_{name}.work",
+                    work_dir=work / f"model_{tag}.work",
                     resume=True,
                 )
                 result[f"train_{name}"] = {
@@ -191,7 +193,7 @@ def main() -> None:
                 }  # fmt: skip
             result[f"train_{name}_wall_seconds"] = round(time.perf_counter() - start, 1)
             result[f"map_{name}"] = retrieval_map(
-                cfg, world, model_dir, work / f"feat_{name}", work / f"eval_{name}"
+                cfg, world, model_dir, work / f"feat_{tag}", work / f"eval_{tag}"
             )
         result["map_gain_cleaned_minus_raw"] = {
             kind: {

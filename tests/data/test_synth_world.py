@@ -15,7 +15,7 @@ import pytest
 
 from landmark.config import SynthConfig
 from landmark.data.gldv2 import image_relpath
-from landmark.data.synthetic import SynthSummary, generate_world
+from landmark.data.synthetic import SynthSummary, generate_world, world_matches
 
 SEED = 7
 SMALL = SynthConfig(
@@ -211,3 +211,19 @@ def test_other_seed_gives_other_ids(world: tuple[Path, SynthSummary], tmp_path: 
     theirs = {r["id"] for r in read_csv(tmp_path / "train.csv")}
     ours = {r["id"] for r in read_csv(out / "train.csv")}
     assert not theirs & ours
+
+
+def test_world_matches_only_the_settings_it_was_rendered_with(
+    world: tuple[Path, SynthSummary], tmp_path: Path
+) -> None:
+    out, _ = world
+    assert world_matches(out, SMALL, seed=SEED)
+    assert world_matches(out, dataclasses.replace(SMALL, workers=3), seed=SEED)  # workers never change a byte
+    assert not world_matches(out, SMALL, seed=SEED + 1)
+    assert not world_matches(out, dataclasses.replace(SMALL, label_noise=0.2), seed=SEED)
+    assert not world_matches(tmp_path / "nothing", SMALL, seed=SEED)
+    # a render cut short leaves no record, so it is never taken for a finished world
+    partial = tmp_path / "partial"
+    generate_world(SMALL, partial, seed=SEED, progress=False)
+    (partial / "synth_config.json").unlink()
+    assert not world_matches(partial, SMALL, seed=SEED)

@@ -6,6 +6,6 @@ viewpoint, clutter, occluders, light, JPEG), ``world`` (the plan: landmarks, spl
 (a planned photo to pixels) and ``writer`` (files on disk).
 """
 
-from landmark.data.synthetic.writer import SynthSummary, generate_world
+from landmark.data.synthetic.writer import SynthSummary, generate_world, world_matches
 
-__all__ = ["SynthSummary", "generate_world"]
+__all__ = ["SynthSummary", "generate_world", "world_matches"]

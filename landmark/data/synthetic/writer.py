@@ -275,11 +275,28 @@ def _write_tables(plan: WorldPlan, records: dict[str, PhotoRecord], cfg: SynthCo
     sink = pa.BufferOutputStream()
     pq.write_table(meta_table(plan, records), sink)
     write_atomic(out_dir / META_FILE, sink.getvalue().to_pybytes())
-    settings = {k: v for k, v in config_to_dict(cfg).items() if k != "workers"}
     write_atomic(
-        out_dir / CONFIG_FILE,
-        (json.dumps({"seed": plan.seed, "synth": settings}, indent=2, sort_keys=True) + "\n").encode(),
+        out_dir / CONFIG_FILE, (json.dumps(_recorded(cfg, plan.seed), indent=2, sort_keys=True) + "\n").encode()
     )
+
+
+def _recorded(cfg: SynthConfig, seed: int) -> dict[str, Any]:
+    """What ``synth_config.json`` records of a world: the seed and the settings (``workers`` never changes it)."""
+    return {"seed": seed, "synth": {k: v for k, v in config_to_dict(cfg).items() if k != "workers"}}
+
+
+def world_matches(out_dir: Path, cfg: SynthConfig, *, seed: int) -> bool:
+    """Whether ``out_dir`` holds a complete world generated with ``cfg`` and ``seed`` (its ``synth_config.json``,
+    written last, records them), so that generating it again would write the same files."""
+    path = Path(out_dir) / CONFIG_FILE
+    if not path.is_file():
+        return False
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    # through JSON, as written: tuples become lists
+    return bool(recorded == json.loads(json.dumps(_recorded(cfg, seed))))
 
 
 def remove_stale_images(plan: WorldPlan, out_dir: Path) -> int:
@@ -325,6 +342,7 @@ def generate_world(
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / CONFIG_FILE).unlink(missing_ok=True)  # written last again: a world cut short never matches
     plan = plan_world(cfg, seed)
     records = render_all(
         plan, RenderSettings.from_config(cfg, seed), out_dir, workers=cfg.workers, progress=progress,
