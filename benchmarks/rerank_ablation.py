@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, add_config_args, paired_bootstrap, write_result
+from _common import RESULTS, add_config_args, cached_world, paired_bootstrap, write_result
 
 from landmark.cleaning.verify import StoreVerifier
 from landmark.config import Config, RerankConfig, load_config
@@ -97,11 +97,8 @@ def variant_rows(base: RerankConfig) -> list[tuple[str, RerankConfig]]:
 def prepare(cfg: Config, work: Path) -> tuple[Path, Path]:
     """The synthetic default world and its train/index/test descriptors under ``work`` (cached)."""
     from landmark.stages.extract import extract
-    from landmark.stages.synth import synth
 
-    world, features = work / "synth", work / "features"
-    if not (world / "synth_config.json").is_file():
-        synth(cfg, world)
+    world, features = cached_world(cfg, work), work / "features"
     extract(cfg, world, features, splits=("train", "index"))
     # batch_size 1 for the test split: query crops with fractional boxes can be sized one pixel apart in a
     # shape bucket by global_desc (floor/ceil vs round), which breaks batching; one image per batch sidesteps it

@@ -42,7 +42,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, config_parser, write_result
+from _common import REPO, cached_world, config_parser, write_result
 
 from flows.demo import DEMO_SETTINGS
 from landmark.config import Config, load_config
@@ -80,12 +80,9 @@ def build_demo(cfg: Config, work: Path, spatial: bool) -> tuple[Path, Path, Path
     from landmark.stages.extract import extract
     from landmark.stages.index import build_index
     from landmark.stages.local import local
-    from landmark.stages.synth import synth
 
     pixels = f"{cfg.extract.image_size}px"  # descriptors and index depend on the extraction size
-    data, version, features = work / "synth", work / f"version-{pixels}", work / f"features-{pixels}"
-    if not (data / "gnd_synth.pkl").exists():
-        synth(cfg, data)
+    data, version, features = cached_world(cfg, work), work / f"version-{pixels}", work / f"features-{pixels}"
     model_dir = version / "model"
     if not model_dir.is_dir():
         save_model_dir(model_dir, create_global_model(cfg.model), cfg.model, [], {})
