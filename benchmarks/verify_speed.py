@@ -4,8 +4,8 @@ On SIFT features (``landmark.features.local``, backend ``sift``) of a seeded sub
 - positives: sagrada_familia pairs with covisibility > ``--min-covisibility`` (ground-truth F known);
 - negatives: a sagrada_familia photo with a brandenburg_gate or grand_place_brussels photo.
 
-Reported for our verifier (``landmark.cleaning.verify.verify_pairs``: int8-product matcher + seeded MAGSAC++, one
-process; also on ``--parallel-workers`` processes) and for
+Reported for our verifier (``landmark.cleaning.verify.verify_pairs`` with the default ``verify`` settings: int8-product
+matcher + a seeded USAC fit, MSAC scoring; one process, also on ``--parallel-workers`` processes) and for
 the reference (scipy cKDTree nearest neighbour with distance <= 0.8 + scikit-image
 ``ransac(AffineTransform, min_samples=3, residual_threshold=20, max_trials=1000)``): pairs/s, ROC AUC of the
 inlier counts (positives vs negatives) and the median Sampson error (px^2) of inliers of positive pairs under

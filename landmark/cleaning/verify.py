@@ -283,8 +283,8 @@ def fit_inliers(
     # USAC through UsacParams, not method=cv2.USAC_MAGSAC: that path runs from a fixed internal RNG state and
     # ignores cv2.setRNGSeed, so it could not honour the seed. With score "magsac" these are MAGSAC++ (OpenCV's
     # USAC_MAGSAC); "msac" scores hypotheses by truncated squared residuals instead, which on IMC photo pairs
-    # separates matching from non-matching pairs better (ROC AUC 0.965 vs 0.948 on verify_speed's pairs) and,
-    # unlike MAGSAC++, keeps that at 1000 hypotheses.
+    # separates matching from non-matching pairs better (mean ROC AUC 0.965 vs 0.948 over 6 seeds on 100 + 100
+    # pairs drawn as verify_speed draws them) and, unlike MAGSAC++, keeps that at 1000 hypotheses.
     params = cv2.UsacParams()
     params.score = cv2.SCORE_METHOD_MSAC if config.score == "msac" else cv2.SCORE_METHOD_MAGSAC
     params.sampler = cv2.SAMPLING_UNIFORM
