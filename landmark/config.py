@@ -497,9 +497,7 @@ class VerifyConfig:
     max_iters: int = 1000  # hypotheses at most (adaptive: fewer once the confidence is reached)
     confidence: float = 0.999
     min_inliers: int = 0  # inlier counts below this are reported as 0
-    seed: int = (
-        0  # base seed; each pair's RANSAC seed is a hash of it and the unordered pair's keys (pair_seed)
-    )
+    seed: int = 0  # base seed; a pair's RANSAC seed hashes it with the unordered pair's keys (pair_seed)
     workers: int = 0  # processes over pairs (0 = in this process)
 
     def __post_init__(self) -> None:
