@@ -4,8 +4,8 @@ a projection to GLDv2 -> benchmarks/results/scale.json.
 1. Per-image stages through ``landmark.platform.parallel`` on a real ``dask.distributed`` LocalCluster of 1 and 2 worker
    processes (1 thread each) at 1k and 10k images: global extraction (``extract_global_chunk``, one store shard
    per chunk), local features (SIFT, ``extract_local_chunk``) and drift's image statistics. Images are small
-   procedural JPEGs (``--image-size``, default 128 px) so 10k fit the shared 2-core machine; at 10k only the
-   cheap stages (local features, statistics) run. Per run: wall time, images/s, speed-up 2 vs 1 worker, and
+   procedural JPEGs (``--image-size``, default 128 px) so 10k fit the 2-core machine; above ``--extract-up-to``
+   (default 10k) only the cheap stages (local features, statistics) run. Per run: wall time, images/s, speed-up 2 vs 1 worker, and
    each worker's peak RSS (``ru_maxrss`` read on the workers).
 2. The index: IVF-PQ (``index`` defaults: nlist 1024, PQ64x8, nprobe 32, 100k seeded training sample) over 1M
    and 4M synthetic clustered 512-d unit vectors streamed in chunks into 1M-vector shards (``write_index``),
@@ -254,6 +254,12 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--vectors", default="1000000,4000000")
+    parser.add_argument(
+        "--extract-up-to",
+        type=int,
+        default=10_000,
+        help="global extraction only at sizes up to this (the slow stage)",
+    )
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--chunk", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -276,7 +282,7 @@ def main() -> None:
     result: dict[str, Any] = {"benchmark": "scale", "machine": machine(), "stages": {}, "index": []}
     paths_all = write_images(args.work / "images", max(sizes), args.image_size, args.seed)
     for n in sizes:
-        stages = ["extract", "local", "stats"] if n <= 1000 else ["local", "stats"]
+        stages = ["extract", "local", "stats"] if n <= args.extract_up_to else ["local", "stats"]
         runs = {str(w): stage_runs(paths_all[:n], w, stages, args.work, args.chunk) for w in (1, 2)}
         runs["speedup_2_vs_1"] = {
             s: round(runs["1"][s]["seconds"] / runs["2"][s]["seconds"], 2) for s in stages
