@@ -208,19 +208,24 @@ def index_child(n: int, out_dir: Path, queries: int, seed: int) -> dict[str, Any
 def project(
     stages: dict[str, Any], index: list[dict[str, Any]], image_size: int, workers: list[int]
 ) -> dict[str, Any]:
-    """GLDv2 wall time per stage on N workers from the 2-worker per-image cost at 1k (parallel efficiency
-    included), scaled by pixel count to the pipeline's sizes (extract 384 px x 3 scales, local 384 px)."""
-    two = stages.get("1000", {}).get("2", {})
+    """GLDv2 wall time per stage on N workers from each stage's 2-worker per-image cost at the largest size it ran
+    at (parallel efficiency included), scaled by pixel count to the pipeline's sizes (extract 384 px x 3 scales,
+    local 384 px)."""
+    two = {}  # stage -> (images, seconds per image per worker), the largest run's
+    for size in sorted(stages, key=int):
+        for stage, run in stages[size].get("2", {}).items():
+            two[stage] = (int(size), run["seconds_per_image_per_worker"])
     scale_px = {
         "extract": (384 / image_size) ** 2 * (0.5 + 1 + 2),
         "local": (384 / image_size) ** 2,
         "stats": 1.0,
     }
     splits = {"extract": sum(GLDV2.values()), "local": sum(GLDV2.values()), "stats": GLDV2["train"]}
+    measured = ", ".join(f"{stage} at {size:,}" for stage, (size, _) in two.items())
     out: dict[str, Any] = {
         "assumptions": (
-            "per-image seconds per worker measured with 2 workers at 1k images of "
-            f"{image_size} px, times the pixel ratio to the pipeline's sizes (extract: 384 px at scales "
+            f"per-image seconds per worker measured with 2 workers on images of {image_size} px ({measured} "
+            "images), times the pixel ratio to the pipeline's sizes (extract: 384 px at scales "
             "1/sqrt2, 1, sqrt2 = 3.5x the pixels of one scale; local: 384 px; statistics: decode only, unscaled); "
             "images read from a shared store at no extra cost; workers = single-threaded CPU processes"
         ),
@@ -228,9 +233,7 @@ def project(
     }
     for n in workers:
         out["hours"][str(n)] = {
-            stage: round(
-                two[stage]["seconds_per_image_per_worker"] * scale_px[stage] * splits[stage] / n / 3600, 1
-            )
+            stage: round(two[stage][1] * scale_px[stage] * splits[stage] / n / 3600, 1)
             for stage in scale_px
             if stage in two
         }
@@ -300,8 +303,8 @@ def main() -> None:
     result["chunk_images"] = args.chunk
     result["load_average_at_end"] = os.getloadavg()
     result["note"] = (
-        "measured on a 2-core machine shared with 3 other engineers' jobs (see the load averages): "
-        "speed-ups below 2 include that contention"
+        "measured on a 2-core machine (other jobs' load: the load averages): speed-ups below 2 include the "
+        "scheduler, the client and any other load on the same cores"
     )
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["gldv2_projection"], indent=2))
