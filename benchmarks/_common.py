@@ -30,8 +30,12 @@ def config_parser(doc: str | None, work: Path) -> argparse.ArgumentParser:
     return add_config_args(parser)
 
 
+# taken when a benchmark starts (it imports this module first), not when its result is written
+_LOAD_AT_START = os.getloadavg()
+
+
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
+    """What the numbers were measured on, with the load averages when the benchmark started and now."""
     import torch
 
     info: dict[str, Any] = {
@@ -40,7 +44,8 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "load_average_at_start": os.getloadavg(),
+        "load_average_at_start": _LOAD_AT_START,
+        "load_average_when_written": os.getloadavg(),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

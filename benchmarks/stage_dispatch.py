@@ -94,7 +94,7 @@ def main() -> None:
             "settings": DEMO,
             "median_seconds": summary,
             "runs": runs,
-            "load_average_at_run_start": load_at_start,  # machine.load_average_at_start is taken at the end
+            "load_average_at_run_start": load_at_start,
             "note": "2 shared cores: other engineers' jobs ran at the same time",
         },
     )
