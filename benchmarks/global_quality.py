@@ -71,9 +71,8 @@ from landmark.stages.extract import extract
 from landmark.stages.train import train
 from landmark.training.ensemble import interpolate_weights
 
-RUN_ALPHA = (
-    0.75  # every run is trained with this weight ensemble (its plain row), then re-ensembled at --alphas
-)
+# every run is trained with this weight ensemble (its plain row), then re-ensembled at --alphas
+RUN_ALPHA = 0.75
 HELD_OUT = "brandenburg_gate"  # another held-out scene writes global_quality_<scene>.json/.md
 ALPHAS = (1.0, 0.75, 0.5, 0.25)
 VARIANTS = (

@@ -5,8 +5,8 @@ a projection to GLDv2 -> benchmarks/results/scale.json.
    processes (1 thread each) at 1k and 10k images: global extraction (``extract_global_chunk``, one store shard
    per chunk), local features (SIFT, ``extract_local_chunk``) and drift's image statistics. Images are small
    procedural JPEGs (``--image-size``, default 128 px) so 10k fit the 2-core machine; above ``--extract-up-to``
-   (default 10k) only the cheap stages (local features, statistics) run. Per run: wall time, images/s, speed-up 2 vs 1 worker, and
-   each worker's peak RSS (``ru_maxrss`` read on the workers).
+   (default 10k) only the cheap stages (local features, statistics) run. Per run: wall time, images/s, speed-up
+   2 vs 1 worker, and each worker's peak RSS (``ru_maxrss`` read on the workers).
 2. The index: IVF-PQ (``index`` defaults: nlist 1024, PQ64x8, nprobe 32, 100k seeded training sample) over 1M
    and 4M synthetic clustered 512-d unit vectors streamed in chunks into 1M-vector shards (``write_index``),
    each size in a child process: build time, peak RSS, bytes on disk, recall@100 against exact search and

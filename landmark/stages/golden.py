@@ -2,12 +2,14 @@
 
 The golden sets are ``promote.golden``: ``imc`` stands for the Revisited-format sets built from the IMC photos at
 ``paths.imc`` with the pose-based protocol (one set per held-out scene, :mod:`landmark.data.imc_benchmark`;
-built once under ``<paths.golden>/sets``; by default leave-one-out, every eligible photo a query), any other entry is a ``DIR/NAME`` Revisited Oxford/Paris-format set.
-Each set is evaluated with :func:`landmark.retrieval.revisitop_eval.evaluate_revisitop` (global descriptors + the
-configured DBA/alpha-QE; the same code as ``landmark eval-revisitop``), and ``<out>/golden.json`` holds medium and hard mAP
-per set. A model's results are cached under ``<paths.golden>/results/<model key>.json`` (the key hashes its
-weights and the settings that change the numbers; each set's entry also records its ground truth's hash), so production, which is last night's candidate, is not
-evaluated twice. A missing IMC directory is a note, not an error: the gate then has no golden set to check.
+built once under ``<paths.golden>/sets``; by default leave-one-out, every eligible photo a query), any other
+entry is a ``DIR/NAME`` Revisited Oxford/Paris-format set. Each set is evaluated with
+:func:`landmark.retrieval.revisitop_eval.evaluate_revisitop` (global descriptors + the configured DBA/alpha-QE;
+the same code as ``landmark eval-revisitop``), and ``<out>/golden.json`` holds medium and hard mAP per set. A
+model's results are cached under ``<paths.golden>/results/<model key>.json`` (the key hashes its weights and the
+settings that change the numbers; each set's entry also records its ground truth's hash), so production, which
+is last night's candidate, is not evaluated twice. A missing IMC directory is a note, not an error: the gate then
+has no golden set to check.
 """
 
 from __future__ import annotations
