@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,14 +110,15 @@ def _block_matches(
     if column_max is not None:
         rows = np.flatnonzero(block[rows, nearest] >= column_max[nearest])  # ties count as mutual
     best = nearest[rows]
-    best_sim = np.einsum("ij,ij->i", desc1[rows], desc2[best])
+    ours = np.take(desc1, rows, axis=0)  # np.take: ~3x faster than fancy indexing for row gathers
+    best_sim = np.einsum("ij,ij->i", ours, np.take(desc2, best, axis=0))
     dist = np.sqrt(np.maximum(2.0 - 2.0 * best_sim, 0.0))
     keep = dist <= max_distance + 1e-6
     if ratio < 1.0 and n2 >= 2:
-        candidates = block[rows] if column_max is not None else block  # the rows still in play
+        candidates = np.take(block, rows, axis=0) if column_max is not None else block  # the rows in play
         candidates[np.arange(len(rows)), best] = _EXCLUDED  # their best is then the second nearest
         second = candidates.argmax(axis=1)
-        second_sim = np.einsum("ij,ij->i", desc1[rows], desc2[second])
+        second_sim = np.einsum("ij,ij->i", ours, np.take(desc2, second, axis=0))
         keep &= dist < ratio * np.sqrt(np.maximum(2.0 - 2.0 * second_sim, 0.0))
     return np.stack([rows[keep], best[keep]], axis=1).astype(np.int64)
 
@@ -149,22 +151,47 @@ def quantize(descriptors: np.ndarray, name: str = "descriptors") -> QuantizedDes
     Raises:
         ValueError: not 2-d.
     """
+    import cv2
+
     x = _check_descriptors(name, descriptors)
-    peak = max(float(x.max()), -float(x.min())) if x.size else 0.0
-    scaled = np.multiply(x, np.float32(127.0 / peak if peak > 0 else 1.0))
-    return QuantizedDescriptors(x, torch.from_numpy(np.rint(scaled, out=scaled).astype(np.int8)))
+    if not x.size:
+        return QuantizedDescriptors(x, torch.zeros(x.shape, dtype=torch.int8))
+    # one pass in OpenCV (x * 127 / max|x|, rounded half to even, saturated; all zeros stay zeros): the same codes
+    # as numpy's max, multiply, rint and cast in ~2.5x less time, which was ~10% of a pair's verification
+    codes = np.empty(x.shape, np.int8)
+    cv2.normalize(x, codes, alpha=127.0, norm_type=cv2.NORM_INF, dtype=cv2.CV_8S)  # fills ``codes`` in place
+    return QuantizedDescriptors(x, torch.from_numpy(codes))
 
 
-def products(a: QuantizedDescriptors, b: QuantizedDescriptors) -> np.ndarray:
+def products(
+    a: QuantizedDescriptors, b: QuantizedDescriptors, scratch: torch.Tensor | None = None
+) -> np.ndarray:
     """(N1, N2) int32 products of the int8 codes of ``a`` and ``b``, proportional to their cosines up to the
-    quantisation (~2e-3 std for unit RootSIFT rows).
+    quantisation (~2e-3 std for unit RootSIFT rows). With ``scratch`` (a 1-d int32 tensor of at least N1 * N2
+    elements) the result is a view of it, valid until ``scratch`` is reused: a fresh 4 MB block per pair costs
+    ~0.1 ms in page faults alone, ~10% of a pair's verification.
 
     Ranking nearest neighbours by these exact integer sums (no dependence on threads or blocking) takes ~10x
     fewer CPU cycles than the float32 product, which was ~75% of verification time; the matcher then computes
     the cosines of the two candidates of each row exactly. One product per pair, not one for an image's partners
     side by side: row reductions over a contiguous block are ~3x faster than over a column slice of a wider one.
     """
-    return torch._int_mm(a.codes, b.codes.T).numpy()  # the public matmul has no int8 path
+    if scratch is None:
+        return torch._int_mm(a.codes, b.codes.T).numpy()  # the public matmul has no int8 path
+    out = scratch[: len(a) * len(b)].view(len(a), len(b))
+    torch._int_mm(a.codes, b.codes.T, out=out)
+    return out.numpy()
+
+
+_SCRATCH = threading.local()  # per thread: a Dask worker runs several chunks at once in threads
+
+
+def _scratch(size: int) -> torch.Tensor:
+    """This thread's int32 scratch of at least ``size`` elements (grown, never shrunk)."""
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.numel() < size:
+        buffer = _SCRATCH.buffer = torch.empty(size, dtype=torch.int32)
+    return buffer
 
 
 def match_many(
@@ -213,7 +240,7 @@ def match_many(
         if not len(a) or not len(b):
             out.append(_NO_MATCHES)
             continue
-        block = products(a, b)
+        block = products(a, b, _scratch(len(a) * len(b)))
         # column max, not argmax: a strided argmax over 1000 rows costs ~10x more
         column_max = block.max(axis=0) if mutual else None
         out.append(_block_matches(block, column_max, a.values, b.values, ratio, max_distance))

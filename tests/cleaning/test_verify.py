@@ -10,6 +10,7 @@ from typing import Literal
 
 import numpy as np
 import pytest
+import torch
 
 from landmark.cleaning.verify import (
     FeatureMemory,
@@ -348,3 +349,17 @@ def test_quantized_products_are_exact_integer_sums() -> None:
     np.testing.assert_allclose(products(qa, qb) * scale, a @ b.T, atol=0.05)
     assert quantize(np.zeros((0, 16), np.float32)).codes.shape == (0, 16)
     assert (quantize(np.zeros((2, 16), np.float32)).codes.numpy() == 0).all()
+
+
+def test_quantize_rounds_half_to_even_and_products_reuse_scratch() -> None:
+    # codes are round(x * 127 / max|x|) with ties to even; here max|x| = 127, so the codes are x rounded
+    x = np.array([[127.0, 0.5, 1.5, 2.5, -0.5, -63.7, 10.2]], np.float32)
+    np.testing.assert_array_equal(quantize(x).codes.numpy(), [[127, 0, 2, 2, 0, -64, 10]])
+    y = np.array([[1.0, 0.5, 0.75, -0.25]], np.float32)  # 63.5 -> 64 (even), 95.25 -> 95, -31.75 -> -32
+    np.testing.assert_array_equal(quantize(y).codes.numpy(), [[127, 64, 95, -32]])
+    rng = np.random.default_rng(3)
+    a, b = quantize(rng.normal(size=(7, 16))), quantize(rng.normal(size=(4, 16)))
+    scratch = torch.full((100,), -1, dtype=torch.int32)
+    block = products(a, b, scratch)
+    np.testing.assert_array_equal(block, products(a, b))
+    assert np.shares_memory(block, scratch.numpy())  # a view of the scratch, no new allocation
