@@ -28,9 +28,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from landmark.config import IndexConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine
@@ -143,14 +146,20 @@ def synthetic_chunks(n: int, chunk: int, seed: int, centres: np.ndarray) -> Any:
         yield [str(i) for i in range(start, start + m)], x.astype(np.float32)
 
 
-def index_child(n: int, out_dir: Path, queries: int, seed: int) -> dict[str, Any]:
-    """Build, save, reload and search an IVF-PQ index over ``n`` synthetic vectors; the measurements."""
+def index_child(
+    n: int, out_dir: Path, queries: int, seed: int, cfg: IndexConfig | None = None
+) -> dict[str, Any]:
+    """Build, save, reload and search an IVF-PQ index over ``n`` synthetic vectors; the measurements.
+
+    ``cfg`` defaults to the ``index`` defaults with 1M-vector shards and 65,536-vector chunks (the rows of
+    scale.json); ``benchmarks/gpu_check.py`` passes smaller settings for its CPU smoke run.
+    """
     import faiss
 
     from landmark.config import IndexConfig
     from landmark.retrieval.index import gpu_available, load_index, sample_rows, write_index
 
-    cfg = IndexConfig(kind="ivfpq", shard_size=1_000_000, chunk_size=65_536)
+    cfg = cfg or IndexConfig(kind="ivfpq", shard_size=1_000_000, chunk_size=65_536)
     centres = np.random.default_rng(seed).standard_normal((2_000, DIM)).astype(np.float32)
     rows = set(sample_rows(n, cfg.train_size, seed).tolist())
     sample = np.concatenate(
