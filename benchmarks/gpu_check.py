@@ -490,7 +490,8 @@ def extract_section(run: Run) -> dict[str, Any]:
                      "fp16_on_cuda": cfg.extract.fp16_on_cuda, "workers": cfg.extract.workers,
                      "backbone": cfg.model.backbone, "dim": int(reference.shape[1])},
         "images": len(items),
-        "cpu_images_per_s_in_process": round(len(few) / (time.perf_counter() - start), 2),
+        # the CPU reference, in this process (first use of the model included)
+        "cpu_reference": {"images": len(few), "seconds": round(time.perf_counter() - start, 2)},
     }  # fmt: skip
     if run.cuda:
         in_process = dataclasses.replace(cfg.extract, workers=0)
