@@ -29,6 +29,7 @@ from prefect.settings import get_current_settings
 
 from landmark.config import Config, load_config
 from landmark.platform.infra import run_dvc
+from landmark.platform.parallel import ClusterError, reachable_scheduler
 from landmark.platform.storage import StorageError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +91,8 @@ def task_runner(cfg: Config) -> Any:
     if not cfg.flows.dask_address:
         return None
     from prefect_dask import DaskTaskRunner
+
+    reachable_scheduler(cfg.flows.dask_address, "flows.dask_address")  # one line now, not a crashed flow run
 
     return DaskTaskRunner(address=cfg.flows.dask_address)
 
@@ -270,11 +273,13 @@ def _request_url(error: httpx.RequestError) -> str:
 def unreachable_service(exc: BaseException) -> str | None:
     """One line naming the service ``exc`` could not reach, its URL and the command that starts it.
 
-    Recognised: the Prefect API (``PREFECT_API_URL`` set, server down) and the S3 object store. Returns None for
-    any other error (it is not hidden).
+    Recognised: the Prefect API (``PREFECT_API_URL`` set, server down), the S3 object store and the Dask
+    scheduler. Returns None for any other error (it is not hidden).
     """
     api = get_current_settings().api.url or ""
     for error in _causes(exc):
+        if isinstance(error, ClusterError):
+            return str(error)
         found = _PREFECT_DOWN.match(str(error)) if isinstance(error, RuntimeError) else None
         if found:
             return f"Prefect server unreachable at {found.group(1)}: {PREFECT_START}"

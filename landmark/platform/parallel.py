@@ -13,12 +13,15 @@ Results come back in input order so outputs never depend on the backend or the n
 from __future__ import annotations
 
 import multiprocessing
+import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from tqdm.auto import tqdm
+
+from landmark.errors import LandmarkError
 
 if TYPE_CHECKING:
     from dask.distributed import Client
@@ -29,6 +32,42 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 Backend = Literal["local", "dask"]
+
+
+class ClusterError(LandmarkError, ConnectionError):
+    """The Dask scheduler named in the config cannot be reached (a set-up problem, not a bug)."""
+
+
+SCHEDULER_START = (
+    "start one (`dask scheduler`, then `dask worker ADDRESS` on each machine; README 'Scale-out') or set the"
+    ' address to "" to run on this machine'
+)
+
+
+def reachable_scheduler(address: str, setting: str = "parallel.address", timeout: float = 5.0) -> None:
+    """Check that a TCP connection to the Dask scheduler at ``address`` (``tcp://host:port`` or ``tls://...``)
+    opens within ``timeout`` seconds; other schemes (``inproc://``, ``ucx://``) are left to Dask.
+
+    Raises:
+        ClusterError: it does not, naming ``setting``, the address, the reason and how to start a scheduler.
+    """
+    scheme, _, rest = address.partition("://")
+    if scheme not in ("tcp", "tls") or not rest:
+        return
+    host, colon, port = rest.rstrip("/").rpartition(":")
+    if not colon or "]" in port:  # no port: Dask's default
+        host, port = rest.rstrip("/"), "8786"
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, TimeoutError):
+            reason = f"no connection within {timeout:g} s"
+        else:
+            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        raise ClusterError(
+            f"Dask scheduler unreachable at {address} ({setting}): {reason}; {SCHEDULER_START}"
+        ) from exc
 
 
 def chunked(items: Sequence[T], size: int) -> list[list[T]]:
@@ -197,8 +236,19 @@ def dask_client(address: str | None, workers: int) -> Iterator[Client]:
             host="127.0.0.1",
         )
         address = cluster.scheduler_address
+    else:
+        reachable_scheduler(address)
     try:
-        with Client(address) as client:
+        try:
+            client = Client(address)
+        except (
+            Exception
+        ) as exc:  # the port accepts, but what answers is not a Dask scheduler: Dask then fails
+            # in many ways (a timeout, a closed stream, or a MemoryError reading an HTTP reply as a frame length)
+            raise ClusterError(
+                f"no Dask scheduler answered at {address}: {type(exc).__name__}: {exc}; {SCHEDULER_START}"
+            ) from exc
+        with client:
             yield client
     finally:
         if cluster is not None:

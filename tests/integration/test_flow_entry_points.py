@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.common import PREFECT_START, STORE_START, exit_when_unreachable, unreachable_service
+from flows.common import PREFECT_START, STORE_START, exit_when_unreachable, task_runner, unreachable_service
+from landmark.config import load_config
 from landmark.platform.storage import Credentials, ObjectStore, S3Settings, StorageError
 
 pytestmark = pytest.mark.integration
@@ -74,6 +75,22 @@ def test_an_unreachable_store_is_named_and_other_errors_are_not_hidden(
     with pytest.raises(StorageError, match="denied access"):  # reachable, refused: the real error stays
         fails()
     assert unreachable_service(ValueError("Failed to reach API at http://x/")) is None
+
+
+def test_an_unreachable_dask_scheduler_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    address = f"tcp://127.0.0.1:{closed_port()}"
+    cfg = load_config(None, [f"flows.dask_address={address}"])
+
+    @exit_when_unreachable
+    def main() -> None:
+        task_runner(cfg)  # before any flow run starts
+
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Dask scheduler unreachable at {address} (flows.dask_address): ")
+    assert "dask scheduler" in err and err.count("\n") == 1
 
 
 def test_flows_switch_telemetry_off_unless_the_user_chose() -> None:
