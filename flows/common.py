@@ -28,7 +28,7 @@ from prefect.runtime import flow_run
 from prefect.settings import get_current_settings
 
 from landmark.config import Config, load_config
-from landmark.platform.infra import run_dvc
+from landmark.platform.infra import InfraError, run_dvc
 from landmark.platform.parallel import ClusterError, reachable_scheduler
 from landmark.platform.storage import StorageError
 
@@ -234,6 +234,7 @@ PREFECT_START = "start it with `make up`, or unset PREFECT_API_URL to run the fl
 STORE_START = "start it with `make up` (`landmark infra up`)"
 _PREFECT_DOWN = re.compile(r"^Failed to reach API at (\S+)")
 _STORE_DOWN = re.compile(r"object store at (\S+) is unreachable")
+_DVC_STORE_DOWN = re.compile(r'Could not connect to the endpoint URL: "(\w+://[^/"]+)')  # DVC's S3 remote
 _CONNECT_ERRORS = (
     ConnectionError,
     httpx.ConnectError,
@@ -273,8 +274,8 @@ def _request_url(error: httpx.RequestError) -> str:
 def unreachable_service(exc: BaseException) -> str | None:
     """One line naming the service ``exc`` could not reach, its URL and the command that starts it.
 
-    Recognised: the Prefect API (``PREFECT_API_URL`` set, server down), the S3 object store and the Dask
-    scheduler. Returns None for any other error (it is not hidden).
+    Recognised: the Prefect API (``PREFECT_API_URL`` set, server down), the S3 object store (ours, and DVC's
+    remote in ``dvc push``) and the Dask scheduler. Returns None for any other error (it is not hidden).
     """
     api = get_current_settings().api.url or ""
     for error in _causes(exc):
@@ -291,6 +292,12 @@ def unreachable_service(exc: BaseException) -> str | None:
             store = _STORE_DOWN.search(str(error))
             return (
                 f"S3 object store unreachable at {store.group(1) if store else 'its endpoint'}: {STORE_START}"
+            )
+        remote = _DVC_STORE_DOWN.search(str(error)) if isinstance(error, InfraError) else None
+        if remote:
+            return (
+                f"S3 object store unreachable at {remote.group(1)} (dvc push): {STORE_START}; the outputs stay"
+                " committed in the workspace and `dvc push` sends them once it is up"
             )
     return None
 

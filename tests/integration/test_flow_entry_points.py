@@ -12,6 +12,7 @@ import pytest
 
 from flows.common import PREFECT_START, STORE_START, exit_when_unreachable, task_runner, unreachable_service
 from landmark.config import load_config
+from landmark.platform.infra import run_dvc
 from landmark.platform.storage import Credentials, ObjectStore, S3Settings, StorageError
 
 pytestmark = pytest.mark.integration
@@ -91,6 +92,31 @@ def test_an_unreachable_dask_scheduler_is_named(capsys: pytest.CaptureFixture[st
     err = capsys.readouterr().err
     assert err.startswith(f"error: Dask scheduler unreachable at {address} (flows.dask_address): ")
     assert "dask scheduler" in err and err.count("\n") == 1
+
+
+def test_a_dvc_push_to_an_unreachable_store_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    run_dvc(["init", "-q"], tmp_path)
+    run_dvc(["remote", "add", "-d", "store", "s3://landmark/dvc"], tmp_path)
+    for key, value in (("endpointurl", endpoint), ("access_key_id", "key"), ("secret_access_key", "secret")):
+        run_dvc(["remote", "modify", "--local", "store", key, value], tmp_path)
+    (tmp_path / "data.txt").write_text("x")
+    run_dvc(["add", "-q", "data.txt"], tmp_path)
+
+    @exit_when_unreachable
+    def main() -> None:
+        run_dvc(["push"], tmp_path)  # what a flow's push task runs
+
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == (
+        f"error: S3 object store unreachable at {endpoint} (dvc push): {STORE_START}; the outputs stay committed"
+        " in the workspace and `dvc push` sends them once it is up\n"
+    )
 
 
 def test_flows_switch_telemetry_off_unless_the_user_chose() -> None:
