@@ -37,7 +37,7 @@ from landmark.stages.train import train
 from landmark.training.ensemble import interpolate_weights, zero_shot_state
 from landmark.training.loop import _init_neck
 from landmark.training.trainer import CHECKPOINT
-from landmark.training.training_set import training_items
+from landmark.training.training_set import checked_training_set
 
 REPO = Path(__file__).resolve().parents[1]
 IMC = REPO.parent / "shared" / "data" / "imc2022-landmarks"
@@ -85,7 +85,9 @@ def run_endpoints(
     (``run/model.work`` holds its last checkpoint); the zero-shot end is rebuilt exactly as training built it."""
     payload = torch.load(run / "model.work" / CHECKPOINT, map_location="cpu", weights_only=False)
     fine_tuned = {k[len("model.") :]: v for k, v in payload["module"].items() if k.startswith("model.")}
-    items, _, _ = training_items(cfg, world, None, "auto", cfg.train.min_images_per_class, "the benchmark")
+    items = checked_training_set(
+        cfg, world, None, "auto", cfg.train.min_images_per_class, "the benchmark", record_in=None
+    ).items
     torch.manual_seed(cfg.seed)  # the step-0 model exactly as training built it
     step0 = create_global_model(cfg.model)
     _init_neck(step0, items, cfg.train, cfg.seed, "cpu", distilling=bool(cfg.train.distill_real))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import click
 import typer
@@ -15,6 +15,9 @@ from rich.markup import escape
 
 from landmark.config import Config, load_config
 from landmark.errors import LandmarkError
+
+if TYPE_CHECKING:
+    from landmark.data.bad_images import BadImage
 
 app = typer.Typer(
     name="landmark",
@@ -61,6 +64,17 @@ def main(
     if params is None and Path("params.yaml").is_file():
         params = Path("params.yaml")
     state.params, state.overrides, state.debug = params, list(set_ or []), debug
+
+
+def report_left_out(bad: Sequence[BadImage], model_dir: Path) -> None:
+    """One line naming the undecodable images a training left out and where they are listed (none: nothing)."""
+    from landmark.data.bad_images import QUARANTINE_FILE, reason_counts  # pandas: not at `landmark --help`
+
+    if bad:
+        out.print(
+            f"left out {len(bad)} undecodable images {reason_counts(bad)}, listed in {model_dir / QUARANTINE_FILE}",
+            markup=False, soft_wrap=True,
+        )  # fmt: skip
 
 
 # failures the user can fix: printed as one line, exit 1

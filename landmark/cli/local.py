@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from landmark.cli._app import FORMAT_HELP, app, out, state, user_errors
+from landmark.cli._app import FORMAT_HELP, app, out, report_left_out, state, user_errors
 
 
 @app.command()
@@ -86,4 +86,5 @@ def train_delf(
         f"{summary.attention_first_loss:.3f} -> {summary.attention_last_loss:.3f}, "
         f"PCA on {summary.pca_descriptors} descriptors"
     )
+    report_left_out(summary.bad_images, summary.model_dir)
     out.print(f"model written to [bold]{summary.model_dir}[/]")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from landmark.cli._app import FORMAT_HELP, app, out, state, user_errors
+from landmark.cli._app import FORMAT_HELP, app, out, report_left_out, state, user_errors
 
 
 @app.command()
@@ -39,7 +39,6 @@ def train(
 ) -> None:
     """Fine-tune the global model (ArcFace/CosFace + GeM); torchrun-ready for several devices. Undecodable images
     are left out and listed in <out>/quarantined.json (training fails above train.max_bad_share)."""
-    from landmark.data.bad_images import QUARANTINE_FILE, reason_counts
     from landmark.stages.train import train as run_train
 
     cfg = state.config()
@@ -65,10 +64,5 @@ def train(
             f"({summary.dropped_classes} classes dropped) in {summary.seconds:.0f}s: "
             f"loss {summary.final_loss:.3f}, accuracy {summary.final_accuracy:.2f}"
         )
-        if summary.bad_images:
-            out.print(
-                f"left out {len(summary.bad_images)} undecodable images {reason_counts(summary.bad_images)}, "
-                f"listed in {summary.model_dir / QUARANTINE_FILE}",
-                markup=False, soft_wrap=True,
-            )  # fmt: skip
+        report_left_out(summary.bad_images, summary.model_dir)
         out.print(f"model written to [bold]{summary.model_dir}[/]")

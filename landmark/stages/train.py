@@ -8,24 +8,15 @@ equals one without it), recorded in ``quarantined.json`` in the work and model d
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from landmark.config import Config, config_to_dict, resolve_device
-from landmark.data.bad_images import (
-    QUARANTINE_FILE,
-    BadImage,
-    check_bad_share,
-    reason_counts,
-    write_quarantine,
-)
+from landmark.data.bad_images import QUARANTINE_FILE, BadImage, reason_counts
 from landmark.models.model_dir import save_model_dir
 from landmark.training.loop import ensemble_weights, train_global_model, training_metrics
 from landmark.training.trainer import LOG, launcher_rank
-from landmark.training.training_set import require_classes, training_set
-
-logger = logging.getLogger(__name__)
+from landmark.training.training_set import checked_training_set
 
 
 @dataclass(frozen=True)
@@ -63,22 +54,14 @@ def train(
         TooManyBadImagesError: more than ``train.max_bad_share`` of the labelled images cannot be decoded
             (checked before training; the record is in the work directory).
     """
-    data = training_set(
-        cfg, data_dir, manifest, fmt, cfg.train.min_images_per_class, "training", workers=cfg.train.workers
-    )
-    items, labels, dropped, bad = data.items, data.labels, data.dropped_classes, data.bad_images
     out_dir = Path(out_dir)
     work = Path(work_dir) if work_dir is not None else out_dir.with_name(out_dir.name + ".work")
     is_main = launcher_rank() == 0  # torchrun's rank: the process group lives only while training
-    if is_main:
-        write_quarantine(work, bad, stage="train", images=data.candidates)
-    if bad:
-        logger.warning(
-            "training: %d undecodable images left out %s, listed in %s",
-            len(bad), reason_counts(bad), work / QUARANTINE_FILE,
-        )  # fmt: skip
-    check_bad_share("train", "train.max_bad_share", cfg.train.max_bad_share, bad, data.candidates)
-    require_classes(data, cfg.train.min_images_per_class, "training")
+    data = checked_training_set(
+        cfg, data_dir, manifest, fmt, cfg.train.min_images_per_class, "train",
+        record_in=work if is_main else None, workers=cfg.train.workers,
+    )  # fmt: skip
+    items, labels, dropped, bad = data.items, data.labels, data.dropped_classes, data.bad_images
     result = train_global_model(
         items, len(labels), cfg.model, cfg.train, work,
         seed=cfg.seed, device=resolve_device(cfg.device), resume=resume, progress=progress,

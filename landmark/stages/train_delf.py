@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from landmark.config import Config, resolve_device
+from landmark.data.bad_images import QUARANTINE_FILE, BadImage, reason_counts
 from landmark.models.delf_dir import save_delf_dir
 from landmark.training.delf import LOG
 from landmark.training.delf import train_delf as run_training
-from landmark.training.training_set import training_items
+from landmark.training.training_set import checked_training_set
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class TrainDelfSummary:
     attention_last_loss: float  # ... and of its last epoch
     pca_descriptors: int
     seconds: float
+    bad_images: tuple[BadImage, ...] = ()  # left out as undecodable (the model's quarantined.json)
 
 
 def train_delf(
@@ -45,13 +47,15 @@ def train_delf(
     Raises:
         ValueError: fewer than 2 classes with ``delf.min_images_per_class`` images, or too few images.
         TooManyBadImagesError: more than ``train.max_bad_share`` of the images cannot be decoded (fewer are left
-            out, see :func:`landmark.training.training_set.training_items`).
+            out and recorded in ``quarantined.json`` in the work and model directories).
     """
-    items, labels, dropped = training_items(
-        cfg, data_dir, manifest, fmt, cfg.delf.min_images_per_class, "DELF training", workers=cfg.delf.workers
-    )
     out_dir = Path(out_dir)
     work = Path(work_dir) if work_dir is not None else out_dir.with_name(out_dir.name + ".work")
+    data = checked_training_set(
+        cfg, data_dir, manifest, fmt, cfg.delf.min_images_per_class, "train_delf", record_in=work,
+        workers=cfg.delf.workers,
+    )  # fmt: skip
+    items, labels, dropped, bad = data.items, data.labels, data.dropped_classes, data.bad_images
     result = run_training(
         items,
         len(labels),
@@ -61,11 +65,11 @@ def train_delf(
         device=resolve_device(cfg.device),
         progress=progress,
     )
-    metrics = {"train": {**result.metrics(), "classes": len(labels), "images": len(items)}}
+    counts = {"classes": len(labels), "images": len(items), "bad_images": reason_counts(bad)}
     save_delf_dir(
-        out_dir, result.model, result.pca, cfg.delf, labels, metrics,
+        out_dir, result.model, result.pca, cfg.delf, labels, {"train": {**result.metrics(), **counts}},
         extra_config={"seed": cfg.seed, "data": str(data_dir), "manifest": str(manifest) if manifest else None},
-        extra_files=[work / LOG],
+        extra_files=[work / LOG, *([work / QUARANTINE_FILE] if bad else [])],
     )  # fmt: skip
     return TrainDelfSummary(
         model_dir=out_dir,
@@ -78,4 +82,5 @@ def train_delf(
         attention_last_loss=result.attention.last_epoch_loss,
         pca_descriptors=result.pca_descriptors,
         seconds=result.seconds,
+        bad_images=tuple(bad),
     )

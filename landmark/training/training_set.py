@@ -15,7 +15,13 @@ from pathlib import Path
 import pandas as pd
 
 from landmark.config import Config
-from landmark.data.bad_images import BadImage, check_bad_share, reason_counts
+from landmark.data.bad_images import (
+    QUARANTINE_FILE,
+    BadImage,
+    check_bad_share,
+    reason_counts,
+    write_quarantine,
+)
 from landmark.data.datasets import open_dataset
 from landmark.data.groundtruth import LandmarkDataset
 from landmark.data.images import ImageDecodeError, decode_image
@@ -120,31 +126,32 @@ def require_classes(data: TrainingSet, min_images: int, what: str) -> None:
         )
 
 
-def training_items(
+def checked_training_set(
     cfg: Config,
     data_dir: Path,
     manifest: Path | None,
     fmt: str,
     min_images: int,
-    what: str,
+    stage: str,
     *,
+    record_in: Path | None,
     workers: int = 0,
-) -> tuple[list[TrainItem], list[int], int]:
-    """:func:`training_set` as (items, landmark ids of the class indices, classes too small), for trainings
-    that keep no record of the images left out (logged); more than ``train.max_bad_share`` of them fails.
+) -> TrainingSet:
+    """:func:`training_set` for a training stage: the images left out are recorded in
+    ``record_in/quarantined.json`` (None: not written, e.g. by a torchrun rank other than 0) and logged, then more
+    than ``train.max_bad_share`` of them, or fewer than 2 classes, stop the stage before it trains.
 
     Raises:
-        ValueError: fewer than 2 classes with ``min_images`` images.
-        TooManyBadImagesError: too many undecodable images.
+        TooManyBadImagesError: too many undecodable images (the record is written first).
+        InputError: fewer than 2 classes with ``min_images`` images.
     """
-    data = training_set(cfg, data_dir, manifest, fmt, min_images, what, workers=workers)
-    if data.bad_images:
-        logger.warning(
-            "%s: %d undecodable images left out %s",
-            what,
-            len(data.bad_images),
-            reason_counts(data.bad_images),
-        )
-    check_bad_share(what, "train.max_bad_share", cfg.train.max_bad_share, data.bad_images, data.candidates)
-    require_classes(data, min_images, what)
-    return data.items, data.labels, data.dropped_classes
+    data = training_set(cfg, data_dir, manifest, fmt, min_images, stage, workers=workers)
+    bad = data.bad_images
+    if record_in is not None:
+        write_quarantine(record_in, bad, stage=stage, images=data.candidates)
+    if bad:
+        where = f", listed in {Path(record_in) / QUARANTINE_FILE}" if record_in is not None else ""
+        logger.warning("%s: %d undecodable images left out %s%s", stage, len(bad), reason_counts(bad), where)
+    check_bad_share(stage, "train.max_bad_share", cfg.train.max_bad_share, bad, data.candidates)
+    require_classes(data, min_images, stage)
+    return data

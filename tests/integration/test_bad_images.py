@@ -2,7 +2,7 @@
 
 A folder dataset holds a truncated JPEG, an empty file, a text file named .jpg and a PNG decompression bomb among
 good images. ``extract`` (2 DataLoader workers), ``local`` (2 pool processes) and ``train`` (2 decoding processes,
-2 steps) exit 0, record the 4 files with their reason codes, and their outputs for the good images equal those
+2 steps) and ``train-delf`` exit 0, record the 4 files with their reason codes, and their outputs for the good images equal those
 of a run on the folder without the bad files. Past the bound a stage exits 1 with one line naming the bound, the
 share and the files. The readers of those outputs (index, evaluate, clean) leave the skipped images out.
 """
@@ -46,6 +46,12 @@ TRAIN = [
     "--set", "train.epochs=1", "--set", "train.max_steps=2", "--set", "train.full_res_last_epoch=false",
     "--set", "train.warmup_steps=0", "--set", "train.neck_init_images=8", "--set", "model.embedding_dim=32",
     "--set", "train.checkpoint_every=0",
+]  # fmt: skip
+DELF = [
+    "--set", "delf.workers=2", "--set", "delf.image_size=64", "--set", "delf.batch_size=4",
+    "--set", "delf.descriptor_epochs=1", "--set", "delf.attention_epochs=1", "--set", "delf.max_steps=1",
+    "--set", "delf.warmup_steps=0", "--set", "delf.augmentation=none", "--set", "delf.scales=[1.0]",
+    "--set", "delf.max_features=50", "--set", "delf.pca_dim=8", "--set", "delf.pca_images=2",
 ]  # fmt: skip
 
 
@@ -197,12 +203,38 @@ def test_train_skips_and_records_bad_images(work: Path) -> None:
         torch.testing.assert_close(trained[key], value, atol=1e-6, rtol=0)
 
 
+def test_train_delf_skips_and_records_bad_images(work: Path) -> None:
+    out = work / "delf_bad"
+    result = cli(
+        *DELF,
+        "--set",
+        "train.max_bad_share=0.5",
+        "train-delf",
+        "--data",
+        str(work / "bad"),
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    assert "left out 4 undecodable images" in result.output and "trained DELF on 12 images" in result.output
+    assert_recorded(out)  # in the model directory, and in the work directory beside it
+    assert_recorded(work / "delf_bad.work")
+    metrics = json.loads((out / "metrics.json").read_text())["train"]
+    assert metrics["images"] == 12 and metrics["bad_images"] == {
+        "empty": 1,
+        "not_an_image": 1,
+        "too_large": 1,
+        "truncated": 1,
+    }
+
+
 @pytest.mark.parametrize(
     ("stage", "args", "key"),
     [
         ("extract", EXTRACT, "extract.max_bad_share"),
         ("local", LOCAL, "local.max_bad_share"),
         ("train", TRAIN, "train.max_bad_share"),
+        ("train-delf", DELF, "train.max_bad_share"),
     ],
 )
 def test_past_the_bound_a_stage_fails_in_one_line(work: Path, stage: str, args: list[str], key: str) -> None:
