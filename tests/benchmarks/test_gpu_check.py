@@ -5,8 +5,6 @@ training-log rates and the descriptor agreement on hand-built numbers. (The sect
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -14,24 +12,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bench_loader import load_benchmark
 
 from landmark.config import load_config
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling helpers
-    try:
-        spec = importlib.util.spec_from_file_location("gpu_check_bench", BENCHMARKS / "gpu_check.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # its dataclasses look their module up
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return load_benchmark("gpu_check")
 
 
 def _run(bench: ModuleType, tmp_path: Path, seconds: float = 100.0) -> Any:

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
+from bench_loader import load_benchmark
 
 from landmark.data.imc_protocol import EASY, HARD, JUNK
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling helpers
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "local_features_bench", BENCHMARKS / "local_features.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # its dataclasses look their module up
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return load_benchmark("local_features")
 
 
 def test_split_photos_is_disjoint_seeded_and_bounded(bench: ModuleType) -> None:
