@@ -146,7 +146,8 @@ class QuantizedDescriptors:
 
 def quantize(descriptors: np.ndarray, name: str = "descriptors") -> QuantizedDescriptors:
     """(N, D) descriptors of one image with their int8 codes: one scale for the whole set (its largest magnitude
-    -> 127), so a block of products ranks consistently along rows and columns alike.
+    -> 127), so a block of products ranks consistently along rows and columns alike. Descriptors are finite and
+    not all (near) zero (OpenCV maps a set whose largest magnitude is under 2.2e-16 to zeros).
 
     Raises:
         ValueError: not 2-d.
@@ -176,6 +177,13 @@ def products(
     the cosines of the two candidates of each row exactly. One product per pair, not one for an image's partners
     side by side: row reductions over a contiguous block are ~3x faster than over a column slice of a wider one.
     """
+    if a.dim == 1:  # torch's CPU int8 kernel returns garbage for an inner dimension of 1
+        product = a.codes.numpy().astype(np.int32) @ b.codes.numpy().astype(np.int32).T
+        if scratch is None:
+            return product
+        out_np = scratch[: product.size].view(product.shape).numpy()
+        out_np[...] = product
+        return out_np
     if scratch is None:
         return torch._int_mm(a.codes, b.codes.T).numpy()  # the public matmul has no int8 path
     out = scratch[: len(a) * len(b)].view(len(a), len(b))
@@ -184,10 +192,14 @@ def products(
 
 
 _SCRATCH = threading.local()  # per thread: a Dask worker runs several chunks at once in threads
+_SCRATCH_MAX = 16 << 20  # elements (64 MB) a thread keeps; a larger block is allocated for its one product
 
 
 def _scratch(size: int) -> torch.Tensor:
-    """This thread's int32 scratch of at least ``size`` elements (grown, never shrunk)."""
+    """This thread's int32 scratch of at least ``size`` elements (grown up to :data:`_SCRATCH_MAX`, above that a
+    one-off buffer, so a thread pool never holds more than 64 MB a thread)."""
+    if size > _SCRATCH_MAX:
+        return torch.empty(size, dtype=torch.int32)
     buffer = getattr(_SCRATCH, "buffer", None)
     if buffer is None or buffer.numel() < size:
         buffer = _SCRATCH.buffer = torch.empty(size, dtype=torch.int32)

@@ -52,19 +52,18 @@ def reachable_scheduler(address: str, setting: str = "parallel.address", timeout
         ClusterError: it does not, naming ``setting``, the address, the reason and how to start a scheduler.
     """
     scheme, _, rest = address.partition("://")
-    if scheme not in ("tcp", "tls") or not rest:
+    if scheme.lower() not in ("tcp", "tls"):
         return
     host, colon, port = rest.rstrip("/").rpartition(":")
-    if not colon or "]" in port:  # no port: Dask's default
-        host, port = rest.rstrip("/"), "8786"
+    host = host.strip("[]")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClusterError(f"{setting} {address!r} is not a scheduler address: expected tcp://host:port")
     try:
-        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+        with socket.create_connection((host, int(port)), timeout=timeout):
             pass
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, TimeoutError):
-            reason = f"no connection within {timeout:g} s"
-        else:
-            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+    except OSError as exc:
+        timed_out = isinstance(exc, TimeoutError)
+        reason = f"no connection within {timeout:g} s" if timed_out else exc.strerror or str(exc)
         raise ClusterError(
             f"Dask scheduler unreachable at {address} ({setting}): {reason}; {SCHEDULER_START}"
         ) from exc
@@ -241,10 +240,11 @@ def dask_client(address: str | None, workers: int) -> Iterator[Client]:
     try:
         try:
             client = Client(address)
-        except (
-            Exception
-        ) as exc:  # the port accepts, but what answers is not a Dask scheduler: Dask then fails
-            # in many ways (a timeout, a closed stream, or a MemoryError reading an HTTP reply as a frame length)
+        except Exception as exc:
+            # the port accepts, but what answers is not a Dask scheduler: Dask then fails in many ways (a timeout,
+            # a closed stream, or a MemoryError reading an HTTP reply as a frame length)
+            if cluster is not None:  # our own LocalCluster: a bug, not a set-up problem
+                raise
             raise ClusterError(
                 f"no Dask scheduler answered at {address}: {type(exc).__name__}: {exc}; {SCHEDULER_START}"
             ) from exc

@@ -72,6 +72,9 @@ def test_an_unreachable_scheduler_is_a_user_error_naming_the_setting() -> None:
     with socket.create_server(("127.0.0.1", 0)) as listening:
         reachable_scheduler(f"tcp://127.0.0.1:{listening.getsockname()[1]}")  # a port that accepts passes
     reachable_scheduler("inproc://anything")  # schemes without a TCP port are left to Dask
+    for bad in ("tcp://127.0.0.1", "tcp://127.0.0.1:http", "tcp://:8786", "tcp://127.0.0.1:70000"):
+        with pytest.raises(ClusterError, match=r"parallel.address .* is not a scheduler address"):
+            reachable_scheduler(bad)  # Dask has no default port: say so instead of probing one
 
 
 def test_a_port_that_is_not_a_scheduler_is_a_user_error() -> None:
