@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # benchmarks/gpu_check.py on a lent GPU machine, in one device call (README "Scale-out"):
 #
-#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=480)
+#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=420)
 #
 # There: installs the carried wheels (.whl/, git-ignored) into /tmp/site (nothing can be downloaded there), runs
 # the check with its results and log in $OUT (they come back; copy the *_gpu.json into benchmarks/results/).
@@ -38,5 +38,5 @@ else
   export PYTHONPATH=$PWD
 fi
 echo "wheels installed in $(($(date +%s) - start)) s"
-# the script keeps to its own budget (360 s); the hard stop leaves the files it wrote so far
-PYTHONUNBUFFERED=1 timeout -k 10 400 python3 benchmarks/gpu_check.py --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_check.log"
+# the script keeps to its own budget (300 s); the hard stop leaves the files it wrote so far
+PYTHONUNBUFFERED=1 timeout -k 10 340 python3 benchmarks/gpu_check.py --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_check.log"
