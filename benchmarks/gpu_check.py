@@ -275,12 +275,13 @@ def read_train_log(path: Path) -> list[dict[str, float]]:
 
 def step_rates(rows: Sequence[dict[str, float]], images_per_step: float, skip: int) -> dict[str, Any]:
     """Images/s of a logged run: per epoch (wall time from the previous epoch's last step, loader start-up and
-    the first steps included) and in steady state (each epoch's steps after its first ``skip``).
+    the first steps included) and in steady state (each epoch timed from the end of its step ``skip + 1`` to
+    its last step: the steps in between over their time).
 
     Args:
         rows: the log's rows in step order (``seconds`` counts from the start of training).
         images_per_step: mean images per optimizer step.
-        skip: steps at the start of each epoch left out of the steady-state rate.
+        skip: steps at the start of each epoch left out of the steady-state rate (one more is the timing origin).
     """
     epochs: dict[int, list[dict[str, float]]] = {}
     for row in rows:

@@ -12,6 +12,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 def load_benchmark(script: str) -> ModuleType:
     """The module of ``benchmarks/<script>.py`` (its sibling helpers, e.g. ``_common``, importable while it loads)."""
+    saved = list(sys.path)  # the script inserts its own folder too: restore the path as it was
     sys.path.insert(0, str(BENCHMARKS))
     try:
         spec = importlib.util.spec_from_file_location(f"{script}_bench", BENCHMARKS / f"{script}.py")
@@ -21,4 +22,4 @@ def load_benchmark(script: str) -> ModuleType:
         spec.loader.exec_module(module)
         return module
     finally:
-        sys.path.remove(str(BENCHMARKS))
+        sys.path[:] = saved
