@@ -240,6 +240,9 @@ def test_train_delf_skips_and_records_bad_images(work: Path) -> None:
 def test_past_the_bound_a_stage_fails_in_one_line(work: Path, stage: str, args: list[str], key: str) -> None:
     result = cli(*args, stage, "--data", str(work / "bad"), "--out", str(work / f"strict_{stage}"))
     assert_bound_error(result, key)
+    if stage.startswith("train"):  # the trainings record what they found before refusing to train
+        assert_recorded(work / f"strict_{stage}.work")
+        assert not (work / f"strict_{stage}").exists()
 
 
 def test_index_and_clean_leave_skipped_images_out(extracted: Path, local_features: Path) -> None:
