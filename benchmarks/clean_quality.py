@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -127,7 +126,6 @@ def main() -> None:
     parser = config_parser(__doc__, REPO / "build" / "bench" / "clean")
     parser.add_argument("--skip-train", action="store_true", help="only the removal/keep rates and the sweep")
     args = parser.parse_args()
-    load_at_start = os.getloadavg()
     cfg = load_config(args.params, args.overrides)
     work: Path = args.work
     world = cached_world(cfg, work)
@@ -204,8 +202,6 @@ def main() -> None:
         }
     else:
         result["previous_training_run"] = earlier_training(RESULTS / "clean_quality.json")
-    result["load_average_at_run_start"] = load_at_start
-    result["load_average_at_end"] = os.getloadavg()
     write_result("clean_quality", result)
 
 

@@ -450,7 +450,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         "delf_config": {k: getattr(cfg.delf, k) for k in cfg.delf.__dataclass_fields__},
         "verify_config": {k: getattr(cfg.verify, k) for k in cfg.verify.__dataclass_fields__},
         "variants": results,
-        "load_average_at_end": os.getloadavg(),
     }
     write_result("local_features", payload, args.out)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -310,7 +309,6 @@ def main() -> None:
     result["gldv2_projection"] = project(result["stages"], result["index"], args.image_size, [2, 8, 32, 128])
     result["image_size"] = args.image_size
     result["chunk_images"] = args.chunk
-    result["load_average_at_end"] = os.getloadavg()
     result["note"] = (
         "measured on a 2-core machine (other jobs' load: the load averages): speed-ups below 2 include the "
         "scheduler, the client and any other load on the same cores"

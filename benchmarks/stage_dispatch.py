@@ -72,7 +72,6 @@ def main() -> None:
         "--baseline-code", type=Path, default=None, help="directory holding another landmark/"
     )
     args = parser.parse_args()
-    load_at_start = os.getloadavg()
     from landmark.config import load_config
 
     world = cached_world(load_config(args.params, args.overrides), args.work)
@@ -94,7 +93,6 @@ def main() -> None:
             "settings": DEMO,
             "median_seconds": summary,
             "runs": runs,
-            "load_average_at_run_start": load_at_start,
             "note": "2 shared cores: other engineers' jobs ran at the same time",
         },
     )

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import tempfile
 import time
@@ -207,7 +206,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    load_at_start = os.getloadavg()
     if not (args.root / SCENE).is_dir():
         raise SystemExit(f"IMC photos not found under {args.root}")
 
@@ -294,8 +292,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         "speedup": ours_rate / ref_rate,  # the median repeat's
         "repeats": [{"ours": o, "reference": r, "speedup": o / r} for o, r in repeats],
         "ours_store_parallel": parallel,
-        "load_average_at_run_start": load_at_start,
-        "load_average_at_end": os.getloadavg(),
         "note": "2 shared cores: other engineers' jobs ran at the same time",
     }
     write_result("verify_speed", payload, args.out)
