@@ -169,7 +169,7 @@ def products(
 ) -> np.ndarray:
     """(N1, N2) int32 products of the int8 codes of ``a`` and ``b``, proportional to their cosines up to the
     quantisation (~2e-3 std for unit RootSIFT rows). With ``scratch`` (a 1-d int32 tensor of at least N1 * N2
-    elements) the result is a view of it, valid until ``scratch`` is reused: a fresh 4 MB block per pair costs
+    elements) the result is a view of it (D > 1), valid until ``scratch`` is reused: a fresh 4 MB block per pair costs
     ~0.1 ms in page faults alone, ~10% of a pair's verification.
 
     Ranking nearest neighbours by these exact integer sums (no dependence on threads or blocking) takes ~10x
@@ -177,13 +177,10 @@ def products(
     the cosines of the two candidates of each row exactly. One product per pair, not one for an image's partners
     side by side: row reductions over a contiguous block are ~3x faster than over a column slice of a wider one.
     """
-    if a.dim == 1:  # torch's CPU int8 kernel returns garbage for an inner dimension of 1
-        product = a.codes.numpy().astype(np.int32) @ b.codes.numpy().astype(np.int32).T
-        if scratch is None:
-            return product
-        out_np = scratch[: product.size].view(product.shape).numpy()
-        out_np[...] = product
-        return out_np
+    if (
+        a.dim == 1
+    ):  # torch's CPU int8 kernel returns garbage for an inner dimension of 1: a fresh exact product
+        return a.codes.numpy().astype(np.int32) @ b.codes.numpy().astype(np.int32).T
     if scratch is None:
         return torch._int_mm(a.codes, b.codes.T).numpy()  # the public matmul has no int8 path
     out = scratch[: len(a) * len(b)].view(len(a), len(b))
