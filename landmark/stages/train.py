@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from landmark.config import Config, config_to_dict, resolve_device
-from landmark.data.bad_images import QUARANTINE_FILE, BadImage, reason_counts
+from landmark.data.bad_images import BadImage
 from landmark.models.model_dir import save_model_dir
 from landmark.training.loop import ensemble_weights, train_global_model, training_metrics
 from landmark.training.trainer import LOG, launcher_rank
@@ -68,12 +68,11 @@ def train(
     )  # fmt: skip
     if is_main:
         ensemble_weights(result, cfg.train.wise_alpha)  # WiSE-FT: a step of its own after training
-        extra = {"classes": len(labels), "images": len(items), "bad_images": reason_counts(bad)}
         save_model_dir(
             out_dir, result.model, cfg.model, labels,
-            metrics={"train": training_metrics(result, extra)},
+            metrics={"train": training_metrics(result, data.counts())},
             extra_config={"train": config_to_dict(cfg.train), "seed": cfg.seed, "data": str(data_dir)},
-            head=result.head, extra_files=[work / LOG, *([work / QUARANTINE_FILE] if bad else [])],
+            head=result.head, extra_files=[work / LOG, *data.record_files(work)],
         )  # fmt: skip
     return TrainSummary(
         model_dir=out_dir if is_main else None,

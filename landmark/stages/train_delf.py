@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from landmark.config import Config, resolve_device
-from landmark.data.bad_images import QUARANTINE_FILE, BadImage, reason_counts
+from landmark.data.bad_images import BadImage
 from landmark.models.delf_dir import save_delf_dir
 from landmark.training.delf import LOG
 from landmark.training.delf import train_delf as run_training
@@ -65,11 +65,10 @@ def train_delf(
         device=resolve_device(cfg.device),
         progress=progress,
     )
-    counts = {"classes": len(labels), "images": len(items), "bad_images": reason_counts(bad)}
     save_delf_dir(
-        out_dir, result.model, result.pca, cfg.delf, labels, {"train": {**result.metrics(), **counts}},
+        out_dir, result.model, result.pca, cfg.delf, labels, {"train": {**result.metrics(), **data.counts()}},
         extra_config={"seed": cfg.seed, "data": str(data_dir), "manifest": str(manifest) if manifest else None},
-        extra_files=[work / LOG, *([work / QUARANTINE_FILE] if bad else [])],
+        extra_files=[work / LOG, *data.record_files(work)],
     )  # fmt: skip
     return TrainDelfSummary(
         model_dir=out_dir,

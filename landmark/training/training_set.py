@@ -44,6 +44,19 @@ class TrainingSet:
     bad_images: list[BadImage]
     candidates: int  # ok labelled rows looked at (bad ones included): the base of the bad share
 
+    def counts(self) -> dict[str, object]:
+        """What a model's metrics.json records of its training set: classes, images, left-out images by reason."""
+        return {
+            "classes": len(self.labels),
+            "images": len(self.items),
+            "bad_images": reason_counts(self.bad_images),
+        }
+
+    def record_files(self, record_in: Path) -> list[Path]:
+        """The quarantine record :func:`checked_training_set` wrote in ``record_in`` (none when nothing was left
+        out), for the model directory."""
+        return [record_in / QUARANTINE_FILE] if self.bad_images else []
+
 
 def label_set(manifest: pd.DataFrame, min_images: int) -> tuple[pd.DataFrame, list[int], int]:
     """Usable rows (status ok, a landmark label, classes with >= ``min_images`` images), the sorted landmark ids
@@ -150,7 +163,7 @@ def checked_training_set(
     if record_in is not None:
         write_quarantine(record_in, bad, stage=stage, images=data.candidates)
     if bad:
-        where = f", listed in {Path(record_in) / QUARANTINE_FILE}" if record_in is not None else ""
+        where = f", listed in {record_in / QUARANTINE_FILE}" if record_in is not None else ""
         logger.warning("%s: %d undecodable images left out %s%s", stage, len(bad), reason_counts(bad), where)
     check_bad_share(stage, "train.max_bad_share", cfg.train.max_bad_share, bad, data.candidates)
     require_classes(data, min_images, stage)
